@@ -1,0 +1,35 @@
+# Two entry points: `make serve` (the main job) and `make test` (what CI runs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: serve test lint bench bench-core bench-accuracy demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[service,batch,plot,dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/episodic-koopman demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/episodic-koopman demo
+
+bench-core: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py
+
+bench: bench-core
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,32 @@
+"""The ``episodic-koopman`` command line.
+
+Each command group lives in its own module and adds itself to the app with
+``register(app)``; this module only wires them together.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import demo
+
+app = typer.Typer(
+    name="episodic-koopman",
+    help="Online Koopman forecasting with an episodic memory of past operator fits.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Online Koopman forecasting with an episodic memory of past operator fits."""
+
+
+for module in (demo,):
+    module.register(app)
+
+
+def main() -> None:
+    app()

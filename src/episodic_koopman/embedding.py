@@ -1,0 +1,209 @@
+"""Observables: online standardisation, delay (Hankel) embedding and liftings.
+
+The operator never sees raw values. A stream of ``c`` channels is standardised
+per channel, the last ``d`` standardised rows form a delay vector (time-major:
+``[y_{t-d+1}, ..., y_t]``, each a block of ``c`` channels), and a lifting maps
+the delay vector to the observables the operator evolves. Every lifting keeps
+the delay vector itself as its first coordinates, so the forecast is always a
+linear read-out of the newest block (`DelayEmbedding.readout`).
+
+>>> import numpy as np
+>>> emb = DelayEmbedding(delays=3, n_channels=1)
+>>> history = np.arange(5.0).reshape(-1, 1)
+>>> emb.snapshot(history, mean=np.zeros(1), scale=np.ones(1))
+array([2., 3., 4.])
+>>> emb.snapshots(history, mean=np.zeros(1), scale=np.ones(1)).shape
+(3, 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from river import stats
+
+
+class Standardizer:
+    """Running per-channel mean and standard deviation (Welford, river's `stats.Var`).
+
+    >>> s = Standardizer(n_channels=1)
+    >>> for v in [1.0, 2.0, 3.0]:
+    ...     s.update(np.array([v]))
+    >>> mean, scale = s.current()
+    >>> float(mean[0]), float(scale[0])
+    (2.0, 1.0)
+    """
+
+    def __init__(self, n_channels: int) -> None:
+        self.n_channels = n_channels
+        self._vars = [stats.Var(ddof=1) for _ in range(n_channels)]
+
+    def update(self, values: np.ndarray) -> None:
+        for var, value in zip(self._vars, values, strict=True):
+            var.update(float(value))
+
+    def current(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current mean and scale; a scale of 1 stands in for a zero spread."""
+        mean = np.array([v.mean.get() for v in self._vars], dtype=np.float64)
+        std = np.sqrt(np.array([max(v.get(), 0.0) for v in self._vars], dtype=np.float64))
+        tiny = 1e-12 * np.maximum(np.abs(mean), 1.0)
+        return mean, np.where(std > tiny, std, 1.0)
+
+    def get_state(self) -> np.ndarray:
+        """Exact Welford state, one row ``(n, mean, S)`` per channel."""
+        return np.array([[v.mean.n, v.mean._mean, v._S] for v in self._vars], dtype=np.float64)
+
+    def set_state(self, state: np.ndarray) -> None:
+        for var, (n, mean, s) in zip(self._vars, state, strict=True):
+            # river exposes no exact setter (its _from_state goes through the variance,
+            # which would round); these are the fields Welford's update keeps.
+            var.mean.n = float(n)
+            var.mean._mean = float(mean)
+            var._S = float(s)
+
+
+class DelayEmbedding:
+    """Delay (Hankel) vectors of ``delays`` consecutive standardised observations."""
+
+    def __init__(self, delays: int, n_channels: int) -> None:
+        self.delays = delays
+        self.n_channels = n_channels
+
+    @property
+    def dimension(self) -> int:
+        return self.delays * self.n_channels
+
+    @property
+    def readout(self) -> slice:
+        """Coordinates of the newest observation inside a delay vector."""
+        return slice(self.dimension - self.n_channels, self.dimension)
+
+    def snapshot(self, history: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Delay vector of the last ``delays`` rows of ``history`` (shape ``(L, c)``)."""
+        rows = history[-self.delays :]
+        return ((rows - mean) / scale).reshape(-1)
+
+    def snapshots(self, history: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """All delay vectors of ``history``, oldest first: ``(L - delays + 1, delays * c)``."""
+        standardised = (history - mean) / scale
+        windows = sliding_window_view(standardised, (self.delays, self.n_channels))[:, 0]
+        return windows.reshape(windows.shape[0], -1)
+
+
+class Lifting(Protocol):
+    """Maps delay vectors to observables; the first coordinates must be the delay vector."""
+
+    def setup(self, n_inputs: int) -> None: ...
+
+    def n_features(self, n_inputs: int) -> int: ...
+
+    def transform(self, z: np.ndarray) -> np.ndarray: ...
+
+    def get_state(self) -> dict[str, Any]: ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+class IdentityLifting:
+    """The delay vector itself: plain Hankel DMD."""
+
+    def setup(self, n_inputs: int) -> None:
+        self.n_inputs = n_inputs
+
+    def n_features(self, n_inputs: int) -> int:
+        return n_inputs
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        return z
+
+    def get_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        return None
+
+
+class RandomFourierLifting:
+    """Delay vector plus random Fourier features ``sqrt(2/D) cos(W z + b)``.
+
+    The features approximate a Gaussian (RBF) kernel of bandwidth
+    ``bandwidth`` (in standardised units), as in extended DMD with a kernel
+    dictionary. ``seed`` fixes ``W`` and ``b``.
+
+    >>> lift = RandomFourierLifting(n_components=4, bandwidth=1.0, seed=0)
+    >>> lift.setup(3)
+    >>> lift.transform(np.zeros(3)).shape
+    (7,)
+    """
+
+    def __init__(self, n_components: int = 64, bandwidth: float = 2.0, seed: int = 0) -> None:
+        self.n_components = n_components
+        self.bandwidth = bandwidth
+        self.seed = seed
+
+    def setup(self, n_inputs: int) -> None:
+        rng = np.random.default_rng(self.seed)
+        self.weights = rng.standard_normal((n_inputs, self.n_components)) / self.bandwidth
+        self.offsets = rng.uniform(0.0, 2.0 * np.pi, self.n_components)
+
+    def n_features(self, n_inputs: int) -> int:
+        return n_inputs + self.n_components
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        features = np.sqrt(2.0 / self.n_components) * np.cos(z @ self.weights + self.offsets)
+        return np.concatenate([z, features], axis=-1)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"weights": self.weights, "offsets": self.offsets}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.offsets = np.asarray(state["offsets"], dtype=np.float64)
+
+
+def make_lifting(name: str, n_components: int, bandwidth: float, seed: int) -> Lifting:
+    """Build the lifting called ``name`` (``"identity"`` or ``"rff"``)."""
+    if name == "identity":
+        return IdentityLifting()
+    if name == "rff":
+        return RandomFourierLifting(n_components=n_components, bandwidth=bandwidth, seed=seed)
+    raise ValueError(f"lifting must be 'identity' or 'rff', got {name!r}")
+
+
+class History:
+    """The last ``length`` raw observations, readable as one contiguous slice.
+
+    Each row is written twice, at ``i`` and ``i + length``, so the newest ``k``
+    rows are always the view ``buffer[i + length - k + 1 : i + length + 1]``.
+
+    >>> h = History(length=3, n_channels=1)
+    >>> for v in [1.0, 2.0, 3.0, 4.0]:
+    ...     h.append(np.array([v]))
+    >>> h.last(3).ravel().tolist()
+    [2.0, 3.0, 4.0]
+    """
+
+    def __init__(self, length: int, n_channels: int) -> None:
+        self.length = length
+        self._buffer = np.zeros((2 * length, n_channels))
+        self.count = 0
+
+    def append(self, values: np.ndarray) -> None:
+        i = self.count % self.length
+        self._buffer[i] = values
+        self._buffer[i + self.length] = values
+        self.count += 1
+
+    def last(self, k: int) -> np.ndarray:
+        """The newest ``k`` rows, oldest first (``k <= min(length, count)``)."""
+        end = (self.count - 1) % self.length + self.length + 1
+        return self._buffer[end - k : end]
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"buffer": self._buffer.copy(), "count": np.array(self.count, dtype=np.int64)}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._buffer = np.array(state["buffer"], dtype=np.float64)
+        self.count = int(state["count"])

@@ -1,0 +1,925 @@
+"""`EpisodicKoopman`: an online Koopman forecaster with an episodic memory."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from river.time_series.base import Forecaster
+
+from . import validation as v
+from .embedding import DelayEmbedding, History, Lifting, Standardizer, make_lifting
+from .intervals import ConformalCalibrator
+from .memory import EpisodeMemory
+from .operator import KoopmanFit, WindowedDMD
+from .rank import RankRule, validate_rank_rule
+from .recall import (
+    DRIFT_DETECTORS,
+    AdaptiveThreshold,
+    DriftGate,
+    KeyWeights,
+    RecallContext,
+    attention_weights,
+    episode_key,
+    exact_distances,
+    key_dimension,
+    make_correction,
+    normalized_state,
+)
+from .spectrum import Signature, Spectrum, make_signature
+from .threads import single_threaded
+
+#: Largest horizon a single forecast may ask for.
+MAX_HORIZON = 100_000
+#: Largest number of observables (delays x channels, plus lifted features).
+MAX_FEATURES = 2048
+
+STRATEGIES = ("analog", "residual", "transfer")
+ALIGNMENTS = ("zscore", "additive", "multiplicative", "last", "none")
+MISSING_POLICIES = ("raise", "skip", "ffill")
+
+
+@dataclass(frozen=True)
+class RecalledEpisode:
+    """One matched past episode and its share of the correction."""
+
+    id: int
+    origin: int
+    window_start: int
+    distance: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast that explains itself.
+
+    ``mean``, ``lower`` and ``upper`` have shape ``(horizon,)`` for a single
+    series and ``(horizon, n_channels)`` for channels. ``recalled`` lists the
+    matched episodes (empty when memory did not apply) and ``spectrum`` the
+    current fit (``None`` before the first fit, when ``fallback`` is true and
+    the mean is the last value).
+    """
+
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    level: float
+    channels: list[str] | None
+    recalled: list[RecalledEpisode] = field(default_factory=list)
+    recall_applied: bool = False
+    spectrum: Spectrum | None = None
+    fallback: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (NaN bounds, which exist only before any data, become ``None``)."""
+
+        def clean(a: np.ndarray) -> list[Any]:
+            return [None if not math.isfinite(x) else float(x) for x in np.ravel(a)]
+
+        def shaped(a: np.ndarray) -> Any:
+            if self.channels is None:
+                return clean(a)
+            return {ch: clean(a[:, j]) for j, ch in enumerate(self.channels)}
+
+        return {
+            "mean": shaped(self.mean),
+            "lower": shaped(self.lower),
+            "upper": shaped(self.upper),
+            "level": self.level,
+            "recall_applied": self.recall_applied,
+            "recalled": [r.__dict__ for r in self.recalled],
+            "spectrum": self.spectrum.summary() if self.spectrum is not None else [],
+            "fallback": self.fallback,
+        }
+
+
+@dataclass
+class _Pending:
+    """An episode whose horizon has not passed yet: not recallable."""
+
+    origin: int
+    window_start: int
+    key: np.ndarray | None
+    signature: Signature | None
+    state: np.ndarray | None
+    history: np.ndarray
+    plain: np.ndarray
+    issued: np.ndarray
+    spread: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    ref_mean: np.ndarray
+    ref_scale: np.ndarray
+    realised: np.ndarray
+    n_realised: int = 0
+
+
+@dataclass(frozen=True)
+class _Recall:
+    ids: np.ndarray
+    distances: np.ndarray
+    weights: np.ndarray
+    records: dict[str, np.ndarray]
+    admitted: bool
+
+
+@dataclass(frozen=True)
+class _Present:
+    """Everything derived from the state at one tick (cached until the next update)."""
+
+    n: int
+    fit: KoopmanFit
+    signature: Signature | None  # signature, state and key exist only with a memory
+    state: np.ndarray | None
+    key: np.ndarray | None
+    recall: _Recall | None
+
+
+class EpisodicKoopman(Forecaster):
+    """Online Koopman (sliding-window DMD) forecaster with an episodic memory.
+
+    The stream is standardised, delay-embedded (``delays`` lags per channel) and
+    lifted. A rank-truncated DMD of the last ``window`` snapshots is kept up to
+    date by O(m^2) rank-1 updates. Forecasts propagate its modes from the newest
+    snapshot, with unstable eigenvalues pulled onto the unit circle.
+
+    Every ``stride`` steps the current fit becomes an *episode*: its spectral
+    signature, its state (the normalised delay window), and the forecast it issued.
+    Once ``episode_horizon`` steps have passed, the episode also holds what really
+    happened, and it enters a FAISS-indexed memory. A forecast then looks up
+    episodes whose spectrum *and* state resemble the present: FAISS finds
+    ``candidates``, and an exact Wasserstein/mode/state distance keeps the
+    ``top_k``. When the best is close enough (``recall_quantile`` of recent best
+    distances), the plain forecast is corrected by the matched episodes, weighted by
+    ``softmax(-distance / tau)``:
+
+    * ``"analog"``: replay what followed them, aligned to the present level;
+    * ``"residual"``: add the errors their forecasts made;
+    * ``"transfer"``: propagate the present with the operator fitted after them.
+
+    Intervals are conformal, per step ahead, widened or narrowed by the spread among
+    the recalled episodes. Before the first fit (``3 * delays`` observations by
+    default), `forecast` returns the last value (0.0 before any data).
+
+    Parameters
+    ----------
+    delays
+        Lags per channel in the delay embedding.
+    window
+        Snapshot pairs in the sliding DMD window.
+    rank
+        Truncation rule: an int, an energy fraction in (0, 1], or ``"gd"``
+        (Gavish-Donoho optimal hard threshold). See `episodic_koopman.rank`.
+    max_rank
+        Cap on the rank (and the length of spectral signatures).
+    memory
+        ``False`` gives the same predictor without recall (a clean baseline).
+    strategy
+        ``"analog"``, ``"residual"`` or ``"transfer"``.
+    episode_horizon
+        Steps each episode's forecast covers. Corrections and calibrated intervals
+        cover this many steps; beyond it they are extended (see the strategies).
+    stride
+        Steps between episodes.
+    top_k, candidates
+        Episodes kept after the exact rerank, and FAISS candidates before it.
+    tau
+        Attention temperature, in units of the typical best match distance.
+    recall_quantile
+        Recall only when the best match is within this quantile of recent best
+        distances (1.0: always).
+    alignment, blend
+        How the analog strategy maps past continuations to the present level, and
+        how much of it replaces the plain forecast (1.0: all).
+    eigenvalue_weight, mode_weight, state_weight
+        Weights of the terms of the match distance (see `episodic_koopman.recall`).
+    capacity
+        Most episodes kept; the oldest are evicted first.
+    hnsw_threshold
+        Past this many episodes the index switches from exact (flat) to HNSW.
+    drift_gate, gate_span
+        ``None``, or a river drift detector (``"page_hinkley"``, ``"kswin"``) on the
+        episodes' one-step errors: recall then applies only within ``gate_span``
+        steps after a detected drift.
+    level
+        Level of the intervals issued at episode origins (for the coverage report).
+    calibration_window
+        Scored episodes kept per step ahead for conformal calibration.
+    stabilize
+        ``"clip"`` pulls eigenvalues with modulus above 1 onto the unit circle;
+        ``"none"`` leaves them.
+    refit_every
+        Steps between exact refits (which also refresh the standardisation);
+        ``None`` means ``window``.
+    lifting, n_components, bandwidth
+        ``"identity"`` (plain Hankel DMD) or ``"rff"`` (delay vector plus random
+        Fourier features approximating an RBF kernel, i.e. kernel EDMD).
+    mode_delays
+        Newest delays of each mode kept in its signature.
+    missing
+        ``"raise"`` on NaN/inf, ``"skip"`` such observations (counted in
+        `n_missing`), or ``"ffill"`` (replace by the last finite value, per channel).
+    seed
+        Seeds the random features and stochastic drift detectors.
+    dt
+        Time units per step, for reported frequencies and growth rates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from episodic_koopman import EpisodicKoopman
+    >>> t = np.arange(400)
+    >>> model = EpisodicKoopman(delays=16, window=64)
+    >>> model.learn_many(np.sin(2 * np.pi * t / 25))
+    >>> [round(v, 3) for v in model.forecast(horizon=3)]
+    [0.0, 0.249, 0.482]
+    >>> f = model.predict(horizon=3)
+    >>> round(f.spectrum.summary()[0]["period"], 3)
+    25.0
+    """
+
+    def __init__(
+        self,
+        delays: int = 32,
+        window: int = 256,
+        rank: RankRule = "gd",
+        max_rank: int = 16,
+        memory: bool = True,
+        strategy: str = "analog",
+        episode_horizon: int = 24,
+        stride: int = 4,
+        top_k: int = 5,
+        candidates: int = 32,
+        tau: float = 0.5,
+        recall_quantile: float = 1.0,
+        alignment: str = "zscore",
+        blend: float = 1.0,
+        eigenvalue_weight: float = 1.0,
+        mode_weight: float = 0.5,
+        state_weight: float = 1.0,
+        capacity: int = 10_000,
+        hnsw_threshold: int = 50_000,
+        drift_gate: str | None = None,
+        gate_span: int = 96,
+        level: float = 0.9,
+        calibration_window: int = 200,
+        stabilize: str = "clip",
+        refit_every: int | None = None,
+        lifting: str = "identity",
+        n_components: int = 64,
+        bandwidth: float = 2.0,
+        mode_delays: int = 4,
+        missing: str = "raise",
+        seed: int = 0,
+        dt: float = 1.0,
+    ) -> None:
+        self.delays = delays
+        self.window = window
+        self.rank = rank
+        self.max_rank = max_rank
+        self.memory = memory
+        self.strategy = strategy
+        self.episode_horizon = episode_horizon
+        self.stride = stride
+        self.top_k = top_k
+        self.candidates = candidates
+        self.tau = tau
+        self.recall_quantile = recall_quantile
+        self.alignment = alignment
+        self.blend = blend
+        self.eigenvalue_weight = eigenvalue_weight
+        self.mode_weight = mode_weight
+        self.state_weight = state_weight
+        self.capacity = capacity
+        self.hnsw_threshold = hnsw_threshold
+        self.drift_gate = drift_gate
+        self.gate_span = gate_span
+        self.level = level
+        self.calibration_window = calibration_window
+        self.stabilize = stabilize
+        self.refit_every = refit_every
+        self.lifting = lifting
+        self.n_components = n_components
+        self.bandwidth = bandwidth
+        self.mode_delays = mode_delays
+        self.missing = missing
+        self.seed = seed
+        self.dt = dt
+        self._check_params()
+        self._reset()
+
+    # ------------------------------------------------------------------ parameters
+    def _check_params(self) -> None:
+        v.check_positive_int("delays", self.delays, 1, MAX_FEATURES)
+        v.check_positive_int("window", self.window, 2, 1_000_000)
+        validate_rank_rule(self.rank)
+        v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
+        if not isinstance(self.memory, bool):
+            raise TypeError(f"memory must be True or False, got {self.memory!r}")
+        v.check_choice("strategy", self.strategy, STRATEGIES)
+        v.check_positive_int("episode_horizon", self.episode_horizon, 1, 100_000)
+        v.check_positive_int("stride", self.stride, 1, 1_000_000)
+        v.check_positive_int("top_k", self.top_k, 1, 10_000)
+        v.check_positive_int("candidates", self.candidates, 1, 100_000)
+        if self.candidates < self.top_k:
+            raise ValueError(f"candidates ({self.candidates}) must be >= top_k ({self.top_k})")
+        for name in ("tau", "bandwidth", "dt"):
+            value = getattr(self, name)
+            if not v.is_real_number(value) or not (0 < float(value) < math.inf):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        for name in ("eigenvalue_weight", "mode_weight", "state_weight"):
+            value = getattr(self, name)
+            if not v.is_real_number(value) or not (0 <= float(value) < math.inf):
+                raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+        v.check_fraction("recall_quantile", self.recall_quantile, 0.0, 1.0 + 1e-12)
+        v.check_choice("alignment", self.alignment, ALIGNMENTS)
+        if not v.is_real_number(self.blend) or not (0.0 <= float(self.blend) <= 1.0):
+            raise ValueError(f"blend must lie in [0, 1], got {self.blend!r}")
+        v.check_positive_int("capacity", self.capacity, 1, 100_000_000)
+        v.check_positive_int("hnsw_threshold", self.hnsw_threshold, 1, 10**12)
+        if self.drift_gate is not None:
+            v.check_choice("drift_gate", self.drift_gate, DRIFT_DETECTORS)
+        v.check_positive_int("gate_span", self.gate_span, 1, 10**12)
+        v.check_fraction("level", self.level)
+        v.check_positive_int("calibration_window", self.calibration_window, 1, 1_000_000)
+        v.check_choice("stabilize", self.stabilize, ("clip", "none"))
+        if self.refit_every is not None:
+            v.check_positive_int("refit_every", self.refit_every, 1, 10**12)
+        v.check_choice("lifting", self.lifting, ("identity", "rff"))
+        v.check_positive_int("n_components", self.n_components, 1, MAX_FEATURES)
+        v.check_positive_int("mode_delays", self.mode_delays, 1, MAX_FEATURES)
+        v.check_choice("missing", self.missing, MISSING_POLICIES)
+        v.check_positive_int("seed", self.seed, 0, 2**32 - 1)
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"delays": 8, "window": 32}
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        self._channels: list[str] | None = None
+        self._scalar: bool | None = None
+        self._n = 0
+        self._n_missing = 0
+        self._ready_at: int | None = None
+        self._last_finite: np.ndarray | None = None
+        self._ref_mean: np.ndarray | None = None
+        self._ref_scale: np.ndarray | None = None
+        self._present_cache: _Present | None = None
+        self._components_ready = False
+        self._source = 0
+        self._attached_memory: EpisodeMemory | None = getattr(self, "_attached_memory", None)
+
+    def _setup(self, n_channels: int) -> None:
+        """Build the components once the number of channels is known."""
+        d, c = self.delays, n_channels
+        n_inputs = d * c
+        self._lift_map: Lifting = make_lifting(
+            self.lifting, self.n_components, self.bandwidth, self.seed
+        )
+        n_features = self._lift_map.n_features(n_inputs)
+        self._lift_map.setup(n_inputs)
+        self._embedding = DelayEmbedding(d, c)
+        self._scaler = Standardizer(c)
+        self._history = History(self.window + d, c)
+        self._operator = WindowedDMD(n_features, self.window, self.rank, self.max_rank)
+        self._calibrator = ConformalCalibrator(self.episode_horizon, c, self.calibration_window)
+        self._threshold = AdaptiveThreshold(self.recall_quantile)
+        self._gate = (
+            DriftGate(self.drift_gate, self.gate_span, self.seed) if self.drift_gate else None
+        )
+        self._key_weights = KeyWeights(self.eigenvalue_weight, self.mode_weight, self.state_weight)
+        self._mode_length = min(self.mode_delays, d) * c
+        self._correction = make_correction(self.strategy, self.alignment, self.blend)  # type: ignore[arg-type]
+        self._memory: EpisodeMemory | None = None
+        if self.memory:
+            dim = key_dimension(self.max_rank, self._mode_length, n_inputs)
+            if self._attached_memory is not None:
+                self._memory = self._attached_memory
+            else:
+                self._memory = EpisodeMemory(
+                    dim, capacity=self.capacity, hnsw_threshold=self.hnsw_threshold
+                )
+        self._pending: list[_Pending] = []
+        self._components_ready = True
+
+    @property
+    def _min_pairs(self) -> int:
+        return min(self.window, 2 * self.delays)
+
+    @property
+    def _refit_period(self) -> int:
+        return self.refit_every if self.refit_every is not None else self.window
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def n_observations(self) -> int:
+        """Observations learned (skipped missing values excluded)."""
+        return self._n
+
+    @property
+    def n_missing(self) -> int:
+        """Observations skipped or forward-filled under the ``missing`` policy."""
+        return self._n_missing
+
+    @property
+    def channels(self) -> list[str] | None:
+        """Channel names (``None`` for a single series)."""
+        return list(self._channels) if self._channels is not None else None
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether an operator has been fitted (before that, forecasts are the last value)."""
+        return self._ready_at is not None
+
+    @property
+    def memory_size(self) -> int:
+        """Episodes stored in memory (recallable)."""
+        return len(self._memory) if self._components_ready and self._memory is not None else 0
+
+    @property
+    def coverage(self) -> float | None:
+        """Empirical coverage of the intervals issued at episode origins (at ``level``)."""
+        return self._calibrator.coverage() if self._components_ready else None
+
+    def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:
+        """Store episodes in, and recall them from, ``memory``: possibly shared by many models.
+
+        Call before the first observation. Episodes are scale-free (normalised
+        states, level-aligned replays, errors in units of each series' scale), so
+        models of series on different scales can share one memory; each episode
+        records ``source`` to say which model stored it. A saved model keeps a copy
+        of the memory it used.
+        """
+        if self._components_ready:
+            raise ValueError("attach_memory must be called before the model learns anything")
+        if not self.memory:
+            raise ValueError("this model was built with memory=False")
+        v.check_positive_int("source", source, 0, 2**62)
+        self._attached_memory = memory
+        self._source = int(source)
+
+    def learn_one(self, y: float | dict[str, float], x: dict | None = None) -> None:
+        """Learn one observation: a number, or a dict of channel to number.
+
+        ``x`` (exogenous features, as river's evaluation passes) is accepted and
+        ignored.
+        """
+        values, channels, scalar = v.coerce_observation(y, self._channels, self._scalar)
+        kept, n_affected = self._apply_missing_policy(values[None, :])
+        self._check_layout(values.shape[0])
+        self._n_missing += n_affected
+        if kept.shape[0] == 0:
+            return
+        self._adopt_layout(channels, scalar, values.shape[0])
+        self._step(kept[0])
+
+    def learn_many(self, values: Any) -> None:
+        """Learn a batch in order; the same result as a loop of `learn_one`.
+
+        ``values``: a sequence or 1-D array (single series), a sequence of dicts,
+        a dict of channel to 1-D array, or a 2-D array whose columns are the
+        model's channels. The whole batch is validated before anything is learned.
+        """
+        array, channels, scalar = v.coerce_many(values, self._channels, self._scalar)
+        if array.shape[0] == 0:
+            return
+        kept, n_affected = self._apply_missing_policy(array)
+        self._check_layout(array.shape[1])
+        self._n_missing += n_affected
+        if kept.shape[0] == 0:
+            return
+        self._adopt_layout(channels, scalar, array.shape[1])
+        with single_threaded():
+            for row in kept:
+                self._step(row)
+
+    def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[Any]:
+        """Point forecasts for steps ``1..horizon``: floats, or dicts for channels."""
+        result = self.predict(horizon)
+        if result.channels is None:
+            return [float(m) for m in result.mean]
+        return [{ch: float(row[j]) for j, ch in enumerate(result.channels)} for row in result.mean]
+
+    def predict(self, horizon: int, level: float | None = None) -> Forecast:
+        """Forecast with intervals, the recalled episodes and the current spectrum."""
+        horizon = v.check_horizon(horizon, MAX_HORIZON)
+        level = self.level if level is None else v.check_fraction("level", level)
+        if not self.is_fitted:
+            return self._fallback(horizon, level)
+        with single_threaded():
+            present = self._present()
+            plain = self._plain_forecast(present.fit, horizon)
+            mean, spread, recall = plain, np.zeros_like(plain), present.recall
+            if recall is not None and recall.admitted:
+                mean, spread = self._correct(plain, recall)
+            half = self._calibrator.half_width(level, spread, horizon, self._scaler.current()[1])
+            spectrum = self._spectrum(present.fit)
+        return Forecast(
+            mean=self._shape(mean),
+            lower=self._shape(mean - half),
+            upper=self._shape(mean + half),
+            level=level,
+            channels=self.channels,
+            recalled=self._recalled_list(recall),
+            recall_applied=bool(recall is not None and recall.admitted),
+            spectrum=spectrum,
+        )
+
+    def spectrum(self) -> Spectrum | None:
+        """The current fit's spectrum (``None`` before the first fit)."""
+        if not self.is_fitted:
+            return None
+        with single_threaded():
+            return self._spectrum(self._present().fit)
+
+    def episodes(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Browse the memory, oldest first: JSON-safe summaries of stored episodes."""
+        offset = v.check_positive_int("offset", offset, 0)
+        limit = v.check_positive_int("limit", limit, 1, 10_000)
+        if self._memory is None or not self._components_ready:
+            return []
+        ids = self._memory.live_ids()[offset : offset + limit]
+        records = self._memory.get(ids)
+        out = []
+        for i, episode_id in enumerate(ids):
+            eigs = records["eigenvalues"][i]
+            rank = int(np.count_nonzero(eigs))
+            errors = records["continuation"][i] - records["issued"][i]
+            out.append(
+                {
+                    "id": int(episode_id),
+                    "source": int(records["source"][i]),
+                    "origin": int(records["origin"][i]),
+                    "window_start": int(records["window_start"][i]),
+                    "rank": rank,
+                    "frequencies": (np.angle(eigs[:rank]) / (2 * np.pi * self.dt)).tolist(),
+                    "growth_rates": (np.log(np.abs(eigs[:rank])) / self.dt).tolist(),
+                    "forecast": records["issued"][i].tolist(),
+                    "realised": records["continuation"][i].tolist(),
+                    "mae": float(np.mean(np.abs(errors))),
+                }
+            )
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Save to a single versioned file (JSON + npz + FAISS index; no pickle)."""
+        from .persistence import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EpisodicKoopman:
+        """Load a model saved by `save`; it forecasts bit-identically."""
+        from .persistence import load_model
+
+        return load_model(path)
+
+    # ------------------------------------------------------------------ ingest
+    def _apply_missing_policy(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """Check finiteness of the whole batch and apply ``missing`` (no mutation).
+
+        Returns the rows to learn and how many observations were skipped or filled.
+        """
+        bad = v.first_non_finite(rows)
+        if bad is None:
+            return rows, 0
+        if self.missing == "raise":
+            row, col = bad
+            where = f"observation {row}" if rows.shape[0] > 1 else "observation"
+            channel = f", channel {self._channels[col]!r}" if self._channels else ""
+            raise ValueError(
+                f"{where}{channel} is {rows[row, col]!r}; values must be finite "
+                "(or construct the model with missing='skip' or 'ffill')"
+            )
+        finite_rows = np.all(np.isfinite(rows), axis=1)
+        if self.missing == "skip":
+            return rows[finite_rows], int(np.count_nonzero(~finite_rows))
+        filled = rows.copy()
+        last = None if self._last_finite is None else self._last_finite.copy()
+        for i in range(filled.shape[0]):
+            if last is not None:
+                filled[i] = np.where(np.isfinite(filled[i]), filled[i], last)
+            if not np.all(np.isfinite(filled[i])):
+                raise ValueError(
+                    f"observation {i} is missing before any finite value to fill it with"
+                )
+            last = filled[i]
+        return filled, int(np.count_nonzero(~finite_rows))
+
+    def _check_layout(self, n_channels: int) -> None:
+        """Reject a channel count the model cannot hold, before anything changes."""
+        if self._components_ready:
+            return
+        n_inputs = self.delays * n_channels
+        n_features = n_inputs + (self.n_components if self.lifting == "rff" else 0)
+        if n_features > MAX_FEATURES:
+            raise ValueError(
+                f"delays x channels (+ lifted features) = {n_features} exceeds {MAX_FEATURES}; "
+                "use fewer delays or channels"
+            )
+        if self._attached_memory is not None:
+            mode_length = min(self.mode_delays, self.delays) * n_channels
+            dim = key_dimension(self.max_rank, mode_length, n_inputs)
+            if self._attached_memory.dim != dim:
+                raise ValueError(
+                    f"attached memory has keys of length {self._attached_memory.dim}, this "
+                    f"model needs {dim}: models sharing a memory need the same delays, "
+                    "channel count, max_rank and mode_delays"
+                )
+
+    def _adopt_layout(self, channels: list[str] | None, scalar: bool, n_channels: int) -> None:
+        if self._scalar is None:
+            self._scalar, self._channels = scalar, channels
+        if not self._components_ready:
+            self._setup(n_channels)
+
+    def _step(self, values: np.ndarray) -> None:
+        """Learn one validated observation."""
+        self._last_finite = values.copy()
+        self._scaler.update(values)
+        self._history.append(values)
+        self._n += 1
+        if self._gate is not None:
+            self._gate.tick()
+        if self._n < self.delays:
+            return
+        if self._ref_mean is None:
+            self._ref_mean, self._ref_scale = self._scaler.current()
+        self._operator.push(self._lift(self._history.last(self.delays)))
+
+        refit = self._refit_due()
+        completing = bool(self._pending) and self._pending[0].n_realised + 1 >= self.episode_horizon
+        new_episode = self._ready_at is not None and (self._n - self._ready_at) % self.stride == 0
+        if refit or completing or new_episode:
+            with single_threaded():
+                if refit:
+                    self._reanchor()
+                self._feed_pending(values)
+                if new_episode:
+                    self._open_episode()
+        else:
+            self._feed_pending(values)
+
+    def _lift(
+        self,
+        window: np.ndarray,
+        mean: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ) -> np.ndarray:
+        mean = self._ref_mean if mean is None else mean
+        scale = self._ref_scale if scale is None else scale
+        return self._lift_map.transform(self._embedding.snapshot(window, mean, scale))
+
+    def _refit_due(self) -> bool:
+        if self._ready_at is None:
+            if self._operator.n_pairs >= self._min_pairs:
+                self._ready_at = self._n
+                return True
+            return False
+        since = self._n - self._ready_at
+        return since > 0 and since % self._refit_period == 0
+
+    def _reanchor(self) -> None:
+        """Refresh the standardisation and refit the window exactly."""
+        self._ref_mean, self._ref_scale = self._scaler.current()
+        n_snap = self._operator.n_snapshots
+        raw = self._history.last(n_snap + self.delays - 1)
+        snaps = self._embedding.snapshots(raw, self._ref_mean, self._ref_scale)
+        self._operator.replace_snapshots(self._lift_map.transform(snaps))
+
+    def _feed_pending(self, values: np.ndarray) -> None:
+        for episode in self._pending:
+            episode.realised[episode.n_realised] = values
+            episode.n_realised += 1
+            if episode.n_realised == 1 and self._gate is not None:
+                error = np.abs(values - episode.issued[0]) / episode.ref_scale
+                self._gate.update(float(error.mean()))
+        while self._pending and self._pending[0].n_realised >= self.episode_horizon:
+            self._close_episode(self._pending.pop(0))
+
+    def _close_episode(self, episode: _Pending) -> None:
+        """The horizon has passed: score the episode and make it recallable."""
+        self._calibrator.update(
+            episode.realised - episode.issued,
+            episode.spread,
+            episode.lower,
+            episode.upper,
+            episode.realised,
+        )
+        if self._memory is None:
+            return
+        assert episode.signature is not None and episode.key is not None
+        record: dict[str, np.ndarray] = {
+            "source": np.array(self._source, dtype=np.int64),
+            "origin": np.array(episode.origin, dtype=np.int64),
+            "window_start": np.array(episode.window_start, dtype=np.int64),
+            "rank": np.array(episode.signature.rank, dtype=np.int64),
+            "eigenvalues": episode.signature.eigenvalues,
+            "modes": episode.signature.modes,
+            "state": episode.state,
+            "history": episode.history,
+            "continuation": episode.realised,
+            "plain": episode.plain,
+            "issued": episode.issued,
+            "ref_mean": episode.ref_mean,
+            "ref_scale": episode.ref_scale,
+        }
+        if self.strategy == "transfer":
+            record.update(self._successor_record())
+        self._memory.add(episode.key, record)
+
+    def _successor_record(self) -> dict[str, np.ndarray]:
+        """The operator fitted just after an episode's horizon, for transfer."""
+        fit = self._operator.fit()
+        assert fit is not None
+        r = min(fit.rank, self.max_rank)
+        eigenvalues = np.zeros(self.max_rank, dtype=np.complex128)
+        modes = np.zeros((self._operator.n_features, self.max_rank), dtype=np.complex128)
+        eigenvalues[:r] = fit.eigenvalues[:r]
+        modes[:, :r] = fit.modes[:, :r]
+        return {
+            "succ_eigenvalues": eigenvalues,
+            "succ_modes": modes,
+            "succ_rank": np.array(r, dtype=np.int64),
+            "succ_ref_mean": self._ref_mean.copy(),
+            "succ_ref_scale": self._ref_scale.copy(),
+        }
+
+    def _open_episode(self) -> None:
+        """Record the current fit and the forecast it issues as a pending episode."""
+        present = self._present(observe=True)
+        horizon = self.episode_horizon
+        plain = self._plain_forecast(present.fit, horizon)
+        issued, spread = plain, np.zeros_like(plain)
+        if present.recall is not None and present.recall.admitted:
+            issued, spread = self._correct(plain, present.recall)
+        half = self._calibrator.half_width(self.level, spread, horizon, self._scaler.current()[1])
+        self._pending.append(
+            _Pending(
+                origin=self._n - 1,
+                window_start=self._n - self._operator.n_snapshots - self.delays + 1,
+                key=present.key,
+                signature=present.signature,
+                state=present.state,
+                history=self._history.last(self.delays).copy(),
+                plain=plain,
+                issued=issued,
+                spread=spread,
+                lower=issued - half,
+                upper=issued + half,
+                ref_mean=self._ref_mean.copy(),
+                ref_scale=self._ref_scale.copy(),
+                realised=np.zeros_like(plain),
+            )
+        )
+
+    # ------------------------------------------------------------------ forecasting
+    def _present(self, observe: bool = False) -> _Present:
+        """Fit, signature, state and recall at the current tick (cached per tick).
+
+        ``observe`` (episode ticks only) feeds the best match distance to the
+        adaptive threshold before deciding, so a `predict` at the same tick agrees
+        with the forecast the episode issued.
+        """
+        cached = self._present_cache
+        if cached is not None and cached.n == self._n and not observe:
+            return cached
+        fit = self._operator.fit()
+        assert fit is not None
+        if self._memory is None:
+            present = _Present(self._n, fit, None, None, None, None)
+            self._present_cache = present
+            return present
+        psi = self._operator.newest()
+        n_inputs = self._embedding.dimension
+        signature = make_signature(
+            fit.eigenvalues,
+            fit.amplitudes(psi),
+            fit.modes[:n_inputs],
+            mode_rows=slice(n_inputs - self._mode_length, n_inputs),
+            reference_rows=slice(self._mode_length - self._embedding.n_channels, None),
+            r_max=self.max_rank,
+        )
+        state = normalized_state(self._history.last(self.delays))
+        key = episode_key(signature, state, self._key_weights)
+        recall = self._recall(signature, state, key, observe)
+        present = _Present(self._n, fit, signature, state, key, recall)
+        self._present_cache = present
+        return present
+
+    def _recall(
+        self, signature: Signature, state: np.ndarray, key: np.ndarray, observe: bool
+    ) -> _Recall | None:
+        if self._memory is None or len(self._memory) == 0:
+            return None
+        ids, _ = self._memory.search(key, self.candidates)
+        if ids.size == 0:
+            return None
+        records = self._memory.get(ids)
+        distances = exact_distances(
+            signature,
+            state,
+            records["eigenvalues"],
+            records["modes"],
+            records["state"],
+            self._key_weights,
+            records["rank"],
+        )
+        order = np.lexsort((ids, distances))[: self.top_k]
+        best = float(distances[order[0]])
+        if observe:
+            self._threshold.observe(best)
+        gate_open = self._gate is None or self._gate.is_open
+        admitted = gate_open and self._threshold.admits(best)
+        weights = attention_weights(distances[order], self.tau, self._threshold.scale())
+        return _Recall(
+            ids=ids[order],
+            distances=distances[order],
+            weights=weights,
+            records={name: column[order] for name, column in records.items()},
+            admitted=admitted,
+        )
+
+    def _plain_forecast(self, fit: KoopmanFit, steps: int) -> np.ndarray:
+        z = fit.propagate(
+            self._operator.newest(),
+            steps,
+            self._embedding.readout,
+            self.stabilize,  # type: ignore[arg-type]
+        )
+        return z * self._ref_scale + self._ref_mean
+
+    def _correct(self, plain: np.ndarray, recall: _Recall) -> tuple[np.ndarray, np.ndarray]:
+        context = RecallContext(
+            plain=plain,
+            history=self._history.last(self.delays),
+            ref_mean=self._ref_mean,
+            ref_scale=self._ref_scale,
+            lift=self._lift,
+            readout=self._embedding.readout,
+            stabilize=self.stabilize,
+        )
+        return self._correction.correct(context, recall.records, recall.weights)
+
+    def _spectrum(self, fit: KoopmanFit) -> Spectrum:
+        return Spectrum(
+            eigenvalues=fit.eigenvalues,
+            amplitudes=fit.amplitudes(self._operator.newest()),
+            modes=fit.modes,
+            dt=float(self.dt),
+        )
+
+    def _recalled_list(self, recall: _Recall | None) -> list[RecalledEpisode]:
+        if recall is None:
+            return []
+        return [
+            RecalledEpisode(
+                id=int(i),
+                origin=int(recall.records["origin"][j]),
+                window_start=int(recall.records["window_start"][j]),
+                distance=float(recall.distances[j]),
+                weight=float(recall.weights[j]),
+            )
+            for j, i in enumerate(recall.ids)
+        ]
+
+    def _fallback(self, horizon: int, level: float) -> Forecast:
+        """Before the first fit: the last value, with a Gaussian interval when possible."""
+        n_channels = len(self._channels) if self._channels else 1
+        last = self._last_finite if self._last_finite is not None else np.zeros(n_channels)
+        mean = np.repeat(last[None, :], horizon, axis=0)
+        if self._n >= 2:
+            from scipy.stats import norm
+
+            half = norm.ppf(0.5 + level / 2) * self._scaler.current()[1]
+            lower, upper = mean - half, mean + half
+        else:
+            lower = upper = np.full_like(mean, np.nan)
+        return Forecast(
+            mean=self._shape(mean),
+            lower=self._shape(lower),
+            upper=self._shape(upper),
+            level=level,
+            channels=self.channels,
+            fallback=True,
+        )
+
+    def _shape(self, values: np.ndarray) -> np.ndarray:
+        return values[:, 0].copy() if self._channels is None else values.copy()
+
+    # ------------------------------------------------------------------ persistence hooks
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON metadata and arrays describing the whole learned state."""
+        from .persistence import model_state
+
+        return model_state(self)
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        from .persistence import restore_state
+
+        restore_state(self, meta, arrays)

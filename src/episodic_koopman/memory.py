@@ -1,0 +1,218 @@
+"""Episodic memory: a bounded store of completed episodes with a FAISS index.
+
+Each episode has a fixed-length key (float32, searched by FAISS) and a record
+of named arrays (its signature, state, forecast, realised values...) kept in
+preallocated columns. Episode ids are consecutive integers. Slot ``id %
+capacity`` holds episode ``id``.
+
+Eviction rule (documented contract): **first in, first out**. When the store
+is full, adding an episode evicts the oldest one. Because ids are consecutive,
+the live episodes are always the id range ``[oldest_id, next_id)``. Deletion
+is therefore *soft*: evicted ids stay in the FAISS index but are filtered out of
+every search by an ``IDSelectorRange``. HNSW cannot remove vectors, and even a
+flat index removes in O(N), so the index is rebuilt from the live keys once the
+dead entries exceed ``rebuild_fraction`` of the live ones.
+
+The index is an ``IndexIDMap2`` over ``IndexFlatL2`` (exact) until the store
+holds more than ``hnsw_threshold`` episodes. It is then rebuilt as
+``IndexIDMap2`` over ``IndexHNSWFlat``. All index work runs single-threaded,
+which also makes HNSW construction deterministic.
+
+>>> import numpy as np
+>>> mem = EpisodeMemory(dim=2, capacity=3)
+>>> for i in range(4):
+...     _ = mem.add(np.array([i, 0.0]), {"value": np.array([10.0 * i])})
+>>> len(mem), mem.oldest_id          # episode 0 was evicted
+(3, 1)
+>>> ids, _ = mem.search(np.array([0.1, 0.0]), k=2)
+>>> ids.tolist()
+[1, 2]
+>>> mem.get(ids)["value"].ravel().tolist()
+[10.0, 20.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .threads import single_threaded
+
+
+class EpisodeMemory:
+    """FIFO-bounded episode store with FAISS top-k search over keys."""
+
+    def __init__(
+        self,
+        dim: int,
+        capacity: int = 10_000,
+        hnsw_threshold: int = 50_000,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        rebuild_fraction: float = 0.25,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"memory capacity must be >= 1, got {capacity}")
+        self.dim = dim
+        self.capacity = capacity
+        self.hnsw_threshold = hnsw_threshold
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.rebuild_fraction = rebuild_fraction
+        self.next_id = 0
+        self._keys = np.zeros((0, dim), dtype=np.float32)
+        self._columns: dict[str, np.ndarray] = {}
+        self._index = self._new_index(hnsw=False)
+        self._indexed_from = 0  # smallest id present in the FAISS index
+        self.n_rebuilds = 0
+
+    # -- bookkeeping ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return min(self.next_id, self.capacity)
+
+    @property
+    def oldest_id(self) -> int:
+        return self.next_id - len(self)
+
+    @property
+    def uses_hnsw(self) -> bool:
+        return isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSWFlat)
+
+    @property
+    def n_dead_indexed(self) -> int:
+        return self.oldest_id - self._indexed_from
+
+    def live_ids(self) -> np.ndarray:
+        return np.arange(self.oldest_id, self.next_id, dtype=np.int64)
+
+    def _slots(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(ids, dtype=np.int64) % self.capacity
+
+    def _new_index(self, hnsw: bool) -> faiss.IndexIDMap2:
+        if hnsw:
+            base = faiss.IndexHNSWFlat(self.dim, self.hnsw_m)
+            base.hnsw.efConstruction = self.ef_construction
+            base.hnsw.efSearch = self.ef_search
+        else:
+            base = faiss.IndexFlatL2(self.dim)
+        return faiss.IndexIDMap2(base)
+
+    def _allocate(self, record: dict[str, np.ndarray], size: int) -> None:
+        """Grow keys and columns to ``size`` slots and add columns new in ``record``."""
+
+        def grown(old: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+            column = np.zeros((size, *shape), dtype=dtype)
+            if old is not None:
+                column[: old.shape[0]] = old
+            return column
+
+        self._keys = grown(self._keys, (self.dim,), np.dtype(np.float32))
+        for name, value in record.items():
+            value = np.asarray(value)
+            self._columns[name] = grown(self._columns.get(name), value.shape, value.dtype)
+        for name in set(self._columns) - set(record):
+            old = self._columns[name]
+            self._columns[name] = grown(old, old.shape[1:], old.dtype)
+
+    # -- writes --------------------------------------------------------------------
+    def add(self, key: np.ndarray, record: dict[str, np.ndarray]) -> int:
+        """Store an episode (evicting the oldest when full); returns its id."""
+        key32 = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
+        if not np.all(np.isfinite(key32)):
+            raise ValueError("episode key must be finite")
+        needed = min(self.next_id + 1, self.capacity)
+        if self._keys.shape[0] < needed or not set(record) <= set(self._columns):
+            # Slots grow geometrically up to the capacity; after that the ring is fixed.
+            size = max(self._keys.shape[0], min(max(64, 2 * needed), self.capacity))
+            self._allocate(record, size)
+        episode_id = self.next_id
+        slot = episode_id % self.capacity
+        self._keys[slot] = key32[0]
+        for name, value in record.items():
+            self._columns[name][slot] = value
+        self.next_id += 1
+        with single_threaded():
+            self._index.add_with_ids(key32, np.array([episode_id], dtype=np.int64))
+            if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
+                not self.uses_hnsw and len(self) > self.hnsw_threshold
+            ):
+                self.rebuild()
+        return episode_id
+
+    def rebuild(self) -> None:
+        """Rebuild the FAISS index from the live keys (drops evicted entries)."""
+        ids = self.live_ids()
+        hnsw = len(self) > self.hnsw_threshold
+        index = self._new_index(hnsw=hnsw)
+        with single_threaded():
+            if ids.size:
+                index.add_with_ids(self._keys[self._slots(ids)], ids)
+        self._index = index
+        self._indexed_from = self.oldest_id
+        self.n_rebuilds += 1
+
+    # -- reads ---------------------------------------------------------------------
+    def search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``k`` live episodes by L2 on keys: ``(ids, squared distances)``."""
+        if len(self) == 0 or k < 1:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
+        selector = faiss.IDSelectorRange(self.oldest_id, self.next_id)
+        if self.uses_hnsw:
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        with single_threaded():
+            distances, ids = self._index.search(query, min(k, len(self)), params=params)
+        found = ids[0] >= 0
+        return ids[0][found].astype(np.int64), distances[0][found].astype(np.float64)
+
+    def exact_search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-``k`` by L2 on keys (reference for tests and benchmarks)."""
+        ids = self.live_ids()
+        if ids.size == 0:
+            return ids, np.zeros(0)
+        keys = self._keys[self._slots(ids)]
+        query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
+        d2 = np.sum((keys - query) ** 2, axis=1, dtype=np.float64)
+        order = np.lexsort((ids, d2))[:k]
+        return ids[order], d2[order]
+
+    def get(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The records of live episodes ``ids``, column by column."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < self.oldest_id or ids.max() >= self.next_id):
+            raise KeyError("episode id is not in memory (evicted or never stored)")
+        slots = self._slots(ids)
+        return {name: column[slots] for name, column in self._columns.items()}
+
+    def keys(self, ids: np.ndarray) -> np.ndarray:
+        return self._keys[self._slots(ids)]
+
+    # -- persistence ---------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-able metadata and the arrays (columns, keys, serialised index)."""
+        meta = {
+            "next_id": self.next_id,
+            "indexed_from": self._indexed_from,
+            "n_rebuilds": self.n_rebuilds,
+            "columns": sorted(self._columns),
+        }
+        arrays = {f"col.{name}": column for name, column in self._columns.items()}
+        arrays["keys"] = self._keys
+        arrays["faiss_index"] = faiss.serialize_index(self._index)
+        return meta, arrays
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.next_id = int(meta["next_id"])
+        self._indexed_from = int(meta["indexed_from"])
+        self.n_rebuilds = int(meta["n_rebuilds"])
+        self._keys = np.array(arrays["keys"], dtype=np.float32)
+        self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
+        self._index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))
+        if self.uses_hnsw:
+            faiss.downcast_index(self._index.index).hnsw.efSearch = self.ef_search

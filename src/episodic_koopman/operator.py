@@ -1,0 +1,281 @@
+"""The local linear operator: sliding-window DMD, updated in O(m^2) per snapshot.
+
+For snapshot pairs ``X = [x_1 .. x_w]``, ``Y = [x_2 .. x_{w+1}]`` (``m``
+observables each), truncated DMD takes the SVD ``X = U S V^T`` and the reduced
+operator ``A_r = U_r^T Y V_r S_r^{-1}``. Substituting ``V_r = X^T U_r S_r^{-1}``
+gives the identity this module is built on::
+
+    A_r = U_r^T (Y X^T) U_r S_r^{-2},    U_r, S_r^2 from eigh(X X^T).
+
+So the fit needs only the two ``m x m`` Gram matrices ``G = X X^T`` and
+``C = Y X^T``. Sliding the window by one snapshot adds one pair and drops the
+oldest: two rank-1 updates of each (BLAS ``dger``, about ``8 m^2`` flops), never
+an SVD of the ``m x w`` window. This is the windowed online DMD of Zhang et al.
+(2019) with the inverse Gram replaced by the Gram itself, which stays well
+defined when the data are rank-deficient (a noiseless sum of sinusoids). The
+eigendecomposition is taken only when a forecast or an episode asks for it
+(`WindowedDMD.fit`, cached until the next update), and `WindowedDMD.refit`
+recomputes the Gram matrices exactly to bound rounding drift.
+
+>>> import numpy as np
+>>> t = np.arange(200)
+>>> y = np.sin(0.2 * t)
+>>> X = np.stack([y[k : k + 8] for k in range(150)])
+>>> dmd = WindowedDMD(n_features=8, window=100, rank=2)
+>>> for x in X:
+...     dmd.push(x)
+>>> fit = dmd.fit()
+>>> np.round(np.sort(np.abs(np.angle(fit.eigenvalues))), 6)
+array([0.2, 0.2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.linalg.blas import dger
+
+from .rank import RankRule, select_rank, validate_rank_rule
+
+Stabilize = Literal["clip", "none"]
+
+#: Above this condition number of the eigenvector matrix, forecasts switch from
+#: modal propagation to powers of a Schur-stabilised operator. Near-defective
+#: pairs (a trend gives a Jordan block at 1) split into eigenvalues just inside
+#: and just outside the circle; clipping only one of them modally breaks the
+#: cancellation that makes the ramp, so such fits must not go through modes.
+MODAL_CONDITION_LIMIT = 1e4
+
+
+def stabilize_eigenvalues(eigenvalues: np.ndarray, mode: Stabilize) -> np.ndarray:
+    """Pull eigenvalues outside the unit circle onto it (``"clip"``), or leave them."""
+    if mode == "none":
+        return eigenvalues
+    magnitude = np.abs(eigenvalues)
+    return np.where(magnitude > 1.0, eigenvalues / np.maximum(magnitude, 1e-300), eigenvalues)
+
+
+@dataclass(frozen=True)
+class KoopmanFit:
+    """A rank-``r`` DMD fit in the POD basis of its window.
+
+    ``basis`` (``m x r``, orthonormal) and ``sigma`` come from the window's
+    snapshots; ``reduced`` is the ``r x r`` operator; ``eigenvalues`` and
+    ``eigenvectors`` are its eigendecomposition; ``modes = basis @ eigenvectors``
+    are the (projected) DMD modes, each of unit norm.
+    """
+
+    basis: np.ndarray
+    sigma: np.ndarray
+    reduced: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    inverse_eigenvectors: np.ndarray
+    n_pairs: int
+
+    @property
+    def rank(self) -> int:
+        return int(self.sigma.shape[0])
+
+    @property
+    def modes(self) -> np.ndarray:
+        return self.basis @ self.eigenvectors
+
+    def amplitudes(self, psi: np.ndarray) -> np.ndarray:
+        """Modal amplitudes ``b`` with ``psi ~ modes @ b``."""
+        return self.inverse_eigenvectors @ (self.basis.T @ psi)
+
+    @property
+    def modal_condition(self) -> float:
+        """1-norm condition number of the eigenvector matrix (inf when singular)."""
+        if self.rank == 0:
+            return 1.0
+        return float(
+            np.linalg.norm(self.eigenvectors, 1) * np.linalg.norm(self.inverse_eigenvectors, 1)
+        )
+
+    def propagate(
+        self, psi: np.ndarray, steps: int, rows: slice | np.ndarray, stabilize: Stabilize = "clip"
+    ) -> np.ndarray:
+        """Observables ``rows`` at steps ``1..steps`` ahead of state ``psi``: ``(steps, n_rows)``.
+
+        Propagation is modal, ``modes diag(lambda)^h b``, with unstable eigenvalues
+        stabilised first. When the eigenvectors are near-defective (a trend makes a
+        Jordan block at 1), modal propagation loses accuracy, so the forecast then
+        iterates the reduced operator with its eigenvalues stabilised in Schur form.
+        """
+        if self.rank == 0:
+            return np.zeros((steps, self.basis[rows].shape[0]))
+        if self.modal_condition < MODAL_CONDITION_LIMIT:
+            lam = stabilize_eigenvalues(self.eigenvalues, stabilize)
+            b = self.amplitudes(psi)
+            powers = lam[None, :] ** np.arange(1, steps + 1)[:, None]
+            readout = self.basis[rows] @ self.eigenvectors
+            return ((powers * b) @ readout.T).real
+        operator = self.reduced
+        if stabilize == "clip":
+            schur, unitary = sla.schur(self.reduced.astype(np.complex128), output="complex")
+            diagonal = np.diag(schur)
+            schur[np.diag_indices_from(schur)] = stabilize_eigenvalues(diagonal, "clip")
+            operator = (unitary @ schur @ unitary.conj().T).real
+        z = self.basis.T @ psi
+        out = np.empty((steps, self.basis[rows].shape[0]))
+        readout_basis = self.basis[rows]
+        for h in range(steps):
+            z = operator @ z
+            out[h] = readout_basis @ z
+        return out
+
+
+def _reduced_fit(
+    basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
+) -> KoopmanFit:
+    eigenvalues, eigenvectors = np.linalg.eig(reduced)
+    eigenvectors = eigenvectors.astype(np.complex128)
+    try:
+        inverse = np.linalg.inv(eigenvectors)
+    except np.linalg.LinAlgError:
+        inverse = np.full_like(eigenvectors, np.inf)  # defective: propagate() avoids modes
+    return KoopmanFit(
+        basis=basis,
+        sigma=sigma,
+        reduced=reduced,
+        eigenvalues=eigenvalues.astype(np.complex128),
+        eigenvectors=eigenvectors,
+        inverse_eigenvectors=inverse,
+        n_pairs=n_pairs,
+    )
+
+
+def batch_dmd(
+    X: np.ndarray, Y: np.ndarray, rank: RankRule, max_rank: int | None = None
+) -> KoopmanFit:
+    """Reference truncated DMD by SVD of the snapshot matrix ``X`` (``m x w``).
+
+    This is what `WindowedDMD` avoids on every step; tests and benchmarks use it
+    as the exact baseline.
+    """
+    U, s, Vt = np.linalg.svd(X, full_matrices=False)
+    r = select_rank(s, X.shape[0], X.shape[1], rank, max_rank)
+    basis = U[:, :r]
+    reduced = (basis.T @ Y @ Vt[:r].T) / s[:r]
+    return _reduced_fit(basis, s[:r], reduced, X.shape[1])
+
+
+class WindowedDMD:
+    """DMD on the last ``window`` snapshot pairs, maintained by rank-1 Gram updates.
+
+    Snapshots are pushed one at a time; consecutive snapshots form the pairs
+    ``(x_k, x_{k+1})``. Until ``window`` pairs have arrived the window grows;
+    after that each push adds the newest pair and removes the oldest.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        window: int,
+        rank: RankRule = "gd",
+        max_rank: int | None = None,
+    ) -> None:
+        validate_rank_rule(rank)
+        self.n_features = n_features
+        self.window = window
+        self.rank = rank
+        self.max_rank = max_rank
+        self._ring = np.zeros((window + 1, n_features))
+        self._count = 0
+        self._gram = np.zeros((n_features, n_features), order="F")
+        self._cross = np.zeros((n_features, n_features), order="F")
+        self._fit: KoopmanFit | None = None
+
+    @property
+    def n_snapshots(self) -> int:
+        return min(self._count, self.window + 1)
+
+    @property
+    def n_pairs(self) -> int:
+        return max(self.n_snapshots - 1, 0)
+
+    @property
+    def n_pushed(self) -> int:
+        return self._count
+
+    def _slot(self, k: int) -> int:
+        return k % (self.window + 1)
+
+    def newest(self) -> np.ndarray:
+        """The most recent snapshot (the state forecasts start from)."""
+        return self._ring[self._slot(self._count - 1)]
+
+    def snapshots(self) -> np.ndarray:
+        """The window's snapshots, oldest first: ``(n_snapshots, m)``."""
+        first = self._count - self.n_snapshots
+        return self._ring[[self._slot(k) for k in range(first, self._count)]]
+
+    def push(self, psi: np.ndarray) -> None:
+        """Add one snapshot (and the pair it closes), sliding the window if full."""
+        if self._count > self.window:
+            oldest = self._count - self.window - 1
+            x_old = self._ring[self._slot(oldest)].copy()
+            y_old = self._ring[self._slot(oldest + 1)]
+            dger(-1.0, x_old, x_old, a=self._gram, overwrite_a=True)
+            dger(-1.0, y_old, x_old, a=self._cross, overwrite_a=True)
+        if self._count > 0:
+            x_new = self._ring[self._slot(self._count - 1)]
+            dger(1.0, x_new, x_new, a=self._gram, overwrite_a=True)
+            dger(1.0, psi, x_new, a=self._cross, overwrite_a=True)
+        self._ring[self._slot(self._count)] = psi
+        self._count += 1
+        self._fit = None
+
+    def refit(self) -> None:
+        """Recompute the Gram matrices exactly from the window (bounds rounding drift)."""
+        snaps = self.snapshots()
+        X, Y = snaps[:-1], snaps[1:]
+        self._gram = np.asfortranarray(X.T @ X)
+        self._cross = np.asfortranarray(Y.T @ X)
+        self._fit = None
+
+    def replace_snapshots(self, snapshots: np.ndarray) -> None:
+        """Swap the window's snapshots for re-standardised ones and refit exactly."""
+        first = self._count - self.n_snapshots
+        for k, psi in zip(range(first, self._count), snapshots, strict=True):
+            self._ring[self._slot(k)] = psi
+        self.refit()
+
+    def fit(self) -> KoopmanFit | None:
+        """The truncated DMD of the current window (``None`` before two pairs)."""
+        if self._fit is not None:
+            return self._fit
+        if self.n_pairs < 2:
+            return None
+        lam, vectors = np.linalg.eigh(self._gram)
+        lam, vectors = lam[::-1], vectors[:, ::-1]
+        sigma = np.sqrt(np.clip(lam, 0.0, None))
+        r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank)
+        basis = np.ascontiguousarray(vectors[:, :r])
+        reduced = (basis.T @ self._cross @ basis) / lam[:r]
+        self._fit = _reduced_fit(basis, sigma[:r], reduced, self.n_pairs)
+        return self._fit
+
+    def gram_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(X X^T, Y X^T)`` as maintained incrementally (for tests)."""
+        return self._gram.copy(), self._cross.copy()
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {
+            "ring": self._ring.copy(),
+            "count": np.array(self._count, dtype=np.int64),
+            "gram": self._gram.copy(),
+            "cross": self._cross.copy(),
+        }
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._ring = np.array(state["ring"], dtype=np.float64)
+        self._count = int(state["count"])
+        self._gram = np.asfortranarray(state["gram"], dtype=np.float64)
+        self._cross = np.asfortranarray(state["cross"], dtype=np.float64)
+        self._fit = None

@@ -1,0 +1,422 @@
+"""Recall: matching the present against memory, and correcting the forecast.
+
+Matching has two stages. FAISS finds candidates by L2 distance between keys
+(`episode_key`), and the candidates are then reranked by the exact distance
+(`exact_distances`)::
+
+    D^2 = w_eig^2 W2(eigenvalues)^2 + w_mode^2 M(matched modes)^2 + w_state^2 S(state)^2
+
+``W2`` is the 2-Wasserstein distance between the padded eigenvalue sets (an
+optimal assignment), ``M`` the RMS distance between the modes that assignment
+matches, and ``S`` the RMS distance between normalised delay vectors. The key
+is built so that its squared L2 distance is the same sum with the canonical
+(amplitude) order in place of the optimal assignment. The two distances are
+equal whenever the canonical order is the optimal matching (the common case
+for nearby spectra), so FAISS ranks candidates by nearly the exact distance.
+
+The spectrum says *which* dynamics; the state says *where* on them. Matching on
+eigenvalues alone replays the right dynamics at the wrong phase, so the state
+term matters (see the accuracy notes in the README).
+
+Matched episodes are weighted by attention, ``softmax(-D / (tau * scale))``,
+and one of three strategies (`Residual`, `Analog`, `Transfer`) turns them into
+a corrected forecast.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from river import drift
+from scipy.optimize import linear_sum_assignment
+
+from .operator import stabilize_eigenvalues
+from .spectrum import Signature
+
+Alignment = Literal["zscore", "additive", "multiplicative", "last", "none"]
+
+
+@dataclass(frozen=True)
+class KeyWeights:
+    """Weights of the eigenvalue, mode and state terms of the match distance."""
+
+    eigenvalues: float = 1.0
+    modes: float = 0.5
+    state: float = 1.0
+
+
+def normalized_state(history: np.ndarray) -> np.ndarray:
+    """Delay window ``(d, c)`` z-scored per channel over the window, flattened time-major.
+
+    Level and scale are removed so that a regime recurring at another level, or
+    another series at another scale, matches on shape.
+    """
+    mean = history.mean(axis=0)
+    std = history.std(axis=0)
+    scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+    return ((history - mean) / scale).reshape(-1)
+
+
+def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) -> np.ndarray:
+    """Fixed-length key whose squared L2 distance mirrors `exact_distances` (float32)."""
+    r_max = signature.eigenvalues.shape[0]
+    eig = np.column_stack([signature.eigenvalues.real, signature.eigenvalues.imag]).ravel()
+    modes = signature.modes.view(np.float64).ravel()
+    parts = [
+        eig * (weights.eigenvalues / np.sqrt(r_max)),
+        modes * (weights.modes / np.sqrt(r_max)),
+        state * (weights.state / np.sqrt(max(state.shape[0], 1))),
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
+    return 2 * r_max + 2 * r_max * mode_length + state_length
+
+
+def exact_distances(
+    signature: Signature,
+    state: np.ndarray,
+    eigenvalues: np.ndarray,
+    modes: np.ndarray,
+    states: np.ndarray,
+    weights: KeyWeights,
+    ranks: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exact rerank distances from the query to each candidate (rows of the arrays).
+
+    ``ranks`` (the candidates' signature ranks) only saves counting their padding.
+    """
+    n = eigenvalues.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
+    cost = diff.real**2 + diff.imag**2
+    # Signatures hold their eigenvalues first and zero padding after. Padding matches
+    # padding at no cost, so only the leading max(rank_a, rank_b) square needs solving.
+    query_rank = signature.rank
+    cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
+    perms = np.tile(np.arange(eigenvalues.shape[1]), (n, 1))
+    for i in range(n):
+        k = max(query_rank, cand_ranks[i])
+        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
+    rows = np.arange(n)[:, None]
+    cols = np.arange(eigenvalues.shape[1])[None, :]
+    w2 = np.sqrt(cost[rows, cols, perms].mean(axis=1))
+    # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
+    query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
+    cand_modes = np.ascontiguousarray(modes).view(np.float64)[rows, perms]
+    mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
+    state_dist = np.sqrt(np.mean((states - state) ** 2, axis=1)) if state.size else np.zeros(n)
+    return np.sqrt(
+        (weights.eigenvalues * w2) ** 2
+        + (weights.modes * mode_dist) ** 2
+        + (weights.state * state_dist) ** 2
+    )
+
+
+def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.ndarray:
+    """Softmax of ``-distance / (tau * scale)``; ``scale`` makes ``tau`` unit-free."""
+    logits = -(distances - distances.min()) / max(tau * scale, 1e-12)
+    weights = np.exp(logits)
+    return weights / weights.sum()
+
+
+class AdaptiveThreshold:
+    """Recall only when the best match is at least as close as a quantile of recent ones.
+
+    With ``quantile=1.0`` every match recalls; with ``0.5`` only the better half.
+    Before ``min_history`` matches have been seen, every match recalls.
+    """
+
+    def __init__(self, quantile: float, window: int = 200, min_history: int = 10) -> None:
+        self.quantile = quantile
+        self.window = window
+        self.min_history = min_history
+        self._recent: deque[float] = deque(maxlen=window)
+        self._cut = np.inf
+        self._median = 1.0
+
+    def _refresh(self) -> None:
+        values = np.fromiter(self._recent, float)
+        self._median = float(np.median(values)) if values.size else 1.0
+        enough = self.quantile < 1.0 and values.size >= self.min_history
+        self._cut = float(np.quantile(values, self.quantile)) if enough else np.inf
+
+    def admits(self, best: float) -> bool:
+        return best <= self._cut
+
+    def observe(self, best: float) -> None:
+        self._recent.append(best)
+        self._refresh()
+
+    def scale(self) -> float:
+        """Typical best distance (median of recent ones), the unit of ``tau``."""
+        return self._median
+
+    def get_state(self) -> np.ndarray:
+        return np.fromiter(self._recent, float)
+
+    def set_state(self, values: np.ndarray) -> None:
+        self._recent = deque((float(v) for v in values), maxlen=self.window)
+        self._refresh()
+
+
+# -- correction strategies -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecallContext:
+    """What a strategy may use about the present (nothing after the forecast origin)."""
+
+    plain: np.ndarray  # (H, c) plain Koopman forecast, raw units
+    history: np.ndarray  # (d, c) the last d raw observations
+    ref_mean: np.ndarray  # (c,) current standardisation
+    ref_scale: np.ndarray  # (c,)
+    lift: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # raw window -> psi
+    readout: slice
+    stabilize: str
+
+
+class Correction(Protocol):
+    """Turns matched episodes and attention weights into ``(mean, spread)``, each ``(H, c)``."""
+
+    name: str
+
+    def correct(
+        self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _extend(values: np.ndarray, horizon: int) -> np.ndarray:
+    """Cut ``(n, H_mem, c)`` episode tracks to ``horizon``, holding the last step beyond."""
+    if values.shape[1] >= horizon:
+        return values[:, :horizon]
+    tail = np.repeat(values[:, -1:], horizon - values.shape[1], axis=1)
+    return np.concatenate([values, tail], axis=1)
+
+
+def _weighted(tracks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.einsum("e,ehc->hc", weights, tracks)
+    spread = np.sqrt(np.einsum("e,ehc->hc", weights, (tracks - mean) ** 2))
+    return mean, spread
+
+
+def align(
+    continuation: np.ndarray, history_then: np.ndarray, history_now: np.ndarray, how: Alignment
+) -> np.ndarray:
+    """Map what followed past windows to the present level (and scale), per channel.
+
+    ``continuation`` is ``(..., H, c)``, ``history_then`` ``(..., d, c)`` (the
+    matched windows) and ``history_now`` ``(d, c)``. ``zscore`` matches the mean
+    and standard deviation of the delay windows, ``additive`` the means, and
+    ``multiplicative`` scales by the ratio of the means (epidemic curves scale). It
+    falls back to additive where a mean is not positive. ``last`` matches the last
+    values, and ``none`` replays the continuation as stored.
+    """
+    if how == "none":
+        return continuation
+    mean_then = history_then.mean(axis=-2, keepdims=True)
+    mean_now = history_now.mean(axis=-2, keepdims=True)
+    if how == "additive":
+        return continuation - mean_then + mean_now
+    if how == "last":
+        return continuation - history_then[..., -1:, :] + history_now[-1:, :]
+    if how == "multiplicative":
+        positive = (mean_then > 0) & (mean_now > 0)
+        ratio = np.where(positive, mean_now / np.where(positive, mean_then, 1.0), 1.0)
+        return np.where(positive, continuation * ratio, continuation - mean_then + mean_now)
+    if how == "zscore":
+        std_then = history_then.std(axis=-2, keepdims=True)
+        std_now = history_now.std(axis=-2, keepdims=True)
+        ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
+        ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
+        return (continuation - mean_then) * ratio + mean_now
+    raise ValueError(f"unknown alignment {how!r}")
+
+
+class Residual:
+    """Add the attention-weighted errors that the matched episodes' plain forecasts made.
+
+    Errors are stored in raw units and rescaled by the ratio of the current to
+    the episode's standardisation scale.
+    """
+
+    name = "residual"
+
+    def correct(
+        self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        horizon = context.plain.shape[0]
+        errors = (records["continuation"] - records["plain"]) / records["ref_scale"][:, None, :]
+        errors = _extend(errors, horizon) * context.ref_scale
+        delta, spread = _weighted(errors, weights)
+        return context.plain + delta, spread
+
+
+class Analog:
+    """Replay what followed each matched window, aligned to the present level.
+
+    The mean is ``plain + blend * (analog - plain)``: ``blend=1`` is the pure
+    analog forecast.
+    """
+
+    name = "analog"
+
+    def __init__(self, alignment: Alignment = "zscore", blend: float = 1.0) -> None:
+        self.alignment = alignment
+        self.blend = blend
+
+    def correct(
+        self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        horizon = context.plain.shape[0]
+        tracks = align(records["continuation"], records["history"], context.history, self.alignment)
+        analog, spread = _weighted(_extend(tracks, horizon), weights)
+        if horizon > tracks.shape[1]:
+            # Beyond the stored continuation, carry the analog's offset from the plain forecast.
+            offset = analog[tracks.shape[1] - 1] - context.plain[tracks.shape[1] - 1]
+            analog[tracks.shape[1] :] = context.plain[tracks.shape[1] :] + offset
+        return context.plain + self.blend * (analog - context.plain), spread
+
+
+class Transfer:
+    """Propagate the current state with the operator fitted just after each matched window.
+
+    Each episode keeps the modes and eigenvalues of the fit taken when its
+    forecast horizon had passed, with that fit's standardisation. The current
+    delay window is standardised and lifted in that frame, propagated, and mapped
+    back.
+    """
+
+    name = "transfer"
+
+    def correct(
+        self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        horizon = context.plain.shape[0]
+        steps = np.arange(1, horizon + 1)[:, None]
+        tracks = []
+        for i in range(weights.shape[0]):
+            rank = int(records["succ_rank"][i])
+            mean, scale = records["succ_ref_mean"][i], records["succ_ref_scale"][i]
+            if rank == 0:
+                tracks.append(np.repeat(mean[None, :], horizon, axis=0))
+                continue
+            modes = records["succ_modes"][i][:, :rank]
+            lam = stabilize_eigenvalues(records["succ_eigenvalues"][i][:rank], context.stabilize)
+            psi = context.lift(context.history, mean, scale)
+            b = np.linalg.lstsq(modes, psi.astype(np.complex128), rcond=None)[0]
+            path = ((lam[None, :] ** steps) * b) @ modes[context.readout].T
+            tracks.append(path.real * scale + mean)
+        return _weighted(np.stack(tracks), weights)
+
+
+def make_correction(strategy: str, alignment: Alignment, blend: float) -> Correction:
+    if strategy == "residual":
+        return Residual()
+    if strategy == "analog":
+        return Analog(alignment=alignment, blend=blend)
+    if strategy == "transfer":
+        return Transfer()
+    raise ValueError(f"strategy must be 'analog', 'residual' or 'transfer', got {strategy!r}")
+
+
+# -- drift gating ----------------------------------------------------------------------
+
+DRIFT_DETECTORS = ("page_hinkley", "kswin")
+
+
+class DriftGate:
+    """Open recall for ``span`` steps after river's detector flags drift in forecast errors.
+
+    Only detectors whose state can be saved exactly are offered: ``page_hinkley``
+    and ``kswin`` (ADWIN keeps its state in a compiled object).
+    """
+
+    def __init__(self, detector: str, span: int, seed: int = 0) -> None:
+        if detector not in DRIFT_DETECTORS:
+            raise ValueError(
+                f"drift_gate must be one of {DRIFT_DETECTORS} or None, got {detector!r}"
+            )
+        self.detector_name = detector
+        self.span = span
+        self.seed = seed
+        self.detector = self._new_detector()
+        self.steps_since_drift = span + 1  # closed until the first drift
+        self.n_drifts = 0
+
+    def _new_detector(self) -> Any:
+        if self.detector_name == "page_hinkley":
+            return drift.PageHinkley()
+        return drift.KSWIN(seed=self.seed)
+
+    def update(self, error: float) -> None:
+        self.detector.update(error)
+        if self.detector.drift_detected:
+            self.steps_since_drift = 0
+            self.n_drifts += 1
+
+    def tick(self) -> None:
+        self.steps_since_drift += 1
+
+    @property
+    def is_open(self) -> bool:
+        return self.steps_since_drift <= self.span
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        d = self.detector
+        state = {
+            "gate": np.array([self.steps_since_drift, self.n_drifts], dtype=np.int64),
+            "drift_detected": np.array(d._drift_detected),
+        }
+        if self.detector_name == "page_hinkley":
+            state["ph"] = np.array(
+                [
+                    d._x_mean.n,
+                    d._x_mean._mean,
+                    d._sum_increase,
+                    d._sum_decrease,
+                    d._min_increase,
+                    d._max_decrease,
+                ]
+            )
+        else:
+            version, internal, gauss = d._rng.getstate()
+            state["kswin_window"] = np.array(d.window, dtype=np.float64)
+            state["kswin_counts"] = np.array([d.n, d.p_value], dtype=np.float64)
+            state["kswin_rng"] = np.array(internal, dtype=np.int64)
+            state["kswin_rng_meta"] = np.array(
+                [version, np.nan if gauss is None else gauss], dtype=np.float64
+            )
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.detector = self._new_detector()
+        d = self.detector
+        self.steps_since_drift, self.n_drifts = (int(v) for v in state["gate"])
+        d._drift_detected = bool(state["drift_detected"])
+        if self.detector_name == "page_hinkley":
+            n, mean, inc, dec, min_inc, max_dec = (float(v) for v in state["ph"])
+            d._x_mean.n, d._x_mean._mean = n, mean
+            d._sum_increase, d._sum_decrease = inc, dec
+            d._min_increase, d._max_decrease = min_inc, max_dec
+        else:
+            d.window = deque((float(v) for v in state["kswin_window"]), maxlen=d.window_size)
+            d.n, d.p_value = (float(v) for v in state["kswin_counts"])
+            d.n = int(d.n)
+            version, gauss = state["kswin_rng_meta"]
+            rng = random.Random()
+            rng.setstate(
+                (
+                    int(version),
+                    tuple(int(v) for v in state["kswin_rng"]),
+                    None if np.isnan(gauss) else float(gauss),
+                )
+            )
+            d._rng = rng

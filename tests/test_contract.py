@@ -1,0 +1,197 @@
+"""Generic contract checks run over every model configuration (river style)."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+from conftest import assert_same_state, noisy_sines, state_fingerprint
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from episodic_koopman import EpisodicKoopman
+
+CONFIGS = {
+    "default-small": dict(delays=12, window=64, episode_horizon=12),
+    "no-memory": dict(delays=12, window=64, memory=False),
+    "residual": dict(delays=12, window=64, strategy="residual", stride=2),
+    "transfer": dict(delays=12, window=64, strategy="transfer", stride=3),
+    "energy-rank": dict(delays=12, window=64, rank=0.95, alignment="multiplicative"),
+    "rff-lifting": dict(delays=6, window=64, lifting="rff", n_components=16),
+    "gated-ph": dict(delays=12, window=64, drift_gate="page_hinkley", gate_span=50),
+    "gated-kswin": dict(delays=12, window=64, drift_gate="kswin", gate_span=50),
+    "hnsw-small": dict(delays=12, window=64, hnsw_threshold=40, capacity=60, stride=1),
+    "quantile": dict(delays=12, window=64, recall_quantile=0.5, tau=2.0),
+}
+
+
+def trained(config: dict, n: int = 700) -> EpisodicKoopman:
+    model = EpisodicKoopman(**config)
+    model.learn_many(noisy_sines(n, seed=5) * 3 + 10)
+    return model
+
+
+@pytest.fixture(params=sorted(CONFIGS), scope="module")
+def config(request):
+    return CONFIGS[request.param]
+
+
+def test_forecast_length_and_types(config):
+    model = trained(config)
+    for h in (1, 7, 50):
+        out = model.forecast(horizon=h)
+        assert len(out) == h and all(isinstance(x, float) and math.isfinite(x) for x in out)
+
+
+def test_save_load_forecasts_bit_identically_and_continues_identically(config, tmp_path):
+    model = trained(config)
+    path = tmp_path / "model.ekm"
+    model.save(path)
+    loaded = EpisodicKoopman.load(path)
+    assert_same_state(state_fingerprint(model), state_fingerprint(loaded))
+    a, b = model.predict(horizon=30), loaded.predict(horizon=30)
+    for name in ("mean", "lower", "upper"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert [r.id for r in a.recalled] == [r.id for r in b.recalled]
+    more = noisy_sines(200, seed=9)
+    model.learn_many(more)
+    loaded.learn_many(more)
+    assert model.forecast(horizon=30) == loaded.forecast(horizon=30)
+
+
+def test_saved_file_is_versioned_and_pickle_free(config, tmp_path):
+    import zipfile
+
+    model = trained(config, n=300)
+    path = tmp_path / "m.ekm"
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 1
+        with np.load(zf.open("state.npz"), allow_pickle=False) as npz:
+            assert all(npz[name].dtype != object for name in npz.files)
+
+
+def test_clone_then_relearn_reproduces(config):
+    model = trained(config, n=400)
+    again = model.clone()
+    again.learn_many(noisy_sines(400, seed=5) * 3 + 10)
+    assert again.forecast(horizon=10) == model.forecast(horizon=10)
+
+
+BAD_CALLS = [
+    ("learn_one nan", lambda m: m.learn_one(float("nan"))),
+    ("learn_one inf", lambda m: m.learn_one(float("inf"))),
+    ("learn_one str", lambda m: m.learn_one("4.2")),
+    ("learn_one None", lambda m: m.learn_one(None)),
+    ("learn_one bool", lambda m: m.learn_one(True)),
+    ("learn_one list", lambda m: m.learn_one([1.0])),
+    ("learn_one dict", lambda m: m.learn_one({"a": 1.0})),
+    ("learn_one complex", lambda m: m.learn_one(1 + 2j)),
+    ("learn_many nan inside", lambda m: m.learn_many([1.0, 2.0, float("nan"), 3.0])),
+    ("learn_many str inside", lambda m: m.learn_many([1.0, "x"])),
+    ("learn_many 2-D", lambda m: m.learn_many(np.ones((3, 2)))),
+    ("learn_many object", lambda m: m.learn_many(42)),
+    ("forecast 0", lambda m: m.forecast(horizon=0)),
+    ("forecast -1", lambda m: m.forecast(horizon=-1)),
+    ("forecast float", lambda m: m.forecast(horizon=2.5)),
+    ("forecast huge", lambda m: m.forecast(horizon=10**9)),
+    ("predict level 1", lambda m: m.predict(horizon=3, level=1.0)),
+    ("predict level nan", lambda m: m.predict(horizon=3, level=float("nan"))),
+    ("episodes negative", lambda m: m.episodes(offset=-1)),
+    ("save to missing dir", lambda m: m.save(pathlib.Path("/nonexistent/dir/m.ekm"))),
+]
+
+
+@pytest.mark.parametrize("name,call", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
+def test_bad_input_raises_and_leaves_state_unchanged(config, name, call):
+    if config.get("missing", "raise") != "raise" and "nan" in name:
+        pytest.skip("missing-value policy accepts NaN by design")
+    model = trained(config, n=300)
+    before = state_fingerprint(model)
+    forecast_before = model.forecast(horizon=5)
+    with pytest.raises((ValueError, TypeError, OSError)):
+        call(model)
+    assert_same_state(before, state_fingerprint(model))
+    assert model.forecast(horizon=5) == forecast_before
+
+
+def test_multichannel_bad_keys_leave_state_unchanged():
+    model = EpisodicKoopman(delays=6, window=32)
+    for k in range(100):
+        model.learn_one({"a": math.sin(k / 5), "b": math.cos(k / 5)})
+    before = state_fingerprint(model)
+    for bad in ({"a": 1.0}, {"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 1.0, "b": "x"}, 3.0, {}):
+        with pytest.raises((ValueError, TypeError)):
+            model.learn_one(bad)
+    with pytest.raises(ValueError):
+        model.learn_many([{"a": 1.0, "b": 2.0}, {"a": 1.0, "b": float("nan")}])
+    assert_same_state(before, state_fingerprint(model))
+
+
+junk = st.one_of(
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.lists(st.floats(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.floats(), max_size=3),
+    st.sampled_from([float("nan"), float("inf"), float("-inf")]),
+    st.complex_numbers(allow_nan=False, allow_infinity=False).filter(lambda z: z.imag != 0),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=junk)
+def test_hypothesis_junk_never_changes_state(value):
+    model = _hypothesis_model()
+    before = state_fingerprint(model)
+    with pytest.raises((ValueError, TypeError)):
+        model.learn_one(value)
+    assert_same_state(before, state_fingerprint(model))
+
+
+_MODEL_CACHE: dict = {}
+
+
+def _hypothesis_model() -> EpisodicKoopman:
+    if "m" not in _MODEL_CACHE:
+        _MODEL_CACHE["m"] = trained(CONFIGS["default-small"], n=300)
+    return _MODEL_CACHE["m"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(delays=0),
+        dict(delays=-3),
+        dict(delays=10**6),
+        dict(delays=2.5),
+        dict(window=1),
+        dict(window=10**9),
+        dict(rank=0),
+        dict(rank=1.5),
+        dict(strategy="magic"),
+        dict(tau=0),
+        dict(tau=float("nan")),
+        dict(level=1.5),
+        dict(top_k=10, candidates=5),
+        dict(drift_gate="adwin"),
+        dict(memory="yes"),
+        dict(missing="drop"),
+    ],
+)
+def test_absurd_parameters_are_rejected_with_a_named_message(params):
+    name = next(iter(params))
+    with pytest.raises((ValueError, TypeError), match=name if name != "top_k" else "candidates"):
+        EpisodicKoopman(**params)
+
+
+def test_too_many_features_for_the_channel_count_is_rejected_before_learning():
+    model = EpisodicKoopman(delays=512, window=1024)
+    with pytest.raises(ValueError, match="exceeds"):
+        model.learn_one({f"c{i}": 1.0 for i in range(5)})
+    assert model.n_observations == 0 and model.channels is None
+    model.learn_one(1.0)  # a single series still fits

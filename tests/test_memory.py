@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from episodic_koopman.memory import EpisodeMemory
+
+
+def filled(n: int, dim: int = 12, capacity: int = 10_000, **kw) -> EpisodeMemory:
+    rng = np.random.default_rng(0)
+    mem = EpisodeMemory(dim=dim, capacity=capacity, **kw)
+    for i in range(n):
+        mem.add(rng.standard_normal(dim), {"value": np.array([float(i)])})
+    return mem
+
+
+def test_flat_search_equals_brute_force():
+    mem = filled(500)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        q = rng.standard_normal(12)
+        ids, d2 = mem.search(q, k=10)
+        exact_ids, exact_d2 = mem.exact_search(q, k=10)
+        np.testing.assert_array_equal(ids, exact_ids)
+        np.testing.assert_allclose(d2, exact_d2, rtol=1e-4)
+
+
+def test_hnsw_with_wide_beam_equals_brute_force_and_is_used_past_threshold():
+    mem = filled(600, hnsw_threshold=300, ef_search=600)
+    assert mem.uses_hnsw
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        q = rng.standard_normal(12)
+        np.testing.assert_array_equal(mem.search(q, 10)[0], mem.exact_search(q, 10)[0])
+
+
+def test_fifo_eviction_and_soft_deletion_never_return_evicted_ids():
+    mem = filled(1000, capacity=100)
+    assert len(mem) == 100
+    assert mem.oldest_id == 900
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        ids, _ = mem.search(rng.standard_normal(12), k=50)
+        assert ids.size == 50
+        assert ids.min() >= 900
+    assert mem.n_rebuilds > 0  # dead entries were dropped from the index
+    assert mem.get(np.array([950]))["value"][0, 0] == 950.0
+    with pytest.raises(KeyError):
+        mem.get(np.array([10]))
+
+
+def test_planted_episode_is_retrieved_first():
+    mem = filled(2000, dim=12)
+    planted = np.full(12, 0.25)
+    planted_id = mem.add(planted, {"value": np.array([-1.0])})
+    filled_more = np.random.default_rng(9)
+    for _ in range(200):
+        mem.add(filled_more.standard_normal(12), {"value": np.array([0.0])})
+    ids, _ = mem.search(planted + 1e-3, k=3)
+    assert ids[0] == planted_id
+
+
+def test_state_round_trip_preserves_search_results():
+    mem = filled(700, capacity=400, hnsw_threshold=300)
+    meta, arrays = mem.get_state()
+    clone = EpisodeMemory(dim=12, capacity=400, hnsw_threshold=300)
+    clone.set_state(meta, arrays)
+    q = np.random.default_rng(4).standard_normal(12)
+    for a, b in zip(mem.search(q, 8), clone.search(q, 8), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_key_is_rejected_without_change():
+    mem = filled(5)
+    with pytest.raises(ValueError):
+        mem.add(np.full(12, np.nan), {"value": np.array([0.0])})
+    assert len(mem) == 5 and mem.next_id == 5

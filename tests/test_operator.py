@@ -1,0 +1,137 @@
+"""Known answers and incremental-versus-batch agreement for the windowed DMD."""
+
+import numpy as np
+import pytest
+from conftest import noisy_sines, two_sines
+
+from episodic_koopman import EpisodicKoopman
+from episodic_koopman.operator import WindowedDMD, batch_dmd, stabilize_eigenvalues
+
+
+def hankel_rows(y: np.ndarray, d: int) -> np.ndarray:
+    return np.stack([y[k : k + d] for k in range(len(y) - d + 1)])
+
+
+# Two sinusoids have rank 4; standardising by the running mean (not exactly the
+# signal's mean) adds a constant observable, eigenvalue 1, hence rank 5.
+@pytest.mark.parametrize("rank", [5, "gd"])
+def test_two_sinusoids_frequencies_and_long_forecast(rank):
+    y = two_sines(400)
+    model = EpisodicKoopman(delays=16, window=64, rank=rank, memory=False)
+    model.learn_many(y[:300])
+    spectrum = model.spectrum()
+    positive = np.sort(spectrum.frequencies[spectrum.frequencies > 0])
+    np.testing.assert_allclose(positive, [1 / 25.0, 1 / 7.3], atol=1e-6)
+    forecast = np.array(model.forecast(horizon=50))
+    truth = y[300:350]
+    assert np.max(np.abs(forecast - truth)) / np.max(np.abs(truth)) < 1e-6
+
+
+def test_linear_system_eigenvalues_recovered():
+    # x_{k+1} = A x_k with eigenvalues 0.99 exp(+-0.4i) and 0.97, observed through their sum.
+    rotation = 0.99 * np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]])
+    A = np.zeros((3, 3))
+    A[:2, :2] = rotation
+    A[2, 2] = 0.97
+    x = np.array([1.0, 0.0, 2.0])
+    y = []
+    for _ in range(70):
+        y.append(x.sum())
+        x = A @ x
+    # Rank 3 + 1: standardisation adds a constant observable (eigenvalue 1).
+    model = EpisodicKoopman(delays=6, window=40, rank=4, memory=False, stabilize="none")
+    model.learn_many(np.array(y))
+    eigs = model.spectrum().eigenvalues
+    expected = np.array([0.99 * np.exp(0.4j), 0.99 * np.exp(-0.4j), 0.97, 1.0])
+    np.testing.assert_allclose(np.sort_complex(eigs), np.sort_complex(expected), atol=1e-8)
+
+
+def test_gram_updates_match_direct_products():
+    rng = np.random.default_rng(1)
+    snaps = rng.standard_normal((500, 6))
+    dmd = WindowedDMD(n_features=6, window=50, rank=6)
+    for k, s in enumerate(snaps):
+        dmd.push(s)
+        if k in (3, 49, 50, 51, 377, 499):
+            window = snaps[max(0, k - 50) : k + 1]
+            X, Y = window[:-1], window[1:]
+            gram, cross = dmd.gram_matrices()
+            np.testing.assert_allclose(gram, X.T @ X, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(cross, Y.T @ X, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("rank", [6, 0.99, "gd"])
+def test_incremental_forecasts_equal_batch_svd_fit(rank):
+    y = noisy_sines(2000, seed=3)
+    d, w = 16, 96
+    dmd = WindowedDMD(n_features=d, window=w, rank=rank, max_rank=12)
+    rows = hankel_rows(y, d)
+    for k, psi in enumerate(rows):
+        dmd.push(psi)
+        if k >= w and k % 97 == 0:
+            snaps = dmd.snapshots()
+            reference = batch_dmd(snaps[:-1].T, snaps[1:].T, rank, max_rank=12)
+            fit = dmd.fit()
+            assert fit.rank == reference.rank
+            ours = fit.propagate(psi, 30, slice(d - 1, d))
+            theirs = reference.propagate(psi, 30, slice(d - 1, d))
+            scale = np.max(np.abs(theirs))
+            assert np.max(np.abs(ours - theirs)) / scale < 1e-6
+
+
+def test_drift_stays_small_without_refits_and_vanishes_with_one():
+    rng = np.random.default_rng(2)
+    snaps = rng.standard_normal((20_000, 8)) * 100 + 50
+    dmd = WindowedDMD(n_features=8, window=64, rank=8)
+    for s in snaps:
+        dmd.push(s)
+    gram, _ = dmd.gram_matrices()
+    window = snaps[-65:]
+    exact = window[:-1].T @ window[:-1]
+    drift = np.max(np.abs(gram - exact)) / np.max(np.abs(exact))
+    assert drift < 1e-9
+    dmd.refit()
+    gram, _ = dmd.gram_matrices()
+    assert np.max(np.abs(gram - exact)) / np.max(np.abs(exact)) < 1e-14
+
+
+def test_model_forecast_equals_batch_svd_dmd_of_its_window():
+    y = noisy_sines(3000, seed=4)
+    model = EpisodicKoopman(delays=32, window=256, memory=False, refit_every=10**9)
+    model.learn_many(y)
+    snaps = model._operator.snapshots()
+    reference = batch_dmd(snaps[:-1].T, snaps[1:].T, model.rank, model.max_rank)
+    ours = np.array(model.forecast(horizon=48))
+    theirs = reference.propagate(snaps[-1], 48, model._embedding.readout)[:, 0]
+    theirs = theirs * model._ref_scale[0] + model._ref_mean[0]
+    assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < 1e-6
+
+
+def test_stabilisation_pulls_unstable_eigenvalues_to_the_unit_circle():
+    lam = np.array([1.2 + 0.0j, 0.5 + 0.5j, 1.1j])
+    out = stabilize_eigenvalues(lam, "clip")
+    np.testing.assert_allclose(np.abs(out), [1.0, abs(0.5 + 0.5j), 1.0])
+    np.testing.assert_allclose(np.angle(out), np.angle(lam))
+    assert stabilize_eigenvalues(lam, "none") is lam
+
+
+def test_growing_series_forecast_is_bounded_when_stabilised():
+    t = np.arange(300)
+    y = np.exp(0.01 * t) * np.sin(0.3 * t)
+    clipped = EpisodicKoopman(delays=10, window=80, memory=False)
+    free = EpisodicKoopman(delays=10, window=80, memory=False, stabilize="none")
+    clipped.learn_many(y)
+    free.learn_many(y)
+    far_clipped = np.abs(clipped.forecast(horizon=2000)[-200:]).max()
+    far_free = np.abs(free.forecast(horizon=2000)[-200:]).max()
+    assert far_clipped < 3 * np.abs(y).max()
+    assert far_free > 100 * np.abs(y).max()
+
+
+def test_linear_trend_uses_stable_non_modal_path():
+    # A ramp makes a Jordan block at 1: eigenvectors are (near) defective.
+    y = 0.5 * np.arange(200.0) + 3.0
+    model = EpisodicKoopman(delays=4, window=40, memory=False, rank=2)
+    model.learn_many(y)
+    forecast = np.array(model.forecast(horizon=20))
+    np.testing.assert_allclose(forecast, 0.5 * np.arange(200, 220) + 3.0, rtol=1e-5)
