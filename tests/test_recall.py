@@ -88,7 +88,7 @@ def test_residual_adds_weighted_errors_and_holds_the_last_beyond_memory():
     plain = np.zeros((4, 1))
     records = {
         "continuation": np.array([[[1.0], [2.0]], [[3.0], [4.0]]]),
-        "plain": np.zeros((2, 2, 1)),
+        "forecast": np.zeros((2, 2, 1)),
         "ref_scale": np.ones((2, 1)),
     }
     mean, spread = Residual().correct(

@@ -14,10 +14,12 @@ from . import validation as v
 from .embedding import DelayEmbedding, History, Lifting, Standardizer, make_lifting
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
+from .mixture import ExpertMixture
 from .operator import KoopmanFit, WindowedDMD
 from .rank import RankRule, validate_rank_rule
 from .recall import (
     DRIFT_DETECTORS,
+    MEMORY_EXPERTS,
     AdaptiveThreshold,
     DriftGate,
     KeyWeights,
@@ -37,7 +39,7 @@ MAX_HORIZON = 100_000
 #: Largest number of observables (delays x channels, plus lifted features).
 MAX_FEATURES = 2048
 
-STRATEGIES = ("analog", "residual", "transfer")
+STRATEGIES = ("mixture", "analog", "residual", "transfer")
 ALIGNMENTS = ("zscore", "additive", "multiplicative", "last", "none")
 MISSING_POLICIES = ("raise", "skip", "ffill")
 
@@ -98,21 +100,31 @@ class Forecast:
 
 
 @dataclass
-class _Pending:
-    """An episode whose horizon has not passed yet: not recallable."""
+class _PendingRecord:
+    """A memory record whose continuation has not been observed yet: not recallable."""
 
     origin: int
     window_start: int
-    key: np.ndarray | None
-    signature: Signature | None
-    state: np.ndarray | None
+    key: np.ndarray
+    signature: Signature
+    state: np.ndarray
     history: np.ndarray
-    plain: np.ndarray
+    forecast: np.ndarray
+    ref_mean: np.ndarray
+    ref_scale: np.ndarray
+
+
+@dataclass
+class _PendingScore:
+    """A scored forecast (every expert's, and the issued one) awaiting its outcome."""
+
+    origin: int
+    tracks: np.ndarray  # (n_experts, H, c)
+    available: np.ndarray  # (n_experts,) which experts could forecast then
     issued: np.ndarray
     spread: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    ref_mean: np.ndarray
     ref_scale: np.ndarray
     realised: np.ndarray
     n_realised: int = 0
@@ -147,23 +159,32 @@ class EpisodicKoopman(Forecaster):
     date by O(m^2) rank-1 updates. Forecasts propagate its modes from the newest
     snapshot, with unstable eigenvalues pulled onto the unit circle.
 
-    Every ``stride`` steps the current fit becomes an *episode*: its spectral
-    signature, its state (the normalised delay window), and the forecast it issued.
-    Once ``episode_horizon`` steps have passed, the episode also holds what really
-    happened, and it enters a FAISS-indexed memory. A forecast then looks up
-    episodes whose spectrum *and* state resemble the present: FAISS finds
-    ``candidates``, and an exact Wasserstein/mode/state distance keeps the
-    ``top_k``. When the best is close enough (``recall_quantile`` of recent best
-    distances), the plain forecast is corrected by the matched episodes, weighted by
-    ``softmax(-distance / tau)``:
+    **Memory.** Every ``memory_stride`` steps the present becomes an *episode*: the
+    spectral signature of the latest fit, the state (the normalised delay window),
+    the operator's forecast, and, once ``episode_horizon`` steps have passed, what
+    really followed. Only then does it enter the FAISS-indexed memory. A forecast
+    looks up episodes whose spectrum *and* state resemble the present: FAISS
+    proposes ``candidates``, and an exact distance (Wasserstein on eigenvalues,
+    matched modes, state) keeps the ``top_k``. These are weighted by attention,
+    ``softmax(-distance / tau)``, and turned into corrections:
 
-    * ``"analog"``: replay what followed them, aligned to the present level;
-    * ``"residual"``: add the errors their forecasts made;
-    * ``"transfer"``: propagate the present with the operator fitted after them.
+    * ``analog``: replay what followed them, aligned to the present (z-score of the
+      delay window); ``analog_last`` anchors the replay at the last value instead;
+    * ``residual``: add the errors their operators' forecasts made;
+    * ``transfer``: propagate the present with the operator fitted after them.
 
-    Intervals are conformal, per step ahead, widened or narrowed by the spread among
-    the recalled episodes. Before the first fit (``3 * delays`` observations by
-    default), `forecast` returns the last value (0.0 before any data).
+    **Mixture** (the default ``strategy``): the plain forecast and the ``experts``
+    above are combined per step ahead, with weights learned online from each one's
+    realised errors (`episodic_koopman.mixture`). Memory thus takes over where it
+    predicts better (after regime changes, on recurring patterns) and steps back
+    where the window's operator is right (steady state). A single ``strategy``
+    applies that correction alone whenever recall is admitted.
+
+    Every ``stride`` steps the forecast is *scored*: the mixture and the conformal
+    intervals learn from its errors. Intervals are per step ahead, widened or
+    narrowed by the spread among the recalled episodes. Before the first fit (after
+    ``3 * delays`` observations), `forecast` returns the last value (0.0 before any
+    data).
 
     Parameters
     ----------
@@ -179,12 +200,19 @@ class EpisodicKoopman(Forecaster):
     memory
         ``False`` gives the same predictor without recall (a clean baseline).
     strategy
-        ``"analog"``, ``"residual"`` or ``"transfer"``.
+        ``"mixture"``, or a single correction: ``"analog"``, ``"residual"``,
+        ``"transfer"``.
+    experts
+        Memory experts of the mixture, comma-separated, from ``analog``,
+        ``analog_last``, ``analog_additive``, ``analog_multiplicative``,
+        ``residual``, ``transfer``.
     episode_horizon
-        Steps each episode's forecast covers. Corrections and calibrated intervals
-        cover this many steps; beyond it they are extended (see the strategies).
+        Steps each episode covers. Corrections, mixture weights and calibrated
+        intervals cover this many steps; beyond it they are extended.
+    memory_stride
+        Steps between stored episodes.
     stride
-        Steps between episodes.
+        Steps between scored forecasts (and refreshed spectra).
     top_k, candidates
         Episodes kept after the exact rerank, and FAISS candidates before it.
     tau
@@ -193,22 +221,26 @@ class EpisodicKoopman(Forecaster):
         Recall only when the best match is within this quantile of recent best
         distances (1.0: always).
     alignment, blend
-        How the analog strategy maps past continuations to the present level, and
-        how much of it replaces the plain forecast (1.0: all).
+        For ``strategy="analog"``: how past continuations are mapped to the present,
+        and how much of the analog replaces the plain forecast (1.0: all).
+    mixture_decay, mixture_eta
+        Forgetting factor of the experts' loss averages (per scored forecast) and
+        the sharpness of the mixture's weights.
     eigenvalue_weight, mode_weight, state_weight
         Weights of the terms of the match distance (see `episodic_koopman.recall`).
+        A zero ``mode_weight`` leaves modes out of keys and records.
     capacity
         Most episodes kept; the oldest are evicted first.
     hnsw_threshold
         Past this many episodes the index switches from exact (flat) to HNSW.
     drift_gate, gate_span
         ``None``, or a river drift detector (``"page_hinkley"``, ``"kswin"``) on the
-        episodes' one-step errors: recall then applies only within ``gate_span``
-        steps after a detected drift.
+        scored one-step errors: recall then applies only within ``gate_span`` steps
+        after a detected drift.
     level
-        Level of the intervals issued at episode origins (for the coverage report).
+        Level of the intervals issued at scored origins (for the coverage report).
     calibration_window
-        Scored episodes kept per step ahead for conformal calibration.
+        Scored forecasts kept per step ahead for conformal calibration.
     stabilize
         ``"clip"`` pulls eigenvalues with modulus above 1 onto the unit circle;
         ``"none"`` leaves them.
@@ -233,7 +265,7 @@ class EpisodicKoopman(Forecaster):
     >>> import numpy as np
     >>> from episodic_koopman import EpisodicKoopman
     >>> t = np.arange(400)
-    >>> model = EpisodicKoopman(delays=16, window=64)
+    >>> model = EpisodicKoopman(delays=16, window=64, memory=False)
     >>> model.learn_many(np.sin(2 * np.pi * t / 25))
     >>> [round(v, 3) for v in model.forecast(horizon=3)]
     [0.0, 0.249, 0.482]
@@ -249,8 +281,10 @@ class EpisodicKoopman(Forecaster):
         rank: RankRule = "gd",
         max_rank: int = 16,
         memory: bool = True,
-        strategy: str = "analog",
+        strategy: str = "mixture",
+        experts: str = "analog,analog_last",
         episode_horizon: int = 24,
+        memory_stride: int = 1,
         stride: int = 4,
         top_k: int = 5,
         candidates: int = 32,
@@ -258,8 +292,10 @@ class EpisodicKoopman(Forecaster):
         recall_quantile: float = 1.0,
         alignment: str = "zscore",
         blend: float = 1.0,
-        eigenvalue_weight: float = 1.0,
-        mode_weight: float = 0.5,
+        mixture_decay: float = 0.05,
+        mixture_eta: float = 4.0,
+        eigenvalue_weight: float = 0.3,
+        mode_weight: float = 0.0,
         state_weight: float = 1.0,
         capacity: int = 10_000,
         hnsw_threshold: int = 50_000,
@@ -283,7 +319,9 @@ class EpisodicKoopman(Forecaster):
         self.max_rank = max_rank
         self.memory = memory
         self.strategy = strategy
+        self.experts = experts
         self.episode_horizon = episode_horizon
+        self.memory_stride = memory_stride
         self.stride = stride
         self.top_k = top_k
         self.candidates = candidates
@@ -291,6 +329,8 @@ class EpisodicKoopman(Forecaster):
         self.recall_quantile = recall_quantile
         self.alignment = alignment
         self.blend = blend
+        self.mixture_decay = mixture_decay
+        self.mixture_eta = mixture_eta
         self.eigenvalue_weight = eigenvalue_weight
         self.mode_weight = mode_weight
         self.state_weight = state_weight
@@ -321,13 +361,18 @@ class EpisodicKoopman(Forecaster):
         if not isinstance(self.memory, bool):
             raise TypeError(f"memory must be True or False, got {self.memory!r}")
         v.check_choice("strategy", self.strategy, STRATEGIES)
+        if not isinstance(self.experts, str):
+            raise TypeError(f"experts must be a comma-separated string, got {self.experts!r}")
+        for name in self._memory_expert_names():
+            v.check_choice("experts", name, MEMORY_EXPERTS)
         v.check_positive_int("episode_horizon", self.episode_horizon, 1, 100_000)
+        v.check_positive_int("memory_stride", self.memory_stride, 1, 1_000_000)
         v.check_positive_int("stride", self.stride, 1, 1_000_000)
         v.check_positive_int("top_k", self.top_k, 1, 10_000)
         v.check_positive_int("candidates", self.candidates, 1, 100_000)
         if self.candidates < self.top_k:
             raise ValueError(f"candidates ({self.candidates}) must be >= top_k ({self.top_k})")
-        for name in ("tau", "bandwidth", "dt"):
+        for name in ("tau", "bandwidth", "dt", "mixture_eta"):
             value = getattr(self, name)
             if not v.is_real_number(value) or not (0 < float(value) < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -336,6 +381,7 @@ class EpisodicKoopman(Forecaster):
             if not v.is_real_number(value) or not (0 <= float(value) < math.inf):
                 raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
         v.check_fraction("recall_quantile", self.recall_quantile, 0.0, 1.0 + 1e-12)
+        v.check_fraction("mixture_decay", self.mixture_decay, 0.0, 1.0 + 1e-12)
         v.check_choice("alignment", self.alignment, ALIGNMENTS)
         if not v.is_real_number(self.blend) or not (0.0 <= float(self.blend) <= 1.0):
             raise ValueError(f"blend must lie in [0, 1], got {self.blend!r}")
@@ -355,6 +401,16 @@ class EpisodicKoopman(Forecaster):
         v.check_choice("missing", self.missing, MISSING_POLICIES)
         v.check_positive_int("seed", self.seed, 0, 2**32 - 1)
 
+    def _memory_expert_names(self) -> list[str]:
+        if self.strategy != "mixture":
+            return [self.strategy]
+        names = [part.strip() for part in str(self.experts).split(",") if part.strip()]
+        if not names:
+            raise ValueError("experts must name at least one memory expert")
+        if len(set(names)) != len(names):
+            raise ValueError(f"experts lists a name twice: {self.experts!r}")
+        return names
+
     @classmethod
     def _unit_test_params(cls):
         yield {"delays": 8, "window": 32}
@@ -373,6 +429,9 @@ class EpisodicKoopman(Forecaster):
         self._components_ready = False
         self._source = 0
         self._attached_memory: EpisodeMemory | None = getattr(self, "_attached_memory", None)
+        # The fit and signature of the last scored step, reused by the records in between.
+        self._last_fit: KoopmanFit | None = None
+        self._last_signature: Signature | None = None
 
     def _setup(self, n_channels: int) -> None:
         """Build the components once the number of channels is known."""
@@ -385,7 +444,7 @@ class EpisodicKoopman(Forecaster):
         self._lift_map.setup(n_inputs)
         self._embedding = DelayEmbedding(d, c)
         self._scaler = Standardizer(c)
-        self._history = History(self.window + d, c)
+        self._history = History(max(self.window + d, self.episode_horizon + 1), c)
         self._operator = WindowedDMD(n_features, self.window, self.rank, self.max_rank)
         self._calibrator = ConformalCalibrator(self.episode_horizon, c, self.calibration_window)
         self._threshold = AdaptiveThreshold(self.recall_quantile)
@@ -393,19 +452,38 @@ class EpisodicKoopman(Forecaster):
             DriftGate(self.drift_gate, self.gate_span, self.seed) if self.drift_gate else None
         )
         self._key_weights = KeyWeights(self.eigenvalue_weight, self.mode_weight, self.state_weight)
-        self._mode_length = min(self.mode_delays, d) * c
-        self._correction = make_correction(self.strategy, self.alignment, self.blend)  # type: ignore[arg-type]
+        self._mode_length = self._mode_length_for(c)
+        memory_experts = self._memory_expert_names() if self.memory else []
+        self._corrections = {
+            name: make_correction(name, self.alignment, self.blend)  # type: ignore[arg-type]
+            for name in memory_experts
+        }
+        self._expert_names = ["plain", *memory_experts]
+        self._mixture = (
+            ExpertMixture(
+                self._expert_names, self.episode_horizon, self.mixture_decay, self.mixture_eta
+            )
+            if self.strategy == "mixture"
+            else None
+        )
         self._memory: EpisodeMemory | None = None
         if self.memory:
-            dim = key_dimension(self.max_rank, self._mode_length, n_inputs)
             if self._attached_memory is not None:
                 self._memory = self._attached_memory
             else:
                 self._memory = EpisodeMemory(
-                    dim, capacity=self.capacity, hnsw_threshold=self.hnsw_threshold
+                    key_dimension(self.max_rank, self._mode_length, n_inputs),
+                    capacity=self.capacity,
+                    hnsw_threshold=self.hnsw_threshold,
                 )
-        self._pending: list[_Pending] = []
+        self._pending_records: list[_PendingRecord] = []
+        self._pending_scores: list[_PendingScore] = []
         self._components_ready = True
+
+    def _mode_length_for(self, n_channels: int) -> int:
+        if self.mode_weight == 0:
+            return 0  # modes play no part in matching: keep them out of keys and records
+        return min(self.mode_delays, self.delays) * n_channels
 
     @property
     def _min_pairs(self) -> int:
@@ -443,8 +521,20 @@ class EpisodicKoopman(Forecaster):
 
     @property
     def coverage(self) -> float | None:
-        """Empirical coverage of the intervals issued at episode origins (at ``level``)."""
+        """Empirical coverage of the intervals issued at scored origins (at ``level``)."""
         return self._calibrator.coverage() if self._components_ready else None
+
+    def expert_weights(self) -> dict[str, list[float]] | None:
+        """The mixture's current weight of each expert per step ahead (``None`` if no mixture).
+
+        Weights assume every expert can forecast; an expert without a recall at
+        some origin gets no weight there and the others share it.
+        """
+        if not self._components_ready or self._mixture is None:
+            return None
+        available = np.ones(len(self._expert_names), dtype=bool)
+        w = self._mixture.weights(available, self.episode_horizon)
+        return {name: w[i].tolist() for i, name in enumerate(self._expert_names)}
 
     def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:
         """Store episodes in, and recall them from, ``memory``: possibly shared by many models.
@@ -513,12 +603,10 @@ class EpisodicKoopman(Forecaster):
             return self._fallback(horizon, level)
         with single_threaded():
             present = self._present()
-            plain = self._plain_forecast(present.fit, horizon)
-            mean, spread, recall = plain, np.zeros_like(plain), present.recall
-            if recall is not None and recall.admitted:
-                mean, spread = self._correct(plain, recall)
+            mean, spread, _, _ = self._combine(present, horizon)
             half = self._calibrator.half_width(level, spread, horizon, self._scaler.current()[1])
             spectrum = self._spectrum(present.fit)
+        recall = present.recall
         return Forecast(
             mean=self._shape(mean),
             lower=self._shape(mean - half),
@@ -547,9 +635,11 @@ class EpisodicKoopman(Forecaster):
         records = self._memory.get(ids)
         out = []
         for i, episode_id in enumerate(ids):
-            eigs = records["eigenvalues"][i]
-            rank = int(np.count_nonzero(eigs))
-            errors = records["continuation"][i] - records["issued"][i]
+            rank = int(records["rank"][i])
+            eigs = records["eigenvalues"][i][:rank]
+            errors = records["continuation"][i] - records["forecast"][i]
+            with np.errstate(divide="ignore"):
+                growth = np.log(np.abs(eigs)) / self.dt
             out.append(
                 {
                     "id": int(episode_id),
@@ -557,9 +647,9 @@ class EpisodicKoopman(Forecaster):
                     "origin": int(records["origin"][i]),
                     "window_start": int(records["window_start"][i]),
                     "rank": rank,
-                    "frequencies": (np.angle(eigs[:rank]) / (2 * np.pi * self.dt)).tolist(),
-                    "growth_rates": (np.log(np.abs(eigs[:rank])) / self.dt).tolist(),
-                    "forecast": records["issued"][i].tolist(),
+                    "frequencies": (np.angle(eigs) / (2 * np.pi * self.dt)).tolist(),
+                    "growth_rates": [float(g) if np.isfinite(g) else None for g in growth],
+                    "forecast": records["forecast"][i].tolist(),
                     "realised": records["continuation"][i].tolist(),
                     "mae": float(np.mean(np.abs(errors))),
                 }
@@ -623,13 +713,12 @@ class EpisodicKoopman(Forecaster):
                 "use fewer delays or channels"
             )
         if self._attached_memory is not None:
-            mode_length = min(self.mode_delays, self.delays) * n_channels
-            dim = key_dimension(self.max_rank, mode_length, n_inputs)
+            dim = key_dimension(self.max_rank, self._mode_length_for(n_channels), n_inputs)
             if self._attached_memory.dim != dim:
                 raise ValueError(
                     f"attached memory has keys of length {self._attached_memory.dim}, this "
                     f"model needs {dim}: models sharing a memory need the same delays, "
-                    "channel count, max_rank and mode_delays"
+                    "channel count, max_rank, mode_weight and mode_delays"
                 )
 
     def _adopt_layout(self, channels: list[str] | None, scalar: bool, n_channels: int) -> None:
@@ -651,19 +740,31 @@ class EpisodicKoopman(Forecaster):
         if self._ref_mean is None:
             self._ref_mean, self._ref_scale = self._scaler.current()
         self._operator.push(self._lift(self._history.last(self.delays)))
-
         refit = self._refit_due()
-        completing = bool(self._pending) and self._pending[0].n_realised + 1 >= self.episode_horizon
-        new_episode = self._ready_at is not None and (self._n - self._ready_at) % self.stride == 0
-        if refit or completing or new_episode:
+        if self._ready_at is None:
+            return
+        since = self._n - self._ready_at
+        scored = since % self.stride == 0
+        record = self._memory is not None and since % self.memory_stride == 0
+        if refit or scored:
+            # Only these steps run LAPACK (and refits BLAS level 3): pin threads for them.
             with single_threaded():
-                if refit:
-                    self._reanchor()
-                self._feed_pending(values)
-                if new_episode:
-                    self._open_episode()
+                self._episode_step(values, refit, scored, record)
         else:
-            self._feed_pending(values)
+            self._episode_step(values, refit, scored, record)
+
+    def _episode_step(self, values: np.ndarray, refit: bool, scored: bool, record: bool) -> None:
+        if refit:
+            self._reanchor()
+        self._feed_pending(values)
+        present = None
+        if scored:
+            present = self._present(observe=True)
+            self._last_fit, self._last_signature = present.fit, present.signature
+        if record:
+            self._open_record()
+        if present is not None:
+            self._open_score(present)
 
     def _lift(
         self,
@@ -692,50 +793,78 @@ class EpisodicKoopman(Forecaster):
         snaps = self._embedding.snapshots(raw, self._ref_mean, self._ref_scale)
         self._operator.replace_snapshots(self._lift_map.transform(snaps))
 
+    # ------------------------------------------------------------------ episodes
     def _feed_pending(self, values: np.ndarray) -> None:
-        for episode in self._pending:
-            episode.realised[episode.n_realised] = values
-            episode.n_realised += 1
-            if episode.n_realised == 1 and self._gate is not None:
-                error = np.abs(values - episode.issued[0]) / episode.ref_scale
-                self._gate.update(float(error.mean()))
-        while self._pending and self._pending[0].n_realised >= self.episode_horizon:
-            self._close_episode(self._pending.pop(0))
+        """Score pending forecasts against this observation; close what has completed."""
+        for score in self._pending_scores:
+            step = score.n_realised
+            score.realised[step] = values
+            score.n_realised += 1
+            if len(self._expert_names) > 1:
+                errors = np.abs(values - score.tracks[:, step]) / score.ref_scale
+            if self._mixture is not None and len(self._expert_names) > 1:
+                self._mixture.update(step, errors.mean(axis=1), score.available)
+            if step == 0 and self._gate is not None:
+                issued = np.abs(values - score.issued[0]) / score.ref_scale
+                self._gate.update(float(issued.mean()))
+        horizon = self.episode_horizon
+        # A record's continuation is the last `horizon` observations, read from the history.
+        while self._pending_records and self._pending_records[0].origin + horizon < self._n:
+            self._close_record(self._pending_records.pop(0))
+        while self._pending_scores and self._pending_scores[0].n_realised >= horizon:
+            score = self._pending_scores.pop(0)
+            self._calibrator.update(
+                score.realised - score.issued,
+                score.spread,
+                score.lower,
+                score.upper,
+                score.realised,
+            )
 
-    def _close_episode(self, episode: _Pending) -> None:
-        """The horizon has passed: score the episode and make it recallable."""
-        self._calibrator.update(
-            episode.realised - episode.issued,
-            episode.spread,
-            episode.lower,
-            episode.upper,
-            episode.realised,
+    def _open_record(self) -> None:
+        """Start an episode at this origin, with the latest scored fit and signature."""
+        fit, signature = self._last_fit, self._last_signature
+        assert fit is not None and signature is not None
+        history = self._history.last(self.delays).copy()
+        state = normalized_state(history)
+        self._pending_records.append(
+            _PendingRecord(
+                origin=self._n - 1,
+                window_start=self._n - self._operator.n_snapshots - self.delays + 1,
+                key=episode_key(signature, state, self._key_weights),
+                signature=signature,
+                state=state,
+                history=history,
+                forecast=self._plain_forecast(fit, self.episode_horizon),
+                ref_mean=self._ref_mean.copy(),
+                ref_scale=self._ref_scale.copy(),
+            )
         )
-        if self._memory is None:
-            return
-        assert episode.signature is not None and episode.key is not None
+
+    def _close_record(self, pending: _PendingRecord) -> None:
+        """Its horizon has passed: the episode enters memory and becomes recallable."""
+        assert self._memory is not None
         record: dict[str, np.ndarray] = {
             "source": np.array(self._source, dtype=np.int64),
-            "origin": np.array(episode.origin, dtype=np.int64),
-            "window_start": np.array(episode.window_start, dtype=np.int64),
-            "rank": np.array(episode.signature.rank, dtype=np.int64),
-            "eigenvalues": episode.signature.eigenvalues,
-            "modes": episode.signature.modes,
-            "state": episode.state,
-            "history": episode.history,
-            "continuation": episode.realised,
-            "plain": episode.plain,
-            "issued": episode.issued,
-            "ref_mean": episode.ref_mean,
-            "ref_scale": episode.ref_scale,
+            "origin": np.array(pending.origin, dtype=np.int64),
+            "window_start": np.array(pending.window_start, dtype=np.int64),
+            "rank": np.array(pending.signature.rank, dtype=np.int64),
+            "eigenvalues": pending.signature.eigenvalues,
+            "modes": pending.signature.modes,
+            "state": pending.state,
+            "history": pending.history,
+            "continuation": self._history.last(self.episode_horizon).copy(),
+            "forecast": pending.forecast,
+            "ref_mean": pending.ref_mean,
+            "ref_scale": pending.ref_scale,
         }
-        if self.strategy == "transfer":
+        if "transfer" in self._corrections:
             record.update(self._successor_record())
-        self._memory.add(episode.key, record)
+        self._memory.add(pending.key, record)
 
     def _successor_record(self) -> dict[str, np.ndarray]:
-        """The operator fitted just after an episode's horizon, for transfer."""
-        fit = self._operator.fit()
+        """The operator fitted just after an episode's horizon (the latest scored fit)."""
+        fit = self._last_fit
         assert fit is not None
         r = min(fit.rank, self.max_rank)
         eigenvalues = np.zeros(self.max_rank, dtype=np.complex128)
@@ -750,31 +879,22 @@ class EpisodicKoopman(Forecaster):
             "succ_ref_scale": self._ref_scale.copy(),
         }
 
-    def _open_episode(self) -> None:
-        """Record the current fit and the forecast it issues as a pending episode."""
-        present = self._present(observe=True)
+    def _open_score(self, present: _Present) -> None:
+        """Issue a forecast at this origin, to be scored when its horizon has passed."""
         horizon = self.episode_horizon
-        plain = self._plain_forecast(present.fit, horizon)
-        issued, spread = plain, np.zeros_like(plain)
-        if present.recall is not None and present.recall.admitted:
-            issued, spread = self._correct(plain, present.recall)
+        issued, spread, tracks, available = self._combine(present, horizon)
         half = self._calibrator.half_width(self.level, spread, horizon, self._scaler.current()[1])
-        self._pending.append(
-            _Pending(
+        self._pending_scores.append(
+            _PendingScore(
                 origin=self._n - 1,
-                window_start=self._n - self._operator.n_snapshots - self.delays + 1,
-                key=present.key,
-                signature=present.signature,
-                state=present.state,
-                history=self._history.last(self.delays).copy(),
-                plain=plain,
+                tracks=tracks,
+                available=available,
                 issued=issued,
                 spread=spread,
                 lower=issued - half,
                 upper=issued + half,
-                ref_mean=self._ref_mean.copy(),
                 ref_scale=self._ref_scale.copy(),
-                realised=np.zeros_like(plain),
+                realised=np.zeros_like(issued),
             )
         )
 
@@ -782,32 +902,29 @@ class EpisodicKoopman(Forecaster):
     def _present(self, observe: bool = False) -> _Present:
         """Fit, signature, state and recall at the current tick (cached per tick).
 
-        ``observe`` (episode ticks only) feeds the best match distance to the
+        ``observe`` (scored ticks only) feeds the best match distance to the
         adaptive threshold before deciding, so a `predict` at the same tick agrees
-        with the forecast the episode issued.
+        with the forecast that was scored.
         """
         cached = self._present_cache
         if cached is not None and cached.n == self._n and not observe:
             return cached
         fit = self._operator.fit()
         assert fit is not None
-        if self._memory is None:
-            present = _Present(self._n, fit, None, None, None, None)
-            self._present_cache = present
-            return present
-        psi = self._operator.newest()
-        n_inputs = self._embedding.dimension
-        signature = make_signature(
-            fit.eigenvalues,
-            fit.amplitudes(psi),
-            fit.modes[:n_inputs],
-            mode_rows=slice(n_inputs - self._mode_length, n_inputs),
-            reference_rows=slice(self._mode_length - self._embedding.n_channels, None),
-            r_max=self.max_rank,
-        )
-        state = normalized_state(self._history.last(self.delays))
-        key = episode_key(signature, state, self._key_weights)
-        recall = self._recall(signature, state, key, observe)
+        signature = state = key = recall = None
+        if self._memory is not None:
+            n_inputs = self._embedding.dimension
+            signature = make_signature(
+                fit.eigenvalues,
+                fit.amplitudes(self._operator.newest()),
+                fit.modes[:n_inputs],
+                mode_rows=slice(n_inputs - self._mode_length, n_inputs),
+                reference_rows=slice(self._mode_length - self._embedding.n_channels, None),
+                r_max=self.max_rank,
+            )
+            state = normalized_state(self._history.last(self.delays))
+            key = episode_key(signature, state, self._key_weights)
+            recall = self._recall(signature, state, key, observe)
         present = _Present(self._n, fit, signature, state, key, recall)
         self._present_cache = present
         return present
@@ -845,6 +962,43 @@ class EpisodicKoopman(Forecaster):
             admitted=admitted,
         )
 
+    def _combine(
+        self, present: _Present, steps: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every expert's forecast and their combination.
+
+        Returns ``(mean, spread, tracks, available)``: ``tracks`` is
+        ``(n_experts, steps, c)`` (zeros where an expert is unavailable).
+        """
+        plain = self._plain_forecast(present.fit, steps)
+        tracks = np.zeros((len(self._expert_names), *plain.shape))
+        spreads = np.zeros_like(tracks)
+        available = np.zeros(len(self._expert_names), dtype=bool)
+        tracks[0], available[0] = plain, True
+        recall = present.recall
+        if recall is not None and recall.admitted:
+            context = RecallContext(
+                plain=plain,
+                history=self._history.last(self.delays),
+                ref_mean=self._ref_mean,
+                ref_scale=self._ref_scale,
+                lift=self._lift,
+                readout=self._embedding.readout,
+                stabilize=self.stabilize,
+            )
+            for i, name in enumerate(self._expert_names[1:], start=1):
+                tracks[i], spreads[i] = self._corrections[name].correct(
+                    context, recall.records, recall.weights
+                )
+                available[i] = True
+        if self._mixture is None:
+            chosen = 1 if available[-1] and len(available) > 1 else 0
+            return tracks[chosen], spreads[chosen], tracks, available
+        weights = self._mixture.weights(available, steps)[:, :, None]
+        mean = np.sum(weights * tracks, axis=0)
+        spread = np.sum(weights * spreads, axis=0)
+        return mean, spread, tracks, available
+
     def _plain_forecast(self, fit: KoopmanFit, steps: int) -> np.ndarray:
         z = fit.propagate(
             self._operator.newest(),
@@ -853,18 +1007,6 @@ class EpisodicKoopman(Forecaster):
             self.stabilize,  # type: ignore[arg-type]
         )
         return z * self._ref_scale + self._ref_mean
-
-    def _correct(self, plain: np.ndarray, recall: _Recall) -> tuple[np.ndarray, np.ndarray]:
-        context = RecallContext(
-            plain=plain,
-            history=self._history.last(self.delays),
-            ref_mean=self._ref_mean,
-            ref_scale=self._ref_scale,
-            lift=self._lift,
-            readout=self._embedding.readout,
-            stabilize=self.stabilize,
-        )
-        return self._correction.correct(context, recall.records, recall.weights)
 
     def _spectrum(self, fit: KoopmanFit) -> Spectrum:
         return Spectrum(

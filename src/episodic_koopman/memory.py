@@ -67,6 +67,7 @@ class EpisodeMemory:
         self._keys = np.zeros((0, dim), dtype=np.float32)
         self._columns: dict[str, np.ndarray] = {}
         self._index = self._new_index(hnsw=False)
+        self._hnsw = False
         self._indexed_from = 0  # smallest id present in the FAISS index
         self.n_rebuilds = 0
 
@@ -80,7 +81,7 @@ class EpisodeMemory:
 
     @property
     def uses_hnsw(self) -> bool:
-        return isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSWFlat)
+        return self._hnsw
 
     @property
     def n_dead_indexed(self) -> int:
@@ -135,12 +136,16 @@ class EpisodeMemory:
         for name, value in record.items():
             self._columns[name][slot] = value
         self.next_id += 1
-        with single_threaded():
-            self._index.add_with_ids(key32, np.array([episode_id], dtype=np.int64))
-            if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
-                not self.uses_hnsw and len(self) > self.hnsw_threshold
-            ):
-                self.rebuild()
+        ids = np.array([episode_id], dtype=np.int64)
+        if self._hnsw:
+            with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
+                self._index.add_with_ids(key32, ids)
+        else:
+            self._index.add_with_ids(key32, ids)
+        if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
+            not self._hnsw and len(self) > self.hnsw_threshold
+        ):
+            self.rebuild()
         return episode_id
 
     def rebuild(self) -> None:
@@ -152,6 +157,7 @@ class EpisodeMemory:
             if ids.size:
                 index.add_with_ids(self._keys[self._slots(ids)], ids)
         self._index = index
+        self._hnsw = hnsw
         self._indexed_from = self.oldest_id
         self.n_rebuilds += 1
 
@@ -214,5 +220,6 @@ class EpisodeMemory:
         self._keys = np.array(arrays["keys"], dtype=np.float32)
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
         self._index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))
-        if self.uses_hnsw:
+        self._hnsw = isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSWFlat)
+        if self._hnsw:
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.ef_search

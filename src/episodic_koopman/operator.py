@@ -31,6 +31,7 @@ array([0.2, 0.2])
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,7 +59,7 @@ def stabilize_eigenvalues(eigenvalues: np.ndarray, mode: Stabilize) -> np.ndarra
     return np.where(magnitude > 1.0, eigenvalues / np.maximum(magnitude, 1e-300), eigenvalues)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KoopmanFit:
     """A rank-``r`` DMD fit in the POD basis of its window.
 
@@ -88,7 +89,7 @@ class KoopmanFit:
         """Modal amplitudes ``b`` with ``psi ~ modes @ b``."""
         return self.inverse_eigenvectors @ (self.basis.T @ psi)
 
-    @property
+    @functools.cached_property
     def modal_condition(self) -> float:
         """1-norm condition number of the eigenvector matrix (inf when singular)."""
         if self.rank == 0:
@@ -96,6 +97,16 @@ class KoopmanFit:
         return float(
             np.linalg.norm(self.eigenvectors, 1) * np.linalg.norm(self.inverse_eigenvectors, 1)
         )
+
+    @functools.cached_property
+    def _readout_cache(self) -> dict[tuple[int, int], np.ndarray]:
+        return {}
+
+    def _modal_readout(self, rows: slice) -> np.ndarray:
+        key = (rows.start, rows.stop)
+        if key not in self._readout_cache:
+            self._readout_cache[key] = self.basis[rows] @ self.eigenvectors
+        return self._readout_cache[key]
 
     def propagate(
         self, psi: np.ndarray, steps: int, rows: slice | np.ndarray, stabilize: Stabilize = "clip"
@@ -113,7 +124,11 @@ class KoopmanFit:
             lam = stabilize_eigenvalues(self.eigenvalues, stabilize)
             b = self.amplitudes(psi)
             powers = lam[None, :] ** np.arange(1, steps + 1)[:, None]
-            readout = self.basis[rows] @ self.eigenvectors
+            readout = (
+                self._modal_readout(rows)
+                if isinstance(rows, slice)
+                else (self.basis[rows] @ self.eigenvectors)
+            )
             return ((powers * b) @ readout.T).real
         operator = self.reduced
         if stabilize == "clip":

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .forecaster import _Pending
+from .forecaster import _PendingRecord, _PendingScore
+from .operator import KoopmanFit
 from .spectrum import Signature
 
 if TYPE_CHECKING:
@@ -39,17 +40,18 @@ if TYPE_CHECKING:
 FORMAT = "episodic-koopman"
 FORMAT_VERSION = 1
 
-_PENDING_FIELDS = (
-    "history",
-    "plain",
+_RECORD_FIELDS = ("state", "history", "forecast", "ref_mean", "ref_scale", "key")
+_SCORE_FIELDS = (
+    "tracks",
+    "available",
     "issued",
     "spread",
     "lower",
     "upper",
-    "ref_mean",
     "ref_scale",
     "realised",
 )
+_FIT_FIELDS = ("basis", "sigma", "reduced", "eigenvalues", "eigenvectors", "inverse_eigenvectors")
 
 
 def _prefixed(prefix: str, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -59,6 +61,38 @@ def _prefixed(prefix: str, state: dict[str, np.ndarray]) -> dict[str, np.ndarray
 def _unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     start = len(prefix) + 1
     return {k[start:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+def _stack(prefix: str, items: list[Any], fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not items:
+        return {}
+    out = {f"{prefix}.{name}": np.stack([getattr(item, name) for item in items]) for name in fields}
+    out[f"{prefix}.ints"] = np.array(
+        [
+            [item.origin, getattr(item, "window_start", 0), getattr(item, "n_realised", 0)]
+            for item in items
+        ],
+        dtype=np.int64,
+    )
+    return out
+
+
+def _signature_arrays(prefix: str, signatures: list[Signature]) -> dict[str, np.ndarray]:
+    if not signatures:
+        return {}
+    return {
+        f"{prefix}.sig_rank": np.array([sig.rank for sig in signatures], dtype=np.int64),
+        f"{prefix}.sig_eigenvalues": np.stack([sig.eigenvalues for sig in signatures]),
+        f"{prefix}.sig_modes": np.stack([sig.modes for sig in signatures]),
+    }
+
+
+def _signature_at(arrays: dict[str, np.ndarray], prefix: str, i: int) -> Signature:
+    return Signature(
+        eigenvalues=np.array(arrays[f"{prefix}.sig_eigenvalues"][i]),
+        modes=np.array(arrays[f"{prefix}.sig_modes"][i]),
+        rank=int(arrays[f"{prefix}.sig_rank"][i]),
+    )
 
 
 def model_state(model: EpisodicKoopman) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -89,20 +123,21 @@ def model_state(model: EpisodicKoopman) -> tuple[dict[str, Any], dict[str, np.nd
     arrays["threshold"] = model._threshold.get_state()
     if model._gate is not None:
         arrays |= _prefixed("gate", model._gate.get_state())
-    pending = model._pending
-    meta["n_pending"] = len(pending)
-    if pending:
-        for name in _PENDING_FIELDS:
-            arrays[f"pending.{name}"] = np.stack([getattr(p, name) for p in pending])
-        arrays["pending.ints"] = np.array(
-            [[p.origin, p.window_start, p.n_realised] for p in pending], dtype=np.int64
-        )
-        if model._memory is not None:
-            arrays["pending.key"] = np.stack([p.key for p in pending])
-            arrays["pending.state"] = np.stack([p.state for p in pending])
-            arrays["pending.sig_rank"] = np.array([p.signature.rank for p in pending])
-            arrays["pending.sig_eigenvalues"] = np.stack([p.signature.eigenvalues for p in pending])
-            arrays["pending.sig_modes"] = np.stack([p.signature.modes for p in pending])
+    if model._mixture is not None:
+        arrays |= _prefixed("mixture", model._mixture.get_state())
+    fit = model._last_fit
+    meta["has_last_fit"] = fit is not None
+    if fit is not None:
+        arrays |= {f"last_fit.{name}": getattr(fit, name) for name in _FIT_FIELDS}
+        arrays["last_fit.n_pairs"] = np.array(fit.n_pairs, dtype=np.int64)
+    meta["has_last_signature"] = model._last_signature is not None
+    if model._last_signature is not None:
+        arrays |= _signature_arrays("last", [model._last_signature])
+    records, scores = model._pending_records, model._pending_scores
+    meta["n_pending_records"], meta["n_pending_scores"] = len(records), len(scores)
+    arrays |= _stack("records", records, _RECORD_FIELDS)
+    arrays |= _signature_arrays("records", [r.signature for r in records])
+    arrays |= _stack("scores", scores, _SCORE_FIELDS)
     if model._memory is not None:
         memory_meta, memory_arrays = model._memory.get_state()
         meta["memory"] = memory_meta
@@ -136,30 +171,32 @@ def restore_state(model: EpisodicKoopman, meta: dict[str, Any], arrays: dict[str
     model._threshold.set_state(arrays["threshold"])
     if model._gate is not None:
         model._gate.set_state(_unprefixed("gate", arrays))
-    model._pending = []
-    for i in range(int(meta.get("n_pending", 0))):
-        origin, window_start, n_realised = (int(x) for x in arrays["pending.ints"][i])
-        fields = {name: np.array(arrays[f"pending.{name}"][i]) for name in _PENDING_FIELDS}
-        signature = key = state = None
-        if model._memory is not None:
-            signature = Signature(
-                eigenvalues=np.array(arrays["pending.sig_eigenvalues"][i]),
-                modes=np.array(arrays["pending.sig_modes"][i]),
-                rank=int(arrays["pending.sig_rank"][i]),
-            )
-            key = np.array(arrays["pending.key"][i])
-            state = np.array(arrays["pending.state"][i])
-        model._pending.append(
-            _Pending(
+    if model._mixture is not None:
+        model._mixture.set_state(_unprefixed("mixture", arrays))
+    if meta.get("has_last_fit"):
+        model._last_fit = KoopmanFit(
+            **{name: np.array(arrays[f"last_fit.{name}"]) for name in _FIT_FIELDS},
+            n_pairs=int(arrays["last_fit.n_pairs"]),
+        )
+    if meta.get("has_last_signature"):
+        model._last_signature = _signature_at(arrays, "last", 0)
+    model._pending_records = []
+    for i in range(int(meta.get("n_pending_records", 0))):
+        origin, window_start, _ = (int(x) for x in arrays["records.ints"][i])
+        fields = {name: np.array(arrays[f"records.{name}"][i]) for name in _RECORD_FIELDS}
+        model._pending_records.append(
+            _PendingRecord(
                 origin=origin,
                 window_start=window_start,
-                signature=signature,
-                key=key,
-                state=state,
-                n_realised=n_realised,
+                signature=_signature_at(arrays, "records", i),
                 **fields,
             )
         )
+    model._pending_scores = []
+    for i in range(int(meta.get("n_pending_scores", 0))):
+        origin, _, n_realised = (int(x) for x in arrays["scores.ints"][i])
+        fields = {name: np.array(arrays[f"scores.{name}"][i]) for name in _SCORE_FIELDS}
+        model._pending_scores.append(_PendingScore(origin=origin, n_realised=n_realised, **fields))
     if model._memory is not None:
         model._memory.set_state(meta["memory"], _unprefixed("memory", arrays))
 

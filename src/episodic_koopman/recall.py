@@ -56,23 +56,27 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
     Level and scale are removed so that a regime recurring at another level, or
     another series at another scale, matches on shape.
     """
-    mean = history.mean(axis=0)
-    std = history.std(axis=0)
+    d = history.shape[0]
+    mean = history.sum(axis=0) / d
+    centered = history - mean
+    std = np.sqrt(np.einsum("ij,ij->j", centered, centered) / d)
     scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
-    return ((history - mean) / scale).reshape(-1)
+    return (centered / scale).reshape(-1)
 
 
 def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) -> np.ndarray:
     """Fixed-length key whose squared L2 distance mirrors `exact_distances` (float32)."""
     r_max = signature.eigenvalues.shape[0]
-    eig = np.column_stack([signature.eigenvalues.real, signature.eigenvalues.imag]).ravel()
-    modes = signature.modes.view(np.float64).ravel()
-    parts = [
-        eig * (weights.eigenvalues / np.sqrt(r_max)),
-        modes * (weights.modes / np.sqrt(r_max)),
-        state * (weights.state / np.sqrt(max(state.shape[0], 1))),
-    ]
-    return np.concatenate(parts).astype(np.float32)
+    n_modes = signature.modes.size * 2
+    key = np.empty(2 * r_max + n_modes + state.shape[0], dtype=np.float32)
+    eig_scale = weights.eigenvalues / np.sqrt(r_max)
+    key[0 : 2 * r_max : 2] = signature.eigenvalues.real * eig_scale
+    key[1 : 2 * r_max : 2] = signature.eigenvalues.imag * eig_scale
+    if n_modes:
+        modes = np.ascontiguousarray(signature.modes).view(np.float64).ravel()
+        key[2 * r_max : 2 * r_max + n_modes] = modes * (weights.modes / np.sqrt(r_max))
+    key[2 * r_max + n_modes :] = state * (weights.state / np.sqrt(max(state.shape[0], 1)))
+    return key
 
 
 def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
@@ -241,7 +245,7 @@ def align(
 
 
 class Residual:
-    """Add the attention-weighted errors that the matched episodes' plain forecasts made.
+    """Add the attention-weighted errors that the matched episodes' operators made.
 
     Errors are stored in raw units and rescaled by the ratio of the current to
     the episode's standardisation scale.
@@ -253,7 +257,7 @@ class Residual:
         self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         horizon = context.plain.shape[0]
-        errors = (records["continuation"] - records["plain"]) / records["ref_scale"][:, None, :]
+        errors = (records["continuation"] - records["forecast"]) / records["ref_scale"][:, None, :]
         errors = _extend(errors, horizon) * context.ref_scale
         delta, spread = _weighted(errors, weights)
         return context.plain + delta, spread
@@ -317,14 +321,30 @@ class Transfer:
         return _weighted(np.stack(tracks), weights)
 
 
-def make_correction(strategy: str, alignment: Alignment, blend: float) -> Correction:
+#: Memory experts: a strategy, with the analog's alignment in its name.
+MEMORY_EXPERTS = (
+    "analog",
+    "analog_last",
+    "analog_additive",
+    "analog_multiplicative",
+    "residual",
+    "transfer",
+)
+
+
+def make_correction(
+    strategy: str, alignment: Alignment = "zscore", blend: float = 1.0
+) -> Correction:
+    """The correction called ``strategy``; ``analog_<alignment>`` names an analog expert."""
     if strategy == "residual":
         return Residual()
-    if strategy == "analog":
-        return Analog(alignment=alignment, blend=blend)
     if strategy == "transfer":
         return Transfer()
-    raise ValueError(f"strategy must be 'analog', 'residual' or 'transfer', got {strategy!r}")
+    if strategy == "analog":
+        return Analog(alignment=alignment, blend=blend)
+    if strategy.startswith("analog_"):
+        return Analog(alignment=strategy.removeprefix("analog_"), blend=blend)  # type: ignore[arg-type]
+    raise ValueError(f"unknown memory strategy {strategy!r}; known: {list(MEMORY_EXPERTS)}")
 
 
 # -- drift gating ----------------------------------------------------------------------

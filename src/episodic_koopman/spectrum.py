@@ -104,6 +104,8 @@ def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarr
 
 def normalize_modes(modes: np.ndarray, reference_rows: slice) -> np.ndarray:
     """Unit-norm columns, each rotated so its largest ``reference_rows`` entry is real > 0."""
+    if modes.shape[0] == 0 or modes.shape[1] == 0:
+        return modes.astype(np.complex128)
     norms = np.linalg.norm(modes, axis=0)
     unit = modes / np.where(norms > 0, norms, 1.0)
     ref_block = unit[reference_rows]

@@ -1,0 +1,80 @@
+"""Online aggregation of expert forecasts, one set of weights per step ahead.
+
+The forecaster has several ways to forecast: the plain Koopman propagation,
+and corrections from memory (analogs under different alignments, residuals,
+operator transfer). Which is best depends on the series, the regime and the
+step ahead. For example, the last-value-anchored analog wins one week ahead on
+influenza, and plain propagation wins in steady state. So each expert's
+absolute error (in units of the series' scale) is tracked per step ahead, as an
+exponentially weighted mean with bias correction, and the experts are weighted by::
+
+    w_e,h  proportional to  exp(-eta * (L_e,h / min_e L_e,h - 1))
+
+This is exponentially weighted averaging (Hedge) on *relative* losses, so
+``eta`` needs no units. Only experts that could forecast at an origin are scored
+there, and unavailable experts get no weight. An expert with no track record
+yet at some step is given the mean loss of the others.
+
+>>> import numpy as np
+>>> mix = ExpertMixture(["plain", "memory"], horizon=1, decay=0.5, eta=4.0)
+>>> for _ in range(5):
+...     mix.update(0, np.array([1.0, 0.5]), np.array([True, True]))
+>>> w = mix.weights(np.array([True, True]), steps=1)
+>>> bool(w[1, 0] > 0.95)
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ExpertMixture:
+    """Per-step-ahead Hedge weights over named experts."""
+
+    def __init__(self, names: list[str], horizon: int, decay: float, eta: float) -> None:
+        self.names = list(names)
+        self.horizon = horizon
+        self.decay = decay
+        self.eta = eta
+        self._loss = np.zeros((len(names), horizon))
+        self._mass = np.zeros((len(names), horizon))  # bias correction of the EW mean
+
+    def losses(self) -> np.ndarray:
+        """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self._mass > 0, self._loss / self._mass, np.nan)
+
+    def update(self, step: int, losses: np.ndarray, available: np.ndarray) -> None:
+        """Score step ``step`` (0-based) ahead for the experts that were available."""
+        a = self.decay
+        self._loss[available, step] = (1 - a) * self._loss[available, step] + a * losses[available]
+        self._mass[available, step] = (1 - a) * self._mass[available, step] + a
+
+    def weights(self, available: np.ndarray, steps: int) -> np.ndarray:
+        """Weights ``(n_experts, steps)``; columns beyond the horizon repeat the last one."""
+        if len(self.names) == 1:
+            return np.ones((1, steps))
+        losses = self.losses()
+        avail = available[:, None]
+        known = avail & ~np.isnan(losses)
+        n_known = known.sum(axis=0)
+        # An expert without a track record at some step gets the others' mean loss there.
+        mean_known = np.where(known, losses, 0.0).sum(axis=0) / np.maximum(n_known, 1)
+        filled = np.where(np.isnan(losses), mean_known[None, :], losses)
+        best = np.where(avail, filled, np.inf).min(axis=0)
+        relative = filled / np.maximum(best, 1e-12)[None, :]
+        logits = np.where(avail, -self.eta * (relative - 1.0), -np.inf)
+        logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
+        w = np.exp(logits - logits.max(axis=0, keepdims=True))
+        out = w / w.sum(axis=0, keepdims=True)
+        if steps <= self.horizon:
+            return out[:, :steps]
+        return np.concatenate([out, np.repeat(out[:, -1:], steps - self.horizon, axis=1)], axis=1)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"loss": self._loss.copy(), "mass": self._mass.copy()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._loss = np.array(state["loss"], dtype=np.float64)
+        self._mass = np.array(state["mass"], dtype=np.float64)
