@@ -29,7 +29,11 @@ demo: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 
-bench: bench-core
+bench: bench-core bench-accuracy
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+bench-accuracy: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[peers]'
+	$(BIN)/python benchmarks/bench_accuracy.py

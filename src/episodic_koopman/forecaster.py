@@ -223,9 +223,10 @@ class EpisodicKoopman(Forecaster):
     alignment, blend
         For ``strategy="analog"``: how past continuations are mapped to the present,
         and how much of the analog replaces the plain forecast (1.0: all).
-    mixture_decay, mixture_eta
-        Forgetting factor of the experts' loss averages (per scored forecast) and
-        the sharpness of the mixture's weights.
+    mixture_decay, mixture_eta, mixture_fast_decay
+        Forgetting factor of the experts' loss averages (per scored forecast), the
+        sharpness of the mixture's weights, and the forgetting factor of the fast
+        one-step loss that flags a regime change for an expert (0 disables it).
     eigenvalue_weight, mode_weight, state_weight
         Weights of the terms of the match distance (see `episodic_koopman.recall`).
         A zero ``mode_weight`` leaves modes out of keys and records.
@@ -252,6 +253,10 @@ class EpisodicKoopman(Forecaster):
         Fourier features approximating an RBF kernel, i.e. kernel EDMD).
     mode_delays
         Newest delays of each mode kept in its signature.
+    state_delays
+        Newest observations (per channel) forming the state that episodes are
+        matched and aligned on; ``None`` means ``delays``. Shorter states recognise
+        a recurring regime sooner after a change; longer ones tell regimes apart better.
     missing
         ``"raise"`` on NaN/inf, ``"skip"`` such observations (counted in
         `n_missing`), or ``"ffill"`` (replace by the last finite value, per channel).
@@ -285,7 +290,7 @@ class EpisodicKoopman(Forecaster):
         experts: str = "analog,analog_last",
         episode_horizon: int = 24,
         memory_stride: int = 1,
-        stride: int = 4,
+        stride: int = 8,
         top_k: int = 5,
         candidates: int = 32,
         tau: float = 0.5,
@@ -294,7 +299,8 @@ class EpisodicKoopman(Forecaster):
         blend: float = 1.0,
         mixture_decay: float = 0.05,
         mixture_eta: float = 4.0,
-        eigenvalue_weight: float = 0.3,
+        mixture_fast_decay: float = 0.0,
+        eigenvalue_weight: float = 0.1,
         mode_weight: float = 0.0,
         state_weight: float = 1.0,
         capacity: int = 10_000,
@@ -309,6 +315,7 @@ class EpisodicKoopman(Forecaster):
         n_components: int = 64,
         bandwidth: float = 2.0,
         mode_delays: int = 4,
+        state_delays: int | None = None,
         missing: str = "raise",
         seed: int = 0,
         dt: float = 1.0,
@@ -331,6 +338,7 @@ class EpisodicKoopman(Forecaster):
         self.blend = blend
         self.mixture_decay = mixture_decay
         self.mixture_eta = mixture_eta
+        self.mixture_fast_decay = mixture_fast_decay
         self.eigenvalue_weight = eigenvalue_weight
         self.mode_weight = mode_weight
         self.state_weight = state_weight
@@ -346,6 +354,7 @@ class EpisodicKoopman(Forecaster):
         self.n_components = n_components
         self.bandwidth = bandwidth
         self.mode_delays = mode_delays
+        self.state_delays = state_delays
         self.missing = missing
         self.seed = seed
         self.dt = dt
@@ -382,6 +391,12 @@ class EpisodicKoopman(Forecaster):
                 raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
         v.check_fraction("recall_quantile", self.recall_quantile, 0.0, 1.0 + 1e-12)
         v.check_fraction("mixture_decay", self.mixture_decay, 0.0, 1.0 + 1e-12)
+        if not v.is_real_number(self.mixture_fast_decay) or not (
+            0.0 <= float(self.mixture_fast_decay) <= 1.0
+        ):
+            raise ValueError(
+                f"mixture_fast_decay must lie in [0, 1], got {self.mixture_fast_decay!r}"
+            )
         v.check_choice("alignment", self.alignment, ALIGNMENTS)
         if not v.is_real_number(self.blend) or not (0.0 <= float(self.blend) <= 1.0):
             raise ValueError(f"blend must lie in [0, 1], got {self.blend!r}")
@@ -398,6 +413,8 @@ class EpisodicKoopman(Forecaster):
         v.check_choice("lifting", self.lifting, ("identity", "rff"))
         v.check_positive_int("n_components", self.n_components, 1, MAX_FEATURES)
         v.check_positive_int("mode_delays", self.mode_delays, 1, MAX_FEATURES)
+        if self.state_delays is not None:
+            v.check_positive_int("state_delays", self.state_delays, 2, self.window)
         v.check_choice("missing", self.missing, MISSING_POLICIES)
         v.check_positive_int("seed", self.seed, 0, 2**32 - 1)
 
@@ -444,7 +461,9 @@ class EpisodicKoopman(Forecaster):
         self._lift_map.setup(n_inputs)
         self._embedding = DelayEmbedding(d, c)
         self._scaler = Standardizer(c)
-        self._history = History(max(self.window + d, self.episode_horizon + 1), c)
+        self._history = History(
+            max(self.window + d, self.episode_horizon + 1, (self.state_delays or d) + 1), c
+        )
         self._operator = WindowedDMD(n_features, self.window, self.rank, self.max_rank)
         self._calibrator = ConformalCalibrator(self.episode_horizon, c, self.calibration_window)
         self._threshold = AdaptiveThreshold(self.recall_quantile)
@@ -453,6 +472,7 @@ class EpisodicKoopman(Forecaster):
         )
         self._key_weights = KeyWeights(self.eigenvalue_weight, self.mode_weight, self.state_weight)
         self._mode_length = self._mode_length_for(c)
+        self._state_delays = self.state_delays or d
         memory_experts = self._memory_expert_names() if self.memory else []
         self._corrections = {
             name: make_correction(name, self.alignment, self.blend)  # type: ignore[arg-type]
@@ -461,7 +481,11 @@ class EpisodicKoopman(Forecaster):
         self._expert_names = ["plain", *memory_experts]
         self._mixture = (
             ExpertMixture(
-                self._expert_names, self.episode_horizon, self.mixture_decay, self.mixture_eta
+                self._expert_names,
+                self.episode_horizon,
+                self.mixture_decay,
+                self.mixture_eta,
+                self.mixture_fast_decay,
             )
             if self.strategy == "mixture"
             else None
@@ -472,7 +496,7 @@ class EpisodicKoopman(Forecaster):
                 self._memory = self._attached_memory
             else:
                 self._memory = EpisodeMemory(
-                    key_dimension(self.max_rank, self._mode_length, n_inputs),
+                    key_dimension(self.max_rank, self._mode_length, self._state_delays * c),
                     capacity=self.capacity,
                     hnsw_threshold=self.hnsw_threshold,
                 )
@@ -713,7 +737,8 @@ class EpisodicKoopman(Forecaster):
                 "use fewer delays or channels"
             )
         if self._attached_memory is not None:
-            dim = key_dimension(self.max_rank, self._mode_length_for(n_channels), n_inputs)
+            state_length = (self.state_delays or self.delays) * n_channels
+            dim = key_dimension(self.max_rank, self._mode_length_for(n_channels), state_length)
             if self._attached_memory.dim != dim:
                 raise ValueError(
                     f"attached memory has keys of length {self._attached_memory.dim}, this "
@@ -825,7 +850,7 @@ class EpisodicKoopman(Forecaster):
         """Start an episode at this origin, with the latest scored fit and signature."""
         fit, signature = self._last_fit, self._last_signature
         assert fit is not None and signature is not None
-        history = self._history.last(self.delays).copy()
+        history = self._history.last(self._state_delays).copy()
         state = normalized_state(history)
         self._pending_records.append(
             _PendingRecord(
@@ -922,7 +947,7 @@ class EpisodicKoopman(Forecaster):
                 reference_rows=slice(self._mode_length - self._embedding.n_channels, None),
                 r_max=self.max_rank,
             )
-            state = normalized_state(self._history.last(self.delays))
+            state = normalized_state(self._history.last(self._state_delays))
             key = episode_key(signature, state, self._key_weights)
             recall = self._recall(signature, state, key, observe)
         present = _Present(self._n, fit, signature, state, key, recall)
@@ -979,7 +1004,7 @@ class EpisodicKoopman(Forecaster):
         if recall is not None and recall.admitted:
             context = RecallContext(
                 plain=plain,
-                history=self._history.last(self.delays),
+                history=self._history.last(max(self.delays, self._state_delays)),
                 ref_mean=self._ref_mean,
                 ref_scale=self._ref_scale,
                 lift=self._lift,

@@ -32,13 +32,17 @@ import numpy as np
 class ExpertMixture:
     """Per-step-ahead Hedge weights over named experts."""
 
-    def __init__(self, names: list[str], horizon: int, decay: float, eta: float) -> None:
+    def __init__(
+        self, names: list[str], horizon: int, decay: float, eta: float, fast_decay: float = 0.0
+    ) -> None:
         self.names = list(names)
         self.horizon = horizon
         self.decay = decay
         self.eta = eta
+        self.fast_decay = fast_decay
         self._loss = np.zeros((len(names), horizon))
         self._mass = np.zeros((len(names), horizon))  # bias correction of the EW mean
+        self._fast = np.zeros((len(names), 2))  # fast EW one-step loss, and its mass
 
     def losses(self) -> np.ndarray:
         """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
@@ -50,12 +54,31 @@ class ExpertMixture:
         a = self.decay
         self._loss[available, step] = (1 - a) * self._loss[available, step] + a * losses[available]
         self._mass[available, step] = (1 - a) * self._mass[available, step] + a
+        if step == 0 and self.fast_decay > 0:
+            f = self.fast_decay
+            self._fast[available, 0] = (1 - f) * self._fast[available, 0] + f * losses[available]
+            self._fast[available, 1] = (1 - f) * self._fast[available, 1] + f
+
+    def regime_factor(self) -> np.ndarray:
+        """Each expert's recent one-step loss over its usual one-step loss (1 if unknown).
+
+        One-step errors are known one step after each origin, long before those of
+        later steps. A spike says that the regime has just changed for that expert,
+        so all its losses are scaled by this factor (clipped to [0.2, 5]).
+        """
+        if self.fast_decay <= 0:
+            return np.ones(len(self.names))
+        usual = self.losses()[:, 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recent = np.where(self._fast[:, 1] > 0, self._fast[:, 0] / self._fast[:, 1], np.nan)
+            factor = recent / usual
+        return np.clip(np.where(np.isfinite(factor), factor, 1.0), 0.2, 5.0)
 
     def weights(self, available: np.ndarray, steps: int) -> np.ndarray:
         """Weights ``(n_experts, steps)``; columns beyond the horizon repeat the last one."""
         if len(self.names) == 1:
             return np.ones((1, steps))
-        losses = self.losses()
+        losses = self.losses() * self.regime_factor()[:, None]
         avail = available[:, None]
         known = avail & ~np.isnan(losses)
         n_known = known.sum(axis=0)
@@ -73,8 +96,9 @@ class ExpertMixture:
         return np.concatenate([out, np.repeat(out[:, -1:], steps - self.horizon, axis=1)], axis=1)
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"loss": self._loss.copy(), "mass": self._mass.copy()}
+        return {"loss": self._loss.copy(), "mass": self._mass.copy(), "fast": self._fast.copy()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._loss = np.array(state["loss"], dtype=np.float64)
         self._mass = np.array(state["mass"], dtype=np.float64)
+        self._fast = np.array(state["fast"], dtype=np.float64)

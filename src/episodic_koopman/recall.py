@@ -280,7 +280,9 @@ class Analog:
         self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         horizon = context.plain.shape[0]
-        tracks = align(records["continuation"], records["history"], context.history, self.alignment)
+        # Align on as many recent observations as the episodes stored (their state window).
+        now = context.history[-records["history"].shape[1] :]
+        tracks = align(records["continuation"], records["history"], now, self.alignment)
         analog, spread = _weighted(_extend(tracks, horizon), weights)
         if horizon > tracks.shape[1]:
             # Beyond the stored continuation, carry the analog's offset from the plain forecast.

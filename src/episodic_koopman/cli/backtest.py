@@ -1,0 +1,188 @@
+"""``episodic-koopman backtest``: rolling-origin comparison of ek against its peers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_MODELS = "ek,ek-nomem,naive,snaive,holtwinters,snarimax"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backtest)
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def read_series_csv(path: Path, target: str, time: str | None) -> np.ndarray:
+    """The ``target`` column of a CSV as floats, checked row by row (and by ``time`` order)."""
+    try:
+        fh = open(path, newline="")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise ValueError(f"{path} is empty")
+        for column in (target, time):
+            if column is not None and column not in reader.fieldnames:
+                raise ValueError(
+                    f"{path} has no column {column!r}; columns: {', '.join(reader.fieldnames)}"
+                )
+        values: list[float] = []
+        stamps: list[str] = []
+        for row_number, row in enumerate(reader, start=2):
+            raw = (row[target] or "").strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {row_number}: {target}={raw!r} is not a number"
+                ) from None
+            if not np.isfinite(value):
+                raise ValueError(f"{path}, line {row_number}: {target} is {raw}")
+            values.append(value)
+            if time is not None:
+                stamps.append(row[time])
+    if not values:
+        raise ValueError(f"{path} has a header but no rows")
+    if time is not None:
+        order = _time_order(stamps)
+        if not np.all(np.diff(order) > 0):
+            bad = int(np.argmax(np.diff(order) <= 0)) + 3
+            raise ValueError(f"{path}, line {bad}: {time} is not after the previous row's")
+    return np.array(values, dtype=np.float64)
+
+
+def _time_order(stamps: list[str]) -> np.ndarray:
+    try:
+        return np.array([float(s) for s in stamps])
+    except ValueError:
+        pass
+    try:
+        return (
+            np.array([np.datetime64(s.strip().replace(" ", "T")) for s in stamps])
+            .astype("datetime64[s]")
+            .astype(np.int64)
+        )
+    except ValueError:
+        raise ValueError("time column holds neither numbers nor ISO-8601 timestamps") from None
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+def backtest(
+    file: Path | None = typer.Argument(None, help="CSV file with the series (or use --dataset)."),
+    target: str | None = typer.Option(None, "--target", help="Column to forecast."),
+    time: str | None = typer.Option(None, "--time", help="Time column (checked to increase)."),
+    horizon: int = typer.Option(..., "--horizon", min=1, help="Steps ahead at each origin."),
+    season: int | None = typer.Option(None, "--season", min=1, help="Seasonal period."),
+    models: str = typer.Option(DEFAULT_MODELS, "--models", help="Comma-separated models."),
+    stride: int = typer.Option(1, "--stride", min=1, help="Steps between forecast origins."),
+    start: float = typer.Option(
+        0.5, "--start", help="First origin: an index, or a fraction of the series (default: half)."
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="A built-in dataset instead of FILE."
+    ),
+    param: list[str] = typer.Option([], "--param", help="ek parameter KEY=VALUE (repeatable)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write scores as JSON."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG figure."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Backtest ek, ek-nomem and peers on the same stream, strictly causally, and score them.
+
+    Models: ek, ek-nomem, naive, snaive, holtwinters, snarimax, autoets.
+    """
+    from episodic_koopman import datasets, pin_threads
+    from episodic_koopman.evaluation import backtest as run_backtest
+    from episodic_koopman.evaluation import model_factories
+
+    pin_threads()
+    if (file is None) == (dataset is None):
+        _fail("give either a CSV FILE (with --target) or --dataset NAME")
+    try:
+        if dataset is not None:
+            series = datasets.load(dataset)
+            values, name = series.values, series.name
+            season = season or series.season
+        else:
+            assert file is not None
+            if target is None:
+                _fail("--target is required with a CSV file")
+            assert target is not None
+            values, name = read_series_csv(file, target, time), file.stem
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        factories = model_factories(names, season, _parse_params(param))
+    except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
+        _fail(str(exc))
+        return
+    first = int(start * len(values)) if 0 < start < 1 else int(start)
+    try:
+        result = run_backtest(
+            values,
+            factories,
+            horizon,
+            start=first,
+            stride=stride,
+            season=season,
+            name=name,
+            progress=not quiet,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    print_scores(result.to_json(), Console())
+    if json_out is not None:
+        result.write_json(json_out)
+    if plot is not None:
+        try:
+            from episodic_koopman.plotting import plot_backtest
+        except ImportError:
+            _fail("--plot needs matplotlib (pip install 'episodic-koopman[plot]')")
+        plot_backtest(result, plot)
+
+
+def print_scores(doc: dict[str, Any], console: Console) -> None:
+    where = f"{doc['n_origins']} origins from {doc['start']}"
+    table = Table(title=f"{doc['dataset']}: h={doc['horizon']}, {where}")
+    for column in ("model", "MAE", "RMSE", "MASE", "sMAPE %", "coverage", "seconds"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    best = min(row["mae"] for row in doc["models"].values() if row["mae"] is not None)
+
+    def fmt(value: Any, digits: int = 4) -> str:
+        return "-" if value is None else f"{value:.{digits}g}"
+
+    for name, row in doc["models"].items():
+        mae = fmt(row["mae"])
+        table.add_row(
+            name,
+            f"[bold]{mae}[/bold]" if row["mae"] == best else mae,
+            fmt(row["rmse"]),
+            fmt(row["mase"], 3),
+            fmt(row["smape"], 3),
+            fmt(row["coverage"], 3),
+            f"{row['seconds']:.1f}",
+        )
+    console.print(table)
