@@ -1,6 +1,5 @@
 """Regression guards for the product's claim (small and fast; the benchmark is bench_accuracy)."""
 
-
 from episodic_koopman import datasets
 from episodic_koopman.evaluation import backtest, model_factories
 
