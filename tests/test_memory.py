@@ -73,3 +73,21 @@ def test_non_finite_key_is_rejected_without_change():
     with pytest.raises(ValueError):
         mem.add(np.full(12, np.nan), {"value": np.array([0.0])})
     assert len(mem) == 5 and mem.next_id == 5
+
+
+def test_add_many_equals_adding_one_by_one():
+    rng = np.random.default_rng(6)
+    keys = rng.standard_normal((250, 12))
+    values = np.arange(250.0)[:, None]
+    one = EpisodeMemory(dim=12, capacity=100)
+    for key, value in zip(keys, values, strict=True):
+        one.add(key, {"value": value})
+    many = EpisodeMemory(dim=12, capacity=100)
+    many.add_many(keys[:30], {"value": values[:30]})
+    many.add_many(keys[30:], {"value": values[30:]})
+    assert (one.oldest_id, one.next_id) == (many.oldest_id, many.next_id)
+    q = rng.standard_normal(12)
+    np.testing.assert_array_equal(one.search(q, 10)[0], many.search(q, 10)[0])
+    np.testing.assert_array_equal(
+        one.get(one.live_ids())["value"], many.get(many.live_ids())["value"]
+    )

@@ -821,17 +821,25 @@ class EpisodicKoopman(Forecaster):
     # ------------------------------------------------------------------ episodes
     def _feed_pending(self, values: np.ndarray) -> None:
         """Score pending forecasts against this observation; close what has completed."""
-        for score in self._pending_scores:
-            step = score.n_realised
-            score.realised[step] = values
-            score.n_realised += 1
-            if len(self._expert_names) > 1:
-                errors = np.abs(values - score.tracks[:, step]) / score.ref_scale
+        scores = self._pending_scores
+        if scores:
+            steps = np.array([score.n_realised for score in scores])
+            for score, step in zip(scores, steps, strict=True):
+                score.realised[step] = values
+                score.n_realised += 1
             if self._mixture is not None and len(self._expert_names) > 1:
-                self._mixture.update(step, errors.mean(axis=1), score.available)
-            if step == 0 and self._gate is not None:
-                issued = np.abs(values - score.issued[0]) / score.ref_scale
-                self._gate.update(float(issued.mean()))
+                # Pending scores sit at distinct steps ahead, so one vectorised update is exact.
+                tracks = np.stack([s.tracks[:, k] for s, k in zip(scores, steps, strict=True)])
+                scales = np.stack([s.ref_scale for s in scores])[:, None, :]
+                losses = (np.abs(values - tracks) / scales).mean(axis=2)
+                available = np.stack([s.available for s in scores])
+                self._mixture.update_many(steps, losses, available)
+            if self._gate is not None and steps[-1] == 0:
+                # The newest score just met its first outcome: its one-step error feeds the gate.
+                newest = scores[-1]
+                self._gate.update(
+                    float((np.abs(values - newest.issued[0]) / newest.ref_scale).mean())
+                )
         horizon = self.episode_horizon
         # A record's continuation is the last `horizon` observations, read from the history.
         while self._pending_records and self._pending_records[0].origin + horizon < self._n:

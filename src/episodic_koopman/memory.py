@@ -148,6 +148,45 @@ class EpisodeMemory:
             self.rebuild()
         return episode_id
 
+    def add_many(self, keys: np.ndarray, records: dict[str, np.ndarray]) -> np.ndarray:
+        """Store many episodes at once (rows of ``keys`` and of each record column).
+
+        Equivalent to calling `add` row by row (same ids, same eviction), but the
+        index is updated in one call. Returns the new ids.
+        """
+        keys32 = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
+        n = keys32.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if not np.all(np.isfinite(keys32)):
+            raise ValueError("episode keys must be finite")
+        columns = {name: np.asarray(value) for name, value in records.items()}
+        if any(column.shape[0] != n for column in columns.values()):
+            raise ValueError("every record column needs one row per key")
+        if n > self.capacity:  # only the newest `capacity` can survive FIFO eviction
+            self.next_id += n - self.capacity
+            keys32 = keys32[-self.capacity :]
+            columns = {name: column[-self.capacity :] for name, column in columns.items()}
+            n = self.capacity
+        needed = min(self.next_id + n, self.capacity)
+        first_row = {name: column[0] for name, column in columns.items()}
+        if self._keys.shape[0] < needed or not set(first_row) <= set(self._columns):
+            self._allocate(first_row, max(self._keys.shape[0], min(2 * needed, self.capacity)))
+        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
+        slots = self._slots(ids)
+        self._keys[slots] = keys32
+        for name, column in columns.items():
+            self._columns[name][slots] = column
+        self.next_id += n
+        if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
+            not self._hnsw and len(self) > self.hnsw_threshold
+        ):
+            self.rebuild()
+        else:
+            with single_threaded():
+                self._index.add_with_ids(keys32, ids)
+        return ids
+
     def rebuild(self) -> None:
         """Rebuild the FAISS index from the live keys (drops evicted entries)."""
         ids = self.live_ids()

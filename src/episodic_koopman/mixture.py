@@ -51,13 +51,21 @@ class ExpertMixture:
 
     def update(self, step: int, losses: np.ndarray, available: np.ndarray) -> None:
         """Score step ``step`` (0-based) ahead for the experts that were available."""
+        self.update_many(np.array([step]), losses[None, :], available[None, :])
+
+    def update_many(self, steps: np.ndarray, losses: np.ndarray, available: np.ndarray) -> None:
+        """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``."""
         a = self.decay
-        self._loss[available, step] = (1 - a) * self._loss[available, step] + a * losses[available]
-        self._mass[available, step] = (1 - a) * self._mass[available, step] + a
-        if step == 0 and self.fast_decay > 0:
+        mask = available.T
+        old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
+        self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
+        self._mass[:, steps] = np.where(mask, (1 - a) * old_mass + a, old_mass)
+        first = np.flatnonzero(steps == 0)
+        if first.size and self.fast_decay > 0:
             f = self.fast_decay
-            self._fast[available, 0] = (1 - f) * self._fast[available, 0] + f * losses[available]
-            self._fast[available, 1] = (1 - f) * self._fast[available, 1] + f
+            avail, loss = available[first[0]], losses[first[0]]
+            self._fast[avail, 0] = (1 - f) * self._fast[avail, 0] + f * loss[avail]
+            self._fast[avail, 1] = (1 - f) * self._fast[avail, 1] + f
 
     def regime_factor(self) -> np.ndarray:
         """Each expert's recent one-step loss over its usual one-step loss (1 if unknown).
