@@ -174,3 +174,18 @@ def test_attach_memory_checks_compatibility_and_timing():
     fitted.learn_one(1.0)
     with pytest.raises(ValueError, match="before"):
         fitted.attach_memory(EpisodeMemory(dim=7))
+
+
+def test_episodes_keep_normalised_mode_shapes_even_when_matching_ignores_them(sines):
+    model = EpisodicKoopman(delays=16, window=96, mode_weight=0.0, mode_delays=4)
+    model.learn_many(sines)
+    records = model._memory.get(model._memory.live_ids()[:5])
+    modes = records["modes"]
+    assert modes.shape == (5, model.max_rank, 4)
+    ranks = records["rank"]
+    norms = np.linalg.norm(modes, axis=2)
+    for norm_row, rank in zip(norms, ranks, strict=True):
+        np.testing.assert_allclose(norm_row[:rank], 1.0)
+        np.testing.assert_allclose(norm_row[rank:], 0.0)
+    # Keys leave modes out: eigenvalue block plus state only.
+    assert model._memory.dim == 2 * model.max_rank + 16

@@ -229,7 +229,8 @@ class EpisodicKoopman(Forecaster):
         one-step loss that flags a regime change for an expert (0 disables it).
     eigenvalue_weight, mode_weight, state_weight
         Weights of the terms of the match distance (see `episodic_koopman.recall`).
-        A zero ``mode_weight`` leaves modes out of keys and records.
+        Episodes always keep their mode shapes; a zero ``mode_weight`` leaves them out
+        of the FAISS key and the rerank.
     capacity
         Most episodes kept; the oldest are evicted first.
     hnsw_threshold
@@ -496,7 +497,7 @@ class EpisodicKoopman(Forecaster):
                 self._memory = self._attached_memory
             else:
                 self._memory = EpisodeMemory(
-                    key_dimension(self.max_rank, self._mode_length, self._state_delays * c),
+                    self._key_dimension(c),
                     capacity=self.capacity,
                     hnsw_threshold=self.hnsw_threshold,
                 )
@@ -505,9 +506,14 @@ class EpisodicKoopman(Forecaster):
         self._components_ready = True
 
     def _mode_length_for(self, n_channels: int) -> int:
-        if self.mode_weight == 0:
-            return 0  # modes play no part in matching: keep them out of keys and records
+        """Coordinates per mode in a signature: the newest ``mode_delays`` of each channel."""
         return min(self.mode_delays, self.delays) * n_channels
+
+    def _key_dimension(self, n_channels: int) -> int:
+        # With a zero mode weight, modes stay in the episodes but out of the FAISS key.
+        key_modes = self._mode_length_for(n_channels) if self.mode_weight > 0 else 0
+        state_length = (self.state_delays or self.delays) * n_channels
+        return key_dimension(self.max_rank, key_modes, state_length)
 
     @property
     def _min_pairs(self) -> int:
@@ -737,8 +743,7 @@ class EpisodicKoopman(Forecaster):
                 "use fewer delays or channels"
             )
         if self._attached_memory is not None:
-            state_length = (self.state_delays or self.delays) * n_channels
-            dim = key_dimension(self.max_rank, self._mode_length_for(n_channels), state_length)
+            dim = self._key_dimension(n_channels)
             if self._attached_memory.dim != dim:
                 raise ValueError(
                     f"attached memory has keys of length {self._attached_memory.dim}, this "

@@ -40,6 +40,9 @@ import numpy as np
 
 from .threads import single_threaded
 
+#: Episodes stored between FAISS insertions (a search always catches the index up first).
+_INDEX_BATCH = 32
+
 
 class EpisodeMemory:
     """FIFO-bounded episode store with FAISS top-k search over keys."""
@@ -69,6 +72,7 @@ class EpisodeMemory:
         self._index = self._new_index(hnsw=False)
         self._hnsw = False
         self._indexed_from = 0  # smallest id present in the FAISS index
+        self._indexed_to = 0  # every stored id below this is in the FAISS index
         self.n_rebuilds = 0
 
     # -- bookkeeping ---------------------------------------------------------------
@@ -136,17 +140,25 @@ class EpisodeMemory:
         for name, value in record.items():
             self._columns[name][slot] = value
         self.next_id += 1
-        ids = np.array([episode_id], dtype=np.int64)
-        if self._hnsw:
-            with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
-                self._index.add_with_ids(key32, ids)
-        else:
-            self._index.add_with_ids(key32, ids)
-        if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
+        # The index catches up in batches (and before any search): one FAISS call per batch.
+        if self.next_id - self._indexed_to >= _INDEX_BATCH:
+            self._sync_index()
+        return episode_id
+
+    def _sync_index(self) -> None:
+        """Add to FAISS every stored episode it lacks; rebuild when dead entries pile up."""
+        dead = self.oldest_id - self._indexed_from
+        if dead > max(64, self.rebuild_fraction * len(self)) or (
             not self._hnsw and len(self) > self.hnsw_threshold
         ):
             self.rebuild()
-        return episode_id
+            return
+        if self._indexed_to >= self.next_id:
+            return
+        ids = np.arange(max(self._indexed_to, self.oldest_id), self.next_id, dtype=np.int64)
+        with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
+            self._index.add_with_ids(self._keys[self._slots(ids)], ids)
+        self._indexed_to = self.next_id
 
     def add_many(self, keys: np.ndarray, records: dict[str, np.ndarray]) -> np.ndarray:
         """Store many episodes at once (rows of ``keys`` and of each record column).
@@ -178,13 +190,7 @@ class EpisodeMemory:
         for name, column in columns.items():
             self._columns[name][slots] = column
         self.next_id += n
-        if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
-            not self._hnsw and len(self) > self.hnsw_threshold
-        ):
-            self.rebuild()
-        else:
-            with single_threaded():
-                self._index.add_with_ids(keys32, ids)
+        self._sync_index()
         return ids
 
     def rebuild(self) -> None:
@@ -198,6 +204,7 @@ class EpisodeMemory:
         self._index = index
         self._hnsw = hnsw
         self._indexed_from = self.oldest_id
+        self._indexed_to = self.next_id
         self.n_rebuilds += 1
 
     # -- reads ---------------------------------------------------------------------
@@ -205,6 +212,7 @@ class EpisodeMemory:
         """Approximate top-``k`` live episodes by L2 on keys: ``(ids, squared distances)``."""
         if len(self) == 0 or k < 1:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
+        self._sync_index()
         query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
         selector = faiss.IDSelectorRange(self.oldest_id, self.next_id)
         if self.uses_hnsw:
@@ -241,6 +249,7 @@ class EpisodeMemory:
     # -- persistence ---------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """JSON-able metadata and the arrays (columns, keys, serialised index)."""
+        self._sync_index()  # the saved index holds every stored episode
         meta = {
             "next_id": self.next_id,
             "indexed_from": self._indexed_from,
@@ -255,6 +264,7 @@ class EpisodeMemory:
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.next_id = int(meta["next_id"])
         self._indexed_from = int(meta["indexed_from"])
+        self._indexed_to = self.next_id
         self.n_rebuilds = int(meta["n_rebuilds"])
         self._keys = np.array(arrays["keys"], dtype=np.float32)
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}

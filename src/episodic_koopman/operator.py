@@ -102,6 +102,18 @@ class KoopmanFit:
     def _readout_cache(self) -> dict[tuple[int, int], np.ndarray]:
         return {}
 
+    @functools.cached_property
+    def _powers_cache(self) -> dict[tuple[int, str], np.ndarray]:
+        return {}
+
+    def _powers(self, steps: int, stabilize: Stabilize) -> np.ndarray:
+        """``lambda^h`` for ``h = 1..steps`` (stabilised), cached: fits serve many forecasts."""
+        key = (steps, stabilize)
+        if key not in self._powers_cache:
+            lam = stabilize_eigenvalues(self.eigenvalues, stabilize)
+            self._powers_cache[key] = lam[None, :] ** np.arange(1, steps + 1)[:, None]
+        return self._powers_cache[key]
+
     def _modal_readout(self, rows: slice) -> np.ndarray:
         key = (rows.start, rows.stop)
         if key not in self._readout_cache:
@@ -121,15 +133,13 @@ class KoopmanFit:
         if self.rank == 0:
             return np.zeros((steps, self.basis[rows].shape[0]))
         if self.modal_condition < MODAL_CONDITION_LIMIT:
-            lam = stabilize_eigenvalues(self.eigenvalues, stabilize)
             b = self.amplitudes(psi)
-            powers = lam[None, :] ** np.arange(1, steps + 1)[:, None]
             readout = (
                 self._modal_readout(rows)
                 if isinstance(rows, slice)
                 else (self.basis[rows] @ self.eigenvectors)
             )
-            return ((powers * b) @ readout.T).real
+            return ((self._powers(steps, stabilize) * b) @ readout.T).real
         operator = self.reduced
         if stabilize == "clip":
             schur, unitary = sla.schur(self.reduced.astype(np.complex128), output="complex")

@@ -67,7 +67,7 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
 def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) -> np.ndarray:
     """Fixed-length key whose squared L2 distance mirrors `exact_distances` (float32)."""
     r_max = signature.eigenvalues.shape[0]
-    n_modes = signature.modes.size * 2
+    n_modes = signature.modes.size * 2 if weights.modes > 0 else 0
     key = np.empty(2 * r_max + n_modes + state.shape[0], dtype=np.float32)
     eig_scale = weights.eigenvalues / np.sqrt(r_max)
     key[0 : 2 * r_max : 2] = signature.eigenvalues.real * eig_scale
@@ -80,6 +80,7 @@ def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) ->
 
 
 def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
+    """Length of `episode_key` (``mode_length`` is 0 when modes are left out of keys)."""
     return 2 * r_max + 2 * r_max * mode_length + state_length
 
 
@@ -112,10 +113,13 @@ def exact_distances(
     rows = np.arange(n)[:, None]
     cols = np.arange(eigenvalues.shape[1])[None, :]
     w2 = np.sqrt(cost[rows, cols, perms].mean(axis=1))
-    # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
-    query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
-    cand_modes = np.ascontiguousarray(modes).view(np.float64)[rows, perms]
-    mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
+    if weights.modes > 0 and signature.modes.size:
+        # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
+        query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
+        cand_modes = np.ascontiguousarray(modes).view(np.float64)[rows, perms]
+        mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
+    else:
+        mode_dist = np.zeros(n)
     state_dist = np.sqrt(np.mean((states - state) ** 2, axis=1)) if state.size else np.zeros(n)
     return np.sqrt(
         (weights.eigenvalues * w2) ** 2
@@ -129,6 +133,15 @@ def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.nda
     logits = -(distances - distances.min()) / max(tau * scale, 1e-12)
     weights = np.exp(logits)
     return weights / weights.sum()
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """Linear-interpolation quantile (NumPy's default) via partition: cheap on small arrays."""
+    position = q * (values.size - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, (low, high))
+    return float(part[low] + (part[high] - part[low]) * (position - low))
 
 
 class AdaptiveThreshold:
@@ -148,9 +161,9 @@ class AdaptiveThreshold:
 
     def _refresh(self) -> None:
         values = np.fromiter(self._recent, float)
-        self._median = float(np.median(values)) if values.size else 1.0
+        self._median = _quantile(values, 0.5) if values.size else 1.0
         enough = self.quantile < 1.0 and values.size >= self.min_history
-        self._cut = float(np.quantile(values, self.quantile)) if enough else np.inf
+        self._cut = _quantile(values, self.quantile) if enough else np.inf
 
     def admits(self, best: float) -> bool:
         return best <= self._cut
