@@ -7,8 +7,9 @@ report on their *second half*; their first half was used to choose ek's defaults
 Synthetic series report on the seeds below; the defaults were chosen on seed+100
 realisations. ek runs with its defaults: ``EpisodicKoopman()``.
 
-Writes ``results/accuracy.json``, ``results/accuracy.md`` and a figure per dataset
-under ``results/``.
+Writes ``results/accuracy.json`` and ``results/accuracy.md``, a figure per dataset
+under ``docs/figures/``, and the table into the README between its
+``<!-- accuracy-table -->`` markers.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def run_case(case: tuple[str, int, int | None, int]) -> dict:
     try:
         from episodic_koopman.plotting import plot_backtest
 
-        plot_backtest(result, ROOT / "results" / f"{name}.png")
+        plot_backtest(result, ROOT / "docs" / "figures" / f"{name}.png")
     except ImportError:
         pass
     return doc
@@ -117,12 +118,28 @@ def main() -> None:
     args = parser.parse_args()
     cases = [c for c in CASES if not args.only or c[0] in args.only.split(",")]
     (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         docs = list(pool.map(run_case, cases))
     (ROOT / "results" / "accuracy.json").write_text(json.dumps(docs, indent=2))
     table = markdown(docs)
     (ROOT / "results" / "accuracy.md").write_text(table + "\n")
+    if not args.only:
+        update_readme(table)
     print(table)
+
+
+def update_readme(table: str) -> None:
+    """Replace the README's table between the accuracy-table markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- accuracy-table -->", "<!-- /accuracy-table -->"
+    if start not in text or end not in text:
+        return
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("|"))
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{rows}\n{end}{tail}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Synthetic series (seeded, no files):
 * `recurring_oscillators`: sums of two sinusoids whose frequencies and
   amplitudes switch among a few regimes that recur in an irregular order.
 * `switching_rotations`: a 4-D rotation system whose two frequencies move
-  smoothly (logistic transitions) among recurring regimes, seen through a
+  smoothly (Gaussian-blurred transitions) among recurring regimes, seen through a
   nonlinear observable.
 * `drifting_van_der_pol`: a van der Pol oscillator whose nonlinearity ``mu``
   drifts away and returns, changing the limit cycle's period and shape.
@@ -85,6 +85,13 @@ def _regime_sequence(
     return labels
 
 
+def _gaussian_smooth(values: np.ndarray, sigma: float, half_width: int) -> np.ndarray:
+    """Gaussian-blurred copy of a 1-D series (edges padded with the end values)."""
+    kernel = np.exp(-0.5 * (np.arange(-half_width, half_width + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    return np.convolve(np.pad(values, half_width, mode="edge"), kernel, mode="valid")
+
+
 def recurring_oscillators(n: int = 6000, seed: int = 0, noise: float = 0.05) -> Series:
     """Two-tone oscillations switching among three recurring regimes (phase-continuous)."""
     rng = np.random.default_rng(seed)
@@ -107,12 +114,9 @@ def switching_rotations(n: int = 6000, seed: int = 1, noise: float = 0.03) -> Se
     rng = np.random.default_rng(seed)
     omegas = np.array([[0.21, 0.53], [0.37, 0.11], [0.62, 0.29]])
     labels = _regime_sequence(rng, n, 3, 250, 550)
-    # Smooth transitions: a logistic blend over ~30 steps around each switch.
+    # Smooth transitions: the switching speeds blurred over ~30 steps around each switch.
     target = omegas[labels]
-    kernel = np.exp(-0.5 * (np.arange(-45, 46) / 10.0) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(target, ((45, 45), (0, 0)), mode="edge")
-    smooth = np.column_stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(2)])
+    smooth = np.column_stack([_gaussian_smooth(target[:, j], 10.0, 45) for j in range(2)])
     angle = np.cumsum(smooth, axis=0)
     x1, x2 = np.cos(angle[:, 0]), np.sin(angle[:, 0])
     x3, x4 = np.cos(angle[:, 1]), np.sin(angle[:, 1])
@@ -128,9 +132,7 @@ def drifting_van_der_pol(n: int = 6000, seed: int = 2, noise: float = 0.02) -> S
     rng = np.random.default_rng(seed)
     levels = np.array([0.3, 1.5, 3.0])
     labels = _regime_sequence(rng, n, 3, 300, 600)
-    kernel = np.exp(-0.5 * (np.arange(-60, 61) / 15.0) ** 2)
-    kernel /= kernel.sum()
-    mu = np.convolve(np.pad(levels[labels].astype(float), 60, mode="edge"), kernel, mode="valid")
+    mu = _gaussian_smooth(levels[labels].astype(float), 15.0, 60)
     h, substeps = 0.05, 4  # sample every 0.2 time units
     state = np.array([2.0, 0.0])
 

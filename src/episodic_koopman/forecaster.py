@@ -648,6 +648,23 @@ class EpisodicKoopman(Forecaster):
             spectrum=spectrum,
         )
 
+    def reference_forecast(self, horizon: int) -> np.ndarray:
+        """The plain forecast from an exact SVD refit of the current window, ``(horizon, c)``.
+
+        For verification: it equals the incrementally maintained operator's plain
+        forecast to rounding (the memory plays no part in either).
+        """
+        from .operator import batch_dmd
+
+        horizon = v.check_horizon(horizon, MAX_HORIZON)
+        if not self.is_fitted:
+            raise ValueError("the model has no fit yet")
+        with single_threaded():
+            snaps = self._operator.snapshots()
+            fit = batch_dmd(snaps[:-1].T, snaps[1:].T, self.rank, self.max_rank)
+            path = fit.propagate(snaps[-1], horizon, self._embedding.readout, self.stabilize)  # type: ignore[arg-type]
+        return path * self._ref_scale + self._ref_mean
+
     def spectrum(self) -> Spectrum | None:
         """The current fit's spectrum (``None`` before the first fit)."""
         if not self.is_fitted:
