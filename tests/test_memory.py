@@ -91,3 +91,17 @@ def test_add_many_equals_adding_one_by_one():
     np.testing.assert_array_equal(
         one.get(one.live_ids())["value"], many.get(many.live_ids())["value"]
     )
+
+
+def test_search_does_not_change_the_index_and_sees_unindexed_episodes():
+    mem = filled(70, hnsw_threshold=20)  # HNSW, with a tail not yet in FAISS
+    assert mem._indexed_to < mem.next_id
+    before = (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal)
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        q = rng.standard_normal(12)
+        ids, _ = mem.search(q, 5)
+        assert ids.size == 5
+    assert (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal) == before
+    newest_key = mem.keys(np.array([mem.next_id - 1]))[0]
+    assert mem.search(newest_key, 1)[0][0] == mem.next_id - 1

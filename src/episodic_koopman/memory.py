@@ -40,7 +40,7 @@ import numpy as np
 
 from .threads import single_threaded
 
-#: Episodes stored between FAISS insertions (a search always catches the index up first).
+#: Episodes stored between FAISS insertions (searches scan the not-yet-indexed ones).
 _INDEX_BATCH = 32
 
 
@@ -140,7 +140,7 @@ class EpisodeMemory:
         for name, value in record.items():
             self._columns[name][slot] = value
         self.next_id += 1
-        # The index catches up in batches (and before any search): one FAISS call per batch.
+        # The index catches up in batches, at points fixed by the adds alone.
         if self.next_id - self._indexed_to >= _INDEX_BATCH:
             self._sync_index()
         return episode_id
@@ -209,20 +209,39 @@ class EpisodeMemory:
 
     # -- reads ---------------------------------------------------------------------
     def search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-``k`` live episodes by L2 on keys: ``(ids, squared distances)``."""
+        """Approximate top-``k`` live episodes by L2 on keys: ``(ids, squared distances)``.
+
+        FAISS answers for the indexed episodes and a brute-force scan for the few
+        stored since the last batch insertion. A search never changes the index, so
+        forecasting cannot alter what later updates do.
+        """
         if len(self) == 0 or k < 1:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        self._sync_index()
         query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
-        selector = faiss.IDSelectorRange(self.oldest_id, self.next_id)
-        if self.uses_hnsw:
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
-        else:
-            params = faiss.SearchParameters(sel=selector)
-        with single_threaded():
-            distances, ids = self._index.search(query, min(k, len(self)), params=params)
-        found = ids[0] >= 0
-        return ids[0][found].astype(np.int64), distances[0][found].astype(np.float64)
+        tail_start = max(self._indexed_to, self.oldest_id)
+        found_ids, found_d2 = [], []
+        if tail_start > self.oldest_id:
+            selector = faiss.IDSelectorRange(self.oldest_id, tail_start)
+            if self._hnsw:
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+            else:
+                params = faiss.SearchParameters(sel=selector)
+            with single_threaded():
+                d2, ids = self._index.search(
+                    query, min(k, tail_start - self.oldest_id), params=params
+                )
+            keep = ids[0] >= 0
+            found_ids.append(ids[0][keep].astype(np.int64))
+            found_d2.append(d2[0][keep].astype(np.float64))
+        if tail_start < self.next_id:
+            tail = np.arange(tail_start, self.next_id, dtype=np.int64)
+            diff = self._keys[self._slots(tail)] - query
+            found_ids.append(tail)
+            found_d2.append(np.einsum("ij,ij->i", diff, diff).astype(np.float64))
+        ids = np.concatenate(found_ids)
+        d2 = np.concatenate(found_d2)
+        order = np.lexsort((ids, d2))[:k]
+        return ids[order], d2[order]
 
     def exact_search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force top-``k`` by L2 on keys (reference for tests and benchmarks)."""
@@ -249,10 +268,10 @@ class EpisodeMemory:
     # -- persistence ---------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """JSON-able metadata and the arrays (columns, keys, serialised index)."""
-        self._sync_index()  # the saved index holds every stored episode
         meta = {
             "next_id": self.next_id,
             "indexed_from": self._indexed_from,
+            "indexed_to": self._indexed_to,
             "n_rebuilds": self.n_rebuilds,
             "columns": sorted(self._columns),
         }
@@ -264,7 +283,7 @@ class EpisodeMemory:
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.next_id = int(meta["next_id"])
         self._indexed_from = int(meta["indexed_from"])
-        self._indexed_to = self.next_id
+        self._indexed_to = int(meta["indexed_to"])
         self.n_rebuilds = int(meta["n_rebuilds"])
         self._keys = np.array(arrays["keys"], dtype=np.float32)
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
