@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from episodic_koopman import __version__, pin_threads
 
 from . import errors
-from .api.routes import open_routes, v1
+from .api.routes import ROUTERS
 from .deps import ServiceState
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
@@ -54,8 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = state
     errors.install(app)
-    app.include_router(open_routes)
-    app.include_router(v1)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -1,16 +1,18 @@
-"""Routers: `/v1` resources (behind the API key) and the open operational endpoints."""
+"""Routers: `/v1` resources (behind the API key) and the open operational endpoints.
+
+Each resource router carries its full prefix (``/v1/series``) and the API-key
+dependency, so route templates in metrics are the real paths.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
-from ...deps import require_api_key
 from . import episodes, forecast, health, metrics, observations, series
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-for module in (series, observations, forecast, episodes):
-    v1.include_router(module.router)
-
-open_routes = APIRouter()
-open_routes.include_router(health.router)
-open_routes.include_router(metrics.router)
+ROUTERS = (
+    health.router,
+    metrics.router,
+    series.router,
+    observations.router,
+    forecast.router,
+    episodes.router,
+)

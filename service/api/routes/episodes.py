@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from ...deps import Limit, Offset, SeriesId, State, check_limit
+from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
 from ...schemas import EpisodePage, ErrorOut
 
-router = APIRouter(prefix="/series", tags=["episodes"])
+router = APIRouter(prefix="/v1/series", tags=["episodes"], dependencies=[Depends(require_api_key)])
 
 
 @router.get(

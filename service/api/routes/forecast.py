@@ -6,16 +6,16 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from ...deps import Horizon, Level, SeriesId, State, check_limit
+from ...deps import Horizon, Level, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
 from ...registry import Subscriber
 from ...schemas import ErrorOut, ForecastOut
 
-router = APIRouter(prefix="/series", tags=["forecast"])
+router = APIRouter(prefix="/v1/series", tags=["forecast"], dependencies=[Depends(require_api_key)])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},

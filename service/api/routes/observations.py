@@ -6,17 +6,19 @@ import asyncio
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from ...deps import Limit, Offset, SeriesId, State, check_limit
+from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
 from ...ingest import NDJSON_TYPES, BatchParser, parse_json_body, parse_ndjson_stream
 from ...schemas import ErrorOut, IngestResult, ObservationPage
 from ...store import Ingest, IngestOutcome
 from ...timestamps import render_t
 
-router = APIRouter(prefix="/series", tags=["observations"])
+router = APIRouter(
+    prefix="/v1/series", tags=["observations"], dependencies=[Depends(require_api_key)]
+)
 
 #: JSON bodies larger than this are parsed in a thread, not on the event loop.
 _PARSE_OFF_LOOP_BYTES = 256 * 1024

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from ...deps import Limit, Offset, SeriesId, State, check_limit
+from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
 from ...registry import summary
 from ...schemas import ErrorOut, SeriesConfig, SeriesInfo, SeriesPage
 from ...store import Configure, ConfigureOutcome, Delete
 
-router = APIRouter(prefix="/series", tags=["series"])
+router = APIRouter(prefix="/v1/series", tags=["series"], dependencies=[Depends(require_api_key)])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
