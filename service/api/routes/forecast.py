@@ -73,12 +73,16 @@ async def stream_forecast(
         registry.open_stream(series, subscriber)
         try:
             payload = await registry.read(series, registry.forecast_payload, horizon, resolved)
+            sent = -1
             while payload is not None:
-                yield {
-                    "event": "forecast",
-                    "id": str(payload["n_observations"]),
-                    "data": json.dumps(payload, allow_nan=False, separators=(",", ":")),
-                }
+                # A batch applied while the first forecast was computed is already in it.
+                if payload["n_observations"] > sent:
+                    sent = payload["n_observations"]
+                    yield {
+                        "event": "forecast",
+                        "id": str(sent),
+                        "data": json.dumps(payload, allow_nan=False, separators=(",", ":")),
+                    }
                 payload = await subscriber.queue.get()
             yield {"event": "deleted", "data": json.dumps({"series_id": series_id})}
         finally:
