@@ -19,9 +19,12 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from episodic_koopman import EpisodicKoopman
+from episodic_koopman import EpisodicKoopman, pin_threads
 from service.main import create_app
 from service.settings import Settings
+
+# Reference models run in this (main) thread: FAISS's OpenMP pool is per thread.
+pin_threads()
 
 #: A small model, so that tests fit and recall within a few hundred observations.
 SMALL: dict[str, Any] = {"delays": 8, "window": 32, "episode_horizon": 8, "stride": 2}
