@@ -26,7 +26,7 @@ from .deps import ServiceState
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
-from .schemas import Observation, ObservationBatch
+from .schemas import Observation, ObservationBatch, SeriesConfig
 from .settings import Settings
 from .snapshots import SnapshotStore
 from .store import Committer, Reader, initialise, load_records
@@ -126,7 +126,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         title=app.title, version=app.version, summary=app.summary, routes=app.routes
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (Observation, ObservationBatch):
+    for model in (Observation, ObservationBatch, SeriesConfig):
         definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(definition.pop("$defs", {}))
         components[model.__name__] = definition

@@ -206,6 +206,14 @@ def test_reconfiguring_rebuilds_the_model_by_replay(client):
     assert_same_forecast(served, reference_forecast(other, values, 6))
 
 
+def test_a_series_without_observations_answers_every_read(client):
+    client.put("/v1/series/new")
+    assert client.get("/v1/series/new/episodes").json()["items"] == []
+    info = client.get("/v1/series/new").json()
+    assert info["memory_size"] == 0 and info["spectrum"] == [] and not info["is_fitted"]
+    assert client.get("/v1/series/new/observations").json()["items"] == []
+
+
 def test_unknown_series_is_404(client):
     for path in ("", "/forecast", "/episodes", "/observations", "/forecast/stream"):
         response = client.get(f"/v1/series/nope{path}")

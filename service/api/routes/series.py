@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
@@ -40,17 +42,33 @@ async def list_series(state: State, offset: Offset = 0, limit: Limit = 100) -> d
     "/{series_id}",
     response_model=SeriesInfo,
     status_code=200,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SeriesConfig"}}
+            },
+        }
+    },
     responses={**_ERRORS, 201: {"model": SeriesInfo}, 403: {"model": ErrorOut}},
 )
-async def configure_series(
-    series_id: SeriesId, state: State, response: Response, body: SeriesConfig | None = None
-) -> Any:
+async def configure_series(series_id: SeriesId, state: State, request: Request) -> Any:
     """Create a series, or set its model parameters (201 when created).
 
-    Omitted parameters take the library's defaults, frozen at this moment. Changing
-    the parameters of a series with observations rebuilds its model by replaying them.
+    The body (`SeriesConfig`) is optional. Omitted parameters take the library's
+    defaults, frozen at this moment. Changing the parameters of a series with
+    observations rebuilds its model by replaying them.
     """
-    config = body or SeriesConfig()
+    raw = await request.body()
+    config = SeriesConfig()
+    if raw.strip():
+        try:
+            config = SeriesConfig.model_validate_json(raw)
+        except ValidationError as exc:
+            # Parsed here rather than by FastAPI, so that undecodable bytes are a 422 too.
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+            ) from None
     outcome: ConfigureOutcome = await state.submit(Configure(series_id, config.params.given()))
     registry, _ = state.live
     series = registry.get(series_id)
