@@ -40,7 +40,9 @@ class ServiceState:
         return await asyncio.wrap_future(committer.submit(command))
 
 
-def get_state(request: Request) -> ServiceState:
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread
+# pool, which costs a thread hop per dependency per request.
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
@@ -49,7 +51,7 @@ State = Annotated[ServiceState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from EPISODIC_KOOPMAN_API_KEYS.")
 
 
-def require_api_key(
+async def require_api_key(
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -144,6 +144,7 @@ class Registry:
         self._backlog_lock = threading.Lock()
         self._restoring: set[str] = set()
         self.streams = 0
+        self.pushes_in_flight = 0  # changed on the event loop; read by apply workers
         self.closing = False
         self.metrics.series.set(len(self.catalog))
         # Snapshots of incarnations that no longer exist (deleted or reconfigured series).
@@ -244,6 +245,7 @@ class Registry:
             for _ in range(_SLICES_PER_TASK):
                 if self.closing:
                     break
+                self._defer_to_pushes()
                 payloads: list[dict[str, Any]] = []
                 with series.lock:
                     if series.deleted:
@@ -288,6 +290,14 @@ class Registry:
                 self.apply_pool.submit(self._drain, series)
             elif series.waiters:
                 self.loop.call_soon_threadsafe(self._wake, series)
+
+    def _defer_to_pushes(self) -> None:
+        """Give the GIL to in-flight pushes for a while: durable acknowledgements come first,
+        and a bounded number of sleeps keeps the models moving under sustained ingestion."""
+        for _ in range(self.settings.apply_defer_max):
+            if not self.pushes_in_flight:
+                return
+            time.sleep(self.settings.apply_defer_seconds)
 
     def _next_slice(self, series: Series) -> tuple[int, np.ndarray, list[TimeKey], bool] | None:
         """The next observations to apply: ``(start, values, keys, ends_a_batch)`` or None."""

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     apply_slice: int = Field(
         16, ge=1, description="Observations applied per lock hold, so reads interleave."
     )
+    apply_defer_seconds: float = Field(
+        0.002,
+        ge=0,
+        description="While pushes are in flight, the apply worker sleeps this long before each "
+        "slice (acknowledgements first; the models catch up when ingestion pauses).",
+    )
+    apply_defer_max: int = Field(
+        4, ge=0, description="At most this many sleeps per slice, so models never starve."
+    )
     read_your_writes_timeout: float = Field(
         30.0, gt=0, description="Seconds a read waits for acknowledged observations (503 after)."
     )

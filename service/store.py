@@ -43,7 +43,7 @@ from episodic_koopman.forecaster import MAX_FEATURES
 
 from .errors import ApiError, invalid
 from .ingest import ParsedBatch
-from .timestamps import Spacing, TimeKey, render_t
+from .timestamps import Spacing, TimeKey, render_t, same_gap
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -76,6 +76,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS observations_t ON observations (sid, t_key);
 
 #: Commands folded into one transaction at most.
 MAX_GROUP = 512
+#: Seconds between background WAL checkpoints.
+CHECKPOINT_SECONDS = 1.0
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -352,11 +354,30 @@ class Committer:
         self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self._conn = connect(path)
+        # Checkpoints (copying the WAL into the database) run in their own thread, so that
+        # commits only ever sync the WAL.
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint, name="checkpoint", daemon=True
+        )
+        self._stopping = threading.Event()
         self.commits = 0
         self.failed = False
 
     def start(self) -> None:
         self._thread.start()
+        self._checkpointer.start()
+
+    def _checkpoint(self) -> None:
+        conn = connect(self.path)
+        try:
+            while not self._stopping.wait(CHECKPOINT_SECONDS):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    log.exception("WAL checkpoint failed (will retry)")
+        finally:
+            conn.close()
 
     def submit(self, command: Ingest | Configure | Delete) -> Future:
         future: Future = Future()
@@ -371,6 +392,13 @@ class Committer:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        self._stopping.set()
+        if self._checkpointer.is_alive():
+            self._checkpointer.join()
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            log.exception("final WAL checkpoint failed (the WAL is replayed at the next start)")
         self._conn.close()
 
     @property
@@ -561,14 +589,21 @@ class Committer:
             channels = tuple(batch.values[0])
 
         # Walk the batch in order against the committed state: new, duplicate or conflict.
-        last, spacing, tz = record.last_key, record.spacing, record.tz
+        last, tz = record.last_key, record.tz
+        step, run = record.spacing.step, record.spacing.run
         new_rows: list[int] = []
         new_keys: dict[TimeKey, int] = {}
         duplicates = 0
+        stored_rows: dict[TimeKey, bytes] | None = None
         for i, stamp in enumerate(batch.stamps):
             key = stamp.key
             if last is None or key > last:
-                spacing = spacing.advance(last, key)
+                if last is not None:  # the spacing, inline (this loop is the ingest hot path)
+                    gap = key - last
+                    if step is not None and same_gap(gap, step):
+                        run += 1
+                    else:
+                        step, run = gap, 1
                 last, tz = key, stamp.tz
                 new_keys[key] = len(new_rows)
                 new_rows.append(i)
@@ -578,9 +613,18 @@ class Committer:
             if key in new_keys:
                 stored = values[new_rows[new_keys[key]]]
             else:
-                row = self._conn.execute(
-                    "SELECT y FROM observations WHERE sid = ? AND t_key = ?", (record.sid, key)
-                ).fetchone()
+                committed = record.last_key
+                if stored_rows is None and committed is not None and key <= committed:
+                    # One range query for every re-sent t of this request (retries re-send runs).
+                    old = [s.key for s in batch.stamps if s.key <= committed]
+                    stored_rows = dict(
+                        self._conn.execute(
+                            "SELECT t_key, y FROM observations "
+                            "WHERE sid = ? AND t_key >= ? AND t_key <= ?",
+                            (record.sid, min(old), max(old)),
+                        ).fetchall()
+                    )
+                row = stored_rows.get(key) if stored_rows is not None else None
                 if row is None:
                     raise ApiError(
                         409,
@@ -588,18 +632,21 @@ class Committer:
                         f"{render_t(kind, last, tz)} and was never stored; "
                         "observations must arrive in time order",
                     )
-                stored = np.frombuffer(row[0], dtype=np.float64)
+                stored = np.frombuffer(row, dtype=np.float64)
             if not np.array_equal(stored, values[i]):
                 raise ApiError(409, f"{where}: t={shown} is already stored with a different y")
             duplicates += 1
 
+        spacing = Spacing(step, run)
         if new_rows:
             start = record.count
-            accepted = values[new_rows]
+            accepted = values if len(new_rows) == len(values) else values[new_rows]
+            blob, width = accepted.tobytes(), 8 * accepted.shape[1]
+            stamps, sid = batch.stamps, record.sid
             self._conn.executemany(
                 "INSERT INTO observations (sid, seq, t_key, y) VALUES (?, ?, ?, ?)",
                 [
-                    (record.sid, start + j, batch.stamps[i].key, accepted[j].tobytes())
+                    (sid, start + j, stamps[i].key, blob[j * width : (j + 1) * width])
                     for j, i in enumerate(new_rows)
                 ],
             )

@@ -96,7 +96,7 @@ class Spacing:
         if previous is None:
             return self
         gap = key - previous
-        if self.step is not None and _same_gap(gap, self.step):
+        if self.step is not None and same_gap(gap, self.step):
             return Spacing(self.step, self.run + 1)
         return Spacing(gap, 1)
 
@@ -105,7 +105,7 @@ class Spacing:
         return self.step is not None and self.run >= min(count - 1, REGULAR_RUN)
 
 
-def _same_gap(gap: TimeKey, step: TimeKey) -> bool:
+def same_gap(gap: TimeKey, step: TimeKey) -> bool:
     if isinstance(gap, int) and isinstance(step, int):
         return gap == step
     # Numeric times such as 0.1, 0.2, 0.3 have gaps that differ in the last bits.

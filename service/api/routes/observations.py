@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
+from ...deps import Limit, Offset, SeriesId, ServiceState, State, check_limit, require_api_key
 from ...errors import ApiError
 from ...ingest import NDJSON_TYPES, BatchParser, parse_json_body, parse_ndjson_stream
 from ...schemas import ErrorOut, IngestResult, ObservationPage
@@ -70,6 +70,16 @@ async def push_observations(series_id: SeriesId, request: Request, state: State)
             "(EPISODIC_KOOPMAN_MAX_APPLY_BACKLOG); retry later",
             headers={"Retry-After": "2"},
         )
+    registry.pushes_in_flight += 1
+    try:
+        return await _push(series_id, request, state)
+    finally:
+        registry.pushes_in_flight -= 1
+
+
+async def _push(series_id: str, request: Request, state: ServiceState) -> Any:
+    registry, _ = state.live
+    settings = state.settings
     parser = BatchParser(
         settings.max_observations_per_request, settings.max_abs_value, settings.max_channels
     )
