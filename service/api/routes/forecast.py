@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 
 from ...deps import Horizon, Level, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
-from ...registry import Subscriber
+from ...registry import INLINE_HORIZON, Subscriber
 from ...schemas import ErrorOut, ForecastOut
 
 router = APIRouter(prefix="/v1/series", tags=["forecast"], dependencies=[Depends(require_api_key)])
@@ -39,7 +39,8 @@ async def get_forecast(
     series = registry.get(series_id)
     if level is None:
         level = float(series.record.params["level"])
-    payload = await registry.read(series, registry.forecast_payload, horizon, level)
+    small = horizon <= INLINE_HORIZON
+    payload = await registry.read(series, registry.forecast_payload, horizon, level, small=small)
     return JSONResponse(payload)
 
 
