@@ -242,6 +242,15 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> list[tuple[str, 
         ("server CPU per observation (ack + apply)", f"{1e6 * cpu / acked:.0f} us", ""),
     ]
 
+    # The machine's own noise: fixed work (~0.3 ms) timed in this process. On a shared
+    # machine its p99 is the floor under any latency percentile below.
+    noise = []
+    for _ in range(2000):
+        begun = time.perf_counter()
+        sum(range(20_000))
+        noise.append(time.perf_counter() - begun)
+    rows.append(("machine noise: fixed 0.3 ms of work, p50 / p99", ms(noise), "load generator"))
+
     # 3. Forecast latency with 1k, then 10k live series.
     created = 0
     before_mib = rss_mib(pid)
