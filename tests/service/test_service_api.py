@@ -6,7 +6,7 @@ import json
 import math
 
 import numpy as np
-from conftest import SMALL, assert_same_forecast, batch, reference_forecast, wave
+from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wave
 
 from episodic_koopman import EpisodicKoopman
 

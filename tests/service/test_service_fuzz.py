@@ -9,7 +9,6 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from conftest import SMALL, LiveServer, batch, wave
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -17,6 +16,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from service_helpers import SMALL, LiveServer, batch, wave
 
 from service.settings import Settings
 

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from conftest import SMALL, batch, wave
+from service_helpers import SMALL, batch, wave
 
 
 def state_of(client, series_id: str) -> tuple:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from conftest import SMALL, assert_same_forecast, batch, reference_forecast, wave
+from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wave
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
