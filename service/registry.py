@@ -279,12 +279,16 @@ class Registry:
         finally:
             self._restoring.discard(series.id)
             with series.pending_lock:
+                # More work: chunks left (fairness cut the loop short) or a reconfiguration
+                # that landed meanwhile. New chunks schedule themselves (same lock).
                 again = (
                     not self.closing
                     and not series.deleted
                     and series.failure is None
-                    and (bool(series.pending) or not series.caught_up())
-                    and series.model is not None
+                    and (
+                        bool(series.pending)
+                        or series.model_incarnation != series.record.incarnation
+                    )
                 )
                 if not again:
                     series.scheduled = False
