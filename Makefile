@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-accuracy demo clean
+.PHONY: serve test lint bench bench-core bench-service bench-accuracy demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +13,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/episodic-koopman demo
+	$(BIN)/episodic-koopman serve --data-dir ./var
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src service tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src service tests benchmarks
+	$(BIN)/ruff format --check src service tests benchmarks
 
 demo: $(STAMP)
 	$(BIN)/episodic-koopman demo
@@ -29,7 +29,10 @@ demo: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 
-bench: bench-core bench-accuracy
+bench-service: $(STAMP)
+	$(BIN)/python benchmarks/bench_service.py
+
+bench: bench-core bench-accuracy bench-service
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

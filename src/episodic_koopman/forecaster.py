@@ -676,7 +676,7 @@ class EpisodicKoopman(Forecaster):
         """Browse the memory, oldest first: JSON-safe summaries of stored episodes."""
         offset = v.check_positive_int("offset", offset, 0)
         limit = v.check_positive_int("limit", limit, 1, 10_000)
-        if self._memory is None or not self._components_ready:
+        if not self._components_ready or self._memory is None:
             return []
         ids = self._memory.live_ids()[offset : offset + limit]
         records = self._memory.get(ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import backtest, data, demo
+from . import backtest, data, demo, serve
 
 app = typer.Typer(
     name="episodic-koopman",
@@ -24,7 +24,7 @@ def _root() -> None:
     """Online Koopman forecasting with an episodic memory of past operator fits."""
 
 
-for module in (demo, backtest, data):
+for module in (demo, backtest, data, serve):
     module.register(app)
 
 

@@ -1,0 +1,140 @@
+"""The application factory: wires settings, storage, models, routes and middleware.
+
+Run it with ``episodic-koopman serve`` (uvicorn, one process: the models live in
+memory, so the server is one process with threads, not several workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from episodic_koopman import __version__, pin_threads
+
+from . import errors
+from .api.routes import ROUTERS
+from .deps import ServiceState
+from .metrics import Metrics
+from .middleware import ServiceMiddleware
+from .registry import Registry
+from .schemas import Observation, ObservationBatch, SeriesConfig
+from .settings import Settings
+from .snapshots import SnapshotStore
+from .store import Committer, Reader, initialise, load_records
+
+log = logging.getLogger("episodic_koopman.service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app serving one data dir (settings default to the environment)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    state = ServiceState(settings=settings, metrics=metrics)
+    state.api_keys = [key.encode() for key in settings.api_key_list]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running(state):
+            yield
+
+    app = FastAPI(
+        title="episodic-koopman",
+        version=__version__,
+        summary="Push observations; read and stream forecasts that explain themselves.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(state: ServiceState) -> AsyncIterator[None]:
+    """Open the data dir, start the committer and the models; on exit, stop and snapshot."""
+    settings = state.settings
+    # Multi-threaded BLAS on small matrices is far slower than one thread (see threads.py).
+    pin_threads()
+    # A GIL hand-off every 1 ms (not 5) keeps the event loop responsive beside model threads.
+    sys.setswitchinterval(0.001)
+    if not state.api_keys:
+        log.warning(
+            "EPISODIC_KOOPMAN_API_KEYS is not set: the /v1 API is open to anyone who can reach it"
+        )
+    lock = await asyncio.to_thread(_lock_data_dir, settings)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.to_thread(initialise, settings.db_path)
+        records = await asyncio.to_thread(load_records, settings.db_path)
+        reader = Reader(settings.db_path)
+        snapshots = await asyncio.to_thread(SnapshotStore, settings.snapshot_dir)
+        registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
+        committer = Committer(settings.db_path, records, registry, settings.max_series)
+        committer.start()
+        state.registry, state.committer = registry, committer
+        if settings.preload:
+            registry.preload()
+        log.info("serving %d series from %s", len(records), settings.data_dir)
+        periodic = asyncio.create_task(_snapshot_periodically(registry, settings))
+        try:
+            yield
+        finally:
+            periodic.cancel()
+            state.registry = state.committer = None
+            await asyncio.to_thread(committer.stop)
+            await asyncio.to_thread(registry.close)
+            reader.close()
+    finally:
+        os.close(lock)
+
+
+def _lock_data_dir(settings: Settings) -> int:
+    """One server per data dir: two committers would each believe they own the series."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"another server is using {settings.data_dir}") from None
+    return fd
+
+
+async def _snapshot_periodically(registry: Registry, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.snapshot_interval_seconds)
+        registry.snapshot_dirty()
+
+
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's schema, plus the hand-parsed push body and the configured limits."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Observation, ObservationBatch, SeriesConfig):
+        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(definition.pop("$defs", {}))
+        components[model.__name__] = definition
+    limits = {"horizon": settings.max_horizon, "limit": settings.max_page_size}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter["name"] in limits:
+                    parameter["schema"]["maximum"] = limits[parameter["name"]]
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,664 @@
+"""Live models: one per series, applied asynchronously, read with read-your-writes.
+
+Durability and model work are decoupled. A push is acknowledged once its rows
+have committed (`service.store`); the committer then hands the new observations
+to this registry as a `Chunk`, and a worker thread applies them to the series'
+model. That keeps the acknowledgement off the model's critical path: the ingest
+rate is bounded by SQLite group commits, not by ``learn_one``.
+
+Consistency rules:
+
+* **One writer per series.** A series has at most one drain task scheduled at a
+  time, and every model access (learn, predict, snapshot) holds the series'
+  lock. Chunks are applied strictly in sequence order; a chunk already covered
+  (by a replay) is trimmed, and a gap (never expected) is filled from SQLite.
+* **Read-your-writes.** A read first waits, on the event loop and without a
+  thread, until the model has applied every observation acknowledged before the
+  read arrived (503 with ``Retry-After`` after ``read_your_writes_timeout``).
+* **Reads never stall the loop.** Predictions run in a small thread pool; the
+  apply worker releases the lock every ``apply_slice`` observations so reads on a
+  busy series interleave with its ingestion.
+* **Streams.** After each applied batch, subscribers of the series get a
+  forecast event (one per accepted batch, computed once per horizon and level).
+
+Recovery: a model is restored from its newest valid snapshot, then every later
+observation is replayed from SQLite, so its state equals the state with no crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from episodic_koopman import EpisodicKoopman, Forecast, pin_threads
+
+from .errors import ApiError
+from .metrics import Metrics
+from .settings import Settings
+from .snapshots import SnapshotStore
+from .store import Chunk, Effect, Reader, SeriesRecord
+from .timestamps import TimeKey, future_times, render_t
+
+log = logging.getLogger("episodic_koopman.service")
+
+#: Forecasts up to this horizon are computed on the event loop when the series is free.
+INLINE_HORIZON = 256
+#: Slices a drain task applies before yielding its thread to other series.
+_SLICES_PER_TASK = 32
+
+
+def finite(x: Any) -> float | None:
+    """A float for JSON: non-finite values become None."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _finite_list(values: Any) -> list[Any]:
+    return [finite(v) if not isinstance(v, list) else _finite_list(v) for v in values]
+
+
+class Subscriber:
+    """One SSE client of a series: a small queue of forecast payloads (oldest dropped first)."""
+
+    def __init__(self, horizon: int, level: float, maxsize: int = 16) -> None:
+        self.horizon = horizon
+        self.level = level
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize)
+
+    def offer(self, payload: dict[str, Any] | None) -> None:
+        """Called on the event loop. A slow client loses old forecasts, never the newest."""
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(payload)
+
+
+class Series:
+    """Runtime state of one series: its committed record, model, pending chunks, listeners."""
+
+    def __init__(self, record: SeriesRecord) -> None:
+        self.record = record  # replaced (never mutated) by the committer's publications
+        self.lock = threading.Lock()  # guards the model and everything applied to it
+        self.model: EpisodicKoopman | None = None
+        self.model_incarnation: str | None = None
+        self.applied = 0
+        self.applied_last_key: TimeKey | None = None
+        self.snapshot_seq = 0
+        self.pending: deque[Chunk] = deque()
+        self.pending_lock = threading.Lock()
+        self.scheduled = False
+        self.snapshotting = False
+        self.subscribers: set[Subscriber] = set()  # changed on the event loop only
+        self.waiters: list[asyncio.Future[None]] = []  # event loop only
+        self.deleted = False
+        self.failure: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def caught_up(self) -> bool:
+        """Whether the model reflects every acknowledged observation."""
+        record = self.record
+        return (
+            self.model is not None
+            and self.model_incarnation == record.incarnation
+            and self.applied >= record.count
+        )
+
+
+class Registry:
+    """Every series' runtime state, the worker pools, and the committer's publisher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: dict[str, SeriesRecord],
+        reader: Reader,
+        snapshots: SnapshotStore,
+        metrics: Metrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.settings = settings
+        self.reader = reader
+        self.snapshots = snapshots
+        self.metrics = metrics
+        self.loop = loop
+        self.catalog: dict[str, Series] = {sid: Series(rec) for sid, rec in records.items()}
+        self._sorted_ids: list[str] | None = None
+        # OpenMP thread counts are per thread: FAISS must be pinned in every worker, or each
+        # search wakes a thread team (10 ms instead of 50 us on 2 cores).
+        self.apply_pool = ThreadPoolExecutor(
+            settings.apply_workers, thread_name_prefix="apply", initializer=pin_threads
+        )
+        self.read_pool = ThreadPoolExecutor(
+            settings.read_workers, thread_name_prefix="read", initializer=pin_threads
+        )
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        self._restoring: set[str] = set()
+        self.streams = 0
+        self.pushes_in_flight = 0  # changed on the event loop; read by apply workers
+        self.closing = False
+        self.metrics.series.set(len(self.catalog))
+        # Snapshots of incarnations that no longer exist (deleted or reconfigured series).
+        live = {s.record.incarnation for s in self.catalog.values()}
+        for incarnation in snapshots.incarnations() - live:
+            snapshots.discard(incarnation)
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def backlog(self) -> int:
+        return self._backlog
+
+    def _add_backlog(self, n: int) -> None:
+        with self._backlog_lock:
+            self._backlog += n
+            self.metrics.backlog.set(self._backlog)
+
+    @property
+    def preloading(self) -> int:
+        return len(self._restoring)
+
+    def preload(self) -> None:
+        """Restore every model with observations in the background (snapshot + replay)."""
+        for series in list(self.catalog.values()):
+            if series.record.count:
+                self._restoring.add(series.id)
+                self.schedule(series)
+
+    def sorted_ids(self) -> list[str]:
+        ids = self._sorted_ids
+        if ids is None:
+            ids = self._sorted_ids = sorted(list(self.catalog))
+        return ids
+
+    def get(self, series_id: str) -> Series:
+        series = self.catalog.get(series_id)
+        if series is None:
+            raise ApiError(404, f"series {series_id!r} does not exist")
+        return series
+
+    # ------------------------------------------------------------------ publication (committer)
+    def publish(self, effects: list[Effect]) -> None:
+        """Apply committed effects (runs on the committer thread, before the acks)."""
+        for effect in effects:
+            if effect.kind == "delete":
+                series = self.catalog.pop(effect.series_id, None)
+                if series is not None:
+                    self._retire(series)
+                continue
+            record = effect.record
+            assert record is not None
+            series = self.catalog.get(effect.series_id)
+            if effect.kind == "upsert":
+                if series is None or series.record.sid != record.sid:
+                    if series is not None:
+                        self._retire(series)
+                    self.catalog[record.id] = Series(record)
+                    self._sorted_ids = None
+                    self.metrics.series.set(len(self.catalog))
+                else:
+                    previous = series.record.incarnation
+                    series.record = record
+                    if record.incarnation != previous:
+                        # Reconfigured: the model is rebuilt from every stored observation.
+                        self.snapshots.discard(previous)
+                        if record.count:
+                            self.schedule(series)
+            elif effect.kind == "append":
+                assert series is not None and effect.chunk is not None
+                with series.pending_lock:
+                    series.pending.append(effect.chunk)
+                self._add_backlog(len(effect.chunk.keys))
+                self.schedule(series)
+
+    def _retire(self, series: Series) -> None:
+        series.deleted = True
+        self._sorted_ids = None
+        self.metrics.series.set(len(self.catalog))
+        self.snapshots.discard(series.record.incarnation)
+        with series.pending_lock:
+            dropped = sum(len(c.keys) for c in series.pending)
+            series.pending.clear()
+        if dropped:
+            self._add_backlog(-dropped)
+        self.loop.call_soon_threadsafe(self._wake, series)
+
+    # ------------------------------------------------------------------ applying
+    def schedule(self, series: Series) -> None:
+        with series.pending_lock:
+            if series.scheduled or self.closing:
+                return
+            series.scheduled = True
+        self.apply_pool.submit(self._drain, series)
+
+    def _drain(self, series: Series) -> None:
+        """Apply a series' pending chunks in order (at most one such task per series)."""
+        try:
+            for _ in range(_SLICES_PER_TASK):
+                if self.closing:
+                    break
+                self._defer_to_pushes()
+                payloads: list[dict[str, Any]] = []
+                with series.lock:
+                    if series.deleted:
+                        series.model = None
+                        break
+                    record = series.record
+                    if series.model is None or series.model_incarnation != record.incarnation:
+                        self._restore(series, record)
+                    step = self._next_slice(series)
+                    if step is None:
+                        break
+                    start, values, keys, batch_end = step
+                    if start > series.applied:  # a gap: fill it from the database
+                        self._replay(series, record, until=start)
+                        continue
+                    self._learn(series.model, record, values)
+                    series.applied = start + values.shape[0]
+                    series.applied_last_key = keys[-1]
+                    self.metrics.applied.inc(values.shape[0])
+                    if batch_end and series.subscribers:
+                        payloads = self._stream_payloads(series)
+                    if series.applied - series.snapshot_seq >= self.settings.snapshot_every:
+                        self._snapshot_locked(series)
+                self._after_apply(series, payloads)
+        except Exception as exc:
+            log.exception("series %r: applying observations failed", series.id)
+            series.failure = f"{type(exc).__name__}: {exc}"
+            self.loop.call_soon_threadsafe(self._wake, series)
+        finally:
+            self._restoring.discard(series.id)
+            with series.pending_lock:
+                # More work: chunks left (fairness cut the loop short) or a reconfiguration
+                # that landed meanwhile. New chunks schedule themselves (same lock).
+                again = (
+                    not self.closing
+                    and not series.deleted
+                    and series.failure is None
+                    and (
+                        bool(series.pending)
+                        or series.model_incarnation != series.record.incarnation
+                    )
+                )
+                if not again:
+                    series.scheduled = False
+            if again:
+                self.apply_pool.submit(self._drain, series)
+            elif series.waiters:
+                self.loop.call_soon_threadsafe(self._wake, series)
+
+    def _defer_to_pushes(self) -> None:
+        """Give the GIL to in-flight pushes for a while: durable acknowledgements come first,
+        and a bounded number of sleeps keeps the models moving under sustained ingestion."""
+        for _ in range(self.settings.apply_defer_max):
+            if not self.pushes_in_flight:
+                return
+            time.sleep(self.settings.apply_defer_seconds)
+
+    def _next_slice(self, series: Series) -> tuple[int, np.ndarray, list[TimeKey], bool] | None:
+        """The next observations to apply: ``(start, values, keys, ends_a_batch)`` or None."""
+        with series.pending_lock:
+            while series.pending and series.pending[0].end <= series.applied:
+                done = series.pending.popleft()  # already covered by a replay
+                self._add_backlog(-len(done.keys))
+            if not series.pending:
+                return None
+            chunk = series.pending[0]
+            if chunk.start > series.applied:
+                return chunk.start, chunk.values[:0], [], False
+            offset = series.applied - chunk.start
+            n = min(self.settings.apply_slice, chunk.values.shape[0] - offset)
+            batch_end = offset + n == chunk.values.shape[0]
+            if batch_end:
+                series.pending.popleft()
+                self._add_backlog(-len(chunk.keys))
+            return (
+                series.applied,
+                chunk.values[offset : offset + n],
+                chunk.keys[offset : offset + n],
+                batch_end,
+            )
+
+    @staticmethod
+    def _learn(model: EpisodicKoopman | None, record: SeriesRecord, values: np.ndarray) -> None:
+        assert model is not None
+        if record.channels is None:
+            model.learn_many(values[:, 0])
+        else:
+            model.learn_many({name: values[:, j] for j, name in enumerate(record.channels)})
+
+    def _restore(self, series: Series, record: SeriesRecord) -> None:
+        """Newest valid snapshot of this incarnation, then replay the rest (lock held)."""
+        model, applied = None, 0
+        for seq in self.snapshots.candidates(record.incarnation, record.count + 10**9):
+            try:
+                candidate = self.snapshots.load(record.incarnation, seq)
+            except Exception:
+                log.exception("series %r: snapshot %d is unreadable; skipped", record.id, seq)
+                self.snapshots.discard_invalid(record.incarnation, seq)
+                continue
+            params = json.loads(json.dumps(candidate._get_params()))
+            if params != record.params or candidate.n_observations != seq:
+                log.warning("series %r: snapshot %d does not match; skipped", record.id, seq)
+                self.snapshots.discard_invalid(record.incarnation, seq)
+                continue
+            model, applied = candidate, seq
+            break
+        series.model = model if model is not None else EpisodicKoopman(**record.params)
+        series.model_incarnation = record.incarnation
+        series.applied = applied
+        series.snapshot_seq = applied
+        series.applied_last_key = None
+        self._replay(series, record, until=None)
+        if series.applied_last_key is None and series.applied:
+            times = self.reader.times(record.sid, [series.applied - 1])
+            series.applied_last_key = times.get(series.applied - 1)
+
+    def _replay(self, series: Series, record: SeriesRecord, until: int | None) -> None:
+        """Apply stored observations from ``series.applied`` (up to ``until``) (lock held)."""
+        for values, keys in self.reader.observation_blocks(record.sid, series.applied):
+            if until is not None:
+                take = until - series.applied
+                if take <= 0:
+                    break
+                values, keys = values[:take], keys[:take]
+            self._learn(series.model, record, values)
+            series.applied += values.shape[0]
+            series.applied_last_key = keys[-1]
+            self.metrics.applied.inc(values.shape[0])
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot_locked(self, series: Series) -> None:
+        model, incarnation, seq = series.model, series.model_incarnation, series.applied
+        if model is None or incarnation is None or seq <= series.snapshot_seq:
+            return
+        self.snapshots.save(model, incarnation, seq)
+        series.snapshot_seq = seq
+        self.metrics.snapshots.inc()
+        if series.deleted or series.record.incarnation != incarnation:
+            self.snapshots.discard(incarnation)  # lost a race with a delete or reconfigure
+
+    def snapshot(self, series: Series) -> None:
+        try:
+            with series.lock:
+                self._snapshot_locked(series)
+        except Exception:
+            log.exception("series %r: snapshot failed", series.id)
+        finally:
+            series.snapshotting = False
+
+    def snapshot_dirty(self) -> int:
+        """Queue a snapshot of every model with unsnapshotted observations (periodic task)."""
+        queued = 0
+        for series in list(self.catalog.values()):
+            if series.model is not None and series.applied > series.snapshot_seq:
+                if not series.snapshotting:
+                    series.snapshotting = True
+                    self.apply_pool.submit(self.snapshot, series)
+                    queued += 1
+        return queued
+
+    def close(self) -> None:
+        """Within the shutdown budget: finish the backlog, then snapshot the models furthest
+        ahead of their snapshots. Whatever is left over replays from SQLite at the next start."""
+        deadline = time.monotonic() + self.settings.shutdown_snapshot_seconds
+        while self.backlog > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.closing = True
+        self.apply_pool.shutdown(wait=True, cancel_futures=True)
+        self.read_pool.shutdown(wait=True, cancel_futures=True)
+        dirty = sorted(
+            (s for s in self.catalog.values() if s.model is not None),
+            key=lambda s: s.applied - s.snapshot_seq,
+            reverse=True,
+        )
+        written = 0
+        for series in dirty:
+            if series.applied <= series.snapshot_seq or time.monotonic() > deadline:
+                break
+            self.snapshot(series)
+            written += 1
+        log.info("shutdown: %d snapshots written; the rest replays from the database", written)
+
+    # ------------------------------------------------------------------ reads
+    def _wake(self, series: Series) -> None:
+        """Release waiters whose condition holds (event loop)."""
+        for waiter in series.waiters:
+            if not waiter.done() and (series.caught_up() or series.deleted or series.failure):
+                waiter.set_result(None)
+        if series.deleted:
+            for subscriber in list(series.subscribers):
+                subscriber.offer(None)
+
+    def _after_apply(self, series: Series, payloads: list[dict[str, Any]]) -> None:
+        if series.waiters or payloads:
+            self.loop.call_soon_threadsafe(self._deliver, series, payloads)
+
+    def _deliver(self, series: Series, payloads: list[dict[str, Any]]) -> None:
+        self._wake(series)
+        by_key = {(p["horizon"], p["level"]): p for p in payloads}
+        for subscriber in list(series.subscribers):
+            payload = by_key.get((subscriber.horizon, subscriber.level))
+            if payload is not None:
+                subscriber.offer(payload)
+
+    async def caught_up(self, series: Series) -> None:
+        """Wait until the model has applied everything acknowledged so far (read-your-writes)."""
+        if series.caught_up():
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        series.waiters.append(waiter)
+        try:
+            self.schedule(series)  # a model not restored yet (no preload) is restored now
+            if series.caught_up():  # the worker may have finished before the waiter existed
+                return
+            try:
+                await asyncio.wait_for(waiter, self.settings.read_your_writes_timeout)
+            except TimeoutError:
+                raise ApiError(
+                    503,
+                    f"series {series.id!r} is still applying acknowledged observations "
+                    f"(applied {series.applied} of {series.record.count}); retry",
+                    headers={"Retry-After": "1"},
+                ) from None
+        finally:
+            series.waiters.remove(waiter)
+        self._check_usable(series)
+
+    def _check_usable(self, series: Series) -> None:
+        if series.deleted:
+            raise ApiError(404, f"series {series.id!r} does not exist")
+        if series.failure:
+            raise ApiError(500, f"series {series.id!r} cannot apply its observations")
+
+    async def read(self, series: Series, fn: Any, *args: Any, small: bool = False) -> Any:
+        """Run ``fn(series, *args)`` under the series' lock after catching up.
+
+        ``small`` work (a forecast of a modest horizon: a few hundred microseconds) runs
+        right here when the lock is free, which saves two thread hand-offs; anything
+        else, or a series whose lock a worker holds, goes to the read pool.
+        """
+        await self.caught_up(series)
+        self._check_usable(series)
+        if small and series.lock.acquire(blocking=False):
+            try:
+                if (
+                    series.model is not None
+                    and series.model_incarnation == series.record.incarnation
+                ):
+                    return fn(series, *args)
+            finally:
+                series.lock.release()
+        return await self.loop.run_in_executor(self.read_pool, self._locked, series, fn, args)
+
+    def _locked(self, series: Series, fn: Any, args: tuple[Any, ...]) -> Any:
+        with series.lock:
+            if series.model is None or series.model_incarnation != series.record.incarnation:
+                self._restore(series, series.record)
+            return fn(series, *args)
+
+    def open_stream(self, series: Series, subscriber: Subscriber) -> None:
+        """Register an SSE client (event loop)."""
+        series.subscribers.add(subscriber)
+        self.streams += 1
+        self.metrics.streams.set(self.streams)
+        if series.deleted:
+            subscriber.offer(None)
+
+    def close_stream(self, series: Series, subscriber: Subscriber) -> None:
+        series.subscribers.discard(subscriber)
+        self.streams -= 1
+        self.metrics.streams.set(self.streams)
+
+    # ------------------------------------------------------------------ payloads
+    def forecast_payload(self, series: Series, horizon: int, level: float) -> dict[str, Any]:
+        """A forecast of the series' model as the API returns it (lock held)."""
+        model = series.model
+        assert model is not None
+        forecast = model.predict(horizon, level)
+        self.metrics.forecasts.inc()
+        if forecast.recall_applied:
+            self.metrics.recalls.inc()
+            self.metrics.recalled_episodes.inc(len(forecast.recalled))
+        return self._render(series, forecast, horizon, series.applied, series.applied_last_key)
+
+    def _render(
+        self,
+        series: Series,
+        forecast: Forecast,
+        horizon: int,
+        n: int,
+        last_key: TimeKey | None,
+    ) -> dict[str, Any]:
+        record = series.record
+        body = forecast.to_dict()
+        kind = record.time_kind
+        last_t = render_t(kind, last_key, record.tz) if kind and last_key is not None else None
+        timestamps = None
+        if kind and last_key is not None:
+            timestamps = future_times(kind, last_key, record.spacing, n, record.tz, horizon)
+        episode_horizon = int(record.params["episode_horizon"])
+        recalled = body["recalled"]
+        times = self.reader.times(
+            record.sid,
+            [
+                s
+                for r in recalled
+                for s in (r["window_start"], r["origin"], r["origin"] + episode_horizon)
+            ],
+        )
+        out_recalled = []
+        for r in recalled:
+            span = [r["window_start"], r["origin"], r["origin"] + episode_horizon]
+            out_recalled.append(
+                {
+                    "id": r["id"],
+                    "origin": r["origin"],
+                    "window_start": r["window_start"],
+                    "span": [
+                        render_t(kind, times[s], record.tz) if kind and s in times else None
+                        for s in span
+                    ],
+                    "distance": finite(r["distance"]),
+                    "weight": finite(r["weight"]),
+                }
+            )
+        return {
+            "series_id": record.id,
+            "n_observations": n,
+            "last_t": last_t,
+            "horizon": horizon,
+            "level": float(forecast.level),
+            "channels": forecast.channels,
+            "timestamps": timestamps,
+            "mean": body["mean"],
+            "lower": body["lower"],
+            "upper": body["upper"],
+            "fallback": bool(forecast.fallback),
+            "recall_applied": bool(forecast.recall_applied),
+            "recalled": out_recalled,
+            "spectrum": spectrum_rows(body["spectrum"]),
+        }
+
+    def _stream_payloads(self, series: Series) -> list[dict[str, Any]]:
+        wanted = {(s.horizon, s.level) for s in list(series.subscribers)}
+        return [self.forecast_payload(series, h, level) for h, level in sorted(wanted)]
+
+    def episodes_payload(self, series: Series, offset: int, limit: int) -> dict[str, Any]:
+        model = series.model
+        assert model is not None
+        record = series.record
+        items = model.episodes(offset, limit)
+        episode_horizon = int(record.params["episode_horizon"])
+        kind = record.time_kind
+        times = self.reader.times(
+            record.sid,
+            [
+                s
+                for e in items
+                for s in (e["window_start"], e["origin"], e["origin"] + episode_horizon)
+            ],
+        )
+        for e in items:
+            span = [e["window_start"], e["origin"], e["origin"] + episode_horizon]
+            e["span"] = [
+                render_t(kind, times[s], record.tz) if kind and s in times else None for s in span
+            ]
+            e["frequencies"] = _finite_list(e["frequencies"])
+            e["growth_rates"] = _finite_list(e["growth_rates"])
+            e["forecast"] = _finite_list(e["forecast"])
+            e["realised"] = _finite_list(e["realised"])
+            e["mae"] = finite(e["mae"])
+        return {"items": items, "total": model.memory_size, "offset": offset, "limit": limit}
+
+    def info_payload(self, series: Series) -> dict[str, Any]:
+        model = series.model
+        assert model is not None
+        record = series.record
+        spectrum = model.spectrum()
+        coverage = model.coverage
+        return {
+            **summary(record),
+            "params": record.params,
+            "spacing": record.spacing_value(),
+            "applied": series.applied,
+            "is_fitted": model.is_fitted,
+            "memory_size": model.memory_size,
+            "coverage": finite(coverage) if coverage is not None else None,
+            "spectrum": spectrum_rows(spectrum.summary()) if spectrum is not None else [],
+        }
+
+
+def spectrum_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "eigenvalue": [finite(x) for x in row["eigenvalue"]],
+            "magnitude": finite(row["magnitude"]),
+            "frequency": finite(row["frequency"]),
+            "period": finite(row["period"]) if row["period"] is not None else None,
+            "growth_rate": finite(row["growth_rate"]),
+            "amplitude": finite(row["amplitude"]),
+        }
+        for row in rows
+    ]
+
+
+def summary(record: SeriesRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "n_observations": record.count,
+        "last_t": record.last_t,
+        "channels": list(record.channels) if record.channels is not None else None,
+        "time_kind": record.time_kind,
+        "created_at": record.created_at,
+    }

@@ -1,0 +1,83 @@
+"""Service settings, read from ``EPISODIC_KOOPMAN_*`` environment variables.
+
+Every limit the API enforces is here, so an operator can tune it without code.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one server process (``EPISODIC_KOOPMAN_<NAME>`` in the environment)."""
+
+    model_config = SettingsConfigDict(env_prefix="EPISODIC_KOOPMAN_", extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="SQLite database and model snapshots.")
+    api_keys: str = Field(
+        "", description="Comma-separated bearer keys; empty leaves /v1 open (a warning is logged)."
+    )
+
+    # -- request limits (each exceeded one gets a clear 4xx)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Request body size (413).")
+    max_observations_per_request: int = Field(100_000, ge=1, description="Per request (413).")
+    max_horizon: int = Field(10_000, ge=1, description="Largest forecast horizon (422).")
+    max_series: int = Field(100_000, ge=1, description="Series that may exist at once (403).")
+    max_channels: int = Field(64, ge=1, description="Channels per observation (422).")
+    max_abs_value: float = Field(
+        1e100, gt=0, description="Largest |y|: larger finite values overflow the model's squares."
+    )
+    max_page_size: int = Field(1000, ge=1, description="Largest ``limit`` of paginated lists.")
+    max_streams: int = Field(1000, ge=0, description="Concurrent SSE streams (429 beyond).")
+    max_apply_backlog: int = Field(
+        2_000_000,
+        ge=1,
+        description="Acknowledged observations not yet applied to models, over all series; "
+        "pushes get 503 with Retry-After beyond it.",
+    )
+
+    # -- concurrency and timing
+    apply_workers: int = Field(1, ge=1, description="Threads applying observations to models.")
+    read_workers: int = Field(4, ge=1, description="Threads computing forecasts.")
+    apply_slice: int = Field(
+        16, ge=1, description="Observations applied per lock hold, so reads interleave."
+    )
+    apply_defer_seconds: float = Field(
+        0.002,
+        ge=0,
+        description="While pushes are in flight, the apply worker sleeps this long before each "
+        "slice (acknowledgements first; the models catch up when ingestion pauses).",
+    )
+    apply_defer_max: int = Field(
+        4, ge=0, description="At most this many sleeps per slice, so models never starve."
+    )
+    read_your_writes_timeout: float = Field(
+        30.0, gt=0, description="Seconds a read waits for acknowledged observations (503 after)."
+    )
+    heartbeat_seconds: float = Field(15.0, gt=0, description="SSE heartbeat interval.")
+    snapshot_interval_seconds: float = Field(
+        60.0, gt=0, description="Period of background snapshots of changed models."
+    )
+    snapshot_every: int = Field(
+        20_000, ge=1, description="Also snapshot a model once this many observations are new."
+    )
+    shutdown_snapshot_seconds: float = Field(
+        30.0, ge=0, description="Time budget for snapshots at shutdown (the rest replays)."
+    )
+    preload: bool = Field(True, description="Restore every model at start-up (else on first use).")
+
+    @cached_property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "observations.sqlite3"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.data_dir / "snapshots"

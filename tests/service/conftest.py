@@ -1,0 +1,92 @@
+"""Fixtures for the service tests: apps on temporary data dirs and live servers.
+
+Helpers live in `service_helpers` (import from there, not from ``conftest``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import LiveServer
+
+from service.main import create_app
+from service.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("EPISODIC_KOOPMAN_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var"
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": data_dir,
+            "snapshot_interval_seconds": 3600.0,
+            "heartbeat_seconds": 0.2,
+            "read_your_writes_timeout": 60.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """Start apps (lifespan included) with settings overrides; all are closed at the end."""
+    with contextlib.ExitStack() as stack:
+
+        def make(**overrides: Any) -> TestClient:
+            app = create_app(make_settings(**overrides))
+            return stack.enter_context(TestClient(app))
+
+        yield make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def live_server(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., LiveServer]]:
+    with contextlib.ExitStack() as stack:
+
+        def start(**overrides: Any) -> LiveServer:
+            return stack.enter_context(LiveServer(make_settings(**overrides)))
+
+        yield start
+
+
+# Not a doctest module: importing it again as one would clash with the name handed back below.
+collect_ignore = ["conftest.py"]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
+    """pytest imports this file as the module ``conftest``, in place of tests/conftest.py; the
+    core tests do ``from conftest import ...``, so give that name back to theirs (once this
+    file is imported, before those tests are)."""
+    root = Path(__file__).resolve().parents[1] / "conftest.py"
+    current = sys.modules.get("conftest")
+    if current is not None and Path(current.__file__ or "").resolve() == root:
+        return
+    for plugin in parent.config.pluginmanager.get_plugins():
+        if Path(getattr(plugin, "__file__", "") or "").resolve() == root:
+            sys.modules["conftest"] = plugin
+            return

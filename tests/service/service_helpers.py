@@ -1,0 +1,133 @@
+"""Helpers for the service tests (a module of its own: ``conftest`` is a shared name, see
+conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+
+from episodic_koopman import EpisodicKoopman, pin_threads
+from service.main import create_app
+from service.settings import Settings
+
+# Reference models run in the main thread: FAISS's OpenMP pool is per thread.
+pin_threads()
+
+#: A small model, so that tests fit and recall within a few hundred observations.
+SMALL: dict[str, Any] = {"delays": 8, "window": 32, "episode_horizon": 8, "stride": 2}
+
+
+def wave(n: int, start: int = 0, seed: int = 0) -> np.ndarray:
+    """Two sines plus a little noise: a series the model fits and recalls."""
+    t = np.arange(start, start + n, dtype=np.float64)
+    noise = np.random.default_rng(seed + start).standard_normal(n)
+    return np.sin(2 * np.pi * t / 12.0) + 0.5 * np.sin(2 * np.pi * t / 5.0) + 0.05 * noise
+
+
+def batch(values: np.ndarray, start: int = 0) -> dict[str, Any]:
+    """A JSON push body with numeric times ``start, start + 1, ...``."""
+    return {"observations": [{"t": start + i, "y": float(v)} for i, v in enumerate(values)]}
+
+
+def reference_forecast(
+    params: dict[str, Any], values: Any, horizon: int, level: float | None = None
+) -> dict[str, Any]:
+    """What an in-process model fed the same observations forecasts (JSON-safe)."""
+    model = EpisodicKoopman(**params)
+    if len(values):
+        model.learn_many(values)
+    return model.predict(horizon, level).to_dict()
+
+
+def assert_same_forecast(served: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Bit-identical means, bounds and recalled episodes (JSON floats round-trip exactly)."""
+    for name in ("mean", "lower", "upper", "recall_applied", "fallback"):
+        assert served[name] == expected[name], name
+    got = [
+        (r["id"], r["origin"], r["window_start"], r["distance"], r["weight"])
+        for r in served["recalled"]
+    ]
+    want = [
+        (r["id"], r["origin"], r["window_start"], r["distance"], r["weight"])
+        for r in expected["recalled"]
+    ]
+    assert got == want
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The app under uvicorn in a background thread (real sockets, for SSE and concurrency)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        wait_until_ready(self.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+    @property
+    def registry(self) -> Any:
+        return self.app.state.service.registry
+
+
+def wait_until_ready(
+    url: str, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not become ready")
+
+
+def serve_command(port: int, data_dir: Path) -> list[str]:
+    """``episodic-koopman serve`` as a subprocess (the console script of this interpreter)."""
+    script = Path(sys.executable).with_name("episodic-koopman")
+    prefix = [str(script)] if script.exists() else [sys.executable, "-c", _MAIN]
+    return [
+        *prefix,
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+    ]
+
+
+_MAIN = (
+    "import sys; from episodic_koopman.cli import main; sys.argv[0] = 'episodic-koopman'; main()"
+)

@@ -1,0 +1,217 @@
+"""Durability: snapshots plus replay restore the exact state, including after a real SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from service_helpers import (
+    SMALL,
+    assert_same_forecast,
+    batch,
+    free_port,
+    reference_forecast,
+    serve_command,
+    wait_until_ready,
+    wave,
+)
+
+
+def snapshot_files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "snapshots").glob("*.ekm"))
+
+
+def test_snapshot_then_replay_gives_the_identical_forecast(make_client, data_dir):
+    values = wave(700)
+    # Snapshot every 200 observations; none at shutdown, so a restart must replay the tail.
+    first = make_client(snapshot_every=200, shutdown_snapshot_seconds=0)
+    first.put("/v1/series/s", json={"params": SMALL})
+    for start in range(0, 700, 70):
+        first.post("/v1/series/s/observations", json=batch(values[start : start + 70], start))
+    before = first.get("/v1/series/s/forecast", params={"horizon": 10}).json()
+    (snapshot,) = snapshot_files(data_dir)  # older ones were replaced
+    assert 400 <= int(snapshot.stem.split("-")[1]) < 700  # so a restart replays the tail
+    first.__exit__(None, None, None)
+
+    second = make_client(snapshot_every=200)
+    after = second.get("/v1/series/s/forecast", params={"horizon": 10}).json()
+    assert_same_forecast(after, before)
+    assert_same_forecast(after, reference_forecast(SMALL, values, 10))
+    assert after["n_observations"] == 700 and after["last_t"] == 699.0
+    # Learning continues identically after the restart.
+    second.post("/v1/series/s/observations", json=batch(wave(50, start=700), 700))
+    more = second.get("/v1/series/s/forecast", params={"horizon": 10}).json()
+    assert_same_forecast(
+        more, reference_forecast(SMALL, np.concatenate([values, wave(50, start=700)]), 10)
+    )
+
+
+def test_shutdown_snapshots_and_restart_needs_no_replay(make_client, data_dir):
+    values = wave(300)
+    first = make_client()
+    first.put("/v1/series/s", json={"params": SMALL})
+    first.post("/v1/series/s/observations", json=batch(values))
+    first.__exit__(None, None, None)
+    assert [int(f.stem.split("-")[1]) for f in snapshot_files(data_dir)] == [300]
+    second = make_client()
+    text = second.get("/metrics").text
+    assert_same_forecast(
+        second.get("/v1/series/s/forecast").json(), reference_forecast(SMALL, values, 24)
+    )
+    assert "episodic_koopman_observations_applied_total 0.0" in text  # loaded, nothing replayed
+
+
+def test_unreadable_snapshot_falls_back_to_full_replay(make_client, data_dir):
+    values = wave(300)
+    first = make_client()
+    first.post("/v1/series/s/observations", json=batch(values))
+    first.__exit__(None, None, None)
+    (snapshot,) = snapshot_files(data_dir)
+    snapshot.write_bytes(b"not a model")
+    second = make_client()
+    assert_same_forecast(
+        second.get("/v1/series/s/forecast").json(), reference_forecast({}, values, 24)
+    )
+    assert not snapshot.exists()
+
+
+def test_deleted_and_reconfigured_series_leave_no_snapshots(make_client, data_dir):
+    first = make_client()
+    first.put("/v1/series/a", json={"params": SMALL})
+    first.post("/v1/series/a/observations", json=batch(wave(100)))
+    first.post("/v1/series/b/observations", json=batch(wave(100)))
+    first.__exit__(None, None, None)
+    assert len(snapshot_files(data_dir)) == 2
+    second = make_client()
+    second.delete("/v1/series/b")
+    second.put("/v1/series/a", json={"params": {**SMALL, "delays": 6}})
+    assert snapshot_files(data_dir) == []
+    second.__exit__(None, None, None)
+    third = make_client()
+    assert [s["id"] for s in third.get("/v1/series").json()["items"]] == ["a"]
+    assert_same_forecast(
+        third.get("/v1/series/a/forecast").json(),
+        reference_forecast({**SMALL, "delays": 6}, wave(100), 24),
+    )
+
+
+def test_one_server_per_data_dir(make_client):
+    make_client()
+    with pytest.raises(RuntimeError, match="another server"):
+        make_client()
+
+
+def stored_observations(db: Path) -> dict[str, list[tuple[float, float]]]:
+    """Every stored (t, y) per series, read straight from SQLite after the crash."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT s.id, o.t_key, o.y FROM observations o JOIN series s USING (sid) "
+            "ORDER BY s.id, o.seq"
+        ).fetchall()
+    out: dict[str, list[tuple[float, float]]] = {}
+    for series_id, t, y in rows:
+        out.setdefault(series_id, []).append((t, float(np.frombuffer(y, dtype=np.float64)[0])))
+    return out
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path):
+    """A real crash: uvicorn in a subprocess, concurrent pushers, SIGKILL, restart, compare."""
+    data_dir = tmp_path / "var"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "EPISODIC_KOOPMAN_SNAPSHOT_EVERY": "150"}  # snapshots mid-stream too
+    process = subprocess.Popen(serve_command(port, data_dir), env=env)
+    try:
+        wait_until_ready(url, process=process)
+        series_ids = [f"crash-{k}" for k in range(4)]
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for series_id in series_ids:
+                assert (
+                    client.put(f"/v1/series/{series_id}", json={"params": SMALL}).status_code == 201
+                )
+        acknowledged: dict[str, dict[float, float]] = {s: {} for s in series_ids}
+        lock = threading.Lock()
+        stop = threading.Event()
+        enough = threading.Event()
+        counts = [0]
+
+        def pusher(series_id: str, seed: int) -> None:
+            values = wave(100_000, seed=seed)
+            rng = random.Random(seed)
+            with httpx.Client(base_url=url, timeout=30) as client:
+                start = 0
+                while not stop.is_set() and start < len(values):
+                    size = rng.randint(1, 40)
+                    body = batch(values[start : start + size], start)
+                    try:
+                        response = client.post(f"/v1/series/{series_id}/observations", json=body)
+                    except httpx.HTTPError:
+                        return  # the server died mid-request: this batch was not acknowledged
+                    assert response.status_code == 200, response.text
+                    with lock:
+                        for o in body["observations"]:
+                            acknowledged[series_id][float(o["t"])] = o["y"]
+                        counts[0] += size
+                        if counts[0] >= 1500:
+                            enough.set()
+                    start += size
+
+        # Two pushers share crash-0 (the same values: concurrent retries of one stream).
+        plan = [
+            (series_ids[0], 0),
+            (series_ids[0], 0),
+            (series_ids[1], 1),
+            (series_ids[2], 2),
+            (series_ids[3], 3),
+        ]
+        threads = [threading.Thread(target=pusher, args=args) for args in plan]
+        for thread in threads:
+            thread.start()
+        assert enough.wait(timeout=120), "pushers did not get far enough"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    stored = stored_observations(data_dir / "observations.sqlite3")
+    for series_id in series_ids:
+        kept = dict(stored.get(series_id, []))
+        for t, y in acknowledged[series_id].items():
+            assert kept.get(t) == y, f"{series_id}: acknowledged t={t} was lost"
+        times = [t for t, _ in stored[series_id]]
+        assert times == sorted(set(times)) and times == [float(i) for i in range(len(times))]
+
+    restarted = subprocess.Popen(serve_command(port, data_dir))
+    try:
+        wait_until_ready(url, process=restarted)
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for series_id in series_ids:
+                values = np.array([y for _, y in stored[series_id]])
+                served = client.get(
+                    f"/v1/series/{series_id}/forecast", params={"horizon": 12}
+                ).json()
+                assert served["n_observations"] == len(values)
+                assert_same_forecast(served, reference_forecast(SMALL, values, 12))
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        try:
+            restarted.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            restarted.kill()
+            restarted.wait()
+    # SIGTERM stops gracefully: every model is snapshotted at its full length.
+    seqs = sorted(int(f.stem.split("-")[1]) for f in snapshot_files(data_dir))
+    assert seqs == sorted(len(stored[series_id]) for series_id in series_ids)
