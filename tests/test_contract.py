@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import assert_same_state, noisy_sines, state_fingerprint
+from helpers import assert_same_state, noisy_sines, state_fingerprint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -89,6 +89,8 @@ BAD_CALLS = [
     ("learn_one list", lambda m: m.learn_one([1.0])),
     ("learn_one dict", lambda m: m.learn_one({"a": 1.0})),
     ("learn_one complex", lambda m: m.learn_one(1 + 2j)),
+    ("learn_one huge", lambda m: m.learn_one(1e200)),
+    ("learn_many huge inside", lambda m: m.learn_many([1.0, -1e300, 2.0])),
     ("learn_many nan inside", lambda m: m.learn_many([1.0, 2.0, float("nan"), 3.0])),
     ("learn_many str inside", lambda m: m.learn_many([1.0, "x"])),
     ("learn_many 2-D", lambda m: m.learn_many(np.ones((3, 2)))),

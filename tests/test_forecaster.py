@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import assert_same_state, noisy_sines, state_fingerprint
+from helpers import assert_same_state, noisy_sines, state_fingerprint
 from river import datasets, evaluate, metrics
 from river.time_series.base import Forecaster
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import noisy_sines, two_sines
+from helpers import noisy_sines, two_sines
 
 from episodic_koopman import EpisodicKoopman
 from episodic_koopman.operator import WindowedDMD, batch_dmd, stabilize_eigenvalues

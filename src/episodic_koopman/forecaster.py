@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -722,6 +723,7 @@ class EpisodicKoopman(Forecaster):
 
         Returns the rows to learn and how many observations were skipped or filled.
         """
+        v.check_magnitude(rows)
         bad = v.first_non_finite(rows)
         if bad is None:
             return rows, 0
@@ -1091,9 +1093,7 @@ class EpisodicKoopman(Forecaster):
         last = self._last_finite if self._last_finite is not None else np.zeros(n_channels)
         mean = np.repeat(last[None, :], horizon, axis=0)
         if self._n >= 2:
-            from scipy.stats import norm
-
-            half = norm.ppf(0.5 + level / 2) * self._scaler.current()[1]
+            half = NormalDist().inv_cdf(0.5 + level / 2) * self._scaler.current()[1]
             lower, upper = mean - half, mean + half
         else:
             lower = upper = np.full_like(mean, np.nan)

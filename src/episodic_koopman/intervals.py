@@ -26,9 +26,9 @@ one, ``z * (running standard deviation of the series)``.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 _SPREAD_SMOOTHING = 0.05
 
@@ -84,7 +84,8 @@ class ConformalCalibrator:
     ) -> np.ndarray:
         """Half-widths ``(steps, c)`` of intervals at ``level`` for the present spread."""
         if self.n_samples < self.min_samples:
-            return np.repeat(norm.ppf(0.5 + level / 2) * fallback_scale[None, :], steps, axis=0)
+            z = NormalDist().inv_cdf(0.5 + level / 2)
+            return np.repeat(z * fallback_scale[None, :], steps, axis=0)
         n = self.n_samples
         if self._sorted is None:
             self._sorted = np.sort(self._scores[:n], axis=0)

@@ -6,15 +6,25 @@ longer waking and synchronising threads than computing: on a 2-core machine a
 query 15 ms against 46 us. The library therefore runs its linear algebra and
 index queries single-threaded.
 
-Entering ``threadpoolctl.threadpool_limits`` costs about 0.3 ms, more than the
-work it guards, so the controller is created once and reused (about 14 us per
-entry), and `pin_threads` lets a long-running process (the service, the CLI, a
-benchmark) pin once for its whole life, after which `single_threaded` is free.
+Two kinds of limit are involved:
+
+* BLAS (OpenBLAS) threads are a process-wide setting. Entering
+  ``threadpoolctl.threadpool_limits`` costs about 0.3 ms, more than the work it
+  guards, so the controller is created once and reused (about 14 us per entry).
+  `pin_threads` lets a long-running process (the service, the CLI, a benchmark)
+  pin BLAS once for its whole life.
+* OpenMP's thread count (FAISS) is a per-thread setting. `single_threaded`
+  therefore sets it in whichever thread enters, which costs well under a
+  microsecond, even when BLAS is pinned globally.
+
+A multi-threaded program should call `pin_threads` once: a process-wide BLAS
+limit entered and left by several threads at once can be restored too early.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import faiss
@@ -22,7 +32,7 @@ from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
 _pinned_globally = False
-_depth = 0  # nesting depth of single_threaded(); inner entries are free
+_local = threading.local()  # per-thread nesting depth of single_threaded()
 
 
 def _get_controller() -> ThreadpoolController:
@@ -34,7 +44,7 @@ def _get_controller() -> ThreadpoolController:
 
 
 def pin_threads() -> None:
-    """Limit BLAS and OpenMP (FAISS) to one thread for the rest of the process."""
+    """Limit BLAS to one thread for the rest of the process, and OpenMP in this thread."""
     global _pinned_globally
     _get_controller().limit(limits=1)
     faiss.omp_set_num_threads(1)
@@ -44,16 +54,19 @@ def pin_threads() -> None:
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """Run the enclosed block with BLAS and FAISS limited to one thread (re-entrant)."""
-    global _depth
-    if _pinned_globally or _depth > 0:
+    depth = getattr(_local, "depth", 0)
+    if depth > 0:
         yield
         return
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
-    _depth += 1
+    _local.depth = 1
     try:
-        with _get_controller().limit(limits=1):
+        if _pinned_globally:
             yield
+        else:
+            with _get_controller().limit(limits=1):
+                yield
     finally:
-        _depth -= 1
+        _local.depth = 0
         faiss.omp_set_num_threads(previous)

@@ -167,6 +167,10 @@ def _numeric_2d(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float64)
 
 
+#: Largest magnitude accepted: squares and sums of squares of larger values overflow float64.
+MAX_ABS_VALUE = 1e150
+
+
 def first_non_finite(values: np.ndarray) -> tuple[int, int] | None:
     """Position ``(row, column)`` of the first NaN or inf, or ``None``."""
     bad = ~np.isfinite(values)
@@ -174,6 +178,18 @@ def first_non_finite(values: np.ndarray) -> tuple[int, int] | None:
         return None
     row, col = np.argwhere(bad)[0]
     return int(row), int(col)
+
+
+def check_magnitude(values: np.ndarray) -> None:
+    """Reject finite values too large to square safely (NaN is handled by the caller)."""
+    with np.errstate(invalid="ignore"):
+        big = np.abs(values) > MAX_ABS_VALUE
+    if big.any():
+        row, col = np.argwhere(big)[0]
+        raise ValueError(
+            f"observation {int(row)} is {values[row, col]!r}: magnitudes above "
+            f"{MAX_ABS_VALUE:g} overflow the model's sums of squares; rescale the series"
+        )
 
 
 def is_finite_number(x: float) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,21 +71,3 @@ def live_server(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
             return stack.enter_context(LiveServer(make_settings(**overrides)))
 
         yield start
-
-
-# Not a doctest module: importing it again as one would clash with the name handed back below.
-collect_ignore = ["conftest.py"]
-
-
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
-    """pytest imports this file as the module ``conftest``, in place of tests/conftest.py; the
-    core tests do ``from conftest import ...``, so give that name back to theirs (once this
-    file is imported, before those tests are)."""
-    root = Path(__file__).resolve().parents[1] / "conftest.py"
-    current = sys.modules.get("conftest")
-    if current is not None and Path(current.__file__ or "").resolve() == root:
-        return
-    for plugin in parent.config.pluginmanager.get_plugins():
-        if Path(getattr(plugin, "__file__", "") or "").resolve() == root:
-            sys.modules["conftest"] = plugin
-            return

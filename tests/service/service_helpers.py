@@ -1,5 +1,4 @@
-"""Helpers for the service tests (a module of its own: ``conftest`` is a shared name, see
-conftest.py)."""
+"""Helpers for the service tests (fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
