@@ -9,6 +9,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from river.time_series.base import Forecaster
 
 from . import validation as v
@@ -16,7 +17,7 @@ from .embedding import DelayEmbedding, History, Lifting, Standardizer, make_lift
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .mixture import ExpertMixture
-from .operator import KoopmanFit, WindowedDMD
+from .operator import KoopmanFit, WindowedDMD, propagate_many
 from .rank import RankRule, validate_rank_rule
 from .recall import (
     DRIFT_DETECTORS,
@@ -27,10 +28,12 @@ from .recall import (
     RecallContext,
     attention_weights,
     episode_key,
+    episode_keys,
     exact_distances,
     key_dimension,
     make_correction,
     normalized_state,
+    normalized_states,
 )
 from .spectrum import Signature, Spectrum, make_signature
 from .threads import single_threaded
@@ -101,18 +104,35 @@ class Forecast:
 
 
 @dataclass
-class _PendingRecord:
-    """A memory record whose continuation has not been observed yet: not recallable."""
+class _RecordBatch:
+    """Episodes made together, oldest first, whose continuations are not all observed yet.
 
-    origin: int
-    window_start: int
-    key: np.ndarray
+    A batch shares the fit, signature and standardisation in force when its
+    episodes were made; it is filed into memory by prefix as continuations complete.
+    """
+
+    origins: np.ndarray  # (B,) observation indices
+    window_starts: np.ndarray  # (B,)
+    keys: np.ndarray  # (B, key dim)
+    states: np.ndarray  # (B, state length)
+    histories: np.ndarray  # (B, state_delays, c)
+    forecasts: np.ndarray  # (B, horizon, c): the operator's forecast at each origin
     signature: Signature
-    state: np.ndarray
-    history: np.ndarray
-    forecast: np.ndarray
     ref_mean: np.ndarray
     ref_scale: np.ndarray
+
+    def tail(self, start: int) -> _RecordBatch:
+        return _RecordBatch(
+            self.origins[start:],
+            self.window_starts[start:],
+            self.keys[start:],
+            self.states[start:],
+            self.histories[start:],
+            self.forecasts[start:],
+            self.signature,
+            self.ref_mean,
+            self.ref_scale,
+        )
 
 
 @dataclass
@@ -451,6 +471,7 @@ class EpisodicKoopman(Forecaster):
         # The fit and signature of the last scored step, reused by the records in between.
         self._last_fit: KoopmanFit | None = None
         self._last_signature: Signature | None = None
+        self._record_cursor: int | None = None  # next origin whose episode is still to make
 
     def _setup(self, n_channels: int) -> None:
         """Build the components once the number of channels is known."""
@@ -463,8 +484,14 @@ class EpisodicKoopman(Forecaster):
         self._lift_map.setup(n_inputs)
         self._embedding = DelayEmbedding(d, c)
         self._scaler = Standardizer(c)
+        # Batched episodes read back up to `stride` steps beyond a state or a continuation.
         self._history = History(
-            max(self.window + d, self.episode_horizon + 1, (self.state_delays or d) + 1), c
+            max(
+                self.window + d,
+                self.episode_horizon + self.stride + 1,
+                (self.state_delays or d) + self.stride + 1,
+            ),
+            c,
         )
         self._operator = WindowedDMD(n_features, self.window, self.rank, self.max_rank)
         self._calibrator = ConformalCalibrator(self.episode_horizon, c, self.calibration_window)
@@ -502,7 +529,7 @@ class EpisodicKoopman(Forecaster):
                     capacity=self.capacity,
                     hnsw_threshold=self.hnsw_threshold,
                 )
-        self._pending_records: list[_PendingRecord] = []
+        self._pending_records: list[_RecordBatch] = []
         self._pending_scores: list[_PendingScore] = []
         self._components_ready = True
 
@@ -548,12 +575,24 @@ class EpisodicKoopman(Forecaster):
     @property
     def memory_size(self) -> int:
         """Episodes stored in memory (recallable)."""
-        return len(self._memory) if self._components_ready and self._memory is not None else 0
+        if not self._components_ready or self._memory is None:
+            return 0
+        self._catch_up()
+        return len(self._memory)
 
     @property
     def coverage(self) -> float | None:
         """Empirical coverage of the intervals issued at scored origins (at ``level``)."""
-        return self._calibrator.coverage() if self._components_ready else None
+        if not self._components_ready:
+            return None
+        self._catch_up()
+        return self._calibrator.coverage()
+
+    def _catch_up(self) -> None:
+        """Make and file the episodes of every observation so far (see `_flush`)."""
+        if self._components_ready and self._ready_at is not None:
+            with single_threaded():
+                self._flush(upto=self._n - 1)
 
     def expert_weights(self) -> dict[str, list[float]] | None:
         """The mixture's current weight of each expert per step ahead (``None`` if no mixture).
@@ -563,6 +602,7 @@ class EpisodicKoopman(Forecaster):
         """
         if not self._components_ready or self._mixture is None:
             return None
+        self._catch_up()
         available = np.ones(len(self._expert_names), dtype=bool)
         w = self._mixture.weights(available, self.episode_horizon)
         return {name: w[i].tolist() for i, name in enumerate(self._expert_names)}
@@ -633,6 +673,7 @@ class EpisodicKoopman(Forecaster):
         if not self.is_fitted:
             return self._fallback(horizon, level)
         with single_threaded():
+            self._flush(upto=self._n - 1)
             present = self._present()
             mean, spread, _, _ = self._combine(present, horizon)
             half = self._calibrator.half_width(level, spread, horizon, self._scaler.current()[1])
@@ -679,6 +720,7 @@ class EpisodicKoopman(Forecaster):
         limit = v.check_positive_int("limit", limit, 1, 10_000)
         if not self._components_ready or self._memory is None:
             return []
+        self._catch_up()
         ids = self._memory.live_ids()[offset : offset + limit]
         records = self._memory.get(ids)
         out = []
@@ -782,8 +824,6 @@ class EpisodicKoopman(Forecaster):
         self._scaler.update(values)
         self._history.append(values)
         self._n += 1
-        if self._gate is not None:
-            self._gate.tick()
         if self._n < self.delays:
             return
         if self._ref_mean is None:
@@ -793,27 +833,22 @@ class EpisodicKoopman(Forecaster):
         if self._ready_at is None:
             return
         since = self._n - self._ready_at
+        if since == 0:
+            self._record_cursor = self._n - 1
         scored = since % self.stride == 0
-        record = self._memory is not None and since % self.memory_stride == 0
-        if refit or scored:
-            # Only these steps run LAPACK (and refits BLAS level 3): pin threads for them.
-            with single_threaded():
-                self._episode_step(values, refit, scored, record)
-        else:
-            self._episode_step(values, refit, scored, record)
-
-    def _episode_step(self, values: np.ndarray, refit: bool, scored: bool, record: bool) -> None:
-        if refit:
-            self._reanchor()
-        self._feed_pending(values)
-        present = None
-        if scored:
-            present = self._present(observe=True)
-            self._last_fit, self._last_signature = present.fit, present.signature
-        if record:
-            self._open_record()
-        if present is not None:
-            self._open_score(present)
+        if not (refit or scored):
+            return  # the episodes of the steps in between are made in one batch, later
+        # Only these steps run LAPACK (and refits BLAS level 3): pin threads for them.
+        with single_threaded():
+            # Episodes up to the previous observation belong to the fit and standardisation
+            # in force until now: bring them up to date before either changes.
+            self._flush(upto=self._n - 2)
+            if refit:
+                self._reanchor()
+            if scored:
+                present = self._present(observe=True)
+                self._last_fit, self._last_signature = present.fit, present.signature
+                self._open_score(present)
 
     def _lift(
         self,
@@ -843,31 +878,121 @@ class EpisodicKoopman(Forecaster):
         self._operator.replace_snapshots(self._lift_map.transform(snaps))
 
     # ------------------------------------------------------------------ episodes
-    def _feed_pending(self, values: np.ndarray) -> None:
-        """Score pending forecasts against this observation; close what has completed."""
-        scores = self._pending_scores
-        if scores:
-            steps = np.array([score.n_realised for score in scores])
-            for score, step in zip(scores, steps, strict=True):
-                score.realised[step] = values
-                score.n_realised += 1
-            if self._mixture is not None and len(self._expert_names) > 1:
-                # Pending scores sit at distinct steps ahead, so one vectorised update is exact.
-                tracks = np.stack([s.tracks[:, k] for s, k in zip(scores, steps, strict=True)])
-                scales = np.stack([s.ref_scale for s in scores])[:, None, :]
-                losses = (np.abs(values - tracks) / scales).mean(axis=2)
-                available = np.stack([s.available for s in scores])
-                self._mixture.update_many(steps, losses, available)
-            if self._gate is not None and steps[-1] == 0:
-                # The newest score just met its first outcome: its one-step error feeds the gate.
-                newest = scores[-1]
-                self._gate.update(
-                    float((np.abs(values - newest.issued[0]) / newest.ref_scale).mean())
-                )
-        horizon = self.episode_horizon
-        # A record's continuation is the last `horizon` observations, read from the history.
-        while self._pending_records and self._pending_records[0].origin + horizon < self._n:
-            self._close_record(self._pending_records.pop(0))
+    def _flush(self, upto: int) -> None:
+        """Bring episodes up to date, in batches.
+
+        Make the episodes of origins up to ``upto``, score pending forecasts against
+        every observation since they were last scored, and file episodes whose
+        continuation is complete into memory. This runs at every scored step and
+        refit, and before any read. The result does not depend on when it runs:
+        each piece is a function of the state at its origin, and every update lands
+        in the order the observations came.
+        """
+        if self._ready_at is None:
+            return
+        if self._memory is not None:
+            self._make_records(upto)
+        self._advance_scores()
+        if self._memory is not None:
+            self._file_records()
+
+    def _make_records(self, upto: int) -> None:
+        """Episodes for the due origins in ``[cursor, upto]``, with the latest scored fit."""
+        start = self._record_cursor
+        if start is None or upto < start:
+            return
+        assert self._ready_at is not None
+        first = start + (self._ready_at - 1 - start) % self.memory_stride
+        origins = np.arange(first, upto + 1, self.memory_stride, dtype=np.int64)
+        self._record_cursor = upto + 1
+        if origins.size == 0:
+            return
+        fit, signature = self._last_fit, self._last_signature
+        assert fit is not None and signature is not None
+        lag = (self._n - 1) - origins
+        ds = self._state_delays
+        rows = self._history.last(int(lag[0]) + ds)
+        windows = sliding_window_view(rows, (ds, rows.shape[1]))[:, 0]
+        histories = windows[origins - origins[0]].copy()
+        states = normalized_states(histories)
+        snapshots = self._operator.snapshots()
+        forecasts = propagate_many(
+            fit,
+            snapshots[snapshots.shape[0] - 1 - lag],
+            self.episode_horizon,
+            self._embedding.readout,
+            self.stabilize,  # type: ignore[arg-type]
+        )
+        n_snapshots = np.minimum(self._operator.n_pushed - lag, self.window + 1)
+        self._pending_records.append(
+            _RecordBatch(
+                origins=origins,
+                window_starts=origins + 2 - n_snapshots - self.delays,
+                keys=episode_keys(signature, states, self._key_weights),
+                states=states,
+                histories=histories,
+                forecasts=forecasts * self._ref_scale + self._ref_mean,
+                signature=signature,
+                ref_mean=self._ref_mean.copy(),
+                ref_scale=self._ref_scale.copy(),
+            )
+        )
+
+    def _file_records(self) -> None:
+        """Episodes whose continuation is complete enter memory and become recallable."""
+        assert self._memory is not None
+        newest, horizon = self._n - 1, self.episode_horizon
+        while self._pending_records:
+            batch = self._pending_records[0]
+            due = int(np.searchsorted(batch.origins, newest - horizon, side="right"))
+            if due == 0:
+                return
+            origins = batch.origins[:due]
+            rows = self._history.last(int(newest - origins[0]))  # observations after origins[0]
+            windows = sliding_window_view(rows, (horizon, rows.shape[1]))[:, 0]
+            sig = batch.signature
+            records: dict[str, np.ndarray] = {
+                "source": np.full(due, self._source, dtype=np.int64),
+                "origin": origins,
+                "window_start": batch.window_starts[:due],
+                "rank": np.full(due, sig.rank, dtype=np.int64),
+                "eigenvalues": np.broadcast_to(sig.eigenvalues, (due, *sig.eigenvalues.shape)),
+                "modes": np.broadcast_to(sig.modes, (due, *sig.modes.shape)),
+                "state": batch.states[:due],
+                "history": batch.histories[:due],
+                "continuation": windows[origins - origins[0]],
+                "forecast": batch.forecasts[:due],
+                "ref_mean": np.broadcast_to(batch.ref_mean, (due, batch.ref_mean.shape[0])),
+                "ref_scale": np.broadcast_to(batch.ref_scale, (due, batch.ref_scale.shape[0])),
+            }
+            if "transfer" in self._corrections:
+                successor = self._successor_record()
+                records |= {k: np.broadcast_to(v, (due, *v.shape)) for k, v in successor.items()}
+            self._memory.add_many(batch.keys[:due], records)
+            if due < batch.origins.shape[0]:
+                self._pending_records[0] = batch.tail(due)
+                return
+            self._pending_records.pop(0)
+
+    def _advance_scores(self) -> None:
+        """Score pending forecasts against the observations that arrived since last time."""
+        newest, horizon = self._n - 1, self.episode_horizon
+        learn_mixture = self._mixture is not None and len(self._expert_names) > 1
+        for score in self._pending_scores:  # oldest first: each loss lands in time order
+            k0, k1 = score.n_realised, min(horizon, newest - score.origin)
+            if k1 <= k0:
+                continue
+            rows = self._history.last(newest - score.origin - k0)[: k1 - k0]
+            score.realised[k0:k1] = rows
+            if learn_mixture:
+                errors = np.abs(rows[None] - score.tracks[:, k0:k1]) / score.ref_scale
+                available = np.broadcast_to(score.available, (k1 - k0, score.available.size))
+                assert self._mixture is not None
+                self._mixture.update_many(np.arange(k0, k1), errors.mean(axis=2).T, available)
+            if k0 == 0 and self._gate is not None:
+                error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
+                self._gate.update(error, at=score.origin + 1)
+            score.n_realised = k1
         while self._pending_scores and self._pending_scores[0].n_realised >= horizon:
             score = self._pending_scores.pop(0)
             self._calibrator.update(
@@ -877,47 +1002,6 @@ class EpisodicKoopman(Forecaster):
                 score.upper,
                 score.realised,
             )
-
-    def _open_record(self) -> None:
-        """Start an episode at this origin, with the latest scored fit and signature."""
-        fit, signature = self._last_fit, self._last_signature
-        assert fit is not None and signature is not None
-        history = self._history.last(self._state_delays).copy()
-        state = normalized_state(history)
-        self._pending_records.append(
-            _PendingRecord(
-                origin=self._n - 1,
-                window_start=self._n - self._operator.n_snapshots - self.delays + 1,
-                key=episode_key(signature, state, self._key_weights),
-                signature=signature,
-                state=state,
-                history=history,
-                forecast=self._plain_forecast(fit, self.episode_horizon),
-                ref_mean=self._ref_mean.copy(),
-                ref_scale=self._ref_scale.copy(),
-            )
-        )
-
-    def _close_record(self, pending: _PendingRecord) -> None:
-        """Its horizon has passed: the episode enters memory and becomes recallable."""
-        assert self._memory is not None
-        record: dict[str, np.ndarray] = {
-            "source": np.array(self._source, dtype=np.int64),
-            "origin": np.array(pending.origin, dtype=np.int64),
-            "window_start": np.array(pending.window_start, dtype=np.int64),
-            "rank": np.array(pending.signature.rank, dtype=np.int64),
-            "eigenvalues": pending.signature.eigenvalues,
-            "modes": pending.signature.modes,
-            "state": pending.state,
-            "history": pending.history,
-            "continuation": self._history.last(self.episode_horizon).copy(),
-            "forecast": pending.forecast,
-            "ref_mean": pending.ref_mean,
-            "ref_scale": pending.ref_scale,
-        }
-        if "transfer" in self._corrections:
-            record.update(self._successor_record())
-        self._memory.add(pending.key, record)
 
     def _successor_record(self) -> dict[str, np.ndarray]:
         """The operator fitted just after an episode's horizon (the latest scored fit)."""
@@ -1008,7 +1092,7 @@ class EpisodicKoopman(Forecaster):
         best = float(distances[order[0]])
         if observe:
             self._threshold.observe(best)
-        gate_open = self._gate is None or self._gate.is_open
+        gate_open = self._gate is None or self._gate.is_open(self._n - 1)
         admitted = gate_open and self._threshold.admits(best)
         weights = attention_weights(distances[order], self.tau, self._threshold.scale())
         return _Recall(

@@ -40,7 +40,8 @@ import numpy as np
 
 from .threads import single_threaded
 
-#: Episodes stored between FAISS insertions (searches scan the not-yet-indexed ones).
+#: FAISS is brought up to date each time the stored id count reaches a multiple of this;
+#: searches scan the ids stored since.
 _INDEX_BATCH = 32
 
 
@@ -140,20 +141,23 @@ class EpisodeMemory:
         for name, value in record.items():
             self._columns[name][slot] = value
         self.next_id += 1
-        # The index catches up in batches, at points fixed by the adds alone.
-        if self.next_id - self._indexed_to >= _INDEX_BATCH:
+        if self.next_id % _INDEX_BATCH == 0:
             self._sync_index()
         return episode_id
 
     def _sync_index(self) -> None:
-        """Add to FAISS every stored episode it lacks; rebuild when dead entries pile up."""
-        dead = self.oldest_id - self._indexed_from
-        if dead > max(64, self.rebuild_fraction * len(self)) or (
+        """Bring FAISS up to date; called exactly when the id count reaches a multiple of
+        ``_INDEX_BATCH``.
+
+        Sync points, and so what each insertion or rebuild holds, then depend on the
+        count of stored ids alone, never on how adds were grouped. The index (an HNSW
+        graph depends on insertion order and grouping) is the same however episodes
+        arrive. Searches scan the few ids stored since directly.
+        """
+        if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
             not self._hnsw and len(self) > self.hnsw_threshold
         ):
-            self.rebuild()
-            return
-        if self._indexed_to >= self.next_id:
+            self._rebuild()
             return
         ids = np.arange(max(self._indexed_to, self.oldest_id), self.next_id, dtype=np.int64)
         with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
@@ -163,8 +167,9 @@ class EpisodeMemory:
     def add_many(self, keys: np.ndarray, records: dict[str, np.ndarray]) -> np.ndarray:
         """Store many episodes at once (rows of ``keys`` and of each record column).
 
-        Equivalent to calling `add` row by row (same ids, same eviction), but the
-        index is updated in one call. Returns the new ids.
+        Equivalent to calling `add` row by row: same ids, eviction, index and sync
+        points (more rows than ``capacity``: only the newest are kept). Returns the
+        ids.
         """
         keys32 = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
         n = keys32.shape[0]
@@ -185,16 +190,26 @@ class EpisodeMemory:
         if self._keys.shape[0] < needed or not set(first_row) <= set(self._columns):
             self._allocate(first_row, max(self._keys.shape[0], min(2 * needed, self.capacity)))
         ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
-        slots = self._slots(ids)
-        self._keys[slots] = keys32
-        for name, column in columns.items():
-            self._columns[name][slots] = column
-        self.next_id += n
-        self._sync_index()
+        # Store in chunks that end at sync points, exactly as single adds would.
+        start = 0
+        while start < n:
+            room = _INDEX_BATCH - self.next_id % _INDEX_BATCH
+            stop = min(n, start + room)
+            slots = self._slots(ids[start:stop])
+            self._keys[slots] = keys32[start:stop]
+            for name, column in columns.items():
+                self._columns[name][slots] = column[start:stop]
+            self.next_id += stop - start
+            if self.next_id % _INDEX_BATCH == 0:
+                self._sync_index()
+            start = stop
         return ids
 
     def rebuild(self) -> None:
         """Rebuild the FAISS index from the live keys (drops evicted entries)."""
+        self._rebuild()
+
+    def _rebuild(self) -> None:
         ids = self.live_ids()
         hnsw = len(self) > self.hnsw_threshold
         index = self._new_index(hnsw=hnsw)

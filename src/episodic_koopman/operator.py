@@ -155,6 +155,21 @@ class KoopmanFit:
         return out
 
 
+def propagate_many(
+    fit: KoopmanFit, psis: np.ndarray, steps: int, rows: slice, stabilize: Stabilize = "clip"
+) -> np.ndarray:
+    """`KoopmanFit.propagate` for many starting states ``(B, m)``: ``(B, steps, n_rows)``."""
+    if fit.rank == 0:
+        return np.zeros((psis.shape[0], steps, fit.basis[rows].shape[0]))
+    if fit.modal_condition < MODAL_CONDITION_LIMIT:
+        b = (fit.basis.T @ psis.T).T @ fit.inverse_eigenvectors.T  # (B, r) amplitudes
+        paths = (fit._powers(steps, stabilize)[None, :, :] * b[:, None, :]) @ fit._modal_readout(
+            rows
+        ).T
+        return paths.real
+    return np.stack([fit.propagate(psi, steps, rows, stabilize) for psi in psis])
+
+
 def _reduced_fit(
     basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
 ) -> KoopmanFit:

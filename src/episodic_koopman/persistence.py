@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .forecaster import _PendingRecord, _PendingScore
+from .forecaster import _PendingScore, _RecordBatch
 from .operator import KoopmanFit
 from .spectrum import Signature
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 FORMAT = "episodic-koopman"
 FORMAT_VERSION = 1
 
-_RECORD_FIELDS = ("state", "history", "forecast", "ref_mean", "ref_scale", "key")
+_BATCH_FIELDS = ("origins", "window_starts", "keys", "states", "histories", "forecasts")
 _SCORE_FIELDS = (
     "tracks",
     "available",
@@ -96,7 +96,12 @@ def _signature_at(arrays: dict[str, np.ndarray], prefix: str, i: int) -> Signatu
 
 
 def model_state(model: EpisodicKoopman) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The model's learned state as JSON metadata and named arrays."""
+    """The model's learned state as JSON metadata and named arrays.
+
+    Episodes are brought up to date first (as any read does), so the state is
+    canonical: two models that learned the same observations give the same state.
+    """
+    model._catch_up()
     meta: dict[str, Any] = {
         "channels": model._channels,
         "scalar": model._scalar,
@@ -133,10 +138,14 @@ def model_state(model: EpisodicKoopman) -> tuple[dict[str, Any], dict[str, np.nd
     meta["has_last_signature"] = model._last_signature is not None
     if model._last_signature is not None:
         arrays |= _signature_arrays("last", [model._last_signature])
-    records, scores = model._pending_records, model._pending_scores
-    meta["n_pending_records"], meta["n_pending_scores"] = len(records), len(scores)
-    arrays |= _stack("records", records, _RECORD_FIELDS)
-    arrays |= _signature_arrays("records", [r.signature for r in records])
+    batches, scores = model._pending_records, model._pending_scores
+    meta["record_cursor"] = model._record_cursor
+    meta["n_record_batches"], meta["n_pending_scores"] = len(batches), len(scores)
+    for i, batch in enumerate(batches):
+        arrays |= {f"records.{i}.{name}": getattr(batch, name) for name in _BATCH_FIELDS}
+        arrays[f"records.{i}.ref_mean"] = batch.ref_mean
+        arrays[f"records.{i}.ref_scale"] = batch.ref_scale
+        arrays |= _signature_arrays(f"records.{i}", [batch.signature])
     arrays |= _stack("scores", scores, _SCORE_FIELDS)
     if model._memory is not None:
         memory_meta, memory_arrays = model._memory.get_state()
@@ -180,18 +189,16 @@ def restore_state(model: EpisodicKoopman, meta: dict[str, Any], arrays: dict[str
         )
     if meta.get("has_last_signature"):
         model._last_signature = _signature_at(arrays, "last", 0)
-    model._pending_records = []
-    for i in range(int(meta.get("n_pending_records", 0))):
-        origin, window_start, _ = (int(x) for x in arrays["records.ints"][i])
-        fields = {name: np.array(arrays[f"records.{name}"][i]) for name in _RECORD_FIELDS}
-        model._pending_records.append(
-            _PendingRecord(
-                origin=origin,
-                window_start=window_start,
-                signature=_signature_at(arrays, "records", i),
-                **fields,
-            )
+    model._record_cursor = meta.get("record_cursor")
+    model._pending_records = [
+        _RecordBatch(
+            **{name: np.array(arrays[f"records.{i}.{name}"]) for name in _BATCH_FIELDS},
+            signature=_signature_at(arrays, f"records.{i}", 0),
+            ref_mean=np.array(arrays[f"records.{i}.ref_mean"]),
+            ref_scale=np.array(arrays[f"records.{i}.ref_scale"]),
         )
+        for i in range(int(meta.get("n_record_batches", 0)))
+    ]
     model._pending_scores = []
     for i in range(int(meta.get("n_pending_scores", 0))):
         origin, _, n_realised = (int(x) for x in arrays["scores.ints"][i])

@@ -56,27 +56,37 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
     Level and scale are removed so that a regime recurring at another level, or
     another series at another scale, matches on shape.
     """
-    d = history.shape[0]
-    mean = history.sum(axis=0) / d
-    centered = history - mean
-    std = np.sqrt(np.einsum("ij,ij->j", centered, centered) / d)
+    return normalized_states(history[None])[0]
+
+
+def normalized_states(histories: np.ndarray) -> np.ndarray:
+    """`normalized_state` of many windows ``(B, d, c)`` at once: ``(B, d * c)``."""
+    d = histories.shape[1]
+    mean = histories.sum(axis=1, keepdims=True) / d
+    centered = histories - mean
+    std = np.sqrt(np.einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
     scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
-    return (centered / scale).reshape(-1)
+    return (centered / scale).reshape(histories.shape[0], -1)
 
 
 def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) -> np.ndarray:
     """Fixed-length key whose squared L2 distance mirrors `exact_distances` (float32)."""
+    return episode_keys(signature, state[None], weights)[0]
+
+
+def episode_keys(signature: Signature, states: np.ndarray, weights: KeyWeights) -> np.ndarray:
+    """Keys of several states ``(B, S)`` that share one signature: ``(B, dim)`` float32."""
     r_max = signature.eigenvalues.shape[0]
     n_modes = signature.modes.size * 2 if weights.modes > 0 else 0
-    key = np.empty(2 * r_max + n_modes + state.shape[0], dtype=np.float32)
+    keys = np.empty((states.shape[0], 2 * r_max + n_modes + states.shape[1]), dtype=np.float32)
     eig_scale = weights.eigenvalues / np.sqrt(r_max)
-    key[0 : 2 * r_max : 2] = signature.eigenvalues.real * eig_scale
-    key[1 : 2 * r_max : 2] = signature.eigenvalues.imag * eig_scale
+    keys[:, 0 : 2 * r_max : 2] = signature.eigenvalues.real * eig_scale
+    keys[:, 1 : 2 * r_max : 2] = signature.eigenvalues.imag * eig_scale
     if n_modes:
         modes = np.ascontiguousarray(signature.modes).view(np.float64).ravel()
-        key[2 * r_max : 2 * r_max + n_modes] = modes * (weights.modes / np.sqrt(r_max))
-    key[2 * r_max + n_modes :] = state * (weights.state / np.sqrt(max(state.shape[0], 1)))
-    return key
+        keys[:, 2 * r_max : 2 * r_max + n_modes] = modes * (weights.modes / np.sqrt(r_max))
+    keys[:, 2 * r_max + n_modes :] = states * (weights.state / np.sqrt(max(states.shape[1], 1)))
+    return keys
 
 
 def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
@@ -370,8 +380,9 @@ DRIFT_DETECTORS = ("page_hinkley", "kswin")
 class DriftGate:
     """Open recall for ``span`` steps after river's detector flags drift in forecast errors.
 
-    Only detectors whose state can be saved exactly are offered: ``page_hinkley``
-    and ``kswin`` (ADWIN keeps its state in a compiled object).
+    Drift is dated by the observation that revealed it, so when the errors are fed
+    does not matter. Only detectors whose state can be saved exactly are offered:
+    ``page_hinkley`` and ``kswin`` (ADWIN keeps its state in a compiled object).
     """
 
     def __init__(self, detector: str, span: int, seed: int = 0) -> None:
@@ -383,7 +394,7 @@ class DriftGate:
         self.span = span
         self.seed = seed
         self.detector = self._new_detector()
-        self.steps_since_drift = span + 1  # closed until the first drift
+        self.last_drift_at = -(10**18)  # closed until the first drift
         self.n_drifts = 0
 
     def _new_detector(self) -> Any:
@@ -391,23 +402,21 @@ class DriftGate:
             return drift.PageHinkley()
         return drift.KSWIN(seed=self.seed)
 
-    def update(self, error: float) -> None:
+    def update(self, error: float, at: int) -> None:
+        """Feed the one-step error observed at observation index ``at``."""
         self.detector.update(error)
         if self.detector.drift_detected:
-            self.steps_since_drift = 0
+            self.last_drift_at = at
             self.n_drifts += 1
 
-    def tick(self) -> None:
-        self.steps_since_drift += 1
-
-    @property
-    def is_open(self) -> bool:
-        return self.steps_since_drift <= self.span
+    def is_open(self, now: int) -> bool:
+        """Whether observation index ``now`` lies within ``span`` steps after a drift."""
+        return now - self.last_drift_at <= self.span
 
     def get_state(self) -> dict[str, np.ndarray]:
         d = self.detector
         state = {
-            "gate": np.array([self.steps_since_drift, self.n_drifts], dtype=np.int64),
+            "gate": np.array([self.last_drift_at, self.n_drifts], dtype=np.int64),
             "drift_detected": np.array(d._drift_detected),
         }
         if self.detector_name == "page_hinkley":
@@ -434,7 +443,7 @@ class DriftGate:
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self.detector = self._new_detector()
         d = self.detector
-        self.steps_since_drift, self.n_drifts = (int(v) for v in state["gate"])
+        self.last_drift_at, self.n_drifts = (int(v) for v in state["gate"])
         d._drift_detected = bool(state["drift_detected"])
         if self.detector_name == "page_hinkley":
             n, mean, inc, dec, min_inc, max_dec = (float(v) for v in state["ph"])
