@@ -197,3 +197,18 @@ def test_too_many_features_for_the_channel_count_is_rejected_before_learning():
         model.learn_one({f"c{i}": 1.0 for i in range(5)})
     assert model.n_observations == 0 and model.channels is None
     model.learn_one(1.0)  # a single series still fits
+
+
+def test_reading_never_changes_what_the_model_does(config):
+    """A model queried at every step ends bit-identical to one never queried until the end."""
+    y = noisy_sines(500, seed=11) * 3 + 10
+    quiet, chatty = EpisodicKoopman(**config), EpisodicKoopman(**config)
+    for k, value in enumerate(y):
+        quiet.learn_one(float(value))
+        chatty.learn_one(float(value))
+        if k % 3 == 0:
+            chatty.predict(horizon=7)
+            _ = chatty.memory_size, chatty.coverage
+    assert_same_state(state_fingerprint(quiet), state_fingerprint(chatty))
+    a, b = quiet.predict(horizon=12), chatty.predict(horizon=12)
+    assert np.array_equal(a.mean, b.mean) and np.array_equal(a.upper, b.upper)

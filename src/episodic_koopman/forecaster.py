@@ -104,11 +104,11 @@ class Forecast:
 
 
 @dataclass
-class _RecordBatch:
-    """Episodes made together, oldest first, whose continuations are not all observed yet.
+class _PendingRecords:
+    """Episodes made but not yet filed (their continuations are not all observed), oldest first.
 
-    A batch shares the fit, signature and standardisation in force when its
-    episodes were made; it is filed into memory by prefix as continuations complete.
+    Every field has one row per episode, so how they were batched leaves no trace.
+    Episodes are filed into memory by prefix as their continuations complete.
     """
 
     origins: np.ndarray  # (B,) observation indices
@@ -117,21 +117,37 @@ class _RecordBatch:
     states: np.ndarray  # (B, state length)
     histories: np.ndarray  # (B, state_delays, c)
     forecasts: np.ndarray  # (B, horizon, c): the operator's forecast at each origin
-    signature: Signature
-    ref_mean: np.ndarray
-    ref_scale: np.ndarray
+    sig_eigenvalues: np.ndarray  # (B, max_rank)
+    sig_modes: np.ndarray  # (B, max_rank, mode length)
+    sig_ranks: np.ndarray  # (B,)
+    ref_means: np.ndarray  # (B, c)
+    ref_scales: np.ndarray  # (B, c)
 
-    def tail(self, start: int) -> _RecordBatch:
-        return _RecordBatch(
-            self.origins[start:],
-            self.window_starts[start:],
-            self.keys[start:],
-            self.states[start:],
-            self.histories[start:],
-            self.forecasts[start:],
-            self.signature,
-            self.ref_mean,
-            self.ref_scale,
+    FIELDS = (
+        "origins",
+        "window_starts",
+        "keys",
+        "states",
+        "histories",
+        "forecasts",
+        "sig_eigenvalues",
+        "sig_modes",
+        "sig_ranks",
+        "ref_means",
+        "ref_scales",
+    )
+
+    def __len__(self) -> int:
+        return int(self.origins.shape[0])
+
+    def rows(self, start: int, stop: int | None = None) -> _PendingRecords:
+        return _PendingRecords(*(getattr(self, f)[start:stop] for f in self.FIELDS))
+
+    def extend(self, other: _PendingRecords) -> _PendingRecords:
+        if len(self) == 0:
+            return other
+        return _PendingRecords(
+            *(np.concatenate([getattr(self, f), getattr(other, f)]) for f in self.FIELDS)
         )
 
 
@@ -529,7 +545,7 @@ class EpisodicKoopman(Forecaster):
                     capacity=self.capacity,
                     hnsw_threshold=self.hnsw_threshold,
                 )
-        self._pending_records: list[_RecordBatch] = []
+        self._pending_records: _PendingRecords | None = None
         self._pending_scores: list[_PendingScore] = []
         self._components_ready = True
 
@@ -924,55 +940,57 @@ class EpisodicKoopman(Forecaster):
             self.stabilize,  # type: ignore[arg-type]
         )
         n_snapshots = np.minimum(self._operator.n_pushed - lag, self.window + 1)
-        self._pending_records.append(
-            _RecordBatch(
-                origins=origins,
-                window_starts=origins + 2 - n_snapshots - self.delays,
-                keys=episode_keys(signature, states, self._key_weights),
-                states=states,
-                histories=histories,
-                forecasts=forecasts * self._ref_scale + self._ref_mean,
-                signature=signature,
-                ref_mean=self._ref_mean.copy(),
-                ref_scale=self._ref_scale.copy(),
-            )
+        count = origins.shape[0]
+        made = _PendingRecords(
+            origins=origins,
+            window_starts=origins + 2 - n_snapshots - self.delays,
+            keys=episode_keys(signature, states, self._key_weights),
+            states=states,
+            histories=histories,
+            forecasts=forecasts * self._ref_scale + self._ref_mean,
+            sig_eigenvalues=np.repeat(signature.eigenvalues[None], count, axis=0),
+            sig_modes=np.repeat(signature.modes[None], count, axis=0),
+            sig_ranks=np.full(count, signature.rank, dtype=np.int64),
+            ref_means=np.repeat(self._ref_mean[None], count, axis=0),
+            ref_scales=np.repeat(self._ref_scale[None], count, axis=0),
+        )
+        self._pending_records = (
+            made if self._pending_records is None else self._pending_records.extend(made)
         )
 
     def _file_records(self) -> None:
         """Episodes whose continuation is complete enter memory and become recallable."""
         assert self._memory is not None
+        pending = self._pending_records
+        if pending is None or len(pending) == 0:
+            return
         newest, horizon = self._n - 1, self.episode_horizon
-        while self._pending_records:
-            batch = self._pending_records[0]
-            due = int(np.searchsorted(batch.origins, newest - horizon, side="right"))
-            if due == 0:
-                return
-            origins = batch.origins[:due]
-            rows = self._history.last(int(newest - origins[0]))  # observations after origins[0]
-            windows = sliding_window_view(rows, (horizon, rows.shape[1]))[:, 0]
-            sig = batch.signature
-            records: dict[str, np.ndarray] = {
-                "source": np.full(due, self._source, dtype=np.int64),
-                "origin": origins,
-                "window_start": batch.window_starts[:due],
-                "rank": np.full(due, sig.rank, dtype=np.int64),
-                "eigenvalues": np.broadcast_to(sig.eigenvalues, (due, *sig.eigenvalues.shape)),
-                "modes": np.broadcast_to(sig.modes, (due, *sig.modes.shape)),
-                "state": batch.states[:due],
-                "history": batch.histories[:due],
-                "continuation": windows[origins - origins[0]],
-                "forecast": batch.forecasts[:due],
-                "ref_mean": np.broadcast_to(batch.ref_mean, (due, batch.ref_mean.shape[0])),
-                "ref_scale": np.broadcast_to(batch.ref_scale, (due, batch.ref_scale.shape[0])),
-            }
-            if "transfer" in self._corrections:
-                successor = self._successor_record()
-                records |= {k: np.broadcast_to(v, (due, *v.shape)) for k, v in successor.items()}
-            self._memory.add_many(batch.keys[:due], records)
-            if due < batch.origins.shape[0]:
-                self._pending_records[0] = batch.tail(due)
-                return
-            self._pending_records.pop(0)
+        due = int(np.searchsorted(pending.origins, newest - horizon, side="right"))
+        if due == 0:
+            return
+        done = pending.rows(0, due)
+        origins = done.origins
+        rows = self._history.last(int(newest - origins[0]))  # observations after origins[0]
+        windows = sliding_window_view(rows, (horizon, rows.shape[1]))[:, 0]
+        records: dict[str, np.ndarray] = {
+            "source": np.full(due, self._source, dtype=np.int64),
+            "origin": origins,
+            "window_start": done.window_starts,
+            "rank": done.sig_ranks,
+            "eigenvalues": done.sig_eigenvalues,
+            "modes": done.sig_modes,
+            "state": done.states,
+            "history": done.histories,
+            "continuation": windows[origins - origins[0]],
+            "forecast": done.forecasts,
+            "ref_mean": done.ref_means,
+            "ref_scale": done.ref_scales,
+        }
+        if "transfer" in self._corrections:
+            successor = self._successor_record()
+            records |= {k: np.broadcast_to(v, (due, *v.shape)) for k, v in successor.items()}
+        self._memory.add_many(done.keys, records)
+        self._pending_records = pending.rows(due)
 
     def _advance_scores(self) -> None:
         """Score pending forecasts against the observations that arrived since last time."""

@@ -290,8 +290,10 @@ class EpisodeMemory:
             "n_rebuilds": self.n_rebuilds,
             "columns": sorted(self._columns),
         }
-        arrays = {f"col.{name}": column for name, column in self._columns.items()}
-        arrays["keys"] = self._keys
+        # Only the used slots: how far the columns were grown in advance leaves no trace.
+        used = min(self.next_id, self.capacity)
+        arrays = {f"col.{name}": column[:used] for name, column in self._columns.items()}
+        arrays["keys"] = self._keys[:used]
         arrays["faiss_index"] = faiss.serialize_index(self._index)
         return meta, arrays
 

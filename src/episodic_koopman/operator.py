@@ -162,11 +162,12 @@ def propagate_many(
     if fit.rank == 0:
         return np.zeros((psis.shape[0], steps, fit.basis[rows].shape[0]))
     if fit.modal_condition < MODAL_CONDITION_LIMIT:
-        b = (fit.basis.T @ psis.T).T @ fit.inverse_eigenvectors.T  # (B, r) amplitudes
-        paths = (fit._powers(steps, stabilize)[None, :, :] * b[:, None, :]) @ fit._modal_readout(
-            rows
-        ).T
-        return paths.real
+        # einsum (not BLAS) reduces every output element in a fixed order, so each row is
+        # the same whatever else is in the batch: how episodes are batched leaves no trace.
+        projected = np.einsum("mr,bm->br", fit.basis, psis)
+        amplitudes = np.einsum("rs,bs->br", fit.inverse_eigenvectors, projected)
+        powers = fit._powers(steps, stabilize)
+        return np.einsum("hr,br,cr->bhc", powers, amplitudes, fit._modal_readout(rows)).real
     return np.stack([fit.propagate(psi, steps, rows, stabilize) for psi in psis])
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .forecaster import _PendingScore, _RecordBatch
+from .forecaster import _PendingRecords, _PendingScore
 from .operator import KoopmanFit
 from .spectrum import Signature
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 FORMAT = "episodic-koopman"
 FORMAT_VERSION = 1
 
-_BATCH_FIELDS = ("origins", "window_starts", "keys", "states", "histories", "forecasts")
 _SCORE_FIELDS = (
     "tracks",
     "available",
@@ -138,14 +137,12 @@ def model_state(model: EpisodicKoopman) -> tuple[dict[str, Any], dict[str, np.nd
     meta["has_last_signature"] = model._last_signature is not None
     if model._last_signature is not None:
         arrays |= _signature_arrays("last", [model._last_signature])
-    batches, scores = model._pending_records, model._pending_scores
+    records, scores = model._pending_records, model._pending_scores
     meta["record_cursor"] = model._record_cursor
-    meta["n_record_batches"], meta["n_pending_scores"] = len(batches), len(scores)
-    for i, batch in enumerate(batches):
-        arrays |= {f"records.{i}.{name}": getattr(batch, name) for name in _BATCH_FIELDS}
-        arrays[f"records.{i}.ref_mean"] = batch.ref_mean
-        arrays[f"records.{i}.ref_scale"] = batch.ref_scale
-        arrays |= _signature_arrays(f"records.{i}", [batch.signature])
+    meta["has_pending_records"] = records is not None
+    meta["n_pending_scores"] = len(scores)
+    if records is not None:
+        arrays |= {f"records.{name}": getattr(records, name) for name in records.FIELDS}
     arrays |= _stack("scores", scores, _SCORE_FIELDS)
     if model._memory is not None:
         memory_meta, memory_arrays = model._memory.get_state()
@@ -190,15 +187,10 @@ def restore_state(model: EpisodicKoopman, meta: dict[str, Any], arrays: dict[str
     if meta.get("has_last_signature"):
         model._last_signature = _signature_at(arrays, "last", 0)
     model._record_cursor = meta.get("record_cursor")
-    model._pending_records = [
-        _RecordBatch(
-            **{name: np.array(arrays[f"records.{i}.{name}"]) for name in _BATCH_FIELDS},
-            signature=_signature_at(arrays, f"records.{i}", 0),
-            ref_mean=np.array(arrays[f"records.{i}.ref_mean"]),
-            ref_scale=np.array(arrays[f"records.{i}.ref_scale"]),
+    if meta.get("has_pending_records"):
+        model._pending_records = _PendingRecords(
+            *(np.array(arrays[f"records.{name}"]) for name in _PendingRecords.FIELDS)
         )
-        for i in range(int(meta.get("n_record_batches", 0)))
-    ]
     model._pending_scores = []
     for i in range(int(meta.get("n_pending_scores", 0))):
         origin, _, n_realised = (int(x) for x in arrays["scores.ints"][i])
