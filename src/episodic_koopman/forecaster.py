@@ -330,7 +330,7 @@ class EpisodicKoopman(Forecaster):
         memory_stride: int = 1,
         stride: int = 8,
         top_k: int = 5,
-        candidates: int = 32,
+        candidates: int = 16,
         tau: float = 0.5,
         recall_quantile: float = 1.0,
         alignment: str = "zscore",
