@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from episodic_koopman import __version__, pin_threads
+from episodic_koopman import EpisodicKoopman, __version__, pin_threads
 
 from . import errors
 from .api.routes import ROUTERS
@@ -73,6 +73,10 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
         log.warning(
             "EPISODIC_KOOPMAN_API_KEYS is not set: the /v1 API is open to anyone who can reach it"
         )
+    try:
+        EpisodicKoopman(**settings.model_defaults)
+    except (TypeError, ValueError) as exc:
+        raise RuntimeError(f"EPISODIC_KOOPMAN_MODEL_DEFAULTS is not valid: {exc}") from None
     lock = await asyncio.to_thread(_lock_data_dir, settings)
     loop = asyncio.get_running_loop()
     try:
@@ -81,7 +85,9 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
         reader = Reader(settings.db_path)
         snapshots = await asyncio.to_thread(SnapshotStore, settings.snapshot_dir)
         registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
-        committer = Committer(settings.db_path, records, registry, settings.max_series)
+        committer = Committer(
+            settings.db_path, records, registry, settings.max_series, settings.model_defaults
+        )
         committer.start()
         state.registry, state.committer = registry, committer
         if settings.preload:

@@ -45,8 +45,14 @@ class ModelParams(BaseModel):
     )
     max_rank: int | None = Field(None, ge=1, le=256, strict=True)
     memory: bool | None = None
-    strategy: Literal["analog", "residual", "transfer"] | None = None
+    strategy: Literal["mixture", "analog", "residual", "transfer"] | None = None
+    experts: str | None = Field(
+        None,
+        max_length=200,
+        description='Memory experts of the mixture, e.g. "analog,analog_last".',
+    )
     episode_horizon: int | None = Field(None, ge=1, le=2048, strict=True)
+    memory_stride: int | None = Field(None, ge=1, le=1_000_000, strict=True)
     stride: int | None = Field(None, ge=1, le=1_000_000, strict=True)
     top_k: int | None = Field(None, ge=1, le=256, strict=True)
     candidates: int | None = Field(None, ge=1, le=4096, strict=True)
@@ -54,6 +60,9 @@ class ModelParams(BaseModel):
     recall_quantile: Finite | None = Field(None, ge=0, le=1)
     alignment: Literal["zscore", "additive", "multiplicative", "last", "none"] | None = None
     blend: Finite | None = Field(None, ge=0, le=1)
+    mixture_decay: Finite | None = Field(None, gt=0, le=1)
+    mixture_eta: Finite | None = Field(None, gt=0)
+    mixture_fast_decay: Finite | None = Field(None, ge=0, le=1)
     eigenvalue_weight: Finite | None = Field(None, ge=0)
     mode_weight: Finite | None = Field(None, ge=0)
     state_weight: Finite | None = Field(None, ge=0)
@@ -69,6 +78,7 @@ class ModelParams(BaseModel):
     n_components: int | None = Field(None, ge=1, le=1024, strict=True)
     bandwidth: Finite | None = Field(None, gt=0)
     mode_delays: int | None = Field(None, ge=1, le=256, strict=True)
+    state_delays: int | None = Field(None, ge=2, le=1024, strict=True)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
     dt: Finite | None = Field(None, gt=0, description="Time units per step, for frequencies.")
 

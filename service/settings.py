@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,13 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Time budget for snapshots at shutdown (the rest replays)."
     )
     preload: bool = Field(True, description="Restore every model at start-up (else on first use).")
+    model_defaults: dict[str, Any] = Field(
+        default_factory=lambda: {"capacity": 4000},
+        description=(
+            "Model parameters for new series, under each series' own (a JSON object). The "
+            "default caps each series' memory at 4,000 episodes (about 10 MB)."
+        ),
+    )
 
     @cached_property
     def api_key_list(self) -> list[str]:

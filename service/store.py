@@ -345,9 +345,15 @@ class Committer:
     """The single writer: a thread that applies queued commands in group commits."""
 
     def __init__(
-        self, path: Path, records: dict[str, SeriesRecord], publisher: Publisher, max_series: int
+        self,
+        path: Path,
+        records: dict[str, SeriesRecord],
+        publisher: Publisher,
+        max_series: int,
+        model_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.path = path
+        self.model_defaults = dict(model_defaults or {})
         self.records = dict(records)  # committer-thread state: the committed records
         self.publisher = publisher
         self.max_series = max_series
@@ -531,7 +537,7 @@ class Committer:
         )
 
     def _configure(self, command: Configure, work, effects: list[Effect]) -> ConfigureOutcome:
-        params = full_params(command.params)
+        params = full_params({**self.model_defaults, **command.params})
         record = self._current(command.series_id, work)
         if record is None:
             record = self._create(command.series_id, params, work)
@@ -574,7 +580,7 @@ class Committer:
         record = self._current(command.series_id, work)
         created = record is None
         if record is None:
-            params = full_params({})
+            params = full_params(dict(self.model_defaults))
             check_layout(params, batch.values[0])
             record = self._create(command.series_id, params, work)
         kind = batch.stamps[0].kind

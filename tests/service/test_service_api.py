@@ -6,9 +6,11 @@ import json
 import math
 
 import numpy as np
+import pytest
 from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wave
 
 from episodic_koopman import EpisodicKoopman
+from service.settings import Settings
 
 
 def test_health_ready_docs_and_openapi_paths(client):
@@ -38,8 +40,9 @@ def test_series_lifecycle(client):
     assert created.status_code == 201
     info = created.json()
     assert info["id"] == "room-1.temp" and info["n_observations"] == 0
-    # The given parameters are kept and every other one is filled with the library's default.
-    assert info["params"] == EpisodicKoopman(**SMALL)._get_params()
+    # Given parameters are kept, the service's model defaults come next, then the library's.
+    defaults = Settings().model_defaults
+    assert info["params"] == EpisodicKoopman(**{**defaults, **SMALL})._get_params()
     assert client.put("/v1/series/room-1.temp", json={"params": SMALL}).status_code == 200
     for name in ("b", "a", "c"):
         assert client.put(f"/v1/series/{name}").status_code == 201
@@ -51,12 +54,13 @@ def test_series_lifecycle(client):
     assert [s["id"] for s in client.get("/v1/series").json()["items"]] == ["a", "c", "room-1.temp"]
 
 
-def test_first_push_creates_a_series_with_library_defaults(client):
+def test_first_push_creates_a_series_with_the_model_defaults(client):
     response = client.post("/v1/series/fresh/observations", json=batch(wave(5)))
     assert response.status_code == 200
     assert response.json() == {"accepted": 5, "duplicates": 0, "last_t": 4.0, "n_observations": 5}
     info = client.get("/v1/series/fresh").json()
-    assert info["params"] == json.loads(json.dumps(EpisodicKoopman()._get_params()))
+    expected = EpisodicKoopman(**Settings().model_defaults)._get_params()
+    assert info["params"] == json.loads(json.dumps(expected))
     assert info["n_observations"] == 5 and info["applied"] == 5 and info["last_t"] == 4.0
 
 
@@ -235,3 +239,16 @@ def test_metrics_count_requests_ingest_and_recalls(client):
     ]
     assert recalls and float(recalls[0].split()[-1]) >= 1.0
     assert "episodic_koopman_series 1.0" in text
+
+
+def test_model_defaults_apply_to_new_series_under_their_own_params(make_client):
+    client = make_client(model_defaults={"capacity": 123, "episode_horizon": 12})
+    info = client.put("/v1/series/a", json={"params": {"episode_horizon": 6}}).json()
+    assert info["params"]["capacity"] == 123 and info["params"]["episode_horizon"] == 6
+    client.post("/v1/series/b/observations", json={"observations": [{"t": 0, "y": 1.0}]})
+    assert client.get("/v1/series/b").json()["params"]["capacity"] == 123
+
+
+def test_invalid_model_defaults_stop_the_server_at_start(make_client):
+    with pytest.raises(RuntimeError, match="MODEL_DEFAULTS"):
+        make_client(model_defaults={"capacity": 0})
