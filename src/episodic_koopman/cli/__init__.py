@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo
+from . import batch, demo
 
 app = typer.Typer(
     name="episodic-koopman",
@@ -24,7 +24,7 @@ def _root() -> None:
     """Online Koopman forecasting with an episodic memory of past operator fits."""
 
 
-for module in (demo,):
+for module in (demo, batch):
     module.register(app)
 
 
