@@ -100,7 +100,9 @@ class SeriesData:
 
     ``ds`` holds int64 nanoseconds for datetime timestamps and int64 or float64
     otherwise. ``problem`` is a message for a row-level defect found while reading
-    (an unparseable timestamp, a non-numeric target), which fails the series.
+    (an unparseable timestamp, a non-numeric target), which fails the series. ``tz``
+    is the time zone of timezone-aware timestamps (``ds`` is then UTC): calendar
+    spacings (days, months) are inferred on the local wall clock, across DST changes.
     """
 
     uid: Any
@@ -109,6 +111,7 @@ class SeriesData:
     y: np.ndarray
     rows: np.ndarray
     problem: str | None = None
+    tz: str | None = None
 
 
 @dataclass
@@ -167,7 +170,8 @@ def read_long(
             # Ids and timestamps are read as text: ids like "007" stay as written, and
             # timestamps are parsed below with row-level error messages.
             as_text = {c: str for c in (id_col or DEFAULT_ID, time_col) if c in header.columns}
-            frame = pd.read_csv(path, sep=sep, dtype=as_text, keep_default_na=True)
+            # round_trip: the values read are exactly the float64 values written.
+            frame = pd.read_csv(path, sep=sep, dtype=as_text, float_precision="round_trip")
         else:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
@@ -196,16 +200,26 @@ def _parse_times(column: Any) -> tuple[np.ndarray, np.ndarray, str, str | None]:
                 # Whole numbers (a step index, a year...) stay integers, so steps are exact.
                 values = np.where(missing, 0, values).astype(np.int64)
             return values, missing, "numeric", None
-        parsed = pd.to_datetime(text, errors="coerce")
-        if parsed.dt.tz is None and parsed[~missing].isna().any():
-            # Mixed offsets or formats: parse each value on its own, in UTC.
-            parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+        parsed = _to_datetime(text, missing)
     tz = None if parsed.dt.tz is None else str(parsed.dt.tz)
     if tz is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     unparsed = parsed.isna().to_numpy() & ~missing
     ns = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     return ns, unparsed | missing, "datetime", tz
+
+
+def _to_datetime(text: Any, missing: np.ndarray) -> Any:
+    """Parse timestamps: ISO 8601 (dates and date-times mixed), else per value."""
+    import pandas as pd
+
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    if not parsed[~missing].isna().any():
+        return parsed
+    try:
+        return pd.to_datetime(text, errors="coerce", format="mixed")
+    except ValueError:  # different UTC offsets: compare them in UTC
+        return pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
 
 
 def panel_from_frame(
@@ -271,7 +285,7 @@ def panel_from_frame(
                 f"series {_label(uid_value)}, row {rows[j]}: target {target_col!r} is "
                 f"{raw_y.iloc[j]!r}, not a number"
             )
-        series.append(SeriesData(uid_value, i, times[take], y[take], rows[take], problem))
+        series.append(SeriesData(uid_value, i, times[take], y[take], rows[take], problem, tz))
     return Panel(series, kind, tz, len(frame), problems)
 
 
@@ -284,6 +298,7 @@ class Step:
 
     delta: float | int | None = None
     freq: str | None = None
+    tz: str | None = None  # calendar frequencies step on this zone's wall clock
 
     def describe(self, kind: str) -> str:
         if self.freq is not None:
@@ -291,7 +306,8 @@ class Step:
         if kind == "datetime":
             import pandas as pd
 
-            return str(pd.Timedelta(int(self.delta)))  # type: ignore[arg-type]
+            delta = pd.Timedelta(int(self.delta))  # type: ignore[arg-type]
+            return pd.tseries.frequencies.to_offset(delta).freqstr
         return str(self.delta)
 
 
@@ -306,19 +322,26 @@ class Prepared:
     n_filled: int = 0
 
 
-def _fmt_time(value: Any, kind: str) -> str:
+def _fmt_time(value: Any, kind: str, tz: str | None = None) -> str:
     if kind == "datetime":
         import pandas as pd
 
-        return str(pd.Timestamp(int(value)))
+        stamp = pd.Timestamp(int(value))
+        if tz is not None:
+            stamp = stamp.tz_localize("UTC").tz_convert(tz)
+        return (
+            stamp.isoformat() if stamp.hour or stamp.minute or stamp.second else str(stamp.date())
+        )
     return str(value)
 
 
-def _calendar_grid(ds: np.ndarray) -> tuple[str, np.ndarray, np.ndarray] | None:
+def _calendar_grid(ds: np.ndarray, tz: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
     """A calendar frequency (monthly, yearly...) the timestamps lie on, its grid, positions."""
     import pandas as pd
 
     index = pd.DatetimeIndex(ds.astype("datetime64[ns]"))
+    if tz is not None:  # on the wall clock, a day is a day even across a DST change
+        index = index.tz_localize("UTC").tz_convert(tz)
     candidates = [pd.infer_freq(index)] if ds.size >= 3 else []
     for k in range(0, min(ds.size - 2, 30)):
         if candidates and candidates[-1]:
@@ -333,6 +356,8 @@ def _calendar_grid(ds: np.ndarray) -> tuple[str, np.ndarray, np.ndarray] | None:
             continue
         positions = grid.get_indexer(index)
         if grid.size and positions.min() >= 0:
+            if tz is not None:
+                grid = grid.tz_convert("UTC").tz_localize(None)
             return freq, grid.to_numpy(dtype="datetime64[ns]").astype(np.int64), positions
     return None
 
@@ -358,7 +383,7 @@ def infer_step(s: SeriesData, kind: str) -> tuple[Step, np.ndarray, np.ndarray]:
         j = int(np.argmax(diffs == 0))
         raise SeriesError(
             f"series {_label(s.uid)}, row {s.rows[j + 1]}: duplicated timestamp "
-            f"{_fmt_time(ds[j + 1], kind)} (also at row {s.rows[j]})"
+            f"{_fmt_time(ds[j + 1], kind, s.tz)} (also at row {s.rows[j]})"
         )
     values, counts = np.unique(diffs, return_counts=True)
     delta = values[np.argmax(counts)]  # the smallest of the most common differences
@@ -377,15 +402,15 @@ def infer_step(s: SeriesData, kind: str) -> tuple[Step, np.ndarray, np.ndarray]:
         grid = ds[0] + delta * np.arange(int(positions[-1]) + 1, dtype=ds.dtype)
         return step, grid, positions
     if kind == "datetime":
-        calendar = _calendar_grid(ds)
+        calendar = _calendar_grid(ds, s.tz)
         if calendar is not None:
-            return Step(freq=calendar[0]), calendar[1], calendar[2]
+            return Step(freq=calendar[0], tz=s.tz), calendar[1], calendar[2]
     j = int(np.argmax(~on_grid))
     spacing = Step(delta=delta.item()).describe(kind)
     raise SeriesError(
         f"series {_label(s.uid)}, row {s.rows[j + 1]}: irregular timestamp "
-        f"{_fmt_time(ds[j + 1], kind)} is off the series' regular spacing of {spacing} "
-        f"(previous timestamp {_fmt_time(ds[j], kind)}, row {s.rows[j]})"
+        f"{_fmt_time(ds[j + 1], kind, s.tz)} is off the series' regular spacing of {spacing} "
+        f"(previous timestamp {_fmt_time(ds[j], kind, s.tz)}, row {s.rows[j]})"
     )
 
 
@@ -408,7 +433,7 @@ def prepare_series(s: SeriesData, kind: str, missing: str = "error") -> Prepared
         raise ValueError(f"missing must be one of {list(MISSING)}, got {missing!r}")
     order = np.argsort(s.ds, kind="stable")
     if np.any(order[1:] < order[:-1]):
-        s = SeriesData(s.uid, s.index, s.ds[order], s.y[order], s.rows[order], s.problem)
+        s = SeriesData(s.uid, s.index, s.ds[order], s.y[order], s.rows[order], s.problem, s.tz)
     step, grid, positions = infer_step(s, kind)
     finite = np.isfinite(s.y)
     if not finite.any():
@@ -430,7 +455,7 @@ def prepare_series(s: SeriesData, kind: str, missing: str = "error") -> Prepared
             raise SeriesError(
                 f"series {_label(s.uid)}, after row {s.rows[np.searchsorted(positions, k) - 1]}: "
                 f"{n_gaps} missing timestamp(s) on its regular spacing of {step.describe(kind)} "
-                f"(first: {_fmt_time(grid[k], kind)}); choose a --missing policy "
+                f"(first: {_fmt_time(grid[k], kind, s.tz)}); choose a --missing policy "
                 "(ffill, interpolate, zero or drop)"
             )
         j = int(np.argmax(empty))
@@ -458,7 +483,12 @@ def future_timestamps(prepared: Prepared, horizon: int, kind: str) -> np.ndarray
     if step.freq is not None:
         import pandas as pd
 
-        grid = pd.date_range(pd.Timestamp(int(last)), periods=horizon + 1, freq=step.freq)
+        start = pd.Timestamp(int(last))
+        if step.tz is not None:
+            start = start.tz_localize("UTC").tz_convert(step.tz)
+        grid = pd.date_range(start, periods=horizon + 1, freq=step.freq)
+        if step.tz is not None:
+            grid = grid.tz_convert("UTC").tz_localize(None)
         return grid.to_numpy(dtype="datetime64[ns]").astype(np.int64)[1:]
     ahead = np.arange(1, horizon + 1)
     if isinstance(step.delta, int) and isinstance(last, int | np.integer):
