@@ -849,7 +849,7 @@ def _dask_map(
     tasks: list[tuple[Any, ...]],
     jobs: int,
     scheduler: str | None,
-    timeout: float = 30.0,
+    timeout: float,
 ) -> Iterator[tuple[int, Any]]:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -864,7 +864,7 @@ def _dask_map(
                 n_workers=max(1, jobs),
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # any free port: never clash with a running cluster
                 silence_logs=40,  # logging.ERROR
             )
             client = Client(cluster)
@@ -961,11 +961,13 @@ def forecast_panel(
     scheduler: str | None = None,
     chunk_size: int | None = None,
     initial_memory: str | Path | None = None,
+    connect_timeout: float = 10.0,
     on_progress: Callable[[int, list[SeriesResult]], None] | None = None,
 ) -> BatchResult:
     """Forecast every series of ``panel`` (see the module docstring for scopes and engines).
 
     ``on_progress(n_series, results)`` is called as each task finishes.
+    ``connect_timeout``: seconds to wait for a Dask scheduler given by address.
     """
     cfg.validate()
     if engine not in ENGINES:
@@ -1002,7 +1004,7 @@ def forecast_panel(
         tasks = [(g, panel.time_kind, cfg, p, initial) for p, g in enumerate(groups) if g]
         fn = forecast_partition
     if engine == "dask":
-        stream = _dask_map(fn, tasks, jobs, scheduler)
+        stream = _dask_map(fn, tasks, jobs, scheduler, connect_timeout)
     else:
         stream = _local_map(fn, tasks, jobs)
     by_index: dict[int, SeriesResult] = {}
@@ -1022,6 +1024,8 @@ def forecast_panel(
         for o in outputs:
             sources.update(o.sources)
     ordered = [by_index[s.index] for s in series]
+    if cfg.save_dir is not None:
+        write_model_index(Path(cfg.save_dir), ordered)
     return BatchResult(
         ordered,
         panel.time_kind,
@@ -1035,6 +1039,18 @@ def forecast_panel(
         sources,
         list(panel.problems),
     )
+
+
+def write_model_index(folder: Path, results: Sequence[SeriesResult]) -> None:
+    """``models.csv`` in ``folder``: which file holds which series' model."""
+    import csv
+
+    with open(folder / "models.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["unique_id", "file"])
+        for r in results:
+            if r.model_path is not None:
+                writer.writerow([r.uid, Path(r.model_path).name])
 
 
 def write_forecasts(frame: Any, output: str | Path | None) -> None:

@@ -83,6 +83,9 @@ def forecast(
     scheduler: str | None = typer.Option(
         None, help="Dask scheduler address tcp://HOST:PORT [default: a LocalCluster]."
     ),
+    timeout: float = typer.Option(
+        10.0, min=0.1, help="Seconds to wait for the Dask scheduler at --scheduler."
+    ),
     save_models: Annotated[
         Path | None, typer.Option(help="Write each fitted model into this folder.")
     ] = None,
@@ -156,6 +159,7 @@ def forecast(
                 jobs=jobs,
                 scheduler=scheduler,
                 initial_memory=memory_from,
+                connect_timeout=timeout,
                 on_progress=lambda n, _results: bar.advance(task, n),
             )
     except batch.BatchInputError as exc:
