@@ -591,7 +591,9 @@ def model_filename(uid: Any) -> str:
     """
     text = str(uid)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100]
-    if safe != text or safe.startswith(".") or not safe:
+    if safe.startswith("."):  # no hidden files
+        safe = "_" + safe[1:]
+    if safe != text or not safe:
         safe = f"{safe}-{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}"
     return f"{safe}.ekm"
 
