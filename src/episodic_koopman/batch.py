@@ -74,6 +74,7 @@ from .evaluation import coverage, mae, seasonal_naive_scale, smape
 from .forecaster import MAX_HORIZON, EpisodicKoopman
 from .memory import EpisodeMemory
 from .recall import key_dimension
+from .threads import single_threaded
 
 MISSING = ("error", "ffill", "interpolate", "zero", "drop")
 MEMORY_SCOPES = ("series", "shared")
@@ -661,7 +662,6 @@ def forecast_one(s: SeriesData, kind: str, cfg: BatchConfig) -> SeriesResult:
 
 def forecast_chunk(chunk: list[SeriesData], kind: str, cfg: BatchConfig) -> list[SeriesResult]:
     """`forecast_one` over a chunk of independent series (one worker task)."""
-    _ensure_pinned()
     return [forecast_one(s, kind, cfg) for s in chunk]
 
 
@@ -698,7 +698,6 @@ def forecast_partition(
     learns its value; a series whose spacing differs from the others simply has
     fewer ticks. ``initial`` (a memory state) is the memory the partition starts from.
     """
-    _ensure_pinned()
     memory = new_memory(cfg.params)
     if initial is not None:
         memory.set_state(*initial)
@@ -833,15 +832,17 @@ def _local_map(
 ) -> Iterator[tuple[int, Any]]:
     """``(task index, result)`` as tasks finish, in ``jobs`` processes (or here)."""
     if jobs <= 1:
-        for i, args in enumerate(tasks):
-            yield i, fn(*args)
+        # In the caller's process: limit threads for the run only, not for good.
+        with single_threaded():
+            for i, args in enumerate(tasks):
+                yield i, fn(*args)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: forking a process that has started OpenMP or BLAS threads can hang.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+        futures = {pool.submit(_apply, fn, list(args)): i for i, args in enumerate(tasks)}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
@@ -852,6 +853,7 @@ def _dask_map(
     jobs: int,
     scheduler: str | None,
     timeout: float,
+    info: dict[str, Any],
 ) -> Iterator[tuple[int, Any]]:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -877,6 +879,7 @@ def _dask_map(
             cluster.close()
         raise BatchInputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
+        info["workers"] = len(client.scheduler_info()["workers"])
         # Scatter the data first: each task then ships a small reference, not its series.
         payloads = client.scatter([list(args) for args in tasks])
         futures = [
@@ -894,6 +897,8 @@ def _dask_map(
 
 
 def _apply(fn: Callable[..., Any], args: list[Any]) -> Any:
+    """Run a task in a worker process, whose threads are pinned once and for all."""
+    _ensure_pinned()
     return fn(*args)
 
 
@@ -979,8 +984,6 @@ def forecast_panel(
     if cfg.save_dir is not None:
         Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if engine == "local" and jobs == 1:
-        _ensure_pinned()
     initial = None
     if initial_memory is not None:
         if cfg.scope != "shared":
@@ -1005,8 +1008,9 @@ def forecast_panel(
         groups = [series[p::partitions] for p in range(partitions)]
         tasks = [(g, panel.time_kind, cfg, p, initial) for p, g in enumerate(groups) if g]
         fn = forecast_partition
+    info: dict[str, Any] = {}  # what the engine found out (Dask: the number of workers)
     if engine == "dask":
-        stream = _dask_map(fn, tasks, jobs, scheduler, connect_timeout)
+        stream = _dask_map(fn, tasks, jobs, scheduler, connect_timeout, info)
     else:
         stream = _local_map(fn, tasks, jobs)
     by_index: dict[int, SeriesResult] = {}
@@ -1034,7 +1038,7 @@ def forecast_panel(
         panel.tz,
         time.perf_counter() - started,
         engine,
-        workers,
+        info.get("workers", workers),
         cfg.scope,
         partitions,
         memory,
@@ -1132,7 +1136,6 @@ def panel_backtest(
         groups["old"] = [i for i, o in enumerate(offsets) if o == 0]
     end = max(o + v.size for o, v in zip(offsets, values, strict=True))
     scores: dict[str, dict[str, dict[str, float]]] = {}
-    _ensure_pinned()
     for scope in scopes:
         if scope not in MEMORY_SCOPES:
             raise ValueError(f"scope must be one of {list(MEMORY_SCOPES)}, got {scope!r}")
@@ -1144,18 +1147,19 @@ def panel_backtest(
         preds = [np.empty((o.size, horizon, 3)) for o in origins]
         recalls = [0] * len(values)
         next_origin = [0] * len(values)
-        for t in range(end):
-            for i, model in enumerate(models):
-                k = t - offsets[i]
-                if not 0 <= k < values[i].size:
-                    continue
-                model.learn_one(float(values[i][k]))
-                j = next_origin[i]
-                if j < origins[i].size and origins[i][j] == k:
-                    f = model.predict(horizon, level=level)
-                    preds[i][j] = np.stack([f.mean, f.lower, f.upper], axis=1)
-                    recalls[i] += int(f.recall_applied)
-                    next_origin[i] += 1
+        with single_threaded():
+            for t in range(end):
+                for i, model in enumerate(models):
+                    k = t - offsets[i]
+                    if not 0 <= k < values[i].size:
+                        continue
+                    model.learn_one(float(values[i][k]))
+                    j = next_origin[i]
+                    if j < origins[i].size and origins[i][j] == k:
+                        f = model.predict(horizon, level=level)
+                        preds[i][j] = np.stack([f.mean, f.lower, f.upper], axis=1)
+                        recalls[i] += int(f.recall_applied)
+                        next_origin[i] += 1
         per_series = []
         for i, v in enumerate(values):
             truth = np.stack([v[o + 1 : o + 1 + horizon] for o in origins[i]])

@@ -164,6 +164,8 @@ def forecast(
             )
     except batch.BatchInputError as exc:
         raise _fail(err, str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(err, "interrupted", 130) from None
     if result.done:
         try:
             batch.write_forecasts(result.frame(), output)
