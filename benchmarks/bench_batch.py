@@ -7,15 +7,16 @@ One command runs everything and prints one table:
 
 The synthetic file (hourly series with daily and weekly cycles whose amplitudes
 switch, each at its own level and scale) is written once as Parquet. Each
-configuration runs as its own process, timed from start to end (reading the file and
-writing the forecasts included), while the resident memory of the process and all
-its children is sampled every 0.2 s; "peak MB" is the largest total seen. The
-configurations are ``--jobs 1``, ``--jobs 2`` and ``--engine dask`` (a
-``LocalCluster`` of 2 single-threaded worker processes), then statsforecast's
-``AutoETS(season_length=24)`` on the same file (``n_jobs=2``) when statsforecast is
-installed. AutoETS takes about 0.6 s per series here; ``--peer-series M`` runs it on
-the file's first M series only (its throughput is per series, so it is comparable).
-The forecasts of the three episodic-koopman runs are checked to be identical.
+configuration runs as its own process, timed from start to end (reading the file
+and writing the forecasts included), while the resident memory of the process and
+all its children is sampled every 0.2 s: "peak MB" is the largest total seen, and
+"CPU s/series" the CPU time of all its processes per series. The configurations are
+``--jobs 1``, ``--jobs 2`` and ``--engine dask`` (a ``LocalCluster`` of 2
+single-threaded worker processes), then statsforecast's ``AutoETS(season_length=24)``
+on the same file (``n_jobs=2``) when statsforecast is installed. AutoETS takes about
+0.2-0.6 s per series here; ``--peer-series M`` runs it on the file's first M series
+only (its throughput is per series, so it is comparable). The forecasts of the three
+episodic-koopman runs are checked to be identical.
 """
 
 from __future__ import annotations
@@ -69,12 +70,21 @@ def make_file(path: Path, n_series: int, length: int, seed: int = 0) -> None:
 
 
 def run_measured(command: list[str]) -> dict[str, float]:
-    """Run ``command``; wall seconds and the peak total RSS of its process tree (MB)."""
+    """Run ``command``: wall seconds, CPU seconds and peak total RSS (MB) of its process tree.
+
+    CPU seconds (user + system, every process of the tree) do not depend on what else
+    runs on the machine, unlike wall seconds: on a shared machine they are the fairer
+    measure of cost.
+    """
+    import resource
+
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
+    cpu: dict[int, float] = {}  # latest CPU seconds seen per process of the tree
     done = threading.Event()
 
     def sample() -> None:
@@ -89,6 +99,8 @@ def run_measured(command: list[str]) -> dict[str, float]:
                 for p in [root, *root.children(recursive=True)]:
                     try:
                         total += p.memory_info().rss
+                        times = p.cpu_times()
+                        cpu[p.pid] = times.user + times.system
                     except psutil.NoSuchProcess:
                         pass
             except psutil.NoSuchProcess:
@@ -104,7 +116,13 @@ def run_measured(command: list[str]) -> dict[str, float]:
     sampler.join()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.decode()[-3000:]}")
-    return {"seconds": seconds, "peak_mb": peak / 2**20}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    waited = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": max(waited, sum(cpu.values())),
+        "peak_mb": peak / 2**20,
+    }
 
 
 def autoets_main(path: str, out: str, n_series: int, n_jobs: int) -> None:
@@ -194,7 +212,7 @@ def main() -> None:
     )
     header = (
         f"{'configuration':58} {'series':>7} {'seconds':>9} {'series/s':>9} "
-        f"{'ratio':>6} {'peak MB':>8}"
+        f"{'ratio':>6} {'CPU s/series':>12} {'peak MB':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -204,9 +222,10 @@ def main() -> None:
         r["series_per_s"], r["ratio"] = rate, ratio
         print(
             f"{r['label']:58} {r['series']:>7} {r['seconds']:>9.1f} {rate:>9.2f} "
-            f"{ratio:>6.2f} {r['peak_mb']:>8.0f}"
+            f"{ratio:>6.2f} {r['cpu_seconds'] / r['series']:>12.3f} {r['peak_mb']:>8.0f}"
         )
     print("ratio: series/s relative to the first row (jobs 1 when it ran)")
+    print("CPU s/series: user + system seconds of every process of the run, per series")
     if identical is not None:
         print(f"episodic-koopman forecasts identical across engines: {identical}")
     if args.json:
