@@ -1004,6 +1004,12 @@ def forecast_panel(
         fn: Callable[..., Any] = forecast_chunk
         partitions = None
     else:
+        if cfg.partitions is None and engine == "dask" and scheduler is not None:
+            # The cluster's size is not ours to guess, and results depend on partitions.
+            raise BatchInputError(
+                "with --scheduler, give --partitions for the shared scope (for example the "
+                "number of worker processes): results depend on it"
+            )
         partitions = cfg.partitions or workers
         groups = [series[p::partitions] for p in range(partitions)]
         tasks = [(g, panel.time_kind, cfg, p, initial) for p, g in enumerate(groups) if g]

@@ -75,3 +75,11 @@ def test_an_unreachable_scheduler_is_a_clear_error(cli, write):
     result = cli("forecast", path, "-h", 2, *args, *SMALL_ARGS)
     assert result.exit_code == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
+
+
+def test_shared_scope_on_a_cluster_needs_explicit_partitions(panel):
+    from episodic_koopman.batch import BatchInputError
+
+    cfg = BatchConfig(horizon=2, params=SMALL, scope="shared")
+    with pytest.raises(BatchInputError, match="give --partitions"):
+        forecast_panel(panel, cfg, engine="dask", scheduler="tcp://127.0.0.1:9")
