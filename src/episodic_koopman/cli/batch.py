@@ -335,10 +335,18 @@ def draw(model: Any, episodes: list[dict[str, Any]], path: Path) -> None:
         )
         error = np.array([e["mae"] for e in episodes])
         sources = sorted({e["source"] for e in episodes})
-        if len(sources) > 1:  # a shared memory: colour by series
+        if 1 < len(sources) <= 10:  # a shared memory: one colour per series
+            source = np.array([e["source"] for e in episodes])
+            for k, s in enumerate(sources):
+                mine = source == s
+                right.scatter(
+                    origin[mine], period[mine], s=12, color=f"C{k}", label=f"source {k + 1}"
+                )
+            right.legend(title="stored by series", fontsize="small", markerscale=1.5)
+        elif len(sources) > 10:
             colour = np.array([sources.index(e["source"]) for e in episodes])
-            points = right.scatter(origin, period, c=colour, s=12, cmap="tab20")
-            fig.colorbar(points, ax=right, label="series (source)")
+            points = right.scatter(origin, period, c=colour, s=12, cmap="turbo")
+            fig.colorbar(points, ax=right, label=f"series (of {len(sources)})")
         else:
             points = right.scatter(origin, period, c=error, s=12, cmap="viridis")
             fig.colorbar(points, ax=right, label="episode forecast MAE")
