@@ -73,7 +73,6 @@ import numpy as np
 from .evaluation import coverage, mae, seasonal_naive_scale, smape
 from .forecaster import MAX_HORIZON, EpisodicKoopman
 from .memory import EpisodeMemory
-from .recall import key_dimension
 from .threads import single_threaded
 
 MISSING = ("error", "ffill", "interpolate", "zero", "drop")
@@ -667,10 +666,12 @@ def forecast_chunk(chunk: list[SeriesData], kind: str, cfg: BatchConfig) -> list
 
 def new_memory(params: dict[str, Any]) -> EpisodeMemory:
     """An empty memory that univariate models built with ``params`` can share."""
-    model = EpisodicKoopman(**params)
-    d = model.delays
-    dim = key_dimension(model.max_rank, min(model.mode_delays, d), d)
-    return EpisodeMemory(dim, capacity=model.capacity, hnsw_threshold=model.hnsw_threshold)
+    # The key length is the model's business (it depends on several parameters): ask a
+    # throwaway model, which builds its own memory on its first observation.
+    probe = EpisodicKoopman(**params)
+    probe.learn_one(0.0)
+    dim = probe._memory.dim  # type: ignore[union-attr]
+    return EpisodeMemory(dim, capacity=probe.capacity, hnsw_threshold=probe.hnsw_threshold)
 
 
 @dataclass
@@ -680,7 +681,7 @@ class PartitionOutput:
     results: list[SeriesResult]
     keys: np.ndarray
     records: dict[str, np.ndarray]
-    completed_at: np.ndarray  # timestamp at which each episode's horizon passed
+    completed_at: np.ndarray  # timestamp at which each episode's horizon passed (ds encoding)
     partition: int
     sources: dict[int, Any]
 
@@ -744,7 +745,7 @@ def forecast_partition(
             grids[int(src)][min(int(o) + horizon, grids[int(src)].size - 1)]
             for src, o in zip(records.get("source", []), records.get("origin", []), strict=True)
         ],
-        dtype=np.float64,
+        dtype=times.dtype if live else np.float64,  # int64 ns stay exact
     )
     return PartitionOutput(
         [results[s.index] for s in chunk],
@@ -775,7 +776,9 @@ def merge_memories(
     if initial is not None:
         merged.set_state(*initial)
     entries = [
-        (float(t), out.partition, i, out) for out in outputs for i, t in enumerate(out.completed_at)
+        (t, out.partition, i, out)
+        for out in outputs
+        for i, t in enumerate(out.completed_at.tolist())
     ]
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     for _, _, i, out in entries:

@@ -62,10 +62,16 @@ def test_a_partition_learns_its_series_interleaved_in_time():
         expected = models[r.uid].predict(5, level=0.9)
         np.testing.assert_array_equal(r.mean, expected.mean)
         np.testing.assert_array_equal(r.upper, expected.upper)
-    # every episode of every series went to the one memory, in order of completion
+    # every episode of every series went to the one memory, and each is dated by the
+    # timestamp of its own series at which its horizon passed
     assert out.keys.shape[0] == memory.next_id
     assert set(out.records["source"].tolist()) == {source_id(u) for u in ("s0", "s1", "s2")}
-    assert np.all(np.diff(out.completed_at) >= 0)
+    horizon = EpisodicKoopman(**SMALL).episode_horizon
+    for uid in ("s0", "s1", "s2"):
+        days = frame.loc[frame["unique_id"] == uid, "ds"].astype("int64").to_numpy()
+        mine = out.records["source"] == source_id(uid)
+        expected = days[out.records["origin"][mine] + horizon]
+        np.testing.assert_array_equal(out.completed_at[mine], expected)
 
 
 def test_partitions_are_merged_in_order_of_completion():
