@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-service bench-accuracy demo clean
+.PHONY: serve test lint bench bench-core bench-service bench-accuracy bench-batch bench-shared demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,24 @@ demo: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 
+bench-accuracy: $(STAMP)
+	$(BIN)/python -c "import statsforecast" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[peers]'
+	$(BIN)/python benchmarks/bench_accuracy.py
+
 bench-service: $(STAMP)
 	$(BIN)/python benchmarks/bench_service.py
 
-bench: bench-core bench-accuracy bench-service
+# 10^4 series x 1,000 (a long run: over an hour on 2 cores); N=200 for a quick one.
+# The AutoETS row needs statsforecast (the peers extra), installed here if missing.
+N ?= 10000
+bench-batch: $(STAMP)
+	$(BIN)/python -c "import statsforecast" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[peers]'
+	$(BIN)/python benchmarks/bench_batch.py --n-series $(N)
+
+bench-shared: $(STAMP)
+	$(BIN)/python benchmarks/bench_shared.py
+
+bench: bench-core bench-accuracy bench-service bench-shared
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
-
-bench-accuracy: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[peers]'
-	$(BIN)/python benchmarks/bench_accuracy.py

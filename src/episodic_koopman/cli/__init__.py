@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import backtest, data, demo, serve
+from . import backtest, batch, data, demo, serve
 
 app = typer.Typer(
     name="episodic-koopman",
@@ -24,7 +24,7 @@ def _root() -> None:
     """Online Koopman forecasting with an episodic memory of past operator fits."""
 
 
-for module in (demo, backtest, data, serve):
+for module in (demo, backtest, data, serve, batch):
     module.register(app)
 
 
