@@ -189,3 +189,28 @@ def test_episodes_keep_normalised_mode_shapes_even_when_matching_ignores_them(si
         np.testing.assert_allclose(norm_row[rank:], 0.0)
     # Keys leave modes out: eigenvalue block plus state only.
     assert model._memory.dim == 2 * model.max_rank + 16
+
+
+def test_min_observations_is_when_the_first_fit_happens():
+    for params in (
+        dict(delays=8, window=32),
+        dict(delays=16, window=20),
+        dict(delays=3, window=500),
+    ):
+        model = EpisodicKoopman(**params)
+        for k in range(model.min_observations - 1):
+            model.learn_one(float(np.sin(k)))
+        assert not model.is_fitted
+        model.learn_one(1.0)
+        assert model.is_fitted
+
+
+def test_new_memory_fits_models_of_those_parameters():
+    model = EpisodicKoopman(delays=8, window=32, state_delays=12, mode_weight=0.5)
+    for n_channels in (1, 3):
+        memory = model.new_memory(n_channels)
+        user = model.clone()
+        user.attach_memory(memory)
+        rows = [{f"c{j}": float(np.sin(0.3 * k + j)) for j in range(n_channels)} for k in range(80)]
+        user.learn_many(rows if n_channels > 1 else [r["c0"] for r in rows])
+        assert user.memory_size > 0

@@ -554,20 +554,9 @@ class SeriesResult:
     model_path: str | None = None
 
 
-_min_length_cache: dict[str, int] = {}
-
-
 def min_observations(params: dict[str, Any]) -> int:
-    """Observations a model with ``params`` needs before its first fit (probed, not assumed)."""
-    key = json.dumps(params, sort_keys=True, default=str)
-    if key not in _min_length_cache:
-        model = EpisodicKoopman(**{**params, "memory": False})
-        n = 0
-        while not model.is_fitted and n < 10_000_000:
-            model.learn_one(math.sin(0.7 * n) + 0.01 * n)
-            n += 1
-        _min_length_cache[key] = n
-    return _min_length_cache[key]
+    """Observations a model with ``params`` needs before its first fit."""
+    return EpisodicKoopman(**params).min_observations
 
 
 _pinned = False
@@ -666,12 +655,7 @@ def forecast_chunk(chunk: list[SeriesData], kind: str, cfg: BatchConfig) -> list
 
 def new_memory(params: dict[str, Any]) -> EpisodeMemory:
     """An empty memory that univariate models built with ``params`` can share."""
-    # The key length is the model's business (it depends on several parameters): ask a
-    # throwaway model, which builds its own memory on its first observation.
-    probe = EpisodicKoopman(**params)
-    probe.learn_one(0.0)
-    dim = probe._memory.dim  # type: ignore[union-attr]
-    return EpisodeMemory(dim, capacity=probe.capacity, hnsw_threshold=probe.hnsw_threshold)
+    return EpisodicKoopman(**params).new_memory()
 
 
 @dataclass

@@ -623,6 +623,26 @@ class EpisodicKoopman(Forecaster):
         w = self._mixture.weights(available, self.episode_horizon)
         return {name: w[i].tolist() for i, name in enumerate(self._expert_names)}
 
+    @property
+    def min_observations(self) -> int:
+        """Observations needed before the first fit (until then, forecasts are the last value)."""
+        return self.delays + self._min_pairs
+
+    def new_memory(self, n_channels: int = 1) -> EpisodeMemory:
+        """An empty memory that models with these parameters (and channel count) can share.
+
+        >>> from episodic_koopman import EpisodicKoopman
+        >>> a, b = EpisodicKoopman(delays=8, window=32), EpisodicKoopman(delays=8, window=32)
+        >>> shared = a.new_memory()
+        >>> a.attach_memory(shared, source=0); b.attach_memory(shared, source=1)
+        """
+        v.check_positive_int("n_channels", n_channels, 1, MAX_FEATURES)
+        return EpisodeMemory(
+            self._key_dimension(n_channels),
+            capacity=self.capacity,
+            hnsw_threshold=self.hnsw_threshold,
+        )
+
     def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:
         """Store episodes in, and recall them from, ``memory``: possibly shared by many models.
 
