@@ -170,8 +170,7 @@ def read_long(
             # Ids and timestamps are read as text: ids like "007" stay as written, and
             # timestamps are parsed below with row-level error messages.
             as_text = {c: str for c in (id_col or DEFAULT_ID, time_col) if c in header.columns}
-            # round_trip: the values read are exactly the float64 values written.
-            frame = pd.read_csv(path, sep=sep, dtype=as_text, float_precision="round_trip")
+            frame = pd.read_csv(path, sep=sep, dtype=as_text, **exact_floats())
         else:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
@@ -335,6 +334,30 @@ def _fmt_time(value: Any, kind: str, tz: str | None = None) -> str:
     return str(value)
 
 
+def exact_floats() -> dict[str, str]:
+    """``read_csv`` arguments under which the floats read are exactly those written.
+
+    pandas 3 parses floats exactly by default and deprecates ``float_precision``;
+    pandas 2 needs ``"round_trip"`` for it.
+    """
+    import pandas as pd
+
+    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def _infer_freq(index: Any) -> str | None:
+    """``pd.infer_freq`` as a string on pandas 2 and 3 (which moves it to an offset)."""
+    import pandas as pd
+
+    try:
+        pd.get_option("future.infer_freq_returns_offset")
+    except (KeyError, pd.errors.OptionError):
+        return pd.infer_freq(index)
+    with pd.option_context("future.infer_freq_returns_offset", True):
+        offset = pd.infer_freq(index)
+    return None if offset is None else offset.freqstr
+
+
 def _calendar_grid(ds: np.ndarray, tz: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
     """A calendar frequency (monthly, yearly...) the timestamps lie on, its grid, positions."""
     import pandas as pd
@@ -342,11 +365,11 @@ def _calendar_grid(ds: np.ndarray, tz: str | None) -> tuple[str, np.ndarray, np.
     index = pd.DatetimeIndex(ds.astype("datetime64[ns]"))
     if tz is not None:  # on the wall clock, a day is a day even across a DST change
         index = index.tz_localize("UTC").tz_convert(tz)
-    candidates = [pd.infer_freq(index)] if ds.size >= 3 else []
+    candidates = [_infer_freq(index)] if ds.size >= 3 else []
     for k in range(0, min(ds.size - 2, 30)):
         if candidates and candidates[-1]:
             break
-        candidates.append(pd.infer_freq(index[k : k + 3]))
+        candidates.append(_infer_freq(index[k : k + 3]))
     for freq in candidates:
         if not freq:
             continue

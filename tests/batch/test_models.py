@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from episodic_koopman import EpisodicKoopman
-from episodic_koopman.batch import model_filename
+from episodic_koopman.batch import exact_floats, model_filename
 
 from .conftest import SMALL_ARGS, long_frame
 
@@ -24,7 +24,7 @@ def test_saved_models_reproduce_the_forecasts(cli, write, tmp_path):
     assert index == {uid: model_filename(uid) for uid in ("a/b", "plain", ".hidden")}
     assert index["plain"] == "plain.ekm" and "/" not in index["a/b"]
     assert not index[".hidden"].startswith(".")
-    forecasts = pd.read_csv(out, float_precision="round_trip")  # the CSV holds exact floats
+    forecasts = pd.read_csv(out, **exact_floats())  # the CSV holds exact floats
     for uid, name in index.items():
         model = EpisodicKoopman.load(models / name)
         assert model.n_observations == 150

@@ -68,7 +68,8 @@ def test_a_partition_learns_its_series_interleaved_in_time():
     assert set(out.records["source"].tolist()) == {source_id(u) for u in ("s0", "s1", "s2")}
     horizon = EpisodicKoopman(**SMALL).episode_horizon
     for uid in ("s0", "s1", "s2"):
-        days = frame.loc[frame["unique_id"] == uid, "ds"].astype("int64").to_numpy()
+        stamps = frame.loc[frame["unique_id"] == uid, "ds"]
+        days = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # any pandas unit
         mine = out.records["source"] == source_id(uid)
         expected = days[out.records["origin"][mine] + horizon]
         np.testing.assert_array_equal(out.completed_at[mine], expected)
