@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     EPISODIC_KOOPMAN_DATA_DIR=/data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY service ./service
 RUN pip install '.[service]'

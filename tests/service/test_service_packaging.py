@@ -89,3 +89,14 @@ def test_replay_streams_a_csv_and_prints_live_forecasts(live_server, tmp_path):
     # A second replay is idempotent: every row is a duplicate.
     again = CliRunner().invoke(app, [*shlex.split(args), "--every", "100"])
     assert "0 accepted, 120 duplicates" in again.output
+
+
+def test_dockerfile_copies_everything_the_package_build_reads():
+    """pip install in the image fails if the readme or a licence file was not copied."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = {project["readme"], *project.get("license-files", []), "pyproject.toml", "src"}
+    copied = set()
+    for name, rest in dockerfile_instructions():
+        if name == "COPY":
+            copied.update(p.rstrip("/").removeprefix("./") for p in shlex.split(rest)[:-1])
+    assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
