@@ -50,11 +50,14 @@ class Settings(BaseSettings):
     apply_defer_seconds: float = Field(
         0.002,
         ge=0,
-        description="While pushes are in flight, the apply worker sleeps this long before each "
-        "slice (acknowledgements first; the models catch up when ingestion pauses).",
+        description="While pushes are in flight, the apply worker polls this often for the "
+        "moment it may run (acknowledgements first).",
     )
-    apply_defer_max: int = Field(
-        4, ge=0, description="At most this many sleeps per slice, so models never starve."
+    apply_max_lag: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a model may lag its acknowledged observations while pushes are in "
+        "flight; past it (or as soon as a reader waits on the series) the model catches up.",
     )
     read_your_writes_timeout: float = Field(
         30.0, gt=0, description="Seconds a read waits for acknowledged observations (503 after)."

@@ -280,6 +280,7 @@ class Chunk:
     start: int
     values: np.ndarray  # (n, c) float64
     keys: list[TimeKey]
+    committed_at: float = field(default_factory=time.monotonic)  # bounds the models' lag
 
     @property
     def end(self) -> int:

@@ -1,0 +1,53 @@
+"""Who gets the CPU: acknowledgements first, but a reader or a lagging model never waits long."""
+
+from __future__ import annotations
+
+import time
+
+from service_helpers import SMALL, batch, wave
+
+
+def start(make_client, **overrides):
+    client = make_client(**overrides)
+    registry, _ = client.app.state.service.live
+    client.put("/v1/series/s", json={"params": SMALL})
+    return client, registry
+
+
+def test_a_model_waits_while_pushes_are_in_flight_until_a_reader_comes(make_client):
+    client, registry = start(make_client, apply_max_lag=3600.0)
+    registry.pushes_in_flight += 1  # another client's push that never ends
+    try:
+        assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
+        time.sleep(0.3)
+        series = registry.catalog["s"]
+        assert series.applied == 0 and registry.backlog == 60  # acknowledged, not yet applied
+        forecast = client.get("/v1/series/s/forecast", params={"horizon": 3})
+        assert forecast.status_code == 200  # read-your-writes: the reader is served at once
+        assert series.applied == 60 and registry.backlog == 0
+    finally:
+        registry.pushes_in_flight -= 1
+
+
+def test_a_lagging_model_catches_up_under_endless_pushes(make_client):
+    client, registry = start(make_client, apply_max_lag=0.05)
+    registry.pushes_in_flight += 1
+    try:
+        assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
+        series = registry.catalog["s"]
+        deadline = time.monotonic() + 30
+        while series.applied < 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert series.applied == 60
+    finally:
+        registry.pushes_in_flight -= 1
+
+
+def test_with_no_push_in_flight_models_apply_at_once(make_client):
+    client, registry = start(make_client, apply_max_lag=3600.0)
+    assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
+    series = registry.catalog["s"]
+    deadline = time.monotonic() + 30
+    while series.applied < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert series.applied == 60
