@@ -130,3 +130,13 @@ def serve_command(port: int, data_dir: Path) -> list[str]:
 _MAIN = (
     "import sys; from episodic_koopman.cli import main; sys.argv[0] = 'episodic-koopman'; main()"
 )
+
+
+def wait_for(condition, timeout: float = 20.0) -> bool:
+    """Poll a condition (the server works asynchronously); bounded, not a timing check."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

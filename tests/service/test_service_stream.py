@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wave
+from service_helpers import (
+    SMALL,
+    assert_same_forecast,
+    batch,
+    reference_forecast,
+    wait_for,
+    wave,
+)
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
@@ -32,16 +38,6 @@ def next_event(events: Iterator[tuple[str, Any]], kind: str = "forecast") -> Any
         if event == kind:
             return data
     raise AssertionError(f"stream ended before a {kind} event")
-
-
-def wait_for(condition, timeout: float = 20.0) -> bool:
-    """Poll a condition (the server frees resources asynchronously); bounded, not a timing check."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_a_forecast_event_follows_every_accepted_batch(live_server):
