@@ -147,6 +147,7 @@ class Registry:
         self._restoring: set[str] = set()
         self.streams = 0
         self.pushes_in_flight = 0  # changed on the event loop; read by apply workers
+        self.readers_waiting = 0  # the same: reads waiting for their models (read-your-writes)
         self.closing = False
         self.metrics.series.set(len(self.catalog))
         # Snapshots of incarnations that no longer exist (deleted or reconfigured series).
@@ -302,12 +303,13 @@ class Registry:
 
         In one process the GIL lets either pushes or ``learn_one`` run; the acknowledgement
         rate drops threefold when they interleave. A series' model waits while pushes are in
-        flight, unless a reader waits on it (read-your-writes) or its oldest unapplied
-        observation is older than ``apply_max_lag``. Sustained ingestion beyond what models
+        flight, unless a read waits for a model (read-your-writes: the worker may stand
+        between that read and its series) or its oldest unapplied observation is older than
+        ``apply_max_lag``. Sustained ingestion beyond what models
         can apply ends in 503s from ``max_apply_backlog``, never in unbounded lag.
         """
         max_lag = self.settings.apply_max_lag
-        while self.pushes_in_flight and not series.waiters and not self.closing:
+        while self.pushes_in_flight and not self.readers_waiting and not self.closing:
             with series.pending_lock:
                 oldest = series.pending[0].committed_at if series.pending else None
             if oldest is None or time.monotonic() - oldest >= max_lag:
@@ -467,6 +469,7 @@ class Registry:
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
         series.waiters.append(waiter)
+        self.readers_waiting += 1
         try:
             self.schedule(series)  # a model not restored yet (no preload) is restored now
             if series.caught_up():  # the worker may have finished before the waiter existed
@@ -482,6 +485,7 @@ class Registry:
                 ) from None
         finally:
             series.waiters.remove(waiter)
+            self.readers_waiting -= 1
         self._check_usable(series)
 
     def _check_usable(self, series: Series) -> None:

@@ -29,6 +29,23 @@ def test_a_model_waits_while_pushes_are_in_flight_until_a_reader_comes(make_clie
         registry.pushes_in_flight -= 1
 
 
+def test_a_reader_of_another_series_is_not_stuck_behind_a_waiting_model(make_client):
+    """One apply worker: while it holds back series s, a read of series t must still pass."""
+    client, registry = start(make_client, apply_max_lag=3600.0, read_your_writes_timeout=20.0)
+    client.put("/v1/series/t", json={"params": SMALL})
+    registry.pushes_in_flight += 1
+    try:
+        assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
+        assert client.post("/v1/series/t/observations", json=batch(wave(40))).status_code == 200
+        time.sleep(0.3)
+        assert registry.catalog["t"].applied == 0  # queued behind s's waiting task
+        forecast = client.get("/v1/series/t/forecast", params={"horizon": 3})
+        assert forecast.status_code == 200
+        assert registry.catalog["t"].applied == 40
+    finally:
+        registry.pushes_in_flight -= 1
+
+
 def test_a_lagging_model_catches_up_under_endless_pushes(make_client):
     client, registry = start(make_client, apply_max_lag=0.05)
     registry.pushes_in_flight += 1
