@@ -345,11 +345,7 @@
     if (forecast) {
       $("forecast-n").textContent = String(forecast.n_observations);
       $("fact-last-t").textContent = fmtT(forecast.last_t);
-      $("fact-mode").textContent = forecast.fallback
-        ? "warming up (last value)"
-        : forecast.recall_applied
-          ? `memory + operator, ${pct(forecast.level)} interval`
-          : `operator only, ${pct(forecast.level)} interval`;
+      $("fact-mode").textContent = forecastMode(forecast);
     }
     if (item) {
       $("fact-memory").textContent = item.memory_size === null ? "…" : `${item.memory_size} episodes`;
@@ -357,6 +353,13 @@
         ? "–"
         : `${pct(item.coverage)} at ${pct(item.level)}`;
     }
+  }
+
+  function forecastMode(forecast) {
+    if (forecast.n_observations === 0) return "no observations yet";
+    if (forecast.fallback) return "warming up (last value)";
+    const source = forecast.recall_applied ? "memory + operator" : "operator only";
+    return `${source}, ${pct(forecast.level)} interval`;
   }
 
   // ------------------------------------------------------------------ the forecast chart
@@ -514,8 +517,10 @@
     const recalled = [...forecast.recalled].sort((a, b) => b.weight - a.weight);
     const drawn = new Set(top.map((e) => e.id));
     if (!recalled.length) {
-      $("episodes-note").textContent = forecast.fallback
-        ? "The model is still warming up."
+      $("episodes-note").textContent = forecast.n_observations === 0
+        ? "No observations yet."
+        : forecast.fallback
+          ? "The model is still warming up: it fits once it has 3 × delays observations."
         : "No stored episode is close enough to the present: the operator forecasts alone.";
       return;
     }
