@@ -6,6 +6,7 @@
 (() => {
   const KEY_STORAGE = "episodic-koopman.api-key";
   const LIST_REFRESH_MS = 5000;
+  const LIST_LIMIT = 200;
   // The chart overlays the most-weighted episodes (negligible ones would only add noise);
   // the panel lists every recalled episode.
   const TOP_EPISODES = 4;
@@ -89,7 +90,7 @@
   async function refreshList() {
     clearTimeout(listTimer);
     try {
-      const page = await api("/v1/overview?limit=1000");
+      const page = await api(`/v1/overview?limit=${LIST_LIMIT}`);
       overview = new Map(page.items.map((item) => [item.id, item]));
       renderList(page);
       if (current) renderFacts();
@@ -107,7 +108,8 @@
   function renderList(page) {
     const body = $("series-table").tBodies[0];
     body.replaceChildren();
-    $("series-total").textContent = page.total ? `(${page.total})` : "";
+    const shown = page.items.length < page.total ? `first ${page.items.length} of ` : "";
+    $("series-total").textContent = page.total ? `(${shown}${page.total})` : "";
     $("series-empty").hidden = page.total > 0;
     for (const item of page.items) {
       const row = body.insertRow();
@@ -153,10 +155,22 @@
       row.setAttribute("aria-selected", String(row.dataset.seriesId === id));
     }
     if (id === null) return;
-    const state = { id, abort: new AbortController(), info: null, forecast: null, drawn: 0 };
+    const state = { id, abort: new AbortController(), info: null, forecast: null, shown: null, drawn: 0 };
     current = state;
     $("series-title").textContent = id;
-    $("forecast-n").textContent = "–";
+    // Nothing of the previous series may linger while this one loads.
+    for (const fact of ["forecast-n", "fact-last-t", "fact-memory", "fact-coverage", "fact-mode"]) {
+      $(fact).textContent = "–";
+    }
+    $("episodes").replaceChildren();
+    $("episodes-note").textContent = "";
+    $("spectrum-table").tBodies[0].replaceChildren();
+    for (const chart of [forecastChart, spectrumChart]) {
+      if (chart) {
+        chart.data.datasets = [];
+        chart.update("none");
+      }
+    }
     try {
       state.info = await api(`/v1/series/${encodeURIComponent(id)}`, state.abort.signal);
     } catch (error) {
@@ -202,6 +216,12 @@
         });
         if (res.status === 401) throw new AuthError("API key needed");
         if (res.status === 404) throw new GoneError(state.id);
+        if (res.status === 422) {
+          const body = await res.json().catch(() => ({}));
+          const reason = Array.isArray(body.detail) ? body.detail[0].msg : res.status;
+          setStatus("idle", `cannot stream: ${reason}`);
+          return; // a bad horizon does not get better by retrying
+        }
         if (!res.ok) throw new Error(`stream answered ${res.status}`);
         setStatus("live", "live");
         delay = 500;
@@ -331,6 +351,7 @@
     // A newer forecast may have arrived while this one fetched: draw only the newest.
     if (current !== state || token !== state.drawn) return;
     const channel = forecast.channels ? $("channel").value || forecast.channels[0] : null;
+    state.shown = forecast; // the facts describe what is drawn
     renderFacts();
     drawForecast(state, forecast, recent, top, episodes, channel);
     drawEpisodeList(forecast, top);
@@ -340,7 +361,7 @@
   function renderFacts() {
     const state = current;
     if (!state) return;
-    const forecast = state.forecast;
+    const forecast = state.shown;
     const item = overview.get(state.id);
     if (forecast) {
       $("forecast-n").textContent = String(forecast.n_observations);
@@ -640,7 +661,7 @@
       { data: UNIT_CIRCLE, showLine: true, borderColor: "#98a2b3", borderWidth: 1, pointRadius: 0 },
       {
         data: points,
-        backgroundColor: "rgba(31, 95, 191, 0.75)",
+        backgroundColor: "#6f9be0",
         borderColor: "#1f5fbf",
         pointRadius: (ctx) => 3 + 7 * Math.sqrt((ctx.raw?.row.amplitude || 0) / largest),
         pointHoverRadius: (ctx) => 5 + 7 * Math.sqrt((ctx.raw?.row.amplitude || 0) / largest),

@@ -19,6 +19,9 @@ from service.api.routes.ui import STATIC_DIR
 #: Bound on any wait for the page (a shared 2-core machine can be slow; never a sleep).
 WAIT_MS = 60_000
 
+#: Colours of the view's observations, forecast and eigenvalue dots (app.js), on white.
+OBSERVED, FORECAST, EIGENVALUE = (29, 35, 48), (31, 95, 191), (111, 155, 224)
+
 #: ``EK_WEB_SCREENSHOTS=DIR`` keeps screenshots of the browser tests for a human to look at.
 SCREENSHOTS = os.environ.get("EK_WEB_SCREENSHOTS")
 
@@ -75,18 +78,21 @@ def drawn_forecast(page: Any) -> dict[str, list[Any]]:
     )
 
 
-def ink(page: Any, selector: str) -> int:
-    """Pixels of a canvas that something was drawn on (not transparent)."""
+def ink(page: Any, selector: str, rgb: tuple[int, int, int]) -> int:
+    """Opaque pixels of a canvas within a small distance of a colour (what a series drew)."""
     return page.evaluate(
-        """(selector) => {
+        """([selector, rgb]) => {
             const canvas = document.querySelector(selector);
             const pixels = canvas.getContext('2d').getImageData(
                 0, 0, canvas.width, canvas.height).data;
             let n = 0;
-            for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) n += 1;
+            for (let i = 0; i < pixels.length; i += 4) {
+                const near = [0, 1, 2].every((c) => Math.abs(pixels[i + c] - rgb[c]) <= 24);
+                if (pixels[i + 3] > 200 && near) n += 1;
+            }
             return n;
         }""",
-        selector,
+        [selector, list(rgb)],
     )
 
 
@@ -181,8 +187,10 @@ def test_the_view_draws_and_follows_pushes_live(live_server, browser):
     assert drawn["90% interval"][1:] == served["upper"]
     assert drawn["_lower"][1:] == served["lower"]
     assert drawn["observations"][-1] == values[299]
-    assert ink(page, "#forecast-chart") > 5_000  # lines and the band are on the canvas
-    assert ink(page, "#spectrum-chart") > 1_000
+    # The lines are on the canvas, in their colours (legend boxes alone are ~170 pixels each).
+    assert ink(page, "#forecast-chart", OBSERVED) > 800
+    assert ink(page, "#forecast-chart", FORECAST) > 400
+    assert ink(page, "#spectrum-chart", EIGENVALUE) > 300  # the dots (no legend there)
     assert page.locator("#series-table tr[data-series-id='s']").count() == 1
     screenshot(page, "series-view")
 
