@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import LiveServer
+from service_helpers import CHROMIUM_ARGS, LiveServer
 
 from service.main import create_app
 from service.settings import Settings
@@ -71,3 +72,29 @@ def live_server(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
             return stack.enter_context(LiveServer(make_settings(**overrides)))
 
         yield start
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium (the system's) in a fresh profile, driven by Playwright.
+
+    Skips when Playwright or the ``chromium`` binary is missing (`.ci/run` installs it).
+    """
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (the dev extra has it)"
+    )
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "chromium-profile",
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()

@@ -25,6 +25,19 @@ pin_threads()
 SMALL: dict[str, Any] = {"delays": 8, "window": 32, "episode_horizon": 8, "stride": 2}
 
 
+#: Headless, offline and quiet: no GPU, no QUIC, no background or update traffic.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def wave(n: int, start: int = 0, seed: int = 0) -> np.ndarray:
     """Two sines plus a little noise: a series the model fits and recalls."""
     t = np.arange(start, start + n, dtype=np.float64)

@@ -57,6 +57,7 @@ OPERATIONS = [
     ("GET", "/v1/series/{series_id}/observations"),
     ("GET", "/v1/series/{series_id}/forecast"),
     ("GET", "/v1/series/{series_id}/episodes"),
+    ("GET", "/v1/overview"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -6,7 +6,7 @@ dependency, so route templates in metrics are the real paths.
 
 from __future__ import annotations
 
-from . import episodes, forecast, health, metrics, observations, series
+from . import episodes, forecast, health, metrics, observations, overview, series, ui
 
 ROUTERS = (
     health.router,
@@ -15,4 +15,6 @@ ROUTERS = (
     observations.router,
     forecast.router,
     episodes.router,
+    overview.router,
+    ui.router,
 )
