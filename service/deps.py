@@ -72,7 +72,7 @@ SeriesId = Annotated[
         pattern=SERIES_ID_PATTERN,
         min_length=1,
         max_length=128,
-        description="Series id: 1 to 128 of A-Z a-z 0-9 . _ -",
+        description="Series id: 1 to 128 of A-Z a-z 0-9 . _ -, not dots only.",
     ),
 ]
 

@@ -23,6 +23,9 @@ Consistency rules:
 
 Recovery: a model is restored from its newest valid snapshot, then every later
 observation is replayed from SQLite, so its state equals the state with no crash.
+The same happens after a failed apply: the model is dropped and the next drain
+(scheduled by a read, a push or a reconfiguration) rebuilds it; reads waiting
+on the failed drain get a 500, later reads the rebuilt model.
 """
 
 from __future__ import annotations
@@ -240,6 +243,9 @@ class Registry:
             if series.scheduled or self.closing:
                 return
             series.scheduled = True
+            # A failed series has no model: this drain rebuilds it from its snapshot and the
+            # stored observations. Its outcome, not the old failure, is what reads see.
+            series.failure = None
         self.apply_pool.submit(self._drain, series)
 
     def _drain(self, series: Series) -> None:
@@ -275,6 +281,17 @@ class Registry:
                 self._after_apply(series, payloads)
         except Exception as exc:
             log.exception("series %r: applying observations failed", series.id)
+            with series.lock:
+                # The model may hold half a slice: drop it, so that the next drain (a read,
+                # a push or a reconfiguration schedules one) replays from storage, which
+                # holds the pending chunks too (and the backlog must not wait for them).
+                series.model = None
+                series.model_incarnation = None
+                with series.pending_lock:
+                    dropped = sum(len(c.keys) for c in series.pending)
+                    series.pending.clear()
+                if dropped:
+                    self._add_backlog(-dropped)
             series.failure = f"{type(exc).__name__}: {exc}"
             self.loop.call_soon_threadsafe(self._wake, series)
         finally:

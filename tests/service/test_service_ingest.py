@@ -330,3 +330,29 @@ def test_api_keys_from_the_environment(monkeypatch, data_dir):
             client.get("/v1/series", headers={"Authorization": "Bearer env-key"}).status_code == 200
         )
     assert (data_dir / "observations.sqlite3").exists()
+
+
+_SERIES_ROUTES = (
+    ("PUT", "/v1/series/{id}"),
+    ("GET", "/v1/series/{id}"),
+    ("DELETE", "/v1/series/{id}"),
+    ("POST", "/v1/series/{id}/observations"),
+    ("GET", "/v1/series/{id}/observations"),
+    ("GET", "/v1/series/{id}/forecast"),
+    ("GET", "/v1/series/{id}/forecast/stream"),
+    ("GET", "/v1/series/{id}/episodes"),
+)
+
+
+@pytest.mark.parametrize("series_id", [".", "..", "..."])
+def test_dot_series_ids_are_422_on_every_route(client, series_id):
+    """``.`` and ``..`` are path segments that clients and proxies rewrite: never series ids."""
+    encoded = series_id.replace(".", "%2E")  # sent as is, the client would drop the segment
+    for method, template in _SERIES_ROUTES:
+        body = batch(wave(3)) if method == "POST" else None
+        response = client.request(method, template.format(id=encoded), json=body)
+        assert response.status_code == 422, (method, template, response.text)
+        assert response.json()["detail"][0]["loc"] == ["path", "series_id"]
+    assert client.get("/v1/series").json()["total"] == 0
+    # Dots inside an id, or leading dots before other characters, stay valid.
+    assert client.put("/v1/series/..a.b").status_code == 201
