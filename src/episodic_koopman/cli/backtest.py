@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from .params import parse_params
 
 DEFAULT_MODELS = "ek,ek-nomem,naive,snaive,holtwinters,snarimax"
 
@@ -20,7 +22,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    # Escaped: messages quote user input and pip extras ('episodic-koopman[plot]').
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -79,19 +82,6 @@ def _time_order(stamps: list[str]) -> np.ndarray:
         raise ValueError("time column holds neither numbers nor ISO-8601 timestamps") from None
 
 
-def _parse_params(items: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
-    return params
-
-
 def backtest(
     file: Path | None = typer.Argument(None, help="CSV file with the series (or use --dataset)."),
     target: str | None = typer.Option(None, "--target", help="Column to forecast."),
@@ -134,7 +124,7 @@ def backtest(
             assert target is not None
             values, name = read_series_csv(file, target, time), file.stem
         names = [m.strip() for m in models.split(",") if m.strip()]
-        factories = model_factories(names, season, _parse_params(param))
+        factories = model_factories(names, season, parse_params(param))
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         _fail(str(exc))
         return
