@@ -103,6 +103,8 @@ class Series:
         self.waiters: list[asyncio.Future[None]] = []  # event loop only
         self.deleted = False
         self.failure: str | None = None
+        # Set while the series' drain waits for in-flight pushes (observable, e.g. by tests).
+        self.deferring = threading.Event()
 
     @property
     def id(self) -> str:
@@ -326,12 +328,16 @@ class Registry:
         can apply ends in 503s from ``max_apply_backlog``, never in unbounded lag.
         """
         max_lag = self.settings.apply_max_lag
-        while self.pushes_in_flight and not self.readers_waiting and not self.closing:
-            with series.pending_lock:
-                oldest = series.pending[0].committed_at if series.pending else None
-            if oldest is None or time.monotonic() - oldest >= max_lag:
-                return
-            time.sleep(self.settings.apply_defer_seconds)
+        try:
+            while self.pushes_in_flight and not self.readers_waiting and not self.closing:
+                with series.pending_lock:
+                    oldest = series.pending[0].committed_at if series.pending else None
+                if oldest is None or time.monotonic() - oldest >= max_lag:
+                    return
+                series.deferring.set()
+                time.sleep(self.settings.apply_defer_seconds)
+        finally:
+            series.deferring.clear()
 
     def _next_slice(self, series: Series) -> tuple[int, np.ndarray, list[TimeKey], bool] | None:
         """The next observations to apply: ``(start, values, keys, ends_a_batch)`` or None."""
