@@ -48,7 +48,7 @@ async def get_state(request: Request) -> ServiceState:
 
 State = Annotated[ServiceState, Depends(get_state)]
 
-_bearer = HTTPBearer(auto_error=False, description="An API key from EPISODIC_KOOPMAN_API_KEYS.")
+_bearer = HTTPBearer(auto_error=False, description="An API key from EPISODIC_KOOPMAN_API_KEY.")
 
 
 async def require_api_key(

@@ -409,7 +409,7 @@ class Registry:
             self._learn(series.model, record, values)
             series.applied += values.shape[0]
             series.applied_last_key = keys[-1]
-            self.metrics.applied.inc(values.shape[0])
+            self.metrics.replayed.inc(values.shape[0])
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot_locked(self, series: Series) -> None:

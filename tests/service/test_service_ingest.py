@@ -308,27 +308,40 @@ def test_api_keys(make_client, caplog):
         assert (
             client.get("/v1/series", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         )
-    assert not any("API_KEYS is not set" in r.message for r in caplog.records)
+    assert not any("API_KEY is not set" in r.message for r in caplog.records)
 
 
 def test_open_server_logs_a_warning(make_client, caplog):
     with caplog.at_level(logging.WARNING, logger="episodic_koopman.service"):
         make_client()
-    assert any("EPISODIC_KOOPMAN_API_KEYS is not set" in r.message for r in caplog.records)
+    assert any("EPISODIC_KOOPMAN_API_KEY is not set" in r.message for r in caplog.records)
 
 
-def test_api_keys_from_the_environment(monkeypatch, data_dir):
+@pytest.mark.parametrize(
+    ("environment", "keys"),
+    [
+        ({"EPISODIC_KOOPMAN_API_KEY": "env-key"}, ["env-key"]),
+        ({"EPISODIC_KOOPMAN_API_KEY": "env-key, other"}, ["env-key", "other"]),
+        ({"EPISODIC_KOOPMAN_API_KEYS": "env-key"}, ["env-key"]),  # the former name
+        (
+            {"EPISODIC_KOOPMAN_API_KEY": "env-key", "EPISODIC_KOOPMAN_API_KEYS": "old"},
+            ["env-key", "old"],
+        ),
+    ],
+)
+def test_api_keys_from_the_environment(monkeypatch, data_dir, environment, keys):
     from fastapi.testclient import TestClient
 
     from service.main import create_app
 
-    monkeypatch.setenv("EPISODIC_KOOPMAN_API_KEYS", "env-key")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("EPISODIC_KOOPMAN_DATA_DIR", str(data_dir))
     with TestClient(create_app()) as client:
         assert client.get("/v1/series").status_code == 401
-        assert (
-            client.get("/v1/series", headers={"Authorization": "Bearer env-key"}).status_code == 200
-        )
+        for key in keys:
+            headers = {"Authorization": f"Bearer {key}"}
+            assert client.get("/v1/series", headers=headers).status_code == 200
     assert (data_dir / "observations.sqlite3").exists()
 
 
