@@ -173,3 +173,41 @@ def test_help_flags(tmp_path):
         assert result.exit_code == 0, (args, result.output)
         assert "Usage" in result.output
     assert "--horizon" in runner.invoke(app, ["forecast", "-h"]).output
+
+
+def test_backtest_plot_uses_real_timestamps(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from episodic_koopman.evaluation import backtest, model_factories
+    from episodic_koopman.plotting import plot_backtest
+
+    t = np.arange(400)
+    values = 10 + np.sin(2 * np.pi * t / 24)
+    stamps = np.datetime64("2024-01-01T00") + t.astype("timedelta64[h]")
+    result = backtest(
+        values,
+        model_factories(["ek", "naive"], 24, {"delays": 12, "window": 96}),
+        6,
+        start=300,
+        stride=10,
+        season=24,
+    )
+    saved = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, path, **kwargs):
+        saved["top"] = fig.axes[0]
+        original(fig, path, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        plot_backtest(result, tmp_path / "p.png", timestamps=stamps, unit="kWh")
+    finally:
+        plt.Figure.savefig = original
+    top = saved["top"]
+    assert top.get_xlabel() == "time" and top.get_ylabel() == "kWh"
+    low = top.get_xlim()[0]  # matplotlib date numbers: days since 1970
+    assert np.datetime64("2024-01-01") <= np.datetime64(int(low), "D") < np.datetime64("2024-02-01")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="timestamps"):
+        plot_backtest(result, tmp_path / "q.png", timestamps=stamps[:10])
