@@ -1,5 +1,5 @@
 # The forecasting service: `docker build -t episodic-koopman .` then
-# `docker run -p 8000:8000 -v ek-data:/data -e EPISODIC_KOOPMAN_API_KEYS=... episodic-koopman`
+# `docker run -p 8000:8000 -v ek-data:/data -e EPISODIC_KOOPMAN_API_KEY=... episodic-koopman`
 FROM python:3.11-slim
 
 # Small matrices: one BLAS/OpenMP thread is much faster than several (see threads.py).

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-service bench-accuracy bench-batch bench-shared demo clean
+.PHONY: serve test lint bench bench-core bench-service bench-accuracy bench-batch bench-shared demo docs-examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-shared: $(STAMP)
 	$(BIN)/python benchmarks/bench_shared.py
 
 bench: bench-core bench-accuracy bench-service bench-shared
+
+# The README's replay example, from a real server and replay (needs the bike-share file).
+docs-examples: $(STAMP)
+	$(BIN)/python benchmarks/regen_docs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -67,7 +67,12 @@ def run_case(case: tuple[str, int, int | None, int]) -> dict:
     try:
         from episodic_koopman.plotting import plot_backtest
 
-        plot_backtest(result, ROOT / "docs" / "figures" / f"{name}.png")
+        plot_backtest(
+            result,
+            ROOT / "docs" / "figures" / f"{name}.png",
+            timestamps=series.timestamps,
+            unit=series.unit or None,
+        )
     except ImportError:
         pass
     return doc

@@ -48,7 +48,7 @@ async def get_state(request: Request) -> ServiceState:
 
 State = Annotated[ServiceState, Depends(get_state)]
 
-_bearer = HTTPBearer(auto_error=False, description="An API key from EPISODIC_KOOPMAN_API_KEYS.")
+_bearer = HTTPBearer(auto_error=False, description="An API key from EPISODIC_KOOPMAN_API_KEY.")
 
 
 async def require_api_key(
@@ -72,7 +72,7 @@ SeriesId = Annotated[
         pattern=SERIES_ID_PATTERN,
         min_length=1,
         max_length=128,
-        description="Series id: 1 to 128 of A-Z a-z 0-9 . _ -",
+        description="Series id: 1 to 128 of A-Z a-z 0-9 . _ -, not dots only.",
     ),
 ]
 

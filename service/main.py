@@ -51,6 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Push observations; read and stream forecasts that explain themselves.",
         lifespan=lifespan,
+        # Served by `api.routes.docs` from local assets (FastAPI's pages load them from CDNs).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.service = state
     errors.install(app)
@@ -71,7 +75,7 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
     sys.setswitchinterval(0.001)
     if not state.api_keys:
         log.warning(
-            "EPISODIC_KOOPMAN_API_KEYS is not set: the /v1 API is open to anyone who can reach it"
+            "EPISODIC_KOOPMAN_API_KEY is not set: the /v1 API is open to anyone who can reach it"
         )
     try:
         EpisodicKoopman(**settings.model_defaults)

@@ -42,9 +42,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Counters count events of this process (Prometheus' convention: they restart at 0):
+        # ingested - applied - backlog is what replays or deletions took over.
         self.ingested = Counter(
             "episodic_koopman_observations_ingested",
-            "Observations acknowledged (durable).",
+            "Observations acknowledged (durable) by this process.",
             registry=r,
         )
         self.duplicates = Counter(
@@ -54,7 +56,13 @@ class Metrics:
         )
         self.applied = Counter(
             "episodic_koopman_observations_applied",
-            "Observations learned by models (including replay at start-up).",
+            "Observations acknowledged by this process and then learned by their models.",
+            registry=r,
+        )
+        self.replayed = Counter(
+            "episodic_koopman_observations_replayed",
+            "Observations learned again from storage: restoring models at start-up (after "
+            "their snapshot), rebuilding reconfigured series, recovering from a failed apply.",
             registry=r,
         )
         self.forecasts = Counter(

@@ -23,6 +23,9 @@ Consistency rules:
 
 Recovery: a model is restored from its newest valid snapshot, then every later
 observation is replayed from SQLite, so its state equals the state with no crash.
+The same happens after a failed apply: the model is dropped and the next drain
+(scheduled by a read, a push or a reconfiguration) rebuilds it; reads waiting
+on the failed drain get a 500, later reads the rebuilt model.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class Series:
         self.waiters: list[asyncio.Future[None]] = []  # event loop only
         self.deleted = False
         self.failure: str | None = None
+        # Set while the series' drain waits for in-flight pushes (observable, e.g. by tests).
+        self.deferring = threading.Event()
 
     @property
     def id(self) -> str:
@@ -240,6 +245,9 @@ class Registry:
             if series.scheduled or self.closing:
                 return
             series.scheduled = True
+            # A failed series has no model: this drain rebuilds it from its snapshot and the
+            # stored observations. Its outcome, not the old failure, is what reads see.
+            series.failure = None
         self.apply_pool.submit(self._drain, series)
 
     def _drain(self, series: Series) -> None:
@@ -275,6 +283,17 @@ class Registry:
                 self._after_apply(series, payloads)
         except Exception as exc:
             log.exception("series %r: applying observations failed", series.id)
+            with series.lock:
+                # The model may hold half a slice: drop it, so that the next drain (a read,
+                # a push or a reconfiguration schedules one) replays from storage, which
+                # holds the pending chunks too (and the backlog must not wait for them).
+                series.model = None
+                series.model_incarnation = None
+                with series.pending_lock:
+                    dropped = sum(len(c.keys) for c in series.pending)
+                    series.pending.clear()
+                if dropped:
+                    self._add_backlog(-dropped)
             series.failure = f"{type(exc).__name__}: {exc}"
             self.loop.call_soon_threadsafe(self._wake, series)
         finally:
@@ -309,12 +328,16 @@ class Registry:
         can apply ends in 503s from ``max_apply_backlog``, never in unbounded lag.
         """
         max_lag = self.settings.apply_max_lag
-        while self.pushes_in_flight and not self.readers_waiting and not self.closing:
-            with series.pending_lock:
-                oldest = series.pending[0].committed_at if series.pending else None
-            if oldest is None or time.monotonic() - oldest >= max_lag:
-                return
-            time.sleep(self.settings.apply_defer_seconds)
+        try:
+            while self.pushes_in_flight and not self.readers_waiting and not self.closing:
+                with series.pending_lock:
+                    oldest = series.pending[0].committed_at if series.pending else None
+                if oldest is None or time.monotonic() - oldest >= max_lag:
+                    return
+                series.deferring.set()
+                time.sleep(self.settings.apply_defer_seconds)
+        finally:
+            series.deferring.clear()
 
     def _next_slice(self, series: Series) -> tuple[int, np.ndarray, list[TimeKey], bool] | None:
         """The next observations to apply: ``(start, values, keys, ends_a_batch)`` or None."""
@@ -386,7 +409,7 @@ class Registry:
             self._learn(series.model, record, values)
             series.applied += values.shape[0]
             series.applied_last_key = keys[-1]
-            self.metrics.applied.inc(values.shape[0])
+            self.metrics.replayed.inc(values.shape[0])
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot_locked(self, series: Series) -> None:

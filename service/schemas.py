@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SERIES_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+#: 1 to 128 of ``A-Za-z0-9._-`` (the length is checked apart), not made of dots only: ``.`` and
+#: ``..`` are path segments that clients and proxies rewrite. Without look-ahead, which the
+#: validator's regex engine lacks: a non-dot character must follow any leading dots.
+SERIES_ID_PATTERN = r"^\.*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Timestamp = Annotated[

@@ -19,8 +19,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EPISODIC_KOOPMAN_", extra="ignore")
 
     data_dir: Path = Field(Path("./var"), description="SQLite database and model snapshots.")
+    api_key: str = Field(
+        "",
+        description="Bearer key, or a comma-separated list of keys (any one is accepted); empty "
+        "leaves /v1 open (a warning is logged). The client and `replay` read the same variable.",
+    )
     api_keys: str = Field(
-        "", description="Comma-separated bearer keys; empty leaves /v1 open (a warning is logged)."
+        "", description="The former name of API_KEY, still read (its keys are added)."
     )
 
     # -- request limits (each exceeded one gets a clear 4xx)
@@ -83,7 +88,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def api_key_list(self) -> list[str]:
-        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+        keys = f"{self.api_key},{self.api_keys}".split(",")
+        return list(dict.fromkeys(key.strip() for key in keys if key.strip()))
 
     @property
     def db_path(self) -> Path:

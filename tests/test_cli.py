@@ -129,3 +129,85 @@ def test_demo_runs():
     result = runner.invoke(app, ["demo", "--steps", "400", "--every", "200"])
     assert result.exit_code == 0, result.output
     assert "MAE over" in result.output
+
+
+def test_autoets_without_statsforecast_names_the_extra(series_csv, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "statsforecast", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "statsforecast.models", None)
+    result = runner.invoke(
+        app,
+        [
+            *("backtest", str(series_csv), "--target", "value", "--horizon", "3"),
+            *("--models", "ek,autoets", "--quiet"),
+        ],
+    )
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "pip install 'episodic-koopman[peers]'" in message
+    assert "No module named" not in message
+
+
+@pytest.mark.parametrize("command", ["backtest", "forecast"])
+def test_param_parsing_is_shared_by_backtest_and_forecast(command, tmp_path, series_csv):
+    """One parser: the same bad --param gets the same message from both commands."""
+    from episodic_koopman.cli import backtest, batch
+    from episodic_koopman.cli.params import parse_params
+
+    assert backtest.parse_params is parse_params and batch.parse_params is parse_params
+    args = {
+        "backtest": [str(series_csv), "--target", "value", "--horizon", "3", "--quiet"],
+        "forecast": [str(series_csv), "--horizon", "3", "--no-progress"],
+    }[command]
+    for bad in ("=3", "delays"):
+        result = runner.invoke(app, [command, *args, "--param", bad])
+        assert result.exit_code == 2, result.output
+        assert f"--param takes KEY=VALUE, got {bad!r}" in " ".join(result.output.split())
+
+
+def test_help_flags(tmp_path):
+    """``-h`` is help everywhere (forecast's horizon is ``--horizon`` only)."""
+    for args in (["-h"], ["forecast", "-h"], ["backtest", "-h"], ["replay", "-h"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.output
+    assert "--horizon" in runner.invoke(app, ["forecast", "-h"]).output
+
+
+def test_backtest_plot_uses_real_timestamps(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from episodic_koopman.evaluation import backtest, model_factories
+    from episodic_koopman.plotting import plot_backtest
+
+    t = np.arange(400)
+    values = 10 + np.sin(2 * np.pi * t / 24)
+    stamps = np.datetime64("2024-01-01T00") + t.astype("timedelta64[h]")
+    result = backtest(
+        values,
+        model_factories(["ek", "naive"], 24, {"delays": 12, "window": 96}),
+        6,
+        start=300,
+        stride=10,
+        season=24,
+    )
+    saved = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, path, **kwargs):
+        saved["top"] = fig.axes[0]
+        original(fig, path, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        plot_backtest(result, tmp_path / "p.png", timestamps=stamps, unit="kWh")
+    finally:
+        plt.Figure.savefig = original
+    top = saved["top"]
+    assert top.get_xlabel() == "time" and top.get_ylabel() == "kWh"
+    low = top.get_xlim()[0]  # matplotlib date numbers: days since 1970
+    assert np.datetime64("2024-01-01") <= np.datetime64(int(low), "D") < np.datetime64("2024-02-01")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="timestamps"):
+        plot_backtest(result, tmp_path / "q.png", timestamps=stamps[:10])

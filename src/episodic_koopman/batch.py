@@ -300,14 +300,80 @@ class Step:
     tz: str | None = None  # calendar frequencies step on this zone's wall clock
 
     def describe(self, kind: str) -> str:
-        if self.freq is not None:
-            return self.freq
-        if kind == "datetime":
-            import pandas as pd
+        """The spacing in words, for messages.
 
-            delta = pd.Timedelta(int(self.delta))  # type: ignore[arg-type]
-            return pd.tseries.frequencies.to_offset(delta).freqstr
+        >>> Step(delta=3_600_000_000_000).describe("datetime")
+        '1 hour'
+        >>> Step(delta=15 * 60_000_000_000).describe("datetime")
+        '15 minutes'
+        >>> Step(freq="MS").describe("datetime")
+        '1 month (on month starts)'
+        >>> Step(delta=2).describe("numeric")
+        '2'
+        """
+        if self.freq is not None:
+            return _describe_calendar(self.freq)
+        if kind == "datetime":
+            return _describe_nanoseconds(int(self.delta))  # type: ignore[arg-type]
         return str(self.delta)
+
+
+_UNITS_NS = (
+    ("week", 7 * 86_400_000_000_000),
+    ("day", 86_400_000_000_000),
+    ("hour", 3_600_000_000_000),
+    ("minute", 60_000_000_000),
+    ("second", 1_000_000_000),
+    ("millisecond", 1_000_000),
+    ("microsecond", 1_000),
+    ("nanosecond", 1),
+)
+
+#: Calendar frequencies (pandas aliases, without their anchor) in words.
+_CALENDAR_WORDS = {
+    "MS": ("month", "on month starts"),
+    "ME": ("month", "on month ends"),
+    "M": ("month", "on month ends"),
+    "QS": ("quarter", "on quarter starts"),
+    "QE": ("quarter", "on quarter ends"),
+    "Q": ("quarter", "on quarter ends"),
+    "YS": ("year", "on year starts"),
+    "AS": ("year", "on year starts"),
+    "YE": ("year", "on year ends"),
+    "Y": ("year", "on year ends"),
+    "A": ("year", "on year ends"),
+    "BMS": ("month", "on business month starts"),
+    "BME": ("month", "on business month ends"),
+    "B": ("business day", ""),
+    "W": ("week", ""),
+    "D": ("day", "on the local clock"),
+}
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}{'s' if n != 1 else ''}"
+
+
+def _describe_nanoseconds(delta: int) -> str:
+    for unit, size in _UNITS_NS:
+        if delta % size == 0:
+            return _plural(delta // size, unit)
+    return _plural(delta, "nanosecond")
+
+
+def _describe_calendar(freq: str) -> str:
+    """``"MS"`` -> ``"1 month (on month starts)"``, ``"2W-SUN"`` -> ``"2 weeks (anchored SUN)"``."""
+    head, _, anchor = freq.partition("-")
+    digits = len(head) - len(head.lstrip("0123456789"))
+    n, alias = int(head[:digits] or 1), head[digits:]
+    words = _CALENDAR_WORDS.get(alias)
+    if words is None:
+        return freq
+    unit, note = words
+    notes = [note] if note else []
+    if anchor:
+        notes.append(f"anchored {anchor}")
+    return _plural(n, unit) + (f" ({', '.join(notes)})" if notes else "")
 
 
 @dataclass

@@ -63,6 +63,7 @@ class Series:
     timestamps: np.ndarray | None = None
     description: str = ""
     regimes: np.ndarray | None = field(default=None, repr=False)
+    unit: str = ""  # what a value measures, for axis labels
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -255,6 +256,7 @@ def load_ilinet(path: str | Path | None = None) -> Series:
         season=52,
         timestamps=stamps,
         description="CDC ILINet US national weighted ILI, weekly (public domain)",
+        unit="weighted ILI (% of visits)",
     )
 
 
@@ -275,6 +277,7 @@ def load_bike_sharing(path: str | Path | None = None, target: str = "cnt") -> Se
         season=24,
         timestamps=hours,
         description="UCI Bike Sharing hourly rentals, DC 2011-12 (CC BY 4.0)",
+        unit="rentals per hour",
     )
 
 
@@ -292,6 +295,7 @@ def load_river(name: str) -> Series:
             season=12,
             timestamps=stamps,
             description="Monthly airline passengers 1949-1960 (river)",
+            unit="passengers per month (thousands)",
         )
     if name == "water_flow":
         rows = list(datasets.WaterFlow())
@@ -303,6 +307,7 @@ def load_river(name: str) -> Series:
             season=24,
             timestamps=stamps,
             description="Hourly water flow through a pipe (river)",
+            unit="water flow",
         )
     raise ValueError(f"unknown river dataset {name!r}: use 'airline' or 'water_flow'")
 

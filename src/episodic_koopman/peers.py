@@ -108,7 +108,12 @@ class AutoETS:
     """statsforecast AutoETS, refitted every ``refit_every`` origins (forecasts via ``forward``)."""
 
     def __init__(self, season: int | None, refit_every: int = 50, max_train: int = 1000) -> None:
-        from statsforecast.models import AutoETS as _AutoETS  # optional extra
+        try:
+            from statsforecast.models import AutoETS as _AutoETS  # optional extra
+        except ImportError:
+            raise ImportError(
+                "the autoets model needs statsforecast: pip install 'episodic-koopman[peers]'"
+            ) from None
 
         self._factory = lambda: _AutoETS(season_length=season if season and season > 1 else 1)
         self.refit_every = refit_every

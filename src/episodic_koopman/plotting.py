@@ -10,18 +10,26 @@ from .evaluation import BacktestResult
 
 
 def plot_backtest(
-    result: BacktestResult, path: str | Path, n_origins: int = 4, context: int | None = None
+    result: BacktestResult,
+    path: str | Path,
+    n_origins: int = 3,
+    context: int | None = None,
+    timestamps: np.ndarray | None = None,
+    unit: str | None = None,
 ) -> None:
-    """Three panels: forecasts and recall moments, one recall explained, MAE by step ahead.
+    """Three panels: forecasts at a few origins, one recall explained, MAE by step ahead.
 
-    1. The end of the evaluated range, with every model's forecasts at ``n_origins``
-       origins (ek with its interval), and ticks under the series wherever memory
-       was recalled.
+    1. The end of the evaluated range, on real times when ``timestamps`` (one per value)
+       are given, else on observation indices, with ek's forecast and interval at
+       ``n_origins`` origins (a star where memory was recalled) and every peer's at the
+       last one. The title gives how often memory was recalled over the whole range.
     2. For the last shown origin where memory was recalled: the present window and
        ek's forecast, over the recalled episode's own window and what followed it
        (z-scored to the present window, as the analog expert aligns it), with the
        episode's time marked.
     3. MAE per step ahead for every model.
+
+    ``unit`` labels the value axis (what a value measures).
     """
     import matplotlib
 
@@ -30,11 +38,16 @@ def plot_backtest(
     from matplotlib.ticker import MaxNLocator
 
     horizon = result.horizon
-    context = context or max(6 * horizon, 200)
+    season = result.season or 0
+    # Enough context to see a few cycles, little enough that an h-step forecast is visible.
+    context = context or int(np.clip(max(10 * horizon, 3 * season, 60), 60, 400))
     origins = result.origins
     values = result.values
-    last = int(origins[-1]) + horizon
+    last = min(int(origins[-1]) + horizon, values.size - 1)
     first = max(int(origins[0]), last - context)
+    if timestamps is not None and len(timestamps) != values.size:
+        raise ValueError(f"{len(timestamps)} timestamps for {values.size} values")
+    x = np.asarray(timestamps) if timestamps is not None else np.arange(values.size)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {name: palette[i % len(palette)] for i, name in enumerate(result.runs)}
     fig, (top, middle, bottom) = plt.subplots(
@@ -45,43 +58,69 @@ def plot_backtest(
         constrained_layout=True,
     )
 
-    t = np.arange(first, last + 1)
-    top.plot(t, values[first : last + 1], color="0.2", lw=1.0, label="series")
-    shown = [i for i, o in enumerate(origins) if o >= first]
+    top.plot(x[first : last + 1], values[first : last + 1], color="0.2", lw=1.0, label="series")
+    shown = [i for i, o in enumerate(origins) if o >= first and o + horizon <= last]
+    shown = shown or [len(origins) - 1]
     picks = [
         shown[p] for p in np.unique(np.linspace(0, len(shown) - 1, n_origins).round().astype(int))
     ]
+    ek = result.runs.get("ek")
+    recalled_at = {int(r["origin"]) for r in ek.recalls} if ek is not None else set()
+    marker = "o" if horizon <= 48 else None
     for k, i in enumerate(picks):
         o = int(origins[i])
-        steps = np.arange(o + 1, o + 1 + horizon)
+        steps = x[o + 1 : o + 1 + horizon]
+        top.axvline(x[o], color="0.75", lw=0.8, ls=":")
         for name, run in result.runs.items():
             emphasis = name == "ek"
+            if not emphasis and i != picks[-1]:
+                continue  # peers at the last origin only: one comparison, readable
             top.plot(
                 steps,
-                run.forecasts[i],
+                run.forecasts[i][: steps.size],
                 color=color[name],
-                lw=1.8 if emphasis else 0.9,
-                alpha=1.0 if emphasis else 0.7,
-                label=name if k == 0 else None,
+                lw=2.0 if emphasis else 1.0,
+                ls="-" if emphasis else "--",
+                marker=marker,
+                ms=3.5 if emphasis else 2.5,
+                alpha=1.0 if emphasis else 0.85,
+                label=name if (emphasis and k == 0) or (not emphasis) else None,
             )
             if emphasis and run.lower is not None and run.upper is not None:
-                top.fill_between(steps, run.lower[i], run.upper[i], color=color[name], alpha=0.15)
-    ek = result.runs.get("ek")
-    recalls = [r for r in (ek.recalls if ek is not None else []) if r["origin"] >= first]
-    if recalls:
-        low, span = values[first : last + 1].min(), np.ptp(values[first : last + 1]) or 1.0
-        top.scatter(
-            [r["origin"] for r in recalls],
-            np.full(len(recalls), low - 0.06 * span),
-            marker="|",
-            s=25,
-            color=color.get("ek"),
-            label="memory recalled",
-        )
-    top.set_title(f"{result.name}: forecasts at {len(picks)} origins, h={horizon}")
+                top.fill_between(
+                    steps,
+                    run.lower[i][: steps.size],
+                    run.upper[i][: steps.size],
+                    color=color[name],
+                    alpha=0.18,
+                    label="ek interval" if k == 0 else None,
+                )
+        if o in recalled_at:
+            top.plot(
+                [x[o]],
+                [values[o]],
+                marker="*",
+                ms=13,
+                color=color.get("ek"),
+                mec="white",
+                ls="none",
+                label="memory recalled here" if k == len(picks) - 1 else None,
+            )
+    rate = (
+        f"; memory recalled at {len(recalled_at) / len(origins):.0%} of {len(origins)} origins"
+        if ek is not None and len(origins)
+        else ""
+    )
+    top.set_title(
+        f"{result.name}: ek's {horizon}-step forecasts at {len(picks)} origins, "
+        f"peers at the last{rate}"
+    )
+    top.set_xlabel("time" if timestamps is not None else "observation index")
+    top.set_ylabel(unit or "value")
     top.legend(fontsize=8, ncol=5, loc="upper left")
 
     _explain_recall(middle, result, picks, horizon, color.get("ek", palette[0]))
+    middle.set_ylabel(unit or "value")
 
     for name, row in result.scores().items():
         bottom.plot(
@@ -94,7 +133,7 @@ def plot_backtest(
         )
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("steps ahead")
-    bottom.set_ylabel("MAE")
+    bottom.set_ylabel(f"MAE ({unit})" if unit else "MAE")
     bottom.legend(fontsize=8, ncol=4)
     fig.savefig(path, dpi=110)
     plt.close(fig)

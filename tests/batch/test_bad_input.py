@@ -1,4 +1,4 @@
-"""Bad input: a clear message, never a traceback, non-zero exit only when nothing is forecast."""
+"""Bad input: a clear message, never a traceback, and a non-zero exit when a series failed."""
 
 from __future__ import annotations
 
@@ -81,7 +81,12 @@ def test_bad_series_are_skipped_and_reported_the_others_forecast(cli, write, tmp
     frame = pd.concat([frame, short, dup])  # s3: a duplicated timestamp
     out = tmp_path / "out.csv"
     result = run(cli, write(frame), "-o", out)
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the good series are still written
+    assert pd.read_csv(out)["unique_id"].unique().tolist() == ["s0"]
+    assert "some series failed" in result.stderr and "--allow-failures" in result.stderr
+    out.unlink()
+    allowed = run(cli, write(frame), "-o", out, "--allow-failures")
+    assert allowed.exit_code == 0
     assert pd.read_csv(out)["unique_id"].unique().tolist() == ["s0"]
     err = " ".join(result.stderr.split())  # the console wraps long lines
     assert "series 's1', row 131: target 'y' is 'twelve', not a number" in err
@@ -94,10 +99,24 @@ def test_bad_series_are_skipped_and_reported_the_others_forecast(cli, write, tmp
 def test_a_gap_is_forecast_with_a_missing_policy(cli, write, tmp_path):
     frame = long_frame(2).drop(index=[50, 51])
     out = tmp_path / "out.csv"
-    assert run(cli, write(frame), "-o", out).exit_code == 0  # s1 forecast, s0 failed
+    assert run(cli, write(frame), "-o", out).exit_code == 1  # s1 forecast, s0 failed
     assert pd.read_csv(out)["unique_id"].unique().tolist() == ["s1"]
     assert run(cli, write(frame), "-o", out, "--missing", "interpolate").exit_code == 0
     assert pd.read_csv(out)["unique_id"].unique().tolist() == ["s0", "s1"]
+
+
+def test_every_series_failed_exits_1_even_with_allow_failures(cli, write):
+    frame = long_frame(2).drop(index=[50, 51, 170])
+    result = run(cli, write(frame), "--allow-failures")
+    assert result.exit_code == 1
+    assert "no series could be forecast" in result.stderr
+
+
+def test_gap_message_names_the_spacing_in_words(cli, write):
+    frame = long_frame(1, freq="h").drop(index=[50])
+    result = run(cli, write(frame))
+    err = " ".join(result.stderr.split())
+    assert "missing timestamp(s) on its regular spacing of 1 hour " in err, err
 
 
 def test_unparseable_timestamp_names_the_row(cli, write):

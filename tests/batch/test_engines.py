@@ -62,8 +62,10 @@ def test_series_scope_does_not_depend_on_chunking(panel):
 def test_dask_engine_starts_a_local_cluster_from_the_cli(cli, write, tmp_path):
     path = write(long_frame(3, 100))
     local, dask = tmp_path / "local.csv", tmp_path / "dask.csv"
-    assert cli("forecast", path, "-h", 4, "-o", local, *SMALL_ARGS).exit_code == 0
-    result = cli("forecast", path, "-h", 4, "-o", dask, "--engine", "dask", "-j", 2, *SMALL_ARGS)
+    assert cli("forecast", path, "--horizon", 4, "-o", local, *SMALL_ARGS).exit_code == 0
+    result = cli(
+        "forecast", path, "--horizon", 4, "-o", dask, "--engine", "dask", "-j", 2, *SMALL_ARGS
+    )
     assert result.exit_code == 0, result.stderr
     assert "dask, 2 workers" in result.stderr
     assert local.read_text() == dask.read_text()
@@ -72,7 +74,7 @@ def test_dask_engine_starts_a_local_cluster_from_the_cli(cli, write, tmp_path):
 def test_an_unreachable_scheduler_is_a_clear_error(cli, write):
     path = write(long_frame(1, 60))
     args = ["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "1"]
-    result = cli("forecast", path, "-h", 2, *args, *SMALL_ARGS)
+    result = cli("forecast", path, "--horizon", 2, *args, *SMALL_ARGS)
     assert result.exit_code == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
 

@@ -87,7 +87,7 @@ def test_ids_are_kept_as_written(write, cli, tmp_path):
     frame = long_frame(2)
     frame["unique_id"] = frame["unique_id"].map({"s0": "007", "s1": "010"})
     out = tmp_path / "out.csv"
-    assert cli("forecast", write(frame), "-h", 1, "-o", out, *SMALL_ARGS).exit_code == 0
+    assert cli("forecast", write(frame), "--horizon", 1, "-o", out, *SMALL_ARGS).exit_code == 0
     assert pd.read_csv(out, dtype={"unique_id": str})["unique_id"].tolist() == ["007", "010"]
 
 

@@ -17,7 +17,9 @@ def test_saved_models_reproduce_the_forecasts(cli, write, tmp_path):
     frame = long_frame(3, 150)
     frame["unique_id"] = frame["unique_id"].map({"s0": "a/b", "s1": "plain", "s2": ".hidden"})
     models, out = tmp_path / "models", tmp_path / "out.csv"
-    result = cli("forecast", write(frame), "-h", 4, "-o", out, "--save-models", models, *SMALL_ARGS)
+    result = cli(
+        "forecast", write(frame), "--horizon", 4, "-o", out, "--save-models", models, *SMALL_ARGS
+    )
     assert result.exit_code == 0, result.stderr
     with open(models / "models.csv") as fh:
         index = {row["unique_id"]: row["file"] for row in csv.DictReader(fh)}
@@ -37,7 +39,7 @@ def test_saved_models_reproduce_the_forecasts(cli, write, tmp_path):
 def test_inspect_prints_spectrum_and_memory_and_plots(cli, write, tmp_path):
     models = tmp_path / "models"
     frame = long_frame(1, 300)
-    result = cli("forecast", write(frame), "-h", 2, "--save-models", models, *SMALL_ARGS)
+    result = cli("forecast", write(frame), "--horizon", 2, "--save-models", models, *SMALL_ARGS)
     assert result.exit_code == 0
     plot = tmp_path / "model.png"
     shown = cli("inspect", models / "s0.ekm", "--plot", plot)
@@ -56,7 +58,9 @@ def test_inspect_shared_model_and_bad_files(cli, write, tmp_path):
     frame = long_frame(2, 200)
     args = ["--memory-scope", "shared", "--partitions", "1", "--save-models", models]
     memory = tmp_path / "shared.ekmem"
-    result = cli("forecast", write(frame), "-h", 2, *args, "--save-memory", memory, *SMALL_ARGS)
+    result = cli(
+        "forecast", write(frame), "--horizon", 2, *args, "--save-memory", memory, *SMALL_ARGS
+    )
     assert result.exit_code == 0, result.stderr
     assert memory.is_file()
     shown = cli("inspect", models / "s1.ekm", "--plot", tmp_path / "shared.png")

@@ -241,6 +241,35 @@ def test_metrics_count_requests_ingest_and_recalls(client):
     assert "episodic_koopman_series 1.0" in text
 
 
+def metric(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(line.split()[-1])
+
+
+def test_applied_counts_this_process_acknowledgements_and_replays_apart(make_client):
+    """ingested - applied = backlog; rebuilding from storage counts as replayed, not applied."""
+    client = make_client()
+    client.put("/v1/series/m", json={"params": SMALL})
+    client.post("/v1/series/m/observations", json=batch(wave(150)))
+    client.get("/v1/series/m/forecast")  # read-your-writes: everything is applied
+    text = client.get("/metrics").text
+    assert metric(text, "episodic_koopman_observations_ingested_total") == 150
+    assert metric(text, "episodic_koopman_observations_applied_total") == 150
+    assert metric(text, "episodic_koopman_observations_replayed_total") == 0
+    client.put("/v1/series/m", json={"params": {**SMALL, "window": 40}})  # rebuilt by replay
+    text = client.get("/metrics").text
+    assert metric(text, "episodic_koopman_observations_applied_total") == 150
+    assert metric(text, "episodic_koopman_observations_replayed_total") == 150
+    client.__exit__(None, None, None)
+    restarted = make_client(snapshot_every=10**6)
+    restarted.get("/v1/series/m/forecast")
+    text = restarted.get("/metrics").text
+    # A new process: its counters start at 0 and the snapshot spared any replay.
+    assert metric(text, "episodic_koopman_observations_ingested_total") == 0
+    assert metric(text, "episodic_koopman_observations_applied_total") == 0
+    assert metric(text, "episodic_koopman_observations_replayed_total") == 0
+
+
 def test_model_defaults_apply_to_new_series_under_their_own_params(make_client):
     client = make_client(model_defaults={"capacity": 123, "episode_horizon": 12})
     info = client.put("/v1/series/a", json={"params": {"episode_horizon": 6}}).json()

@@ -66,7 +66,8 @@ def test_shutdown_snapshots_and_restart_needs_no_replay(make_client, data_dir):
     assert_same_forecast(
         second.get("/v1/series/s/forecast").json(), reference_forecast(SMALL, values, 24)
     )
-    assert "episodic_koopman_observations_applied_total 0.0" in text  # loaded, nothing replayed
+    assert "episodic_koopman_observations_replayed_total 0.0" in text  # loaded, nothing replayed
+    assert "episodic_koopman_observations_applied_total 0.0" in text
 
 
 def test_unreadable_snapshot_falls_back_to_full_replay(make_client, data_dir):

@@ -308,25 +308,64 @@ def test_api_keys(make_client, caplog):
         assert (
             client.get("/v1/series", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         )
-    assert not any("API_KEYS is not set" in r.message for r in caplog.records)
+    assert not any("API_KEY is not set" in r.message for r in caplog.records)
 
 
 def test_open_server_logs_a_warning(make_client, caplog):
     with caplog.at_level(logging.WARNING, logger="episodic_koopman.service"):
         make_client()
-    assert any("EPISODIC_KOOPMAN_API_KEYS is not set" in r.message for r in caplog.records)
+    assert any("EPISODIC_KOOPMAN_API_KEY is not set" in r.message for r in caplog.records)
 
 
-def test_api_keys_from_the_environment(monkeypatch, data_dir):
+@pytest.mark.parametrize(
+    ("environment", "keys"),
+    [
+        ({"EPISODIC_KOOPMAN_API_KEY": "env-key"}, ["env-key"]),
+        ({"EPISODIC_KOOPMAN_API_KEY": "env-key, other"}, ["env-key", "other"]),
+        ({"EPISODIC_KOOPMAN_API_KEYS": "env-key"}, ["env-key"]),  # the former name
+        (
+            {"EPISODIC_KOOPMAN_API_KEY": "env-key", "EPISODIC_KOOPMAN_API_KEYS": "old"},
+            ["env-key", "old"],
+        ),
+    ],
+)
+def test_api_keys_from_the_environment(monkeypatch, data_dir, environment, keys):
     from fastapi.testclient import TestClient
 
     from service.main import create_app
 
-    monkeypatch.setenv("EPISODIC_KOOPMAN_API_KEYS", "env-key")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("EPISODIC_KOOPMAN_DATA_DIR", str(data_dir))
     with TestClient(create_app()) as client:
         assert client.get("/v1/series").status_code == 401
-        assert (
-            client.get("/v1/series", headers={"Authorization": "Bearer env-key"}).status_code == 200
-        )
+        for key in keys:
+            headers = {"Authorization": f"Bearer {key}"}
+            assert client.get("/v1/series", headers=headers).status_code == 200
     assert (data_dir / "observations.sqlite3").exists()
+
+
+_SERIES_ROUTES = (
+    ("PUT", "/v1/series/{id}"),
+    ("GET", "/v1/series/{id}"),
+    ("DELETE", "/v1/series/{id}"),
+    ("POST", "/v1/series/{id}/observations"),
+    ("GET", "/v1/series/{id}/observations"),
+    ("GET", "/v1/series/{id}/forecast"),
+    ("GET", "/v1/series/{id}/forecast/stream"),
+    ("GET", "/v1/series/{id}/episodes"),
+)
+
+
+@pytest.mark.parametrize("series_id", [".", "..", "..."])
+def test_dot_series_ids_are_422_on_every_route(client, series_id):
+    """``.`` and ``..`` are path segments that clients and proxies rewrite: never series ids."""
+    encoded = series_id.replace(".", "%2E")  # sent as is, the client would drop the segment
+    for method, template in _SERIES_ROUTES:
+        body = batch(wave(3)) if method == "POST" else None
+        response = client.request(method, template.format(id=encoded), json=body)
+        assert response.status_code == 422, (method, template, response.text)
+        assert response.json()["detail"][0]["loc"] == ["path", "series_id"]
+    assert client.get("/v1/series").json()["total"] == 0
+    # Dots inside an id, or leading dots before other characters, stay valid.
+    assert client.put("/v1/series/..a.b").status_code == 201

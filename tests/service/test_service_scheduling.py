@@ -1,8 +1,10 @@
-"""Who gets the CPU: acknowledgements first, but a reader or a lagging model never waits long."""
+"""Who gets the CPU: acknowledgements first, but a reader or a lagging model never waits long.
+
+No sleeps: the tests wait (bounded) for the apply worker to be seen deferring, a state
+in which it cannot apply anything until a reader comes or the pushes end.
+"""
 
 from __future__ import annotations
-
-import time
 
 from service_helpers import SMALL, batch, wait_for, wave
 
@@ -19,8 +21,8 @@ def test_a_model_waits_while_pushes_are_in_flight_until_a_reader_comes(make_clie
     registry.pushes_in_flight += 1  # another client's push that never ends
     try:
         assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
-        time.sleep(0.3)
         series = registry.catalog["s"]
+        assert series.deferring.wait(20)  # the worker holds back for the push in flight
         assert series.applied == 0 and registry.backlog == 60  # acknowledged, not yet applied
         forecast = client.get("/v1/series/s/forecast", params={"horizon": 3})
         assert forecast.status_code == 200  # read-your-writes: the reader is served at once
@@ -36,8 +38,8 @@ def test_a_reader_of_another_series_is_not_stuck_behind_a_waiting_model(make_cli
     registry.pushes_in_flight += 1
     try:
         assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
+        assert registry.catalog["s"].deferring.wait(20)  # the only worker waits on s
         assert client.post("/v1/series/t/observations", json=batch(wave(40))).status_code == 200
-        time.sleep(0.3)
         assert registry.catalog["t"].applied == 0  # queued behind s's waiting task
         forecast = client.get("/v1/series/t/forecast", params={"horizon": 3})
         assert forecast.status_code == 200

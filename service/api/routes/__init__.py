@@ -6,10 +6,11 @@ dependency, so route templates in metrics are the real paths.
 
 from __future__ import annotations
 
-from . import episodes, forecast, health, metrics, observations, overview, series, ui
+from . import docs, episodes, forecast, health, metrics, observations, overview, series, ui
 
 ROUTERS = (
     health.router,
+    docs.router,
     metrics.router,
     series.router,
     observations.router,

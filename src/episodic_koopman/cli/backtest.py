@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from .params import parse_params
 
 DEFAULT_MODELS = "ek,ek-nomem,naive,snaive,holtwinters,snarimax"
 
@@ -20,7 +22,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    # Escaped: messages quote user input and pip extras ('episodic-koopman[plot]').
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -64,6 +67,21 @@ def read_series_csv(path: Path, target: str, time: str | None) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
+def read_times(path: Path, time: str) -> np.ndarray | None:
+    """The ``time`` column as datetime64 (for plots), or None if it holds plain numbers."""
+    with open(path, newline="") as fh:
+        stamps = [row[time].strip() for row in csv.DictReader(fh)]
+    try:
+        [float(s) for s in stamps]
+        return None  # numbers are already what the index axis shows best
+    except ValueError:
+        pass
+    try:
+        return np.array([np.datetime64(s.replace(" ", "T")) for s in stamps])
+    except ValueError:
+        return None
+
+
 def _time_order(stamps: list[str]) -> np.ndarray:
     try:
         return np.array([float(s) for s in stamps])
@@ -77,19 +95,6 @@ def _time_order(stamps: list[str]) -> np.ndarray:
         )
     except ValueError:
         raise ValueError("time column holds neither numbers nor ISO-8601 timestamps") from None
-
-
-def _parse_params(items: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
-    return params
 
 
 def backtest(
@@ -123,18 +128,23 @@ def backtest(
     if (file is None) == (dataset is None):
         _fail("give either a CSV FILE (with --target) or --dataset NAME")
     try:
+        stamps, unit = None, None
         if dataset is not None:
             series = datasets.load(dataset)
             values, name = series.values, series.name
             season = season or series.season
+            stamps, unit = series.timestamps, series.unit or None
         else:
             assert file is not None
             if target is None:
                 _fail("--target is required with a CSV file")
             assert target is not None
             values, name = read_series_csv(file, target, time), file.stem
+            unit = target
+            if time is not None:
+                stamps = read_times(file, time)
         names = [m.strip() for m in models.split(",") if m.strip()]
-        factories = model_factories(names, season, _parse_params(param))
+        factories = model_factories(names, season, parse_params(param))
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         _fail(str(exc))
         return
@@ -161,7 +171,7 @@ def backtest(
             from episodic_koopman.plotting import plot_backtest
         except ImportError:
             _fail("--plot needs matplotlib (pip install 'episodic-koopman[plot]')")
-        plot_backtest(result, plot)
+        plot_backtest(result, plot, timestamps=stamps, unit=unit)
 
 
 def print_scores(doc: dict[str, Any], console: Console) -> None:

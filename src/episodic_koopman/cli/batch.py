@@ -1,21 +1,23 @@
 """``episodic-koopman forecast`` (many series from a file) and ``inspect`` (a saved model).
 
 User errors end with a one-line message and a non-zero exit, never a traceback:
-exit 2 when the input or the options cannot be used at all, exit 1 when every series
-failed. A run in which at least one series was forecast exits 0 and lists the
-failures in its summary.
+exit 2 when the input or the options cannot be used at all, exit 1 when a series
+failed (the others are still forecast and written, and the summary lists the
+failures). ``--allow-failures`` makes a run that forecast at least one series exit 0.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from .params import parse_params
 
 #: Failures listed one by one in the summary; past this they are counted.
 MAX_LISTED_FAILURES = 20
@@ -27,31 +29,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(console: Console, message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: messages quote user input and pip extras ('episodic-koopman[plot]').
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are JSON when they parse as JSON, text otherwise.
-
-    >>> parse_params(["delays=16", "rank=gd", "drift_gate=null"])
-    {'delays': 16, 'rank': 'gd', 'drift_gate': None}
-    """
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-    return params
 
 
 def forecast(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file in long format.")],
-    horizon: int = typer.Option(..., "--horizon", "-h", help="Steps ahead to forecast."),
+    horizon: int = typer.Option(..., "--horizon", help="Steps ahead to forecast."),
     id_col: str | None = typer.Option(
         None, "--id", help="Series id column [default: unique_id; none: one series]."
     ),
@@ -96,8 +81,18 @@ def forecast(
         ),
     ] = None,
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    allow_failures: bool = typer.Option(
+        False,
+        "--allow-failures",
+        help="Exit 0 when some series failed but at least one was forecast [default: exit 1].",
+    ),
 ) -> None:
-    """Forecast every series of a long-format file (unique_id, ds, y)."""
+    """Forecast every series of a long-format file (unique_id, ds, y).
+
+    Exit codes: 0 when every series was forecast; 1 when a series failed (the others
+    are still written; 0 with --allow-failures if at least one was forecast); 2 when
+    the file or the options cannot be used.
+    """
     from episodic_koopman import batch
 
     err = Console(stderr=True)
@@ -176,6 +171,14 @@ def forecast(
     _summary(err, result, output, save_models, save_memory)
     if not result.done:
         raise typer.Exit(1)
+    if result.failed and not allow_failures:
+        err.print(
+            "[bold red]error:[/] some series failed; their forecasts are missing "
+            "(--allow-failures exits 0 in that case)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def _summary(
@@ -207,7 +210,7 @@ def _summary(
         table.add_row("shared memory", str(memory))
     console.print(table)
     for _uid, reason in failures[:MAX_LISTED_FAILURES]:
-        console.print(f"  [yellow]failed[/] {reason}", highlight=False, soft_wrap=True)
+        console.print(f"  [yellow]failed[/] {escape(reason)}", highlight=False, soft_wrap=True)
     if len(failures) > MAX_LISTED_FAILURES:
         console.print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more failures")
     if not result.done:

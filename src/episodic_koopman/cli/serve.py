@@ -7,8 +7,7 @@ library) works without the ``service`` extra.
 from __future__ import annotations
 
 import csv
-import json
-import sys
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
+from rich.markup import escape
 
 
 def register(app: typer.Typer) -> None:
@@ -76,66 +77,170 @@ def replay(
     horizon: int = typer.Option(24, min=1, help="Forecast steps to print."),
     every: int = typer.Option(24, min=1, help="Print every this many forecast events."),
     limit: int | None = typer.Option(None, min=1, help="Stop after this many rows."),
+    retries: int = typer.Option(
+        5, min=0, help="Retries of a request when the server cannot be reached (backoff)."
+    ),
     api_key: str | None = typer.Option(
-        None, envvar="EPISODIC_KOOPMAN_API_KEY", help="Bearer key, if the server needs one."
+        None,
+        envvar="EPISODIC_KOOPMAN_API_KEY",
+        help="Bearer key, if the server needs one (the first, if the variable lists several).",
     ),
 ) -> None:
-    """Stream a CSV column into a running server and print its live forecasts (SSE)."""
-    import httpx
+    """Stream a CSV column into a running server and print its live forecasts (SSE).
+
+    Exits 1 with the number of rows the server acknowledged if it goes away.
+    """
     from rich.console import Console
 
-    console = Console()
+    from episodic_koopman.client import Client, ClientError
+
+    console = Console(highlight=False)
     series_id = series or target
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     rows = list(_read_rows(file, target, time_column, limit))
     if not rows:
         raise typer.BadParameter(f"{file} has no rows with a numeric {target!r}")
-    client = httpx.Client(base_url=url, headers=headers, timeout=60.0)
-    stop = threading.Event()
-    progress = {"n": -1}  # newest n_observations the stream has shown
-    listener = threading.Thread(
-        target=_print_stream,
-        args=(url, series_id, headers, horizon, every, console, stop, progress),
-        daemon=True,
-    )
+    key = api_key.split(",")[0].strip() if api_key else None
+    client = Client(url, api_key=key or None, retries=retries, batch_size=batch)
+    # The stream has its own connection pool: closing it ends the stream at once.
+    stream_client = Client(url, api_key=key or None, retries=retries)
+    listener = _StreamPrinter(stream_client, series_id, horizon, every, console)
     started = time.perf_counter()
-    sent = accepted = duplicates = 0
+    acknowledged = accepted = duplicates = 0
     try:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            response = client.post(
-                f"/v1/series/{series_id}/observations",
-                json={"observations": [{"t": t, "y": y} for t, y in chunk]},
-            )
-            if response.status_code != 200:
-                console.print(f"[red]{response.status_code}[/red] {response.text}")
-                raise typer.Exit(1)
-            body = response.json()
-            accepted += body["accepted"]
-            duplicates += body["duplicates"]
-            sent += len(chunk)
-            if not listener.is_alive() and start == 0:
-                listener.start()  # the series exists now
+            result = client.push(series_id, chunk)
+            acknowledged += result.sent
+            accepted += result.accepted
+            duplicates += result.duplicates
+            listener.start()  # once the series exists; no-op afterwards
             if speed > 0:
-                delay = started + sent / speed - time.perf_counter()
+                delay = started + acknowledged / speed - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-        final = client.get(f"/v1/series/{series_id}/forecast", params={"horizon": horizon})
-        final.raise_for_status()
-        deadline = time.monotonic() + 30.0  # let the stream show the last batch's event
-        while progress["n"] < final.json()["n_observations"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stop.set()
-        console.rule("final forecast")
-        _print_forecast(console, final.json(), horizon)
+        final = client.forecast(series_id, horizon)
+        listener.wait_for(final.n_observations, timeout=30.0)
+        listener.stop()
+        _print_lines(console, ["─" * 32 + " final forecast " + "─" * 32])
+        _print_lines(console, format_forecast(final, horizon))
+    except ClientError as exc:
+        listener.stop()
+        acknowledged += exc.acknowledged
+        Console(stderr=True).print(
+            f"[red]error:[/red] {escape(str(exc))}\n"
+            f"{acknowledged} of {len(rows)} rows were acknowledged (stored) by the server; "
+            "replaying the file again skips them as duplicates",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
     finally:
-        stop.set()
+        listener.stop()
         client.close()
     elapsed = time.perf_counter() - started
-    console.print(
-        f"sent {sent} rows in {elapsed:.1f} s ({sent / elapsed:.0f}/s): "
-        f"{accepted} accepted, {duplicates} duplicates"
+    _print_lines(
+        console,
+        [
+            f"sent {acknowledged} rows in {elapsed:.1f} s ({acknowledged / elapsed:.0f}/s): "
+            f"{accepted} accepted, {duplicates} duplicates"
+        ],
     )
+
+
+class _StreamPrinter:
+    """Prints every ``every``-th forecast of the series' SSE stream from a daemon thread."""
+
+    def __init__(self, client: Any, series_id: str, horizon: int, every: int, console: Any):
+        self.client, self.series_id, self.horizon, self.every = client, series_id, horizon, every
+        self.console = console
+        self.stopped = threading.Event()
+        self.seen = threading.Condition()
+        self.newest = -1  # n_observations of the newest forecast received
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        if not self.thread.is_alive() and not self.stopped.is_set() and self.newest < 0:
+            self.newest = 0
+            self.thread.start()
+
+    def stop(self) -> None:
+        if not self.stopped.is_set():
+            self.stopped.set()
+            self.client.close()
+
+    def wait_for(self, n: int, timeout: float) -> None:
+        """Until the stream has delivered the forecast after ``n`` observations (bounded)."""
+        with self.seen:
+            self.seen.wait_for(lambda: self.newest >= n or not self.thread.is_alive(), timeout)
+
+    def _run(self) -> None:
+        try:
+            for k, forecast in enumerate(self.client.stream(self.series_id, self.horizon)):
+                if self.stopped.is_set():
+                    return
+                if k % self.every == 0:
+                    _print_lines(self.console, format_forecast(forecast, self.horizon))
+                with self.seen:
+                    self.newest = forecast.n_observations
+                    self.seen.notify_all()
+        except Exception as exc:  # stop() closes the connection under the reading thread
+            if not self.stopped.is_set():
+                self.console.print(f"stream ended: {exc}", style="yellow", soft_wrap=True)
+        finally:
+            with self.seen:
+                self.seen.notify_all()
+
+
+def _print_lines(console: Any, lines: list[str]) -> None:
+    # soft_wrap: the lines are already short; rich must not break them (mid-number).
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _number(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.1f}"
+
+
+def format_forecast(f: Any, horizon: int, width: int = 80) -> list[str]:
+    """A served forecast as lines of at most ``width`` columns, never broken inside a value.
+
+    The first line has the origin and as many of the first steps (up to six) as fit; the
+    details follow, indented, split between parts rather than inside them.
+    """
+    mean = np.asarray(f.mean)
+    first = mean if mean.ndim == 1 else mean[:, 0]
+    when = f"after t={f.last_t}" if f.last_t is not None else "before any data"
+    head = f"{when} (n={f.n_observations}): next"
+    shown = 0
+    for value in first[: min(horizon, 6)]:
+        piece = f" {_number(float(value))}"
+        if len(head) + len(piece) > width and shown:
+            break
+        head += piece
+        shown += 1
+    parts = []
+    if f.timestamps:
+        parts.append(f"from {f.timestamps[0]}")
+    if f.spectrum is not None:
+        rows = f.spectrum.summary()
+        if rows and rows[0]["period"]:
+            parts.append(f"period {rows[0]['period']:.1f}")
+    if f.recall_applied and f.recalled:
+        best, spans = f.recalled[0], getattr(f, "recalled_spans", None)
+        when = f" from {spans[0][1]}" if spans and spans[0][1] is not None else ""
+        parts.append(f"recalls episode {best.id}{when} (weight {best.weight:.2f})")
+    elif f.fallback:
+        parts.append("warming up")
+    lines, line = [head], ""
+    for part in parts:
+        candidate = f"{line}, {part}" if line else f"  {part}"
+        if len(candidate) > width and line:
+            lines.append(line)
+            candidate = f"  {part}"
+        line = candidate
+    if line:
+        lines.append(line)
+    return lines
 
 
 def _read_rows(
@@ -172,60 +277,3 @@ def _time_of(row: dict[str, str], time_column: str | None, index: int) -> Any:
     for column in hour_columns:
         moment += timedelta(hours=float(row[column]))
     return moment.isoformat()
-
-
-def _print_stream(
-    url: str,
-    series_id: str,
-    headers: dict[str, str],
-    horizon: int,
-    every: int,
-    console: Any,
-    stop: threading.Event,
-    progress: dict[str, int],
-) -> None:
-    """Print every ``every``-th forecast event of the series' SSE stream."""
-    import httpx
-
-    seen = 0
-    try:
-        with httpx.stream(
-            "GET",
-            f"{url}/v1/series/{series_id}/forecast/stream",
-            params={"horizon": horizon},
-            headers=headers,
-            timeout=httpx.Timeout(60.0, read=None),
-        ) as response:
-            event = None
-            for line in response.iter_lines():
-                if stop.is_set():
-                    return
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event == "forecast":
-                    forecast = json.loads(line[5:])
-                    if seen % every == 0:
-                        _print_forecast(console, forecast, horizon)
-                    seen += 1
-                    progress["n"] = forecast["n_observations"]
-    except httpx.HTTPError as exc:
-        if not stop.is_set():
-            console.print(f"[yellow]stream ended: {exc}[/yellow]", file=sys.stderr)
-
-
-def _print_forecast(console: Any, f: dict[str, Any], horizon: int) -> None:
-    mean = f["mean"] if isinstance(f["mean"], list) else next(iter(f["mean"].values()))
-    shown = min(horizon, 6)
-    steps = ", ".join(f"{v:.1f}" if v is not None else "-" for v in mean[:shown])
-    when = f"after t={f['last_t']}" if f["last_t"] is not None else "before any data"
-    parts = [f"[bold]{when}[/bold] (n={f['n_observations']}): next {shown}: {steps}"]
-    if f["timestamps"]:
-        parts.append(f"from {f['timestamps'][0]}")
-    if f["spectrum"] and f["spectrum"][0]["period"]:
-        parts.append(f"period {f['spectrum'][0]['period']:.1f}")
-    if f["recall_applied"] and f["recalled"]:
-        best = f["recalled"][0]
-        parts.append(f"recalls episode {best['id']} ({best['span'][1]}, w={best['weight']:.2f})")
-    elif f["fallback"]:
-        parts.append("warming up")
-    console.print("  ".join(parts))
