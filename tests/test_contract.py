@@ -212,3 +212,30 @@ def test_reading_never_changes_what_the_model_does(config):
     assert_same_state(state_fingerprint(quiet), state_fingerprint(chatty))
     a, b = quiet.predict(horizon=12), chatty.predict(horizon=12)
     assert np.array_equal(a.mean, b.mean) and np.array_equal(a.upper, b.upper)
+
+
+READS = {
+    "spectrum": lambda m: m.spectrum(),
+    "episodes": lambda m: m.episodes(limit=3),
+    "expert_weights": lambda m: m.expert_weights(),
+    "memory_size": lambda m: m.memory_size,
+    "coverage": lambda m: m.coverage,
+    "another_forecast": lambda m: m.predict(horizon=3, level=0.5),
+}
+
+
+def test_a_forecast_does_not_depend_on_the_reads_before_it(config):
+    """Whatever is read first at the same tick, the forecast equals that of a model only
+    forecasting. (A spectrum read once cached a recall made before due episodes were filed.)"""
+    y = noisy_sines(400, seed=5) * 3 + 10
+    quiet, reader = EpisodicKoopman(**config), EpisodicKoopman(**config)
+    names = sorted(READS)
+    for k, value in enumerate(y):
+        quiet.learn_one(float(value))
+        reader.learn_one(float(value))
+        if k < 40:
+            continue
+        READS[names[k % len(names)]](reader)
+        a, b = quiet.predict(horizon=12), reader.predict(horizon=12)
+        assert np.array_equal(a.mean, b.mean), (k, names[k % len(names)])
+        assert [r.id for r in a.recalled] == [r.id for r in b.recalled], k

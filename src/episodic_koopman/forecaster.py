@@ -181,6 +181,7 @@ class _Present:
     """Everything derived from the state at one tick (cached until the next update)."""
 
     n: int
+    memory_version: int  # episodes ever filed when the recall was made: the cache's other key
     fit: KoopmanFit
     signature: Signature | None  # signature, state and key exist only with a memory
     state: np.ndarray | None
@@ -755,7 +756,9 @@ class EpisodicKoopman(Forecaster):
         if not self.is_fitted:
             return None
         with single_threaded():
-            return self._spectrum(self._present().fit)
+            fit = self._operator.fit()
+            assert fit is not None
+            return self._spectrum(fit)
 
     def episodes(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """Browse the memory, oldest first: JSON-safe summaries of stored episodes."""
@@ -1093,7 +1096,11 @@ class EpisodicKoopman(Forecaster):
         with the forecast that was scored.
         """
         cached = self._present_cache
-        if cached is not None and cached.n == self._n and not observe:
+        version = self._memory.next_id if self._memory is not None else 0
+        if cached is not None and not observe and (cached.n, cached.memory_version) == (
+            self._n,
+            version,
+        ):
             return cached
         fit = self._operator.fit()
         assert fit is not None
@@ -1111,7 +1118,7 @@ class EpisodicKoopman(Forecaster):
             state = normalized_state(self._history.last(self._state_delays))
             key = episode_key(signature, state, self._key_weights)
             recall = self._recall(signature, state, key, observe)
-        present = _Present(self._n, fit, signature, state, key, recall)
+        present = _Present(self._n, version, fit, signature, state, key, recall)
         self._present_cache = present
         return present
 

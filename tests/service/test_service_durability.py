@@ -216,3 +216,110 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path):
     # SIGTERM stops gracefully: every model is snapshotted at its full length.
     seqs = sorted(int(f.stem.split("-")[1]) for f in snapshot_files(data_dir))
     assert seqs == sorted(len(stored[series_id]) for series_id in series_ids)
+
+
+def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path):
+    """A server with many series, read in every way while it ingests, is SIGKILLed and
+    restarted. Every series' forecast, read after its info and episodes as a dashboard
+    would, equals a fresh model's fed the stored rows."""
+    data_dir = tmp_path / "var"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "EPISODIC_KOOPMAN_SNAPSHOT_EVERY": "120"}
+    series_ids = [f"m{k:02d}" for k in range(16)]
+    process = subprocess.Popen(serve_command(port, data_dir), env=env)
+    try:
+        wait_until_ready(url, process=process)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for series_id in series_ids:
+                client.put(f"/v1/series/{series_id}", json={"params": SMALL})
+        stop, enough = threading.Event(), threading.Event()
+        pushed = [0]
+        lock = threading.Lock()
+
+        def pusher(owned: list[str]) -> None:
+            rng = random.Random(owned[0])
+            streams = {s: wave(5000, seed=int(s[1:])) * (1 + int(s[1:])) for s in owned}
+            starts = dict.fromkeys(owned, 0)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                while not stop.is_set():
+                    series_id = rng.choice(owned)
+                    start, size = starts[series_id], rng.randint(5, 60)
+                    body = batch(streams[series_id][start : start + size], start)
+                    try:
+                        response = client.post(f"/v1/series/{series_id}/observations", json=body)
+                    except httpx.HTTPError:
+                        return
+                    assert response.status_code == 200, response.text
+                    starts[series_id] += size
+                    with lock:
+                        pushed[0] += size
+                        if pushed[0] >= 6000:
+                            enough.set()
+
+        def reader() -> None:
+            rng = random.Random(7)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                while not stop.is_set():
+                    series_id = rng.choice(series_ids)
+                    path = rng.choice(["", "/episodes", "/forecast"])
+                    try:
+                        client.get(f"/v1/series/{series_id}{path}")
+                    except httpx.HTTPError:
+                        return
+
+        threads = [
+            threading.Thread(target=pusher, args=(series_ids[k::4],)) for k in range(4)
+        ] + [threading.Thread(target=reader)]
+        for thread in threads:
+            thread.start()
+        assert enough.wait(timeout=300), "pushers did not get far enough"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    stored = stored_observations(data_dir / "observations.sqlite3")
+    restarted = subprocess.Popen(serve_command(port, data_dir))
+    try:
+        wait_until_ready(url, process=restarted)
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for series_id in series_ids:
+                values = np.array([y for _, y in stored[series_id]])
+                more = wave(5000, seed=int(series_id[1:])) * (1 + int(series_id[1:]))
+                for step in range(4):  # a few more observations, read after each
+                    if step:
+                        values = np.append(values, more[len(values)])
+                        client.post(
+                            f"/v1/series/{series_id}/observations",
+                            json=batch(values[-1:], len(values) - 1),
+                        )
+                    info = client.get(f"/v1/series/{series_id}").json()
+                    client.get(f"/v1/series/{series_id}/episodes")
+                    served = client.get(
+                        f"/v1/series/{series_id}/forecast", params={"horizon": 12}
+                    ).json()
+                    assert info["n_observations"] == served["n_observations"] == len(values)
+                    assert_same_forecast(served, reference_forecast(SMALL, values, 12))
+            # A young series beside them, read the same way after every observation: its
+            # memory is small, so each newly filed episode changes what is recalled.
+            young = wave(70, seed=99)
+            client.put("/v1/series/young", json={"params": SMALL})
+            for n in range(1, len(young) + 1):
+                client.post("/v1/series/young/observations", json=batch(young[n - 1 : n], n - 1))
+                if n >= 40:
+                    client.get("/v1/series/young")
+                    served = client.get("/v1/series/young/forecast", params={"horizon": 12})
+                    assert_same_forecast(served.json(), reference_forecast(SMALL, young[:n], 12))
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        try:
+            restarted.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            restarted.kill()
+            restarted.wait()
