@@ -1097,9 +1097,14 @@ class EpisodicKoopman(Forecaster):
         """
         cached = self._present_cache
         version = self._memory.next_id if self._memory is not None else 0
-        if cached is not None and not observe and (cached.n, cached.memory_version) == (
-            self._n,
-            version,
+        if (
+            cached is not None
+            and not observe
+            and (cached.n, cached.memory_version)
+            == (
+                self._n,
+                version,
+            )
         ):
             return cached
         fit = self._operator.fit()

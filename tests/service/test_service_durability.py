@@ -268,9 +268,9 @@ def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path):
                     except httpx.HTTPError:
                         return
 
-        threads = [
-            threading.Thread(target=pusher, args=(series_ids[k::4],)) for k in range(4)
-        ] + [threading.Thread(target=reader)]
+        threads = [threading.Thread(target=pusher, args=(series_ids[k::4],)) for k in range(4)] + [
+            threading.Thread(target=reader)
+        ]
         for thread in threads:
             thread.start()
         assert enough.wait(timeout=300), "pushers did not get far enough"
