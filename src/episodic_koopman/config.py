@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import validation as v
+from .rank import RankRule, validate_rank_rule
 from .recall import DRIFT_DETECTORS, MEMORY_EXPERTS
 
 #: Largest number of observables (delays x channels, plus lifted features).
@@ -238,6 +239,37 @@ class ModelConfig(_JsonConfig):
     def n_lifted(self) -> int:
         """Features the lifting adds to the delay vector."""
         return self.n_components if self.lifting == "rff" else 0
+
+
+def check_constructor(
+    delays: int,
+    window: int,
+    rank: RankRule,
+    memory: MemoryConfig | None,
+    episode_horizon: int,
+    level: float,
+    seed: int,
+    dt: float,
+    config: ModelConfig | None,
+) -> None:
+    """Validate `EpisodicKoopman`'s own parameters (each config validates itself)."""
+    v.check_positive_int("delays", delays, 1, MAX_FEATURES)
+    v.check_positive_int("window", window, 2, 1_000_000)
+    validate_rank_rule(rank)
+    if memory is not None and not isinstance(memory, MemoryConfig):
+        raise TypeError(
+            f"memory must be a MemoryConfig or None, got {memory!r} (memory=False "
+            "is now memory=None; the flat form still takes a bool)"
+        )
+    if config is not None and not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig or None, got {config!r}")
+    v.check_positive_int("episode_horizon", episode_horizon, 1, 100_000)
+    v.check_fraction("level", level)
+    v.check_positive_int("seed", seed, 0, 2**32 - 1)
+    _positive_number("dt", dt)
+    state_delays = memory.state_delays if memory is not None else None
+    if state_delays is not None and state_delays > window:
+        raise ValueError(f"state_delays must be <= window ({window}), got {state_delays}")
 
 
 # -- the flat form -----------------------------------------------------------------------

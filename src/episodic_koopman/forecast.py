@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -90,3 +91,18 @@ def recalled_episodes(recall: Recall | None) -> list[RecalledEpisode]:
         )
         for j, i in enumerate(recall.ids)
     ]
+
+
+def fallback_values(
+    last: np.ndarray, horizon: int, level: float, scale: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Before the first fit: ``(mean, lower, upper)``, the last value ``(horizon, c)``.
+
+    The interval is Gaussian with the series' running ``scale`` when known, NaN otherwise.
+    """
+    mean = np.repeat(last[None, :], horizon, axis=0)
+    if scale is None:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan
+    half = NormalDist().inv_cdf(0.5 + level / 2) * scale
+    return mean, mean - half, mean + half
