@@ -55,7 +55,7 @@ def bench_learn_one(steps: int, repeats: int) -> None:
 
     def time_model(**params) -> float:
         def once() -> float:
-            model = EpisodicKoopman(delays=d, window=w, **params)
+            model = EpisodicKoopman.from_flat({"delays": d, "window": w, **params})
             model.learn_many(warm)
             started = time.perf_counter()
             for value in rest:

@@ -78,7 +78,7 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
             "EPISODIC_KOOPMAN_API_KEY is not set: the /v1 API is open to anyone who can reach it"
         )
     try:
-        EpisodicKoopman(**settings.model_defaults)
+        EpisodicKoopman.from_flat(settings.model_defaults)
     except (TypeError, ValueError) as exc:
         raise RuntimeError(f"EPISODIC_KOOPMAN_MODEL_DEFAULTS is not valid: {exc}") from None
     lock = await asyncio.to_thread(_lock_data_dir, settings)

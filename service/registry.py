@@ -48,7 +48,7 @@ from .errors import ApiError
 from .metrics import Metrics
 from .settings import Settings
 from .snapshots import SnapshotStore
-from .store import Chunk, Effect, Reader, SeriesRecord
+from .store import Chunk, Effect, Reader, SeriesRecord, canonical_params
 from .timestamps import TimeKey, future_times, render_t
 
 log = logging.getLogger("episodic_koopman.service")
@@ -381,14 +381,14 @@ class Registry:
                 log.exception("series %r: snapshot %d is unreadable; skipped", record.id, seq)
                 self.snapshots.discard_invalid(record.incarnation, seq)
                 continue
-            params = json.loads(json.dumps(candidate._get_params()))
-            if params != record.params or candidate.n_observations != seq:
+            params = json.loads(json.dumps(candidate.to_flat()))
+            if params != canonical_params(record.params) or candidate.n_observations != seq:
                 log.warning("series %r: snapshot %d does not match; skipped", record.id, seq)
                 self.snapshots.discard_invalid(record.incarnation, seq)
                 continue
             model, applied = candidate, seq
             break
-        series.model = model if model is not None else EpisodicKoopman(**record.params)
+        series.model = model if model is not None else EpisodicKoopman.from_flat(record.params)
         series.model_incarnation = record.incarnation
         series.applied = applied
         series.snapshot_seq = applied
@@ -622,6 +622,7 @@ class Registry:
             "upper": body["upper"],
             "fallback": bool(forecast.fallback),
             "recall_applied": bool(forecast.recall_applied),
+            "n_clipped": int(forecast.n_clipped),
             "recalled": out_recalled,
             "spectrum": spectrum_rows(body["spectrum"]),
         }
@@ -665,7 +666,7 @@ class Registry:
         coverage = model.coverage
         return {
             **summary(record),
-            "params": record.params,
+            "params": canonical_params(record.params),
             "spacing": record.spacing_value(),
             "applied": series.applied,
             "is_fitted": model.is_fitted,

@@ -201,6 +201,10 @@ class ForecastOut(BaseModel):
     upper: Values
     fallback: bool = Field(description="True before the first fit: the mean is the last value.")
     recall_applied: bool
+    n_clipped: int = Field(
+        description="Eigenvalues of the fit pulled onto the unit circle for this forecast "
+        '(stabilize="clip"); 0 when none were, or before the first fit.'
+    )
     recalled: list[RecalledEpisodeOut]
     spectrum: list[SpectrumRow]
 

@@ -318,7 +318,7 @@ def full_params(given: dict[str, Any]) -> dict[str, Any]:
     library's defaults cannot make replay diverge from what was acknowledged.
     """
     try:
-        model = EpisodicKoopman(**given)
+        model = EpisodicKoopman.from_flat(given)
     except (TypeError, ValueError) as exc:
         message = str(exc)
         name = next(
@@ -326,7 +326,16 @@ def full_params(given: dict[str, Any]) -> dict[str, Any]:
         )
         loc = ["body", "params", name] if name else ["body", "params"]
         raise invalid(loc, message) from None
-    return json.loads(json.dumps(model._get_params()))
+    return json.loads(json.dumps(model.to_flat()))
+
+
+def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Stored flat parameters as this library writes them (old names and aliases mapped).
+
+    A series stored by an older version may say ``missing="raise"``; the model it
+    describes is the same one.
+    """
+    return json.loads(json.dumps(EpisodicKoopman.from_flat(params).to_flat()))
 
 
 def check_layout(params: dict[str, Any], first: float | dict[str, float]) -> None:
@@ -545,7 +554,7 @@ class Committer:
             work[command.series_id] = record
             effects.append(Effect("upsert", record.id, record))
             return ConfigureOutcome(record, created=True, changed=True)
-        if record.params == params:
+        if canonical_params(record.params) == params:
             return ConfigureOutcome(record, created=False, changed=False)
         if record.count:
             first = 1.0 if record.channels is None else dict.fromkeys(record.channels, 1.0)

@@ -27,7 +27,7 @@ CONFIGS = {
 
 
 def trained(config: dict, n: int = 700) -> EpisodicKoopman:
-    model = EpisodicKoopman(**config)
+    model = EpisodicKoopman.from_flat(config)
     model.learn_many(noisy_sines(n, seed=5) * 3 + 10)
     return model
 
@@ -68,7 +68,7 @@ def test_saved_file_is_versioned_and_pickle_free(config, tmp_path):
     model.save(path)
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("manifest.json"))
-        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 1
+        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 2
         with np.load(zf.open("state.npz"), allow_pickle=False) as npz:
             assert all(npz[name].dtype != object for name in npz.files)
 
@@ -108,7 +108,7 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize("name,call", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
 def test_bad_input_raises_and_leaves_state_unchanged(config, name, call):
-    if config.get("missing", "raise") != "raise" and "nan" in name:
+    if config.get("missing", "error") != "error" and "nan" in name:
         pytest.skip("missing-value policy accepts NaN by design")
     model = trained(config, n=300)
     before = state_fingerprint(model)
@@ -182,13 +182,13 @@ def _hypothesis_model() -> EpisodicKoopman:
         dict(top_k=10, candidates=5),
         dict(drift_gate="adwin"),
         dict(memory="yes"),
-        dict(missing="drop"),
+        dict(missing="guess"),
     ],
 )
 def test_absurd_parameters_are_rejected_with_a_named_message(params):
     name = next(iter(params))
     with pytest.raises((ValueError, TypeError), match=name if name != "top_k" else "candidates"):
-        EpisodicKoopman(**params)
+        EpisodicKoopman.from_flat(params)
 
 
 def test_too_many_features_for_the_channel_count_is_rejected_before_learning():
@@ -202,7 +202,7 @@ def test_too_many_features_for_the_channel_count_is_rejected_before_learning():
 def test_reading_never_changes_what_the_model_does(config):
     """A model queried at every step ends bit-identical to one never queried until the end."""
     y = noisy_sines(500, seed=11) * 3 + 10
-    quiet, chatty = EpisodicKoopman(**config), EpisodicKoopman(**config)
+    quiet, chatty = EpisodicKoopman.from_flat(config), EpisodicKoopman.from_flat(config)
     for k, value in enumerate(y):
         quiet.learn_one(float(value))
         chatty.learn_one(float(value))
@@ -228,7 +228,7 @@ def test_a_forecast_does_not_depend_on_the_reads_before_it(config):
     """Whatever is read first at the same tick, the forecast equals that of a model only
     forecasting. (A spectrum read once cached a recall made before due episodes were filed.)"""
     y = noisy_sines(400, seed=5) * 3 + 10
-    quiet, reader = EpisodicKoopman(**config), EpisodicKoopman(**config)
+    quiet, reader = EpisodicKoopman.from_flat(config), EpisodicKoopman.from_flat(config)
     names = sorted(READS)
     for k, value in enumerate(y):
         quiet.learn_one(float(value))

@@ -6,7 +6,7 @@ from helpers import assert_same_state, noisy_sines, state_fingerprint
 from river import datasets, evaluate, metrics
 from river.time_series.base import Forecaster
 
-from episodic_koopman import EpisodicKoopman, Forecast
+from episodic_koopman import EpisodicKoopman, Forecast, MemoryConfig, ModelConfig
 
 
 def test_is_a_river_forecaster_and_runs_in_river_evaluate():
@@ -62,7 +62,7 @@ def test_multichannel_forecasts_every_channel():
         {"a": float(np.sin(0.2 * k)), "b": float(2 * np.cos(0.2 * k) + 0.01 * rng.normal())}
         for k in t
     ]
-    model = EpisodicKoopman(delays=8, window=64, episode_horizon=8, memory=False)
+    model = EpisodicKoopman(delays=8, window=64, episode_horizon=8, memory=None)
     for row in rows:
         model.learn_one(row)
     out = model.forecast(horizon=5)
@@ -78,7 +78,7 @@ def test_multichannel_forecasts_every_channel():
 
 def test_missing_value_policies():
     y = list(noisy_sines(300))
-    skip = EpisodicKoopman(delays=8, window=32, missing="skip")
+    skip = EpisodicKoopman(delays=8, window=32, missing="drop")
     skip.learn_many([*y[:100], float("nan"), *y[100:]])
     reference = EpisodicKoopman(delays=8, window=32)
     reference.learn_many(y)
@@ -89,10 +89,19 @@ def test_missing_value_policies():
     assert ffill.n_missing == 1 and ffill.n_observations == 301
     with pytest.raises(ValueError, match="before any finite value"):
         EpisodicKoopman(missing="ffill").learn_one(float("nan"))
+    with pytest.raises(ValueError, match="missing='drop' or 'ffill'"):
+        EpisodicKoopman().learn_one(float("nan"))
+
+
+def test_old_missing_names_are_aliases():
+    assert EpisodicKoopman(missing="skip").missing == "drop"
+    assert EpisodicKoopman(missing="raise").missing == "error"
+    with pytest.raises(ValueError, match="missing must be one of"):
+        EpisodicKoopman(missing="interpolate")  # batch only: it needs the whole series
 
 
 def test_clone_has_parameters_but_no_state(sines):
-    model = EpisodicKoopman(delays=16, window=96, strategy="residual")
+    model = EpisodicKoopman(delays=16, window=96, memory=MemoryConfig(strategy="residual"))
     model.learn_many(sines)
     fresh = model.clone()
     assert fresh._get_params() == model._get_params()
@@ -115,7 +124,11 @@ def test_every_strategy_reduces_error_while_the_window_holds_the_old_regime(stra
     errors = {}
     for memory in (True, False):
         model = EpisodicKoopman(
-            delays=16, window=160, strategy=strategy, memory=memory, episode_horizon=8, stride=2
+            delays=16,
+            window=160,
+            memory=MemoryConfig(strategy=strategy) if memory else None,
+            episode_horizon=8,
+            config=ModelConfig(stride=2),
         )
         abs_err = []
         for k, value in enumerate(y):
@@ -147,7 +160,7 @@ def test_models_can_share_one_memory_across_scales():
         model = EpisodicKoopman(delays=12, window=64, episode_horizon=8)
         if shared is None:
             model.learn_one(0.0)  # builds the model's own memory, which the next model shares
-            shared = model._memory
+            shared = model.episode_memory
         else:
             model.attach_memory(shared, source=source)
         models.append((model, scale))
@@ -169,7 +182,7 @@ def test_attach_memory_checks_compatibility_and_timing():
     model.attach_memory(EpisodeMemory(dim=7))
     with pytest.raises(ValueError, match="same delays"):
         model.learn_one(1.0)
-    assert model.n_observations == 0 and model.channels is None and not model._components_ready
+    assert model.n_observations == 0 and model.channels is None and model.episode_memory is None
     fitted = EpisodicKoopman(delays=12, window=64)
     fitted.learn_one(1.0)
     with pytest.raises(ValueError, match="before"):
@@ -177,18 +190,21 @@ def test_attach_memory_checks_compatibility_and_timing():
 
 
 def test_episodes_keep_normalised_mode_shapes_even_when_matching_ignores_them(sines):
-    model = EpisodicKoopman(delays=16, window=96, mode_weight=0.0, mode_delays=4)
+    model = EpisodicKoopman(
+        delays=16, window=96, memory=MemoryConfig(mode_weight=0.0, mode_delays=4)
+    )
     model.learn_many(sines)
-    records = model._memory.get(model._memory.live_ids()[:5])
+    records = model.episode_memory.get(model.episode_memory.live_ids()[:5])
     modes = records["modes"]
-    assert modes.shape == (5, model.max_rank, 4)
+    max_rank = ModelConfig().max_rank
+    assert modes.shape == (5, max_rank, 4)
     ranks = records["rank"]
     norms = np.linalg.norm(modes, axis=2)
     for norm_row, rank in zip(norms, ranks, strict=True):
         np.testing.assert_allclose(norm_row[:rank], 1.0)
         np.testing.assert_allclose(norm_row[rank:], 0.0)
     # Keys leave modes out: eigenvalue block plus state only.
-    assert model._memory.dim == 2 * model.max_rank + 16
+    assert model.episode_memory.dim == 2 * max_rank + 16
 
 
 def test_min_observations_is_when_the_first_fit_happens():
@@ -197,7 +213,7 @@ def test_min_observations_is_when_the_first_fit_happens():
         dict(delays=16, window=20),
         dict(delays=3, window=500),
     ):
-        model = EpisodicKoopman(**params)
+        model = EpisodicKoopman.from_flat(params)
         for k in range(model.min_observations - 1):
             model.learn_one(float(np.sin(k)))
         assert not model.is_fitted
@@ -206,7 +222,9 @@ def test_min_observations_is_when_the_first_fit_happens():
 
 
 def test_new_memory_fits_models_of_those_parameters():
-    model = EpisodicKoopman(delays=8, window=32, state_delays=12, mode_weight=0.5)
+    model = EpisodicKoopman(
+        delays=8, window=32, memory=MemoryConfig(state_delays=12, mode_weight=0.5)
+    )
     for n_channels in (1, 3):
         memory = model.new_memory(n_channels)
         user = model.clone()

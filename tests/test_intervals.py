@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from episodic_koopman import EpisodicKoopman
+from episodic_koopman import EpisodicKoopman, ModelConfig
 from episodic_koopman.intervals import ConformalCalibrator
 
 
@@ -38,7 +38,9 @@ def test_model_coverage_is_near_nominal_on_noisy_seasonal_series():
     rng = np.random.default_rng(11)
     t = np.arange(6000)
     y = np.sin(2 * np.pi * t / 24) + 0.3 * rng.standard_normal(t.size)
-    model = EpisodicKoopman(delays=24, window=192, memory=False, level=0.9, stride=2)
+    model = EpisodicKoopman(
+        delays=24, window=192, memory=None, level=0.9, config=ModelConfig(stride=2)
+    )
     model.learn_many(y)
     assert model.coverage == pytest.approx(0.9, abs=0.04)
     f = model.predict(horizon=24, level=0.8)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import noisy_sines, two_sines
 
-from episodic_koopman import EpisodicKoopman
+from episodic_koopman import EpisodicKoopman, ModelConfig
 from episodic_koopman.operator import WindowedDMD, batch_dmd, stabilize_eigenvalues
 
 
@@ -17,7 +17,7 @@ def hankel_rows(y: np.ndarray, d: int) -> np.ndarray:
 @pytest.mark.parametrize("rank", [5, "gd"])
 def test_two_sinusoids_frequencies_and_long_forecast(rank):
     y = two_sines(400)
-    model = EpisodicKoopman(delays=16, window=64, rank=rank, memory=False)
+    model = EpisodicKoopman(delays=16, window=64, rank=rank, memory=None)
     model.learn_many(y[:300])
     spectrum = model.spectrum()
     positive = np.sort(spectrum.frequencies[spectrum.frequencies > 0])
@@ -39,7 +39,9 @@ def test_linear_system_eigenvalues_recovered():
         y.append(x.sum())
         x = A @ x
     # Rank 3 + 1: standardisation adds a constant observable (eigenvalue 1).
-    model = EpisodicKoopman(delays=6, window=40, rank=4, memory=False, stabilize="none")
+    model = EpisodicKoopman(
+        delays=6, window=40, rank=4, memory=None, config=ModelConfig(stabilize="none")
+    )
     model.learn_many(np.array(y))
     eigs = model.spectrum().eigenvalues
     expected = np.array([0.99 * np.exp(0.4j), 0.99 * np.exp(-0.4j), 0.97, 1.0])
@@ -97,7 +99,9 @@ def test_drift_stays_small_without_refits_and_vanishes_with_one():
 
 def test_model_forecast_equals_batch_svd_dmd_of_its_window():
     y = noisy_sines(3000, seed=4)
-    model = EpisodicKoopman(delays=32, window=256, memory=False, refit_every=10**9)
+    model = EpisodicKoopman(
+        delays=32, window=256, memory=None, config=ModelConfig(refit_every=10**9)
+    )
     model.learn_many(y)
     ours = np.array(model.forecast(horizon=48))
     theirs = model.reference_forecast(48)[:, 0]
@@ -115,8 +119,8 @@ def test_stabilisation_pulls_unstable_eigenvalues_to_the_unit_circle():
 def test_growing_series_forecast_is_bounded_when_stabilised():
     t = np.arange(300)
     y = np.exp(0.01 * t) * np.sin(0.3 * t)
-    clipped = EpisodicKoopman(delays=10, window=80, memory=False)
-    free = EpisodicKoopman(delays=10, window=80, memory=False, stabilize="none")
+    clipped = EpisodicKoopman(delays=10, window=80, memory=None)
+    free = EpisodicKoopman(delays=10, window=80, memory=None, config=ModelConfig(stabilize="none"))
     clipped.learn_many(y)
     free.learn_many(y)
     far_clipped = np.abs(clipped.forecast(horizon=2000)[-200:]).max()
@@ -128,7 +132,7 @@ def test_growing_series_forecast_is_bounded_when_stabilised():
 def test_linear_trend_uses_stable_non_modal_path():
     # A ramp makes a Jordan block at 1: eigenvectors are (near) defective.
     y = 0.5 * np.arange(200.0) + 3.0
-    model = EpisodicKoopman(delays=4, window=40, memory=False, rank=2)
+    model = EpisodicKoopman(delays=4, window=40, memory=None, rank=2)
     model.learn_many(y)
     forecast = np.array(model.forecast(horizon=20))
     np.testing.assert_allclose(forecast, 0.5 * np.arange(200, 220) + 3.0, rtol=1e-5)

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .forecaster import EpisodicKoopman, Forecast, RecalledEpisode
+from .config import MemoryConfig, ModelConfig
+from .forecast import Forecast, RecalledEpisode
+from .forecaster import EpisodicKoopman
 from .spectrum import Spectrum
 from .threads import pin_threads, single_threaded
 
 __all__ = [
     "EpisodicKoopman",
     "Forecast",
+    "MemoryConfig",
+    "ModelConfig",
     "RecalledEpisode",
     "Spectrum",
     "__version__",

@@ -73,9 +73,12 @@ import numpy as np
 from .evaluation import coverage, mae, seasonal_naive_scale, smape
 from .forecaster import MAX_HORIZON, EpisodicKoopman
 from .memory import EpisodeMemory
+from .stream import MISSING_POLICIES, missing_policy
 from .threads import single_threaded
 
-MISSING = ("error", "ffill", "interpolate", "zero", "drop")
+#: The library's missing-value policies (`episodic_koopman.stream`), plus two that need
+#: the whole series: linear interpolation and zero filling.
+MISSING = (*MISSING_POLICIES, "interpolate", "zero")
 MEMORY_SCOPES = ("series", "shared")
 ENGINES = ("local", "dask")
 DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
@@ -518,8 +521,7 @@ def prepare_series(s: SeriesData, kind: str, missing: str = "error") -> Prepared
     """
     if s.problem is not None:
         raise SeriesError(s.problem)
-    if missing not in MISSING:
-        raise ValueError(f"missing must be one of {list(MISSING)}, got {missing!r}")
+    missing = missing_policy(missing, MISSING)
     order = np.argsort(s.ds, kind="stable")
     if np.any(order[1:] < order[:-1]):
         s = SeriesData(s.uid, s.index, s.ds[order], s.y[order], s.rows[order], s.problem, s.tz)
@@ -609,8 +611,10 @@ class BatchConfig:
             )
         if not (isinstance(self.level, int | float) and 0 < self.level < 1):
             raise BatchInputError(f"level must lie strictly between 0 and 1, got {self.level!r}")
-        if self.missing not in MISSING:
-            raise BatchInputError(f"missing must be one of {list(MISSING)}, got {self.missing!r}")
+        try:
+            missing_policy(self.missing, MISSING)
+        except ValueError as exc:
+            raise BatchInputError(str(exc)) from None
         if self.scope not in MEMORY_SCOPES:
             raise BatchInputError(
                 f"memory scope must be one of {list(MEMORY_SCOPES)}, got {self.scope!r}"
@@ -618,11 +622,11 @@ class BatchConfig:
         if self.partitions is not None and self.partitions < 1:
             raise BatchInputError(f"partitions must be >= 1, got {self.partitions}")
         try:
-            model = EpisodicKoopman(**self.params)
+            model = EpisodicKoopman.from_flat(self.params)
         except (TypeError, ValueError) as exc:
             raise BatchInputError(f"invalid model parameters: {exc}") from None
-        if self.scope == "shared" and not model.memory:
-            raise BatchInputError("--memory-scope shared needs a model with memory (memory=True)")
+        if self.scope == "shared" and model.memory is None:
+            raise BatchInputError("--memory-scope shared needs a model with memory (memory=true)")
 
 
 @dataclass
@@ -645,7 +649,7 @@ class SeriesResult:
 
 def min_observations(params: dict[str, Any]) -> int:
     """Observations a model with ``params`` needs before its first fit."""
-    return EpisodicKoopman(**params).min_observations
+    return EpisodicKoopman.from_flat(params).min_observations
 
 
 _pinned = False
@@ -730,7 +734,7 @@ def forecast_one(s: SeriesData, kind: str, cfg: BatchConfig) -> SeriesResult:
     """Fit a fresh model (its own memory) on one series and forecast it."""
     try:
         prepared = _checked(s, kind, cfg)
-        model = EpisodicKoopman(**cfg.params)
+        model = EpisodicKoopman.from_flat(cfg.params)
         model.learn_many(prepared.values)
         return _finish(s, model, prepared, kind, cfg)
     except Exception as exc:
@@ -744,7 +748,7 @@ def forecast_chunk(chunk: list[SeriesData], kind: str, cfg: BatchConfig) -> list
 
 def new_memory(params: dict[str, Any]) -> EpisodeMemory:
     """An empty memory that univariate models built with ``params`` can share."""
-    return EpisodicKoopman(**params).new_memory()
+    return EpisodicKoopman.from_flat(params).new_memory()
 
 
 @dataclass
@@ -781,7 +785,7 @@ def forecast_partition(
     for s in chunk:
         try:
             prepared = _checked(s, kind, cfg)
-            model = EpisodicKoopman(**cfg.params)
+            model = EpisodicKoopman.from_flat(cfg.params)
             model.attach_memory(memory, source=source_id(s.uid))
             live.append((s, prepared, model))
         except Exception as exc:
@@ -811,7 +815,7 @@ def forecast_partition(
     ids = memory.live_ids()
     ids = ids[ids >= first_new]
     records = memory.get(ids)
-    horizon = EpisodicKoopman(**cfg.params).episode_horizon
+    horizon = EpisodicKoopman.from_flat(cfg.params).episode_horizon
     grids = {source_id(s.uid): p.grid for s, p, _ in live}
     completed = np.array(
         [
@@ -1221,7 +1225,7 @@ def panel_backtest(
     for scope in scopes:
         if scope not in MEMORY_SCOPES:
             raise ValueError(f"scope must be one of {list(MEMORY_SCOPES)}, got {scope!r}")
-        models = [EpisodicKoopman(**params) for _ in values]
+        models = [EpisodicKoopman.from_flat(params) for _ in values]
         if scope == "shared":
             memory = new_memory(params)
             for i, model in enumerate(models):

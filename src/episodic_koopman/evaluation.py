@@ -246,9 +246,9 @@ def model_factories(
     factories: dict[str, ModelFactory] = {}
     for name in names:
         if name == "ek":
-            factories[name] = lambda: EpisodicKoopman(**params)
+            factories[name] = lambda: EpisodicKoopman.from_flat(params)
         elif name == "ek-nomem":
-            factories[name] = lambda: EpisodicKoopman(**{**params, "memory": False})
+            factories[name] = lambda: EpisodicKoopman.from_flat({**params, "memory": False})
         else:
             make_peer(name, season)  # fail early on unknown names or missing extras
             factories[name] = lambda n=name: make_peer(n, season)

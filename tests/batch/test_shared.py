@@ -53,7 +53,7 @@ def test_a_partition_learns_its_series_interleaved_in_time():
     memory = new_memory(SMALL)
     models = {}
     for uid in ("s0", "s1", "s2"):
-        models[uid] = EpisodicKoopman(**SMALL)
+        models[uid] = EpisodicKoopman.from_flat(SMALL)
         models[uid].attach_memory(memory, source=source_id(uid))
     for _, day in frame.sort_values(["ds"], kind="stable").groupby("ds", sort=True):
         for uid, y in zip(day["unique_id"], day["y"], strict=True):
@@ -66,7 +66,7 @@ def test_a_partition_learns_its_series_interleaved_in_time():
     # timestamp of its own series at which its horizon passed
     assert out.keys.shape[0] == memory.next_id
     assert set(out.records["source"].tolist()) == {source_id(u) for u in ("s0", "s1", "s2")}
-    horizon = EpisodicKoopman(**SMALL).episode_horizon
+    horizon = EpisodicKoopman.from_flat(SMALL).episode_horizon
     for uid in ("s0", "s1", "s2"):
         stamps = frame.loc[frame["unique_id"] == uid, "ds"]
         days = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # any pandas unit

@@ -84,6 +84,7 @@ def test_gaps_fail_under_the_error_policy_and_are_counted():
         ("interpolate", [0, 1, 2, 2 + 1 / 3, 2 + 2 / 3, 3, 4]),
         ("zero", [0, 1, 2, 0, 0, 3, 4]),
         ("drop", [0, 1, 2, 3, 4]),
+        ("skip", [0, 1, 2, 3, 4]),  # the library's older name for drop
     ],
 )
 def test_missing_policies_on_gaps(policy, values):

@@ -54,7 +54,7 @@ def reference_forecast(
     params: dict[str, Any], values: Any, horizon: int, level: float | None = None
 ) -> dict[str, Any]:
     """What an in-process model fed the same observations forecasts (JSON-safe)."""
-    model = EpisodicKoopman(**params)
+    model = EpisodicKoopman.from_flat(params)
     if len(values):
         model.learn_many(values)
     return model.predict(horizon, level).to_dict()

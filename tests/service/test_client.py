@@ -57,7 +57,7 @@ def test_push_and_forecast_round_trip(live_server):
     assert f.series_id == "s" and f.n_observations == 200 and f.last_t == 199.0
     assert f.timestamps == [200.0 + k for k in range(8)]
     assert f.level == 0.8 and f.channels is None and f.mean.shape == (8,)
-    local = EpisodicKoopman(**SMALL)
+    local = EpisodicKoopman.from_flat(SMALL)
     local.learn_many(values)
     expected = local.predict(8, 0.8)
     assert_same_as_local(f, expected.to_dict())

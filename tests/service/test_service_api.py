@@ -42,7 +42,7 @@ def test_series_lifecycle(client):
     assert info["id"] == "room-1.temp" and info["n_observations"] == 0
     # Given parameters are kept, the service's model defaults come next, then the library's.
     defaults = Settings().model_defaults
-    assert info["params"] == EpisodicKoopman(**{**defaults, **SMALL})._get_params()
+    assert info["params"] == EpisodicKoopman.from_flat({**defaults, **SMALL}).to_flat()
     assert client.put("/v1/series/room-1.temp", json={"params": SMALL}).status_code == 200
     for name in ("b", "a", "c"):
         assert client.put(f"/v1/series/{name}").status_code == 201
@@ -59,7 +59,7 @@ def test_first_push_creates_a_series_with_the_model_defaults(client):
     assert response.status_code == 200
     assert response.json() == {"accepted": 5, "duplicates": 0, "last_t": 4.0, "n_observations": 5}
     info = client.get("/v1/series/fresh").json()
-    expected = EpisodicKoopman(**Settings().model_defaults)._get_params()
+    expected = EpisodicKoopman.from_flat(Settings().model_defaults).to_flat()
     assert info["params"] == json.loads(json.dumps(expected))
     assert info["n_observations"] == 5 and info["applied"] == 5 and info["last_t"] == 4.0
 

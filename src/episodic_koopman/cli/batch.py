@@ -48,7 +48,8 @@ def forecast(
     ),
     missing: str = typer.Option(
         "error",
-        help="Gaps and empty targets: error (fail the series), ffill, interpolate, zero, drop.",
+        help="Gaps and empty targets: error (fail the series), ffill, interpolate, zero, drop "
+        "(the library's names; raise and skip are accepted for error and drop).",
     ),
     memory_scope: str = typer.Option(
         "series", help="series: one memory per series; shared: one memory for all series."
@@ -246,8 +247,9 @@ def inspect(
     info = Table(title=f"model {model_path.name}", show_header=False, title_justify="left")
     info.add_column("what")
     info.add_column("value", justify="right")
+    params = model.to_flat()
     for name in ("delays", "window", "rank", "max_rank", "strategy", "episode_horizon", "stride"):
-        info.add_row(name, str(getattr(model, name)))
+        info.add_row(name, str(params[name]))
     info.add_row("observations", str(model.n_observations))
     info.add_row("fitted", "yes" if model.is_fitted else "no")
     info.add_row("episodes in memory", str(model.memory_size))

@@ -30,7 +30,7 @@ def demo(
     t = np.arange(steps)
     y = np.sin(2 * np.pi * t / np.repeat(periods, 150)[:steps]) + 0.05 * rng.standard_normal(steps)
     with_memory = EpisodicKoopman(delays=16, window=128, episode_horizon=horizon)
-    without = EpisodicKoopman(delays=16, window=128, episode_horizon=horizon, memory=False)
+    without = EpisodicKoopman(delays=16, window=128, episode_horizon=horizon, memory=None)
     errors: dict[str, list[float]] = {"memory": [], "no memory": []}
     started = time.perf_counter()
     for k, value in enumerate(y):

@@ -1,0 +1,93 @@
+"""The combiner: every expert's forecast, and how they are combined into one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .components import State
+from .mixture import ExpertMixture
+from .recall import Alignment, RecallContext, make_correction
+from .recaller import Recall
+
+
+class Combiner:
+    """The plain forecast and the memory experts, combined by a mixture or by a single strategy.
+
+    With ``mixture`` settings (decay, eta, fast decay), experts are weighted per
+    step ahead by `ExpertMixture`; without, the single memory expert replaces the
+    plain forecast whenever recall is admitted.
+    """
+
+    def __init__(
+        self,
+        memory_experts: list[str],
+        alignment: Alignment,
+        blend: float,
+        horizon: int,
+        mixture: tuple[float, float, float] | None,
+    ) -> None:
+        self.corrections = {
+            name: make_correction(name, alignment, blend) for name in memory_experts
+        }
+        self.expert_names = ["plain", *memory_experts]
+        self.mixture = ExpertMixture(self.expert_names, horizon, *mixture) if mixture else None
+
+    @property
+    def needs_successor(self) -> bool:
+        """Whether episodes must keep the operator fitted after them (``transfer``)."""
+        return "transfer" in self.corrections
+
+    @property
+    def learner(self) -> ExpertMixture | None:
+        """The mixture to teach from realised errors (``None`` if there is nothing to weigh)."""
+        return self.mixture if self.mixture is not None and len(self.expert_names) > 1 else None
+
+    def combine(
+        self,
+        plain: np.ndarray,
+        recall: Recall | None,
+        context: Callable[[], RecallContext],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every expert's forecast and their combination.
+
+        Returns ``(mean, spread, tracks, available)``: ``tracks`` is
+        ``(n_experts, steps, c)`` (zeros where an expert is unavailable).
+        ``context`` builds what corrections may use about the present (only when
+        recall is admitted).
+        """
+        tracks = np.zeros((len(self.expert_names), *plain.shape))
+        spreads = np.zeros_like(tracks)
+        available = np.zeros(len(self.expert_names), dtype=bool)
+        tracks[0], available[0] = plain, True
+        if recall is not None and recall.admitted:
+            present = context()
+            for i, name in enumerate(self.expert_names[1:], start=1):
+                tracks[i], spreads[i] = self.corrections[name].correct(
+                    present, recall.records, recall.weights
+                )
+                available[i] = True
+        if self.mixture is None:
+            chosen = 1 if available[-1] and len(available) > 1 else 0
+            return tracks[chosen], spreads[chosen], tracks, available
+        weights = self.mixture.weights(available, plain.shape[0])[:, :, None]
+        mean = np.sum(weights * tracks, axis=0)
+        spread = np.sum(weights * spreads, axis=0)
+        return mean, spread, tracks, available
+
+    def expert_weights(self, horizon: int) -> dict[str, list[float]] | None:
+        """The mixture's weight of each expert per step ahead, all experts available."""
+        if self.mixture is None:
+            return None
+        available = np.ones(len(self.expert_names), dtype=bool)
+        w = self.mixture.weights(available, horizon)
+        return {name: w[i].tolist() for i, name in enumerate(self.expert_names)}
+
+    def get_state(self) -> State:
+        return {}, ({} if self.mixture is None else self.mixture.get_state())
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if self.mixture is not None:
+            self.mixture.set_state(arrays)

@@ -1,0 +1,369 @@
+"""Tuning knobs of `EpisodicKoopman`, in validated, JSON-safe, frozen config objects.
+
+The constructor takes the parameters users set (``delays``, ``window``, ``rank``,
+``episode_horizon``, ``level``, ``missing``, ``seed``, ``dt``) plus two configs:
+
+* `MemoryConfig` (``memory=``; ``None`` turns memory off): episodes, recall, and
+  the mixture of memory experts;
+* `ModelConfig` (``config=``): the operator and how forecasts are scored.
+
+Configs compare equal by value and copy cleanly, as river's ``clone`` needs.
+`to_dict`/`from_dict` give their JSON form. The *flat form* (`FLAT_NAMES`) names
+every knob at the top level, as the service's ``params`` and the CLI's
+``--param k=v`` do: see `EpisodicKoopman.from_flat`.
+
+>>> MemoryConfig(capacity=4000, top_k=3).to_dict()["capacity"]
+4000
+>>> MemoryConfig(top_k=8, candidates=4)
+Traceback (most recent call last):
+...
+ValueError: candidates (4) must be >= top_k (8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import validation as v
+from .rank import RankRule, validate_rank_rule
+from .recall import DRIFT_DETECTORS, MEMORY_EXPERTS
+
+#: Largest number of observables (delays x channels, plus lifted features).
+MAX_FEATURES = 2048
+
+STRATEGIES = ("mixture", "analog", "residual", "transfer")
+ALIGNMENTS = ("zscore", "additive", "multiplicative", "last", "none")
+
+_Config = TypeVar("_Config", bound="_JsonConfig")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if not v.is_real_number(value) or not (0 < float(value) < math.inf):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _non_negative_number(name: str, value: Any) -> None:
+    if not v.is_real_number(value) or not (0 <= float(value) < math.inf):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+
+
+def _unit_interval(name: str, value: Any) -> None:
+    if not v.is_real_number(value) or not (0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+
+
+class _JsonConfig:
+    """`to_dict` / `from_dict` for the frozen config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain JSON-safe dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls: type[_Config], values: dict[str, Any]) -> _Config:
+        """The config from `to_dict`'s form; omitted fields keep their defaults."""
+        if not isinstance(values, dict):
+            raise TypeError(f"{cls.__name__}.from_dict takes a dict, got {values!r}")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid: {names}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MemoryConfig(_JsonConfig):
+    """The episodic memory: what is stored, how it is recalled, how experts are mixed.
+
+    Every ``stride`` steps the present becomes an episode, filed once
+    ``episode_horizon`` steps have followed. A forecast looks up the episodes whose
+    spectrum and state resemble the present: FAISS proposes ``candidates``, the
+    exact distance keeps the ``top_k``, weighted by ``softmax(-distance / tau)``.
+
+    Parameters
+    ----------
+    capacity
+        Most episodes kept; the oldest are evicted first.
+    stride
+        Steps between stored episodes (flat name ``memory_stride``).
+    top_k, candidates
+        Episodes kept after the exact rerank, and FAISS candidates before it.
+    tau
+        Attention temperature, in units of the typical best match distance.
+    recall_quantile
+        Recall only when the best match is within this quantile of recent best
+        distances (1.0: always).
+    strategy
+        ``"mixture"`` (the plain forecast and the ``experts``, weighted per step
+        ahead by their realised errors), or a single correction applied whenever
+        recall is admitted: ``"analog"``, ``"residual"``, ``"transfer"``.
+    experts
+        Memory experts of the mixture, comma-separated, from ``analog``,
+        ``analog_last``, ``analog_additive``, ``analog_multiplicative``,
+        ``residual``, ``transfer``.
+    alignment, blend
+        For ``strategy="analog"``: how past continuations are mapped to the present,
+        and how much of the analog replaces the plain forecast (1.0: all).
+    mixture_decay, mixture_eta, mixture_fast_decay
+        Forgetting factor of the experts' loss averages (per scored forecast), the
+        sharpness of the mixture's weights, and the forgetting factor of the fast
+        one-step loss that flags a regime change for an expert (0 disables it).
+    eigenvalue_weight, mode_weight, state_weight
+        Weights of the terms of the match distance (see `episodic_koopman.recall`).
+        A zero ``mode_weight`` leaves mode shapes out of the FAISS key and the rerank.
+    mode_delays
+        Newest delays of each mode kept in its signature.
+    state_delays
+        Newest observations (per channel) forming the state that episodes are
+        matched and aligned on; ``None`` means ``delays``.
+    hnsw_threshold
+        Past this many episodes the index switches from exact (flat) to HNSW.
+    drift_gate, gate_span
+        ``None``, or a river drift detector (``"page_hinkley"``, ``"kswin"``) on the
+        scored one-step errors: recall then applies only within ``gate_span`` steps
+        after a detected drift.
+    """
+
+    capacity: int = 10_000
+    stride: int = 1
+    top_k: int = 5
+    candidates: int = 16
+    tau: float = 0.5
+    recall_quantile: float = 1.0
+    strategy: str = "mixture"
+    experts: str = "analog,analog_last"
+    alignment: str = "zscore"
+    blend: float = 1.0
+    mixture_decay: float = 0.05
+    mixture_eta: float = 4.0
+    mixture_fast_decay: float = 0.0
+    eigenvalue_weight: float = 0.1
+    mode_weight: float = 0.0
+    state_weight: float = 1.0
+    mode_delays: int = 4
+    state_delays: int | None = None
+    hnsw_threshold: int = 50_000
+    drift_gate: str | None = None
+    gate_span: int = 96
+
+    def __post_init__(self) -> None:
+        v.check_positive_int("capacity", self.capacity, 1, 100_000_000)
+        v.check_positive_int("memory_stride", self.stride, 1, 1_000_000)
+        v.check_positive_int("top_k", self.top_k, 1, 10_000)
+        v.check_positive_int("candidates", self.candidates, 1, 100_000)
+        if self.candidates < self.top_k:
+            raise ValueError(f"candidates ({self.candidates}) must be >= top_k ({self.top_k})")
+        _positive_number("tau", self.tau)
+        v.check_fraction("recall_quantile", self.recall_quantile, 0.0, 1.0 + 1e-12)
+        v.check_choice("strategy", self.strategy, STRATEGIES)
+        if not isinstance(self.experts, str):
+            raise TypeError(f"experts must be a comma-separated string, got {self.experts!r}")
+        for name in self.expert_names():
+            v.check_choice("experts", name, MEMORY_EXPERTS)
+        v.check_choice("alignment", self.alignment, ALIGNMENTS)
+        _unit_interval("blend", self.blend)
+        v.check_fraction("mixture_decay", self.mixture_decay, 0.0, 1.0 + 1e-12)
+        _positive_number("mixture_eta", self.mixture_eta)
+        _unit_interval("mixture_fast_decay", self.mixture_fast_decay)
+        for name in ("eigenvalue_weight", "mode_weight", "state_weight"):
+            _non_negative_number(name, getattr(self, name))
+        v.check_positive_int("mode_delays", self.mode_delays, 1, MAX_FEATURES)
+        if self.state_delays is not None:
+            v.check_positive_int("state_delays", self.state_delays, 2, 1_000_000)
+        v.check_positive_int("hnsw_threshold", self.hnsw_threshold, 1, 10**12)
+        if self.drift_gate is not None:
+            v.check_choice("drift_gate", self.drift_gate, DRIFT_DETECTORS)
+        v.check_positive_int("gate_span", self.gate_span, 1, 10**12)
+
+    def expert_names(self) -> list[str]:
+        """The memory experts: the mixture's, or the single strategy."""
+        if self.strategy != "mixture":
+            return [self.strategy]
+        names = [part.strip() for part in str(self.experts).split(",") if part.strip()]
+        if not names:
+            raise ValueError("experts must name at least one memory expert")
+        if len(set(names)) != len(names):
+            raise ValueError(f"experts lists a name twice: {self.experts!r}")
+        return names
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonConfig):
+    """The operator, and how forecasts are scored.
+
+    Parameters
+    ----------
+    max_rank
+        Cap on the DMD rank (and the length of spectral signatures).
+    stride
+        Steps between scored forecasts (and refreshed spectra): the mixture and
+        the conformal intervals learn from the errors of scored forecasts.
+    refit_every
+        Steps between exact refits (which also refresh the standardisation);
+        ``None`` means ``window``.
+    stabilize
+        ``"clip"`` pulls eigenvalues with modulus above 1 onto the unit circle
+        (`Forecast.n_clipped` counts them); ``"none"`` leaves them.
+    lifting, n_components, bandwidth
+        ``"identity"`` (plain Hankel DMD) or ``"rff"`` (delay vector plus
+        ``n_components`` random Fourier features approximating an RBF kernel of
+        ``bandwidth``, i.e. kernel EDMD).
+    calibration_window
+        Scored forecasts kept per step ahead for conformal calibration.
+    """
+
+    max_rank: int = 16
+    stride: int = 8
+    refit_every: int | None = None
+    stabilize: str = "clip"
+    lifting: str = "identity"
+    n_components: int = 64
+    bandwidth: float = 2.0
+    calibration_window: int = 200
+
+    def __post_init__(self) -> None:
+        v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
+        v.check_positive_int("stride", self.stride, 1, 1_000_000)
+        if self.refit_every is not None:
+            v.check_positive_int("refit_every", self.refit_every, 1, 10**12)
+        v.check_choice("stabilize", self.stabilize, ("clip", "none"))
+        v.check_choice("lifting", self.lifting, ("identity", "rff"))
+        v.check_positive_int("n_components", self.n_components, 1, MAX_FEATURES)
+        _positive_number("bandwidth", self.bandwidth)
+        v.check_positive_int("calibration_window", self.calibration_window, 1, 1_000_000)
+
+    @property
+    def n_lifted(self) -> int:
+        """Features the lifting adds to the delay vector."""
+        return self.n_components if self.lifting == "rff" else 0
+
+
+def check_constructor(
+    delays: int,
+    window: int,
+    rank: RankRule,
+    memory: MemoryConfig | None,
+    episode_horizon: int,
+    level: float,
+    seed: int,
+    dt: float,
+    config: ModelConfig | None,
+) -> None:
+    """Validate `EpisodicKoopman`'s own parameters (each config validates itself)."""
+    v.check_positive_int("delays", delays, 1, MAX_FEATURES)
+    v.check_positive_int("window", window, 2, 1_000_000)
+    validate_rank_rule(rank)
+    if memory is not None and not isinstance(memory, MemoryConfig):
+        raise TypeError(
+            f"memory must be a MemoryConfig or None, got {memory!r} (memory=False "
+            "is now memory=None; the flat form still takes a bool)"
+        )
+    if config is not None and not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig or None, got {config!r}")
+    v.check_positive_int("episode_horizon", episode_horizon, 1, 100_000)
+    v.check_fraction("level", level)
+    v.check_positive_int("seed", seed, 0, 2**32 - 1)
+    _positive_number("dt", dt)
+    state_delays = memory.state_delays if memory is not None else None
+    if state_delays is not None and state_delays > window:
+        raise ValueError(f"state_delays must be <= window ({window}), got {state_delays}")
+
+
+# -- the flat form -----------------------------------------------------------------------
+
+#: Flat names of the constructor's own parameters.
+CONSTRUCTOR_NAMES = (
+    "delays",
+    "window",
+    "rank",
+    "episode_horizon",
+    "level",
+    "missing",
+    "seed",
+    "dt",
+)
+#: Flat name -> `MemoryConfig` field.
+MEMORY_NAMES = {f.name: f.name for f in dataclasses.fields(MemoryConfig)} | {
+    "memory_stride": "stride"
+}
+del MEMORY_NAMES["stride"]
+#: Flat name -> `ModelConfig` field.
+MODEL_NAMES = {f.name: f.name for f in dataclasses.fields(ModelConfig)}
+#: Every flat name, in a stable order (the constructor's parameters before version 0.2).
+FLAT_NAMES = (
+    "delays",
+    "window",
+    "rank",
+    "max_rank",
+    "memory",
+    "strategy",
+    "experts",
+    "episode_horizon",
+    "memory_stride",
+    "stride",
+    "top_k",
+    "candidates",
+    "tau",
+    "recall_quantile",
+    "alignment",
+    "blend",
+    "mixture_decay",
+    "mixture_eta",
+    "mixture_fast_decay",
+    "eigenvalue_weight",
+    "mode_weight",
+    "state_weight",
+    "capacity",
+    "hnsw_threshold",
+    "drift_gate",
+    "gate_span",
+    "level",
+    "calibration_window",
+    "stabilize",
+    "refit_every",
+    "lifting",
+    "n_components",
+    "bandwidth",
+    "mode_delays",
+    "state_delays",
+    "missing",
+    "seed",
+    "dt",
+)
+assert set(FLAT_NAMES) == {*CONSTRUCTOR_NAMES, "memory", *MEMORY_NAMES, *MODEL_NAMES}
+
+
+def split_flat(params: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from flat parameters; unknown names are rejected by name.
+
+    ``memory`` is a bool in the flat form (default true); memory knobs given with
+    ``memory=False`` are validated and then unused.
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"flat parameters must be a dict, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(FLAT_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown}; valid parameters: {', '.join(FLAT_NAMES)}"
+        )
+    enabled = params.get("memory", True)
+    if not isinstance(enabled, bool):
+        raise TypeError(f"memory must be true or false in flat parameters, got {enabled!r}")
+    memory = MemoryConfig(**{field: params[k] for k, field in MEMORY_NAMES.items() if k in params})
+    config = ModelConfig(**{field: params[k] for k, field in MODEL_NAMES.items() if k in params})
+    own = {k: params[k] for k in CONSTRUCTOR_NAMES if k in params}
+    return own | {"memory": memory if enabled else None, "config": config}
+
+
+def join_flat(
+    own: dict[str, Any], memory: MemoryConfig | None, config: ModelConfig
+) -> dict[str, Any]:
+    """Flat parameters (every name in `FLAT_NAMES`) from the constructor's arguments."""
+    shown = memory if memory is not None else MemoryConfig()
+    values = own | {"memory": memory is not None}
+    values |= {k: getattr(shown, field) for k, field in MEMORY_NAMES.items()}
+    values |= {k: getattr(config, field) for k, field in MODEL_NAMES.items()}
+    return {k: values[k] for k in FLAT_NAMES}

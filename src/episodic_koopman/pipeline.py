@@ -1,0 +1,329 @@
+"""The components of one model, wired: learning a step, catching up, forecasting.
+
+`EpisodicKoopman` validates input and parameters and builds a `Pipeline` once the
+number of channels is known; the pipeline runs every learning step and forecast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .combiner import Combiner
+from .components import ArraysOnly, Component
+from .config import MAX_FEATURES, MemoryConfig, ModelConfig
+from .dynamics import Dynamics
+from .embedding import make_lifting
+from .intervals import ConformalCalibrator
+from .memory import EpisodeMemory
+from .observables import Observables
+from .operator import KoopmanFit, batch_dmd
+from .rank import RankRule
+from .recall import DriftGate, KeyWeights, RecallContext, key_dimension
+from .recaller import Query, Recall, Recaller
+from .recorder import EpisodeRecorder
+from .scorer import ForecastScorer, PendingScore
+from .stream import Stream
+from .threads import single_threaded
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The model parameters the pipeline runs on."""
+
+    delays: int
+    window: int
+    rank: RankRule
+    episode_horizon: int
+    level: float
+    seed: int
+    memory: MemoryConfig | None
+    config: ModelConfig
+
+    @property
+    def state_delays(self) -> int:
+        """Observations per channel in an episode's state."""
+        given = self.memory.state_delays if self.memory is not None else None
+        return given or self.delays
+
+    def mode_length(self, n_channels: int) -> int:
+        """Coordinates per mode in a signature: the newest ``mode_delays`` of each channel."""
+        assert self.memory is not None
+        return min(self.memory.mode_delays, self.delays) * n_channels
+
+    def key_dimension(self, n_channels: int) -> int:
+        """Length of the memory's keys for ``n_channels`` channels."""
+        assert self.memory is not None
+        # With a zero mode weight, modes stay in the episodes but out of the FAISS key.
+        key_modes = self.mode_length(n_channels) if self.memory.mode_weight > 0 else 0
+        return key_dimension(self.config.max_rank, key_modes, self.state_delays * n_channels)
+
+
+def check_layout(settings: Settings, n_channels: int, attached: EpisodeMemory | None) -> None:
+    """Reject a channel count a model cannot hold (or its attached memory cannot store)."""
+    n_features = settings.delays * n_channels + settings.config.n_lifted
+    if n_features > MAX_FEATURES:
+        raise ValueError(
+            f"delays x channels (+ lifted features) = {n_features} exceeds {MAX_FEATURES}; "
+            "use fewer delays or channels"
+        )
+    if attached is not None:
+        dim = settings.key_dimension(n_channels)
+        if attached.dim != dim:
+            raise ValueError(
+                f"attached memory has keys of length {attached.dim}, this "
+                f"model needs {dim}: models sharing a memory need the same delays, "
+                "channel count, max_rank, mode_weight and mode_delays"
+            )
+
+
+@dataclass(frozen=True)
+class Present:
+    """Everything derived from the state at one tick (cached until the next update)."""
+
+    n: int
+    memory_version: int  # episodes ever filed when the recall was made: the cache's other key
+    fit: KoopmanFit
+    query: Query | None  # only with a memory
+    recall: Recall | None
+
+
+class Pipeline:
+    """The components of a model of ``n_channels`` channels, and the order they run in.
+
+    ``memory`` is the episode memory to use (the model's own, or one attached and
+    perhaps shared), ``None`` without memory.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        n_channels: int,
+        stream: Stream,
+        memory: EpisodeMemory | None,
+        source: int = 0,
+    ) -> None:
+        s, cfg, mem, c = settings, settings.config, settings.memory, n_channels
+        self.settings, self.stream = s, stream
+        lifting = make_lifting(cfg.lifting, cfg.n_components, cfg.bandwidth, s.seed)
+        # Batched episodes read back up to `stride` steps beyond a state or a continuation.
+        history_length = max(
+            s.window + s.delays,
+            s.episode_horizon + cfg.stride + 1,
+            s.state_delays + cfg.stride + 1,
+        )
+        self.obs = Observables(s.delays, c, history_length, lifting)
+        refit_every = cfg.refit_every if cfg.refit_every is not None else s.window
+        self.dyn = Dynamics(
+            self.obs.n_features,
+            s.window,
+            s.rank,
+            cfg.max_rank,
+            s.delays,
+            refit_every,
+            cfg.stabilize,  # type: ignore[arg-type]
+        )
+        self.calibrator = ConformalCalibrator(s.episode_horizon, c, cfg.calibration_window)
+        self.scorer = ForecastScorer(s.episode_horizon)
+        self.recaller: Recaller | None = None
+        self.recorder: EpisodeRecorder | None = None
+        self.cache: Present | None = None
+        if mem is None or memory is None:
+            # The plain forecast alone (a one-expert mixture is the plain forecast).
+            self.combiner = Combiner([], "zscore", 1.0, s.episode_horizon, None)
+            return
+        mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay)
+        self.combiner = Combiner(
+            mem.expert_names(),
+            mem.alignment,  # type: ignore[arg-type]
+            mem.blend,
+            s.episode_horizon,
+            mixture if mem.strategy == "mixture" else None,
+        )
+        weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
+        gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
+        self.recaller = Recaller(
+            memory,
+            weights,
+            cfg.max_rank,
+            s.mode_length(c),
+            s.state_delays,
+            mem.candidates,
+            mem.top_k,
+            mem.tau,
+            mem.recall_quantile,
+            gate,
+        )
+        self.recorder = EpisodeRecorder(
+            memory,
+            weights,
+            s.episode_horizon,
+            mem.stride,
+            s.state_delays,
+            successor=self.combiner.needs_successor,
+        )
+        self.recorder.source = source
+
+    def components(self) -> dict[str, Component]:
+        """The stateful components by name."""
+        parts: dict[str, Component] = {
+            "observables": self.obs,
+            "operator": self.dyn,
+            "intervals": ArraysOnly(self.calibrator),
+            "scorer": self.scorer,
+            "combiner": self.combiner,
+        }
+        if self.recaller is not None and self.recorder is not None:
+            parts |= {"recall": self.recaller, "recorder": self.recorder}
+        return parts
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.dyn.ready_at is not None
+
+    # ------------------------------------------------------------------ learning
+    def step(self, values: np.ndarray) -> None:
+        """Learn one validated observation."""
+        stream, obs, dyn = self.stream, self.obs, self.dyn
+        stream.last_finite = values.copy()
+        obs.observe(values)
+        stream.n += 1
+        n = stream.n
+        if n < self.settings.delays:
+            return
+        if obs.ref_mean is None:
+            obs.anchor()
+        dyn.push(obs.newest())
+        refit = dyn.refit_due(n)
+        if dyn.ready_at is None:
+            return
+        since = n - dyn.ready_at
+        if since == 0 and self.recorder is not None:
+            self.recorder.cursor = n - 1
+        scored = since % self.settings.config.stride == 0
+        if not (refit or scored):
+            return  # the episodes of the steps in between are made in one batch, later
+        # Only these steps run LAPACK (and refits BLAS level 3): pin threads for them.
+        with single_threaded():
+            # Episodes up to the previous observation belong to the fit and standardisation
+            # in force until now: bring them up to date before either changes.
+            self.flush(upto=n - 2)
+            if refit:  # refresh the standardisation and refit the window exactly
+                obs.anchor()
+                dyn.dmd.replace_snapshots(obs.snapshots(dyn.dmd.n_snapshots))
+            if scored:
+                present = self.present(observe=True)
+                if self.recorder is not None and present.query is not None:
+                    self.recorder.remember(present.fit, present.query.signature)
+                self._open_score(present)
+
+    def catch_up(self) -> None:
+        """Make and file the episodes of every observation so far (see `flush`)."""
+        if self.is_fitted:
+            with single_threaded():
+                self.flush(upto=self.stream.n - 1)
+
+    def flush(self, upto: int) -> None:
+        """Bring episodes up to date, in batches.
+
+        Make the episodes of origins up to ``upto``, score pending forecasts against
+        every observation since they were last scored, and file episodes whose
+        continuation is complete into memory. This runs at every scored step and
+        refit, and before any read. The result does not depend on when it runs:
+        each piece is a function of the state at its origin, and every update lands
+        in the order the observations came.
+        """
+        ready_at = self.dyn.ready_at
+        if ready_at is None:
+            return
+        n, obs, dyn = self.stream.n, self.obs, self.dyn
+        if self.recorder is not None:
+            self.recorder.make(upto, n, ready_at, obs, dyn)
+        gate = self.recaller.gate if self.recaller is not None else None
+        self.scorer.advance(n - 1, obs.history, self.combiner.learner, gate, self.calibrator)
+        if self.recorder is not None:
+            self.recorder.file(n, obs, dyn)
+
+    def _open_score(self, present: Present) -> None:
+        """Issue a forecast at this origin, to be scored when its horizon has passed."""
+        horizon, obs = self.settings.episode_horizon, self.obs
+        issued, spread, tracks, available = self.combine(present, horizon)
+        half = self.calibrator.half_width(
+            self.settings.level, spread, horizon, obs.scaler.current()[1]
+        )
+        assert obs.ref_scale is not None
+        self.scorer.open(
+            PendingScore(
+                origin=self.stream.n - 1,
+                tracks=tracks,
+                available=available,
+                issued=issued,
+                spread=spread,
+                lower=issued - half,
+                upper=issued + half,
+                ref_scale=obs.ref_scale.copy(),
+                realised=np.zeros_like(issued),
+            )
+        )
+
+    # ------------------------------------------------------------------ forecasting
+    def present(self, observe: bool = False) -> Present:
+        """Fit, query and recall at the current tick (cached per tick).
+
+        ``observe`` (scored ticks only) feeds the best match distance to the
+        adaptive threshold before deciding, so a `predict` at the same tick agrees
+        with the forecast that was scored.
+        """
+        n = self.stream.n
+        version = self.recaller.memory.next_id if self.recaller is not None else 0
+        cached = self.cache
+        if cached is not None and not observe and (cached.n, cached.memory_version) == (n, version):
+            return cached
+        fit = self.dyn.fit()
+        query = recall = None
+        if self.recaller is not None:
+            obs = self.obs
+            query = self.recaller.query(fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+            recall = self.recaller.recall(query, n - 1, observe)
+        present = Present(n, version, fit, query, recall)
+        self.cache = present
+        return present
+
+    def combine(
+        self, present: Present, steps: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every expert's forecast and their combination (see `Combiner.combine`)."""
+        obs = self.obs
+        readout = obs.embedding.readout
+        plain = obs.to_raw(self.dyn.propagate(present.fit, steps, readout))
+
+        def context() -> RecallContext:
+            assert obs.ref_mean is not None and obs.ref_scale is not None
+            return RecallContext(
+                plain=plain,
+                history=obs.history.last(max(self.settings.delays, self.settings.state_delays)),
+                ref_mean=obs.ref_mean,
+                ref_scale=obs.ref_scale,
+                lift=obs.lift,
+                readout=readout,
+                stabilize=self.dyn.stabilize,
+            )
+
+        return self.combiner.combine(plain, present.recall, context)
+
+    def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
+        """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
+        self.flush(upto=self.stream.n - 1)
+        present = self.present()
+        mean, spread, _, _ = self.combine(present, horizon)
+        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
+        return mean, half, present
+
+    def reference_forecast(self, horizon: int) -> np.ndarray:
+        """The plain forecast from an exact SVD refit of the current window, ``(horizon, c)``."""
+        snaps = self.dyn.dmd.snapshots()
+        s = self.settings
+        fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
+        path = fit.propagate(snaps[-1], horizon, self.obs.embedding.readout, self.dyn.stabilize)
+        return self.obs.to_raw(path)

@@ -1,0 +1,167 @@
+"""The recall component: the present's identity in memory, and the episodes it recalls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .components import State, prefixed, unprefixed
+from .embedding import DelayEmbedding, History
+from .memory import EpisodeMemory
+from .operator import KoopmanFit
+from .recall import (
+    AdaptiveThreshold,
+    DriftGate,
+    KeyWeights,
+    attention_weights,
+    episode_key,
+    exact_distances,
+    normalized_state,
+)
+from .spectrum import Signature, make_signature
+
+
+@dataclass(frozen=True)
+class Query:
+    """The present as memory sees it: spectral signature, normalised state and FAISS key."""
+
+    signature: Signature
+    state: np.ndarray
+    key: np.ndarray
+
+
+@dataclass(frozen=True)
+class Recall:
+    """The episodes recalled for one query (best first) and whether they may correct."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    weights: np.ndarray
+    records: dict[str, np.ndarray]
+    admitted: bool
+
+
+class Recaller:
+    """Owns the episode memory, the adaptive recall threshold and the drift gate.
+
+    A query is reranked from ``candidates`` FAISS neighbours to the ``top_k``
+    nearest by exact distance, weighted by attention at temperature ``tau``, and
+    admitted when the threshold and the gate allow.
+    """
+
+    def __init__(
+        self,
+        memory: EpisodeMemory,
+        key_weights: KeyWeights,
+        max_rank: int,
+        mode_length: int,
+        state_delays: int,
+        candidates: int,
+        top_k: int,
+        tau: float,
+        recall_quantile: float,
+        gate: DriftGate | None,
+    ) -> None:
+        self.memory = memory
+        self.key_weights = key_weights
+        self.max_rank = max_rank
+        self.mode_length = mode_length
+        self.state_delays = state_delays
+        self.candidates = candidates
+        self.top_k = top_k
+        self.tau = tau
+        self.threshold = AdaptiveThreshold(recall_quantile)
+        self.gate = gate
+
+    def query(
+        self, fit: KoopmanFit, psi: np.ndarray, embedding: DelayEmbedding, history: History
+    ) -> Query:
+        """The query of the present: ``fit`` seen from snapshot ``psi``, and the newest state."""
+        n_inputs = embedding.dimension
+        signature = make_signature(
+            fit.eigenvalues,
+            fit.amplitudes(psi),
+            fit.modes[:n_inputs],
+            mode_rows=slice(n_inputs - self.mode_length, n_inputs),
+            reference_rows=slice(self.mode_length - embedding.n_channels, None),
+            r_max=self.max_rank,
+        )
+        state = normalized_state(history.last(self.state_delays))
+        return Query(signature, state, episode_key(signature, state, self.key_weights))
+
+    def recall(self, query: Query, now: int, observe: bool) -> Recall | None:
+        """Episodes nearest to ``query`` at observation index ``now`` (``None`` if memory is empty).
+
+        ``observe`` (scored steps only) feeds the best distance to the threshold first.
+        """
+        if len(self.memory) == 0:
+            return None
+        ids, _ = self.memory.search(query.key, self.candidates)
+        if ids.size == 0:
+            return None
+        records = self.memory.get(ids)
+        distances = exact_distances(
+            query.signature,
+            query.state,
+            records["eigenvalues"],
+            records["modes"],
+            records["state"],
+            self.key_weights,
+            records["rank"],
+        )
+        order = np.lexsort((ids, distances))[: self.top_k]
+        best = float(distances[order[0]])
+        if observe:
+            self.threshold.observe(best)
+        gate_open = self.gate is None or self.gate.is_open(now)
+        admitted = gate_open and self.threshold.admits(best)
+        weights = attention_weights(distances[order], self.tau, self.threshold.scale())
+        return Recall(
+            ids=ids[order],
+            distances=distances[order],
+            weights=weights,
+            records={name: column[order] for name, column in records.items()},
+            admitted=admitted,
+        )
+
+    def browse(self, offset: int, limit: int, dt: float) -> list[dict[str, Any]]:
+        """JSON-safe summaries of stored episodes, oldest first."""
+        ids = self.memory.live_ids()[offset : offset + limit]
+        records = self.memory.get(ids)
+        out = []
+        for i, episode_id in enumerate(ids):
+            rank = int(records["rank"][i])
+            eigs = records["eigenvalues"][i][:rank]
+            errors = records["continuation"][i] - records["forecast"][i]
+            with np.errstate(divide="ignore"):
+                growth = np.log(np.abs(eigs)) / dt
+            out.append(
+                {
+                    "id": int(episode_id),
+                    "source": int(records["source"][i]),
+                    "origin": int(records["origin"][i]),
+                    "window_start": int(records["window_start"][i]),
+                    "rank": rank,
+                    "frequencies": (np.angle(eigs) / (2 * np.pi * dt)).tolist(),
+                    "growth_rates": [float(g) if np.isfinite(g) else None for g in growth],
+                    "forecast": records["forecast"][i].tolist(),
+                    "realised": records["continuation"][i].tolist(),
+                    "mae": float(np.mean(np.abs(errors))),
+                }
+            )
+        return out
+
+    def get_state(self) -> State:
+        memory_meta, memory_arrays = self.memory.get_state()
+        arrays = {"threshold": self.threshold.get_state()} | prefixed("memory", memory_arrays)
+        if self.gate is not None:
+            arrays |= prefixed("gate", self.gate.get_state())
+        return {"memory": memory_meta}, arrays
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.threshold.set_state(arrays["threshold"])
+        if self.gate is not None:
+            self.gate.set_state(unprefixed("gate", arrays))
+        self.memory.set_state(meta["memory"], unprefixed("memory", arrays))

@@ -1,0 +1,111 @@
+"""The forecast scorer: forecasts issued at scored origins, graded as their outcomes arrive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .components import State
+from .embedding import History
+from .intervals import ConformalCalibrator
+from .mixture import ExpertMixture
+from .recall import DriftGate
+
+_SCORE_FIELDS = (
+    "tracks",
+    "available",
+    "issued",
+    "spread",
+    "lower",
+    "upper",
+    "ref_scale",
+    "realised",
+)
+
+
+@dataclass
+class PendingScore:
+    """A scored forecast (every expert's, and the issued one) awaiting its outcome."""
+
+    origin: int
+    tracks: np.ndarray  # (n_experts, H, c)
+    available: np.ndarray  # (n_experts,) which experts could forecast then
+    issued: np.ndarray
+    spread: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    ref_scale: np.ndarray
+    realised: np.ndarray
+    n_realised: int = 0
+
+
+class ForecastScorer:
+    """Grades issued forecasts step by step as observations arrive.
+
+    Each realised step updates the mixture's per-step losses (in units of the
+    series' scale at the origin), the first step feeds the drift gate, and a
+    forecast whose ``horizon`` has fully passed updates the conformal calibrator.
+    Updates land in the order the observations came, whenever `advance` runs.
+    """
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.pending: list[PendingScore] = []
+
+    def open(self, score: PendingScore) -> None:
+        self.pending.append(score)
+
+    def advance(
+        self,
+        newest: int,
+        history: History,
+        mixture: ExpertMixture | None,
+        gate: DriftGate | None,
+        calibrator: ConformalCalibrator,
+    ) -> None:
+        """Score pending forecasts against the observations up to index ``newest``.
+
+        ``mixture`` is the one to teach (``None`` when there is nothing to weigh).
+        """
+        horizon = self.horizon
+        for score in self.pending:  # oldest first: each loss lands in time order
+            k0, k1 = score.n_realised, min(horizon, newest - score.origin)
+            if k1 <= k0:
+                continue
+            rows = history.last(newest - score.origin - k0)[: k1 - k0]
+            score.realised[k0:k1] = rows
+            if mixture is not None:
+                errors = np.abs(rows[None] - score.tracks[:, k0:k1]) / score.ref_scale
+                available = np.broadcast_to(score.available, (k1 - k0, score.available.size))
+                mixture.update_many(np.arange(k0, k1), errors.mean(axis=2).T, available)
+            if k0 == 0 and gate is not None:
+                error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
+                gate.update(error, at=score.origin + 1)
+            score.n_realised = k1
+        while self.pending and self.pending[0].n_realised >= horizon:
+            score = self.pending.pop(0)
+            calibrator.update(
+                score.realised - score.issued,
+                score.spread,
+                score.lower,
+                score.upper,
+                score.realised,
+            )
+
+    def get_state(self) -> State:
+        scores = self.pending
+        meta: dict[str, Any] = {"n_pending": len(scores)}
+        if not scores:
+            return meta, {}
+        arrays = {name: np.stack([getattr(s, name) for s in scores]) for name in _SCORE_FIELDS}
+        arrays["counts"] = np.array([[s.origin, s.n_realised] for s in scores], dtype=np.int64)
+        return meta, arrays
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.pending = []
+        for i in range(int(meta["n_pending"])):
+            origin, n_realised = (int(x) for x in arrays["counts"][i])
+            fields = {name: np.array(arrays[name][i]) for name in _SCORE_FIELDS}
+            self.pending.append(PendingScore(origin=origin, n_realised=n_realised, **fields))
