@@ -209,13 +209,14 @@ def ram_and_file_rows(y: np.ndarray, n_models: int, tmp: Path) -> list[Row]:
     warm = fill_model(y[offsets[-1] : offsets[-1] + n_fill])
     warm.forecast(HORIZON)
     before = settled_rss_bytes()
-    models = []
+    models, steps = [], []
     for offset in offsets[:-1]:
         model = fill_model(y[offset : offset + n_fill])
         model.forecast(HORIZON)
         models.append(model)
-    after = settled_rss_bytes()
-    per_model = (after - before) / n_models
+        steps.append(settled_rss_bytes())
+    per_model = (steps[-1] - before) / n_models
+    increments = np.diff([before, *steps]) / MIB
     sizes = []
     for i, model in enumerate(models[:3]):
         path = tmp / f"model-{i}.ekm"
@@ -232,7 +233,8 @@ def ram_and_file_rows(y: np.ndarray, n_models: int, tmp: Path) -> list[Row]:
             bar=2,
             goal=1,
             note=(
-                f"N={n_models}, {n_fill} obs each, median {episodes:.0f} episodes; "
+                f"N={n_models}, {n_fill} obs each, median {episodes:.0f} episodes; one model's "
+                f"growth: median {np.median(increments):.1f}, min {increments.min():.1f} MiB; "
                 f"numpy arrays reachable from a model: {arrays / MIB:.1f} MiB"
             ),
         ),
