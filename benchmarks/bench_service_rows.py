@@ -586,10 +586,10 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=40)
     parser.add_argument("--snapshot-interval", type=float, default=5.0, help="seconds (phase 2)")
     parser.add_argument("--steady-rate", type=float, default=2000.0, help="obs/s in all")
-    parser.add_argument("--steady-seconds", type=float, default=16.0)
+    parser.add_argument("--steady-seconds", type=float, default=31.0)
     parser.add_argument("--batch", type=int, default=10, help="obs per steady push")
     parser.add_argument("--restart-repeats", type=int, default=5)
-    parser.add_argument("--probe-every", type=int, default=4, help="pushes per probe")
+    parser.add_argument("--probe-every", type=int, default=3, help="pushes per probe")
     parser.add_argument("--json", default=str(ROOT / "results" / "bench_service.json"))
     args = parser.parse_args()
     if args.steady_seconds < 2 * args.snapshot_interval:
