@@ -26,15 +26,21 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/episodic-koopman demo
 
+# Each prints its table (value, baseline from the same run, ratio, bar, goal) and writes
+# results/<name>.json. CORE_ARGS=--million adds the slow 10^6-episode memory query.
+CORE_ARGS ?=
+SERVICE_ARGS ?=
 bench-core: $(STAMP)
-	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_core.py $(CORE_ARGS)
 
 bench-accuracy: $(STAMP)
 	$(BIN)/python -c "import statsforecast" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[peers]'
 	$(BIN)/python benchmarks/bench_accuracy.py
 
+# Latency phases, then the issue-8 rows (RAM, disk, restart, replay, read-your-writes).
 bench-service: $(STAMP)
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_service_rows.py $(SERVICE_ARGS)
 
 # 10^4 series x 1,000 (a long run: over an hour on 2 cores); N=200 for a quick one.
 # The AutoETS row needs statsforecast (the peers extra), installed here if missing.

@@ -13,6 +13,9 @@ request count and in time.
 3. Forecasts with 1k and then 10k live series (small models: delays=8,
    window=32; 48 observations each), random series, 1 and 8 connections.
 4. Memory per series: growth of the server's RSS divided by the series added.
+
+The issue-8 rows (RAM, disk, restart, read-your-writes under snapshots) are in
+``bench_service_rows.py``; ``make bench-service`` runs both.
 """
 
 from __future__ import annotations
@@ -24,80 +27,14 @@ import math
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from service_client import RawConnection, ServerProcess, cpu_seconds, rss_mib
 
-ROOT = Path(__file__).resolve().parents[1]
 LATENCY_PARAMS = {"delays": 8, "window": 32, "episode_horizon": 8}
-
-
-class RawConnection:
-    """A minimal HTTP/1.1 keep-alive client connection (far cheaper per request than httpx,
-    so the load generator leaves the CPU to the server it measures)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(
-        self, method: str, path: str, body: bytes = b"", ctype: str = ""
-    ) -> tuple[int, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\n"
-        if body or method in ("POST", "PUT"):
-            head += (
-                f"content-length: {len(body)}\r\ncontent-type: {ctype or 'application/json'}\r\n"
-            )
-        status_line = b""
-        for _ in range(2):  # the server closes idle keep-alive connections: reconnect once
-            if self.writer is None:
-                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            self.writer.write(head.encode() + b"\r\n" + body)
-            assert self.reader is not None
-            try:
-                status_line = await self.reader.readline()
-            except ConnectionError:
-                status_line = b""
-            if status_line:
-                break
-            self.close()
-        assert self.reader is not None
-        status = int(status_line.split()[1])
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -315,11 +252,6 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> list[tuple[str, 
     return rows
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _forecasts(rng: random.Random, n_series: int) -> Any:
     def forecast(i: int) -> Request:
         return "GET", f"/v1/series/live-{rng.randrange(n_series)}/forecast?horizon=24", b""
@@ -338,43 +270,14 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    script = Path(sys.executable).with_name("episodic-koopman")
-    env = {**os.environ, "EPISODIC_KOOPMAN_MAX_SERIES": "100000"}
-    server = subprocess.Popen(
-        [
-            str(script),
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
+    server = ServerProcess(data_dir, {"EPISODIC_KOOPMAN_MAX_SERIES": "100000"})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.1)
+        server.start(timeout=60)
         started = time.perf_counter()
-        rows = asyncio.run(run(port, server.pid, args))
+        rows = asyncio.run(run(server.port, server.pid, args))
         total = time.perf_counter() - started
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        server.stop(timeout=120)
         shutil.rmtree(data_dir, ignore_errors=True)
 
     width = max(len(r[0]) for r in rows)
