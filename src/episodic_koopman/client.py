@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .forecaster import Forecast, RecalledEpisode
+from .forecast import Forecast, RecalledEpisode
 from .spectrum import Spectrum
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ def parse_forecast(payload: Mapping[str, Any]) -> ServedForecast:
         recall_applied=bool(payload["recall_applied"]),
         spectrum=spectrum_from_rows(payload["spectrum"]),
         fallback=bool(payload["fallback"]),
+        n_clipped=int(payload.get("n_clipped", 0)),
         series_id=str(payload.get("series_id", "")),
         n_observations=int(payload.get("n_observations", 0)),
         last_t=payload.get("last_t"),
