@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-service bench-accuracy bench-batch bench-shared demo docs-examples clean
+.PHONY: serve test lint bench bench-core bench-service bench-sensitivity bench-accuracy bench-batch bench-shared demo docs-examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-accuracy: $(STAMP)
 	$(BIN)/python benchmarks/bench_accuracy.py
 
 # Latency phases, then the issue-8 rows (RAM, disk, restart, replay, read-your-writes).
+bench-sensitivity: $(STAMP)
+	$(BIN)/python benchmarks/bench_sensitivity.py
+
 bench-service: $(STAMP)
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_service_rows.py $(SERVICE_ARGS)
