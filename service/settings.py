@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EPISODIC_KOOPMAN_", extra="ignore")
 
     data_dir: Path = Field(Path("./var"), description="SQLite database and model snapshots.")
+    database: str = Field(
+        "",
+        description="Where series and observations live: empty for SQLite in the data dir, "
+        "or a postgresql:// URL (the postgres extra). Snapshots stay in the data dir.",
+    )
     api_keys: str = Field(
         "", description="Comma-separated bearer keys; empty leaves /v1 open (a warning is logged)."
     )
