@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-service bench-accuracy bench-batch bench-shared demo clean
+.PHONY: serve test lint bench bench-core bench-service bench-accuracy bench-batch bench-shared bench-storage demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-batch: $(STAMP)
 
 bench-shared: $(STAMP)
 	$(BIN)/python benchmarks/bench_shared.py
+
+# SQLite vs PostgreSQL commits (a throwaway PostgreSQL server; needs apt-get install postgresql).
+bench-storage: $(STAMP)
+	$(BIN)/python benchmarks/bench_storage.py
 
 bench: bench-core bench-accuracy bench-service bench-shared
 

@@ -61,8 +61,11 @@ CREATE TABLE IF NOT EXISTS observations (
     PRIMARY KEY (sid, seq),
     CHECK ((t_int IS NULL) <> (t_num IS NULL))
 );
-CREATE UNIQUE INDEX IF NOT EXISTS observations_t_int ON observations (sid, t_int);
-CREATE UNIQUE INDEX IF NOT EXISTS observations_t_num ON observations (sid, t_num);
+-- Partial: a series uses one kind of time, so each row is in exactly one of them.
+CREATE UNIQUE INDEX IF NOT EXISTS observations_t_int ON observations (sid, t_int)
+    WHERE t_int IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS observations_t_num ON observations (sid, t_num)
+    WHERE t_num IS NOT NULL;
 CREATE OR REPLACE FUNCTION observations_append_only() RETURNS trigger LANGUAGE plpgsql AS
 $$ BEGIN RAISE EXCEPTION 'observations are append-only'; END $$;
 CREATE OR REPLACE TRIGGER observations_append_only BEFORE UPDATE ON observations
