@@ -15,7 +15,8 @@ WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY service ./service
-RUN pip install '.[service]'
+# The postgres extra lets EPISODIC_KOOPMAN_DATABASE name a PostgreSQL server.
+RUN pip install '.[service,postgres]'
 
 # An unprivileged user owns only the data volume.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app \

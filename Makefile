@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-service bench-sensitivity bench-accuracy bench-batch bench-shared demo docs-examples clean
+.PHONY: serve test lint bench bench-core bench-service bench-sensitivity bench-accuracy bench-batch bench-shared bench-storage demo docs-examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-batch: $(STAMP)
 
 bench-shared: $(STAMP)
 	$(BIN)/python benchmarks/bench_shared.py
+
+# SQLite vs PostgreSQL commits (a throwaway PostgreSQL server; needs apt-get install postgresql).
+bench-storage: $(STAMP)
+	$(BIN)/python benchmarks/bench_storage.py
 
 bench: bench-core bench-accuracy bench-service bench-shared
 

@@ -29,7 +29,7 @@ from .registry import Registry
 from .schemas import Observation, ObservationBatch, SeriesConfig
 from .settings import Settings
 from .snapshots import SnapshotStore
-from .store import Committer, Reader, initialise, load_records
+from .storage import Committer, open_storage, owner_name
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def running(state: ServiceState) -> AsyncIterator[None]:
-    """Open the data dir, start the committer and the models; on exit, stop and snapshot."""
+    """Open the storage, start the committer and the models; on exit, stop and snapshot."""
     settings = state.settings
     # Multi-threaded BLAS on small matrices is far slower than one thread (see threads.py).
     pin_threads()
@@ -81,22 +81,32 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
         EpisodicKoopman.from_flat(settings.model_defaults)
     except (TypeError, ValueError) as exc:
         raise RuntimeError(f"EPISODIC_KOOPMAN_MODEL_DEFAULTS is not valid: {exc}") from None
-    lock = await asyncio.to_thread(_lock_data_dir, settings)
+    storage = open_storage(settings)
+    # An embedded database takes the data dir; a shared one relies on fencing instead.
+    lock = await asyncio.to_thread(_lock_data_dir, settings) if storage.embedded else None
     loop = asyncio.get_running_loop()
     try:
-        await asyncio.to_thread(initialise, settings.db_path)
-        records = await asyncio.to_thread(load_records, settings.db_path)
-        reader = Reader(settings.db_path)
+        await asyncio.to_thread(storage.initialise)
+        # Every shard is ours from now on: any earlier writer is fenced off before we load.
+        epochs = await asyncio.to_thread(storage.acquire_shards, owner_name())
+        records = await asyncio.to_thread(storage.load_records)
+        reader = storage.reader()
         snapshots = await asyncio.to_thread(SnapshotStore, settings.snapshot_dir)
         registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
         committer = Committer(
-            settings.db_path, records, registry, settings.max_series, settings.model_defaults
+            await asyncio.to_thread(storage.writer),
+            records,
+            registry,
+            settings.max_series,
+            settings.model_defaults,
+            epochs=epochs,
+            n_shards=storage.n_shards,
         )
         committer.start()
         state.registry, state.committer = registry, committer
         if settings.preload:
             registry.preload()
-        log.info("serving %d series from %s", len(records), settings.data_dir)
+        log.info("serving %d series from %s", len(records), storage.describe())
         periodic = asyncio.create_task(_snapshot_periodically(registry, settings))
         try:
             yield
@@ -107,7 +117,8 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
             await asyncio.to_thread(registry.close)
             reader.close()
     finally:
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
 
 
 def _lock_data_dir(settings: Settings) -> int:

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         description="Bearer key, or a comma-separated list of keys (any one is accepted); empty "
         "leaves /v1 open (a warning is logged). The client and `replay` read the same variable.",
     )
+    database: str = Field(
+        "",
+        description="Where series and observations live: empty for SQLite in the data dir, "
+        "or a postgresql:// URL (the postgres extra). Snapshots stay in the data dir.",
+    )
     api_keys: str = Field(
         "", description="The former name of API_KEY, still read (its keys are added)."
     )

@@ -1,6 +1,9 @@
 """Fixtures for the service tests: apps on temporary data dirs and live servers.
 
 Helpers live in `service_helpers` (import from there, not from ``conftest``).
+
+Apps use SQLite, or PostgreSQL with ``EPISODIC_KOOPMAN_TEST_DATABASE=postgres`` in the
+environment; modules marked ``both_backends`` run every test on each.
 """
 
 from __future__ import annotations
@@ -19,6 +22,37 @@ from service_helpers import CHROMIUM_ARGS, LiveServer
 from service.main import create_app
 from service.settings import Settings
 
+#: The backend of the service tests (read before the fixtures clear EPISODIC_KOOPMAN_*).
+TEST_DATABASE = os.environ.get("EPISODIC_KOOPMAN_TEST_DATABASE", "sqlite")
+BACKENDS = ("sqlite", "postgres")
+if TEST_DATABASE not in BACKENDS:
+    raise pytest.UsageError(f"EPISODIC_KOOPMAN_TEST_DATABASE must be one of {BACKENDS}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    definition = metafunc.definition
+    if "service_backend" not in metafunc.fixturenames:
+        return
+    chosen = any(
+        "service_backend" in str(mark.args[0]) for mark in definition.iter_markers("parametrize")
+    )
+    if definition.get_closest_marker("both_backends") and not chosen:
+        metafunc.parametrize("service_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def service_backend(request: pytest.FixtureRequest) -> str:
+    """``"sqlite"`` or ``"postgres"``: a module's parametrisation, else the environment's."""
+    return getattr(request, "param", TEST_DATABASE)
+
+
+@pytest.fixture
+def database_url(service_backend: str, request: pytest.FixtureRequest) -> str:
+    """The apps' ``database`` setting: empty for SQLite, else a fresh PostgreSQL schema."""
+    if service_backend == "sqlite":
+        return ""
+    return request.getfixturevalue("postgres_url")
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,10 +67,11 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(data_dir: Path) -> Callable[..., Settings]:
+def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": data_dir,
+            "database": database_url,
             "snapshot_interval_seconds": 3600.0,
             "heartbeat_seconds": 0.2,
             "read_your_writes_timeout": 60.0,

@@ -124,7 +124,7 @@ def wait_until_ready(
     raise TimeoutError(f"{url} did not become ready")
 
 
-def serve_command(port: int, data_dir: Path) -> list[str]:
+def serve_command(port: int, data_dir: Path, database: str = "") -> list[str]:
     """``episodic-koopman serve`` as a subprocess (the console script of this interpreter)."""
     script = Path(sys.executable).with_name("episodic-koopman")
     prefix = [str(script)] if script.exists() else [sys.executable, "-c", _MAIN]
@@ -135,6 +135,7 @@ def serve_command(port: int, data_dir: Path) -> list[str]:
         str(port),
         "--data-dir",
         str(data_dir),
+        *(["--database", database] if database else []),
         "--log-level",
         "warning",
     ]

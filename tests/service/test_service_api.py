@@ -12,6 +12,9 @@ from service_helpers import SMALL, assert_same_forecast, batch, reference_foreca
 from episodic_koopman import EpisodicKoopman
 from service.settings import Settings
 
+# The API contract holds on either storage backend.
+pytestmark = pytest.mark.both_backends
+
 
 def test_health_ready_docs_and_openapi_paths(client):
     assert client.get("/healthz").json()["status"] == "ok"

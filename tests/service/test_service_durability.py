@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -23,6 +22,12 @@ from service_helpers import (
     wait_until_ready,
     wave,
 )
+
+from service.settings import Settings
+from service.storage import open_storage
+
+# Snapshots and replay restore the same state whichever database holds the observations.
+pytestmark = pytest.mark.both_backends
 
 
 def snapshot_files(data_dir: Path) -> list[Path]:
@@ -104,32 +109,52 @@ def test_deleted_and_reconfigured_series_leave_no_snapshots(make_client, data_di
     )
 
 
+@pytest.mark.parametrize("service_backend", ["sqlite"], indirect=True)
 def test_one_server_per_data_dir(make_client):
     make_client()
     with pytest.raises(RuntimeError, match="another server"):
         make_client()
 
 
-def stored_observations(db: Path) -> dict[str, list[tuple[float, float]]]:
-    """Every stored (t, y) per series, read straight from SQLite after the crash."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT s.id, o.t_key, o.y FROM observations o JOIN series s USING (sid) "
-            "ORDER BY s.id, o.seq"
-        ).fetchall()
+@pytest.mark.parametrize("service_backend", ["postgres"], indirect=True)
+def test_a_second_server_on_a_shared_database_fences_the_first(make_client):
+    """PostgreSQL has no data-dir lock: the newer server takes every shard, the older is refused."""
+    first = make_client()
+    assert first.post("/v1/series/s/observations", json=batch(wave(10))).status_code == 200
+    second = make_client()
+    refused = first.post("/v1/series/s/observations", json=batch(wave(5, start=10), 10))
+    assert refused.status_code == 503 and "no longer owns shard" in refused.json()["detail"]
+    assert first.put("/v1/series/other").status_code == 503  # every shard moved
+    page = second.get("/v1/series/s/observations", params={"limit": 100}).json()
+    assert page["total"] == 10 and len(page["items"]) == 10  # the refused push wrote nothing
+    more = second.post("/v1/series/s/observations", json=batch(wave(5, start=10), 10))
+    assert more.status_code == 200 and more.json()["n_observations"] == 15
+
+
+def stored_observations(data_dir: Path, database: str) -> dict[str, list[tuple[float, float]]]:
+    """Every stored (t, y) per series, read back through the storage after the crash."""
+    storage = open_storage(Settings(data_dir=data_dir, database=database))
+    storage.initialise()
+    reader = storage.reader()
     out: dict[str, list[tuple[float, float]]] = {}
-    for series_id, t, y in rows:
-        out.setdefault(series_id, []).append((t, float(np.frombuffer(y, dtype=np.float64)[0])))
+    try:
+        for series_id, record in storage.load_records().items():
+            out[series_id] = [
+                (t, float(np.frombuffer(y, dtype=np.float64)[0]))
+                for _, t, y in reader.page(record.sid, 0, 10**9)
+            ]
+    finally:
+        reader.close()
     return out
 
 
-def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path):
+def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database_url):
     """A real crash: uvicorn in a subprocess, concurrent pushers, SIGKILL, restart, compare."""
     data_dir = tmp_path / "var"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "EPISODIC_KOOPMAN_SNAPSHOT_EVERY": "150"}  # snapshots mid-stream too
-    process = subprocess.Popen(serve_command(port, data_dir), env=env)
+    process = subprocess.Popen(serve_command(port, data_dir, database_url), env=env)
     try:
         wait_until_ready(url, process=process)
         series_ids = [f"crash-{k}" for k in range(4)]
@@ -187,7 +212,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path):
             process.kill()
             process.wait()
 
-    stored = stored_observations(data_dir / "observations.sqlite3")
+    stored = stored_observations(data_dir, database_url)
     for series_id in series_ids:
         kept = dict(stored.get(series_id, []))
         for t, y in acknowledged[series_id].items():
@@ -195,7 +220,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path):
         times = [t for t, _ in stored[series_id]]
         assert times == sorted(set(times)) and times == [float(i) for i in range(len(times))]
 
-    restarted = subprocess.Popen(serve_command(port, data_dir))
+    restarted = subprocess.Popen(serve_command(port, data_dir, database_url))
     try:
         wait_until_ready(url, process=restarted)
         with httpx.Client(base_url=url, timeout=120) as client:

@@ -8,6 +8,9 @@ import logging
 import pytest
 from service_helpers import SMALL, batch, wave
 
+# Idempotency and 409s are the committer's rules; they hold on either storage backend.
+pytestmark = pytest.mark.both_backends
+
 
 def state_of(client, series_id: str) -> tuple:
     """Everything a client can observe of a series (to check that a rejection changed nothing)."""

@@ -34,6 +34,13 @@ def serve(
             help="SQLite database and snapshots (default: $EPISODIC_KOOPMAN_DATA_DIR, else ./var)."
         ),
     ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="A postgresql:// URL to keep series and observations in (default: "
+            "$EPISODIC_KOOPMAN_DATABASE, else SQLite in the data dir)."
+        ),
+    ] = None,
     log_level: str = typer.Option("info", help="Uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
 ) -> None:
@@ -45,7 +52,8 @@ def serve(
     from service.main import create_app
     from service.settings import Settings
 
-    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    given = {"data_dir": data_dir, "database": database}
+    settings = Settings(**{name: value for name, value in given.items() if value is not None})
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
     uvicorn.run(
         create_app(settings),

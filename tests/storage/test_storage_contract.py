@@ -1,0 +1,173 @@
+"""The storage contract, on SQLite and on PostgreSQL alike (the ``store_backend`` fixture).
+
+What every backend must do for the committer: durable records and observations that
+round-trip exactly, group commit with per-command savepoints, acknowledgement after
+commit, idempotency on ``(series, t)`` enforced by the database too, append-only rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from storage_helpers import WAIT, numeric, push, stored, timed
+
+from service.errors import ApiError
+from service.storage.records import Configure, Delete, Ingest
+from service.timestamps import parse_t
+
+
+def test_initialise_is_idempotent_and_records_survive_reopening(open_store, make_committer):
+    committer, _ = make_committer()
+    push(committer, "a", numeric([1.0, 2.0, 3.0]))
+    again = open_store()  # a second handle: initialise() on an existing database
+    assert again.n_shards == 64
+    record = again.load_records()["a"]
+    assert record.count == 3 and record.last_key == 2.0 and record.time_kind == "number"
+    assert record.params == committer.records["a"].params
+    assert record.incarnation == committer.records["a"].incarnation
+
+
+def test_values_and_times_round_trip_exactly_with_their_types(storage, make_committer):
+    committer, _ = make_committer()
+    tiny, huge = 5e-324, 1.7976931348623157e308
+    push(committer, "num", timed([(0.1, tiny), (0.2, -0.0), (2**53, huge)]))
+    iso = [("2011-01-01T00:00:00+01:00", 1.5), ("2011-01-01T01:00:00.000001+01:00", 2.5)]
+    push(committer, "iso", timed(iso))
+    multi = [(0, {"b": 1.25, "a": -3.0}), (1, {"b": 0.5, "a": 7.0})]
+    push(committer, "multi", timed(multi))
+
+    assert stored(storage, "num") == [(0, 0.1, [tiny]), (1, 0.2, [-0.0]), (2, 2.0**53, [huge])]
+    keys = [parse_t(t).key for t, _ in iso]
+    rows = stored(storage, "iso")
+    assert [(seq, key) for seq, key, _ in rows] == [(0, keys[0]), (1, keys[1])]
+    assert all(type(key) is int for _, key, _ in rows)  # ISO keys stay exact integers
+    assert [y for _, _, y in stored(storage, "multi")] == [[1.25, -3.0], [0.5, 7.0]]
+
+    records = storage.load_records()
+    assert records["iso"].last_key == keys[1] and type(records["iso"].last_key) is int
+    assert records["iso"].tz == 3600 and records["iso"].spacing.step == keys[1] - keys[0]
+    assert records["num"].last_key == 2.0**53 and type(records["num"].last_key) is float
+    assert records["multi"].channels == ("b", "a")
+    reader = storage.reader()
+    try:
+        assert reader.times(records["iso"].sid, [1, 0, 7, -1]) == {0: keys[0], 1: keys[1]}
+        (values, block_keys), *_ = reader.observation_blocks(records["multi"].sid, 0)
+        assert values.tolist() == [[1.25, -3.0], [0.5, 7.0]] and block_keys == [0.0, 1.0]
+    finally:
+        reader.close()
+
+
+def test_idempotent_on_series_and_t(storage, make_committer):
+    committer, _ = make_committer()
+    push(committer, "s", numeric([1.0, 2.0, 3.0]))
+    again = push(committer, "s", numeric([2.0, 3.0, 4.0], start=1))
+    assert (again.accepted, again.duplicates, again.record.count) == (1, 2, 4)
+    with pytest.raises(ApiError) as conflict:
+        push(committer, "s", numeric([9.0], start=2))
+    assert conflict.value.status == 409 and "different y" in conflict.value.detail
+    with pytest.raises(ApiError) as never:
+        push(committer, "s", timed([(1.5, 0.0)]))
+    assert never.value.status == 409 and "never stored" in never.value.detail
+    assert [y for _, _, y in stored(storage, "s")] == [[1.0], [2.0], [3.0], [4.0]]
+    assert storage.load_records()["s"].count == 4
+
+
+def test_the_database_itself_refuses_a_second_row_for_a_t(storage, make_committer):
+    """Idempotency does not rest on the committer alone: (sid, t) is a unique constraint."""
+    committer, _ = make_committer()
+    push(committer, "s", numeric([1.0, 2.0]))
+    sid = storage.load_records()["s"].sid
+    session = storage.writer()
+    try:
+        session.begin()
+        with pytest.raises(session.errors):
+            session.insert_observations(sid, 2, [1.0], [b"\0" * 8])  # new seq, old t
+        session.rollback()
+        session.begin()
+        with pytest.raises(session.errors):
+            session.insert_observations(sid, 1, [5.0], [b"\0" * 8])  # old seq, new t
+        session.rollback()
+    finally:
+        session.close()
+    assert len(stored(storage, "s")) == 2
+
+
+def test_group_commit_isolates_a_rejected_command(storage, make_committer):
+    """Commands queued together commit in one transaction; a 409 among them changes nothing."""
+    committer, recorder = make_committer()
+    release = recorder.hold()  # the committer waits in the first group's publication...
+    first = committer.submit(Ingest("a", numeric([1.0, 2.0])))
+    assert recorder.holding.wait(WAIT)
+    commands = [  # ...while these queue up: they form the next group
+        Ingest("a", numeric([1.0, 5.0])),  # 409: t=1 is stored with y=2
+        Ingest("a", numeric([3.0], start=2)),
+        Ingest("b", numeric([7.0])),
+        Configure("c", {"delays": 4}),
+        Delete("b"),
+    ]
+    futures = [committer.submit(c) for c in commands]
+    recorder.pending = futures
+    release.set()
+    assert first.result(timeout=WAIT).record.count == 2
+    for future in futures:
+        future.exception(timeout=WAIT)  # wait for all of them
+    assert committer.commits == 2  # the first group, then all the others at once
+    assert isinstance(futures[0].exception(), ApiError) and futures[0].exception().status == 409
+    assert futures[1].result().record.count == 3
+    assert futures[4].result() is True
+    assert [y for _, _, y in stored(storage, "a")] == [[1.0], [2.0], [3.0]]
+    records = storage.load_records()
+    assert set(records) == {"a", "c"} and records["c"].params["delays"] == 4
+    assert recorder.violations == []
+
+
+def test_acknowledged_means_committed_and_published_first(storage, make_committer):
+    committer, recorder = make_committer()
+    for start in range(0, 50, 10):
+        future = committer.submit(Ingest("s", numeric([float(i) for i in range(10)], start)))
+        recorder.pending = [future]
+        assert future.result(timeout=WAIT).accepted == 10
+        assert len(stored(storage, "s")) == start + 10  # visible to a new connection
+    appended = [e.chunk.start for e in recorder.effects if e.kind == "append"]
+    assert appended == [0, 10, 20, 30, 40]
+    assert recorder.violations == []
+
+
+def test_configure_delete_and_sids_are_never_reused(storage, make_committer):
+    committer, _ = make_committer()
+    created = committer.submit(Configure("s", {"delays": 4})).result(timeout=WAIT)
+    assert created.created and created.record.params["delays"] == 4
+    push(committer, "s", numeric([1.0, 2.0]))
+    same = committer.submit(Configure("s", {"delays": 4})).result(timeout=WAIT)
+    assert not same.changed
+    changed = committer.submit(Configure("s", {"delays": 6})).result(timeout=WAIT)
+    assert changed.changed and changed.record.incarnation != created.record.incarnation
+    assert storage.load_records()["s"].incarnation == changed.record.incarnation
+    old_sid = changed.record.sid
+    assert committer.submit(Delete("s")).result(timeout=WAIT) is True
+    assert committer.submit(Delete("s")).result(timeout=WAIT) is False
+    assert stored(storage, "s") == [] and "s" not in storage.load_records()
+    reborn = push(committer, "s", numeric([9.0]))
+    assert reborn.record.sid > old_sid and stored(storage, "s") == [(0, 0.0, [9.0])]
+
+
+def test_max_series_is_403(make_committer):
+    committer, _ = make_committer(max_series=2)
+    push(committer, "a", numeric([1.0]))
+    push(committer, "b", numeric([1.0]))
+    with pytest.raises(ApiError) as full:
+        push(committer, "c", numeric([1.0]))
+    assert full.value.status == 403
+
+
+def test_observations_are_append_only(storage, make_committer):
+    committer, _ = make_committer()
+    push(committer, "s", numeric([1.0]))
+    session = storage.writer()
+    try:
+        session.begin()
+        with pytest.raises(session.errors, match="append-only"):
+            session._conn.execute("UPDATE observations SET y = y")  # type: ignore[attr-defined]
+        session.rollback()
+    finally:
+        session.close()
+    assert stored(storage, "s") == [(0, 0.0, [1.0])]
