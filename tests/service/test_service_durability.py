@@ -243,7 +243,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database
     assert seqs == sorted(len(stored[series_id]) for series_id in series_ids)
 
 
-def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path):
+def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path, database_url):
     """A server with many series, read in every way while it ingests, is SIGKILLed and
     restarted. Every series' forecast, read after its info and episodes as a dashboard
     would, equals a fresh model's fed the stored rows."""
@@ -252,7 +252,7 @@ def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path):
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "EPISODIC_KOOPMAN_SNAPSHOT_EVERY": "120"}
     series_ids = [f"m{k:02d}" for k in range(16)]
-    process = subprocess.Popen(serve_command(port, data_dir), env=env)
+    process = subprocess.Popen(serve_command(port, data_dir, database_url), env=env)
     try:
         wait_until_ready(url, process=process)
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -309,8 +309,8 @@ def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path):
             process.kill()
             process.wait()
 
-    stored = stored_observations(data_dir / "observations.sqlite3")
-    restarted = subprocess.Popen(serve_command(port, data_dir))
+    stored = stored_observations(data_dir, database_url)
+    restarted = subprocess.Popen(serve_command(port, data_dir, database_url))
     try:
         wait_until_ready(url, process=restarted)
         with httpx.Client(base_url=url, timeout=120) as client:
