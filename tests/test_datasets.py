@@ -82,3 +82,45 @@ def test_bike_loader_fills_the_165_missing_hours_with_zero():
     assert len(series) == 17544  # 731 days x 24 hours
     assert np.all(np.diff(series.timestamps).astype(int) == 1)
     assert int(np.sum(series.values == 0)) == 165
+
+
+def test_ett_loaders_read_ot_and_all_seven_channels():
+    path = _real("ETTh1.csv")
+    series = datasets.load_ett("ETTh1", path)
+    assert len(series) == 17420 and series.season == 24 and series.seasons == (24, 168)
+    assert str(series.timestamps[0]) == "2016-07-01T00"
+    assert np.all(np.diff(series.timestamps).astype(int) == 1)
+    assert series.values[0] == pytest.approx(30.5310001373291)  # OT of the first row
+    channels = datasets.load_ett_channels("ETTh1", path)
+    assert channels.values.shape == (17420, 7) and channels.channels[-1] == "OT"
+    np.testing.assert_array_equal(channels.values[:, -1], series.values)
+
+
+def test_ett_loader_rejects_gaps_and_unknown_names(tmp_path):
+    header = "date," + ",".join(datasets.ETT_CHANNELS)
+    gap = tmp_path / "ETTh1.csv"
+    ones = ",".join(["1.0"] * 7)
+    gap.write_text(f"{header}\n2016-07-01 00:00:00,{ones}\n2016-07-01 02:00:00,{ones}\n")
+    with pytest.raises(ValueError, match="not hourly"):
+        datasets.load_ett("ETTh1", gap)
+    with pytest.raises(ValueError, match="unknown ETT"):
+        datasets.load_ett("ETTm1")
+
+
+def test_copy_and_fetch_keep_ett_files_byte_for_byte(tmp_path, monkeypatch):
+    # CC BY-ND: the files must arrive exactly as published.
+    payload = b"date,HUFL\r\n2016-07-01 00:00:00,5.827000141143799\r\n"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ETTh2.csv").write_bytes(payload)
+    copied = datasets.copy_from(src, tmp_path / "dst")
+    assert [p.name for p in copied] == ["ETTh2.csv"]
+    assert (tmp_path / "dst" / "ETTh2.csv").read_bytes() == payload
+
+    def fake_download(url: str, timeout: float = 60.0) -> bytes:
+        return b"CC BY-ND 4.0" if url.endswith("LICENSE") else payload
+
+    monkeypatch.setattr(datasets, "_download", fake_download)
+    written = datasets.fetch_ett(tmp_path / "fetched")
+    assert [p.name for p in written] == ["ETTh1.csv", "ETTh2.csv", datasets.ETT_LICENSE]
+    assert written[0].read_bytes() == payload

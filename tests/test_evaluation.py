@@ -11,7 +11,7 @@ from episodic_koopman.evaluation import (
     seasonal_naive_scale,
     smape,
 )
-from episodic_koopman.peers import PEERS, Naive, SeasonalNaive, make_peer
+from episodic_koopman.peers import PEERS, STATSFORECAST_PEERS, Naive, SeasonalNaive, make_peer
 
 
 def test_metrics_on_hand_computed_cases():
@@ -51,7 +51,7 @@ def test_seasonal_naive_repeats_the_last_season():
     assert peer.forecast(5) == [4, 5, 6, 4, 5]
 
 
-@pytest.mark.parametrize("name", [p for p in PEERS if p != "autoets"])
+@pytest.mark.parametrize("name", [p for p in PEERS if p not in STATSFORECAST_PEERS])
 def test_every_peer_forecasts_finite_values_from_the_first_step(name):
     peer = make_peer(name, season=12)
     assert len(peer.forecast(3)) == 3
@@ -90,3 +90,28 @@ def test_json_document_has_the_contracted_schema():
         assert len(row["mae_by_h"]) == 3
     assert doc["models"]["naive"]["coverage"] is None
     assert 0.0 <= doc["models"]["ek"]["coverage"] <= 1.0
+    assert doc["interval_levels"] == [0.5, 0.8, 0.95]
+    ek, naive = doc["models"]["ek"], doc["models"]["naive"]
+    assert ek["wis"] > 0 and isinstance(ek["fallbacks"], int)
+    assert all(0.0 <= ek[f"coverage_{p}"] <= 1.0 for p in (50, 80, 95))
+    assert naive["wis"] is None and naive["coverage_95"] is None and naive["fallbacks"] is None
+    assert "channels" not in doc and "mae_by_channel" not in ek
+
+
+def test_multichannel_backtest_runs_peers_per_channel_and_scores_the_target():
+    t = np.arange(500)
+    grid = np.column_stack([np.sin(t * 0.3), 10 + np.cos(t * 0.2), t * 0.01])
+    names = ["x", "y", "z"]
+    factories = model_factories(["ek", "naive"], None, {"delays": 8, "window": 64})
+    result = backtest(grid, factories, horizon=3, start=300, stride=7, channels=names, target="y")
+    single = backtest(grid[:, 1], {"naive": Naive}, horizon=3, start=300, stride=7)
+    scores = result.scores()
+    # The naive peer on channel y alone is the same as in a univariate backtest of y.
+    assert scores["naive"]["mae"] == pytest.approx(single.scores()["naive"]["mae"])
+    assert scores["naive"]["mae_by_channel"]["y"] == pytest.approx(scores["naive"]["mae"])
+    assert scores["ek"]["mae_by_channel"]["y"] == pytest.approx(scores["ek"]["mae"])
+    assert result.runs["ek"].channel_forecasts.shape == (result.origins.size, 3, 3)
+    doc = result.to_json()
+    assert doc["channels"] == names and doc["target"] == "y"
+    with pytest.raises(ValueError, match="not a channel"):
+        backtest(grid, factories, horizon=3, start=300, channels=names, target="w")

@@ -24,6 +24,10 @@ Real series (files found by `find_data_file`):
   hours, and the storm shutdowns of January 2011, Irene (August 2011) and Sandy
   (October 2012). Such hours are filled with 0.
 * `load_river`: river's bundled airline passengers and water flow.
+* `load_ett`, `load_ett_channels`: ETDataset ETTh1 and ETTh2 (two electricity
+  transformers, hourly 2016-07-01 to 2018-06-26, no gaps): the oil temperature
+  ``OT`` alone, or all 7 channels (six loads, then ``OT``). CC BY-ND 4.0: the
+  files are read as published, never rewritten.
 
 >>> s = recurring_oscillators(n=600, seed=0)
 >>> s.values.shape, s.season
@@ -47,15 +51,27 @@ import numpy as np
 ILINET_FILE = "ilinet_national.csv"
 BIKE_FILE = "bike_sharing_hourly.csv"
 BIKE_README = "bike_sharing_README.txt"
+ETT_FILES = ("ETTh1.csv", "ETTh2.csv")
+ETT_LICENSE = "ETDataset_LICENSE.txt"
+ETT_CHANNELS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
+#: Hourly series: daily and weekly cycles.
+HOURLY_SEASONS = (24, 168)
 
 #: Public sources used by `fetch`.
 BIKE_SOURCE = "https://archive.ics.uci.edu/static/public/275/bike+sharing+dataset.zip"
 ILINET_SOURCE = "https://api.delphi.cmu.edu/epidata/fluview/?regions=nat&epiweeks=199740-{last}"
+ETT_SOURCE = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{name}"
+ETT_LICENSE_SOURCE = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/LICENSE"
 
 
 @dataclass(frozen=True)
 class Series:
-    """A named univariate series with optional timestamps and a seasonal period."""
+    """A named series with optional timestamps and seasonal periods.
+
+    ``values`` is ``(n,)``, or ``(n, len(channels))`` for a multichannel series.
+    ``season`` is the main period; ``seasons`` all of them (for MSTL), when the
+    series has several (hourly data: a day and a week).
+    """
 
     name: str
     values: np.ndarray
@@ -64,6 +80,8 @@ class Series:
     description: str = ""
     regimes: np.ndarray | None = field(default=None, repr=False)
     unit: str = ""  # what a value measures, for axis labels
+    seasons: tuple[int, ...] | None = None
+    channels: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -275,10 +293,62 @@ def load_bike_sharing(path: str | Path | None = None, target: str = "cnt") -> Se
         "bike_sharing",
         values,
         season=24,
+        seasons=HOURLY_SEASONS,
         timestamps=hours,
         description="UCI Bike Sharing hourly rentals, DC 2011-12 (CC BY 4.0)",
         unit="rentals per hour",
     )
+
+
+def _read_ett(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps and the ``(n, 7)`` channels of an ETT file, checked to be hourly without gaps."""
+    stamps: list[np.datetime64] = []
+    rows: list[list[float]] = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("date", *ETT_CHANNELS) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks the ETT columns {missing}")
+        for row in reader:
+            stamps.append(np.datetime64(row["date"].replace(" ", "T"), "h"))
+            rows.append([float(row[c]) for c in ETT_CHANNELS])
+    hours = np.array(stamps)
+    if np.any(np.diff(hours) != np.timedelta64(1, "h")):
+        raise ValueError(f"{path} is not hourly without gaps")
+    return hours, np.array(rows, dtype=np.float64)
+
+
+def load_ett(name: str = "ETTh1", path: str | Path | None = None) -> Series:
+    """ETDataset ``ETTh1`` or ``ETTh2``: the transformer's oil temperature ``OT``, hourly."""
+    hours, values = _read_ett(Path(path) if path is not None else _require(_ett_file(name)))
+    return Series(
+        name.lower(),
+        values[:, ETT_CHANNELS.index("OT")].copy(),
+        season=24,
+        seasons=HOURLY_SEASONS,
+        timestamps=hours,
+        description=f"ETDataset {name}: oil temperature, hourly 2016-07 to 2018-06 (CC BY-ND 4.0)",
+    )
+
+
+def load_ett_channels(name: str = "ETTh1", path: str | Path | None = None) -> Series:
+    """ETDataset ``ETTh1`` or ``ETTh2`` with all 7 channels (six loads, then ``OT``)."""
+    hours, values = _read_ett(Path(path) if path is not None else _require(_ett_file(name)))
+    return Series(
+        f"{name.lower()}_channels",
+        values,
+        season=24,
+        seasons=HOURLY_SEASONS,
+        timestamps=hours,
+        description=f"ETDataset {name}: 6 loads and oil temperature, hourly (CC BY-ND 4.0)",
+        channels=ETT_CHANNELS,
+    )
+
+
+def _ett_file(name: str) -> str:
+    if f"{name}.csv" not in ETT_FILES:
+        raise ValueError(f"unknown ETT file {name!r}: use 'ETTh1' or 'ETTh2'")
+    return f"{name}.csv"
 
 
 def load_river(name: str) -> Series:
@@ -305,6 +375,7 @@ def load_river(name: str) -> Series:
             "water_flow",
             values,
             season=24,
+            seasons=HOURLY_SEASONS,
             timestamps=stamps,
             description="Hourly water flow through a pipe (river)",
             unit="water flow",
@@ -317,6 +388,20 @@ REAL: dict[str, Callable[[], Series]] = {
     "bike_sharing": load_bike_sharing,
     "airline": lambda: load_river("airline"),
     "water_flow": lambda: load_river("water_flow"),
+    "etth1": lambda: load_ett("ETTh1"),
+    "etth2": lambda: load_ett("ETTh2"),
+    "etth1_channels": lambda: load_ett_channels("ETTh1"),
+    "etth2_channels": lambda: load_ett_channels("ETTh2"),
+}
+
+#: The file each real dataset reads (river's need none).
+REAL_FILES: dict[str, str] = {
+    "ilinet": ILINET_FILE,
+    "bike_sharing": BIKE_FILE,
+    "etth1": "ETTh1.csv",
+    "etth2": "ETTh2.csv",
+    "etth1_channels": "ETTh1.csv",
+    "etth2_channels": "ETTh2.csv",
 }
 
 
@@ -337,7 +422,7 @@ def copy_from(folder: str | Path, target: str | Path) -> list[Path]:
     folder, target = Path(folder), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in (ILINET_FILE, BIKE_FILE, BIKE_README):
+    for name in (ILINET_FILE, BIKE_FILE, BIKE_README, *ETT_FILES, ETT_LICENSE):
         source = folder / name
         if source.is_file():
             shutil.copyfile(source, target / name)
@@ -414,4 +499,17 @@ def fetch(target: str | Path, source_dir: str | Path | None = None) -> list[Path
         writer.writeheader()
         writer.writerows(rows)
     written.append(target / ILINET_FILE)
+    return written + fetch_ett(target)
+
+
+def fetch_ett(target: str | Path) -> list[Path]:
+    """Download ETTh1, ETTh2 and their licence into ``target``, byte for byte (CC BY-ND)."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ETT_FILES:
+        (target / name).write_bytes(_download(ETT_SOURCE.format(name=name)))
+        written.append(target / name)
+    (target / ETT_LICENSE).write_bytes(_download(ETT_LICENSE_SOURCE))
+    written.append(target / ETT_LICENSE)
     return written

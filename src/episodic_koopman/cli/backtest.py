@@ -97,12 +97,32 @@ def _time_order(stamps: list[str]) -> np.ndarray:
         raise ValueError("time column holds neither numbers nor ISO-8601 timestamps") from None
 
 
+def _parse_periods(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        periods = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--seasons takes comma-separated integers, got {text!r}") from None
+    if any(p < 2 for p in periods):
+        raise ValueError(f"--seasons periods must be >= 2, got {text!r}")
+    return periods
+
+
 def backtest(
     file: Path | None = typer.Argument(None, help="CSV file with the series (or use --dataset)."),
     target: str | None = typer.Option(None, "--target", help="Column to forecast."),
     time: str | None = typer.Option(None, "--time", help="Time column (checked to increase)."),
     horizon: int = typer.Option(..., "--horizon", min=1, help="Steps ahead at each origin."),
     season: int | None = typer.Option(None, "--season", min=1, help="Seasonal period."),
+    seasons: str | None = typer.Option(
+        None, "--seasons", help="MSTL's periods, e.g. 24,168 (default: --season alone)."
+    ),
+    channels: str | None = typer.Option(
+        None,
+        "--channels",
+        help="Columns learned jointly by ek (peers: one per column); scored on --target.",
+    ),
     models: str = typer.Option(DEFAULT_MODELS, "--models", help="Comma-separated models."),
     stride: int = typer.Option(1, "--stride", min=1, help="Steps between forecast origins."),
     start: float = typer.Option(
@@ -118,7 +138,11 @@ def backtest(
 ) -> None:
     """Backtest ek, ek-nomem and peers on the same stream, strictly causally, and score them.
 
-    Models: ek, ek-nomem, naive, snaive, holtwinters, snarimax, autoets.
+    Models: ek, ek-nomem, naive, snaive, holtwinters, snarimax, and (with the
+    peers extra) autoets, autoarima, autotheta, mstl. Scores: MAE, RMSE, MASE,
+    sMAPE, and for models with intervals the WIS and the coverage of the
+    50/80/95% intervals; fallbacks count forecasts that fell back to the last
+    value because the model could not fit.
     """
     from episodic_koopman import datasets, pin_threads
     from episodic_koopman.evaluation import backtest as run_backtest
@@ -129,22 +153,35 @@ def backtest(
         _fail("give either a CSV FILE (with --target) or --dataset NAME")
     try:
         stamps, unit = None, None
+        periods = _parse_periods(seasons)
+        columns: list[str] | None = None
         if dataset is not None:
             series = datasets.load(dataset)
             values, name = series.values, series.name
             season = season or series.season
             stamps, unit = series.timestamps, series.unit or None
+            periods = periods or (list(series.seasons) if series.seasons else None)
+            columns = list(series.channels) if series.channels else None
+            if columns is not None and target is not None and target not in columns:
+                raise ValueError(f"--target {target!r} is not a channel of {dataset}: {columns}")
         else:
             assert file is not None
             if target is None:
                 _fail("--target is required with a CSV file")
             assert target is not None
-            values, name = read_series_csv(file, target, time), file.stem
+            if channels:
+                columns = [c.strip() for c in channels.split(",") if c.strip()]
+                if target not in columns:
+                    columns.append(target)
+                values = np.column_stack([read_series_csv(file, c, time) for c in columns])
+            else:
+                values = read_series_csv(file, target, time)
+            name = file.stem
             unit = target
             if time is not None:
                 stamps = read_times(file, time)
         names = [m.strip() for m in models.split(",") if m.strip()]
-        factories = model_factories(names, season, parse_params(param))
+        factories = model_factories(names, season, parse_params(param), periods)
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         _fail(str(exc))
         return
@@ -159,6 +196,8 @@ def backtest(
             season=season,
             name=name,
             progress=not quiet,
+            channels=columns,
+            target=target if columns is not None else None,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -176,23 +215,40 @@ def backtest(
 
 def print_scores(doc: dict[str, Any], console: Console) -> None:
     where = f"{doc['n_origins']} origins from {doc['start']}"
-    table = Table(title=f"{doc['dataset']}: h={doc['horizon']}, {where}")
-    for column in ("model", "MAE", "RMSE", "MASE", "sMAPE %", "coverage", "seconds"):
-        table.add_column(column, justify="right" if column != "model" else "left")
-    best = min(row["mae"] for row in doc["models"].values() if row["mae"] is not None)
+    on = f", scored on {doc['target']}" if doc.get("target") else ""
+    table = Table(title=f"{doc['dataset']}: h={doc['horizon']}, {where}{on}")
+    # Model names and coverages never wrap (narrow terminals squeeze the other columns).
+    table.add_column("model", no_wrap=True, min_width=max(len(m) for m in doc["models"]))
+    for column in ("MAE", "RMSE", "MASE", "sMAPE %", "WIS"):
+        table.add_column(column, justify="right")
+    table.add_column("cov 50/80/95", justify="right", no_wrap=True, min_width=14)
+    for column in ("cov 90", "fallbacks", "seconds"):
+        table.add_column(column, justify="right")
 
     def fmt(value: Any, digits: int = 4) -> str:
         return "-" if value is None else f"{value:.{digits}g}"
 
+    def best_of(key: str) -> float | None:
+        found = [row[key] for row in doc["models"].values() if row.get(key) is not None]
+        return min(found) if found else None
+
+    def bold_if(value: Any, best: float | None, digits: int = 4) -> str:
+        text = fmt(value, digits)
+        return f"[bold]{text}[/bold]" if value is not None and value == best else text
+
+    best_mae, best_wis = best_of("mae"), best_of("wis")
     for name, row in doc["models"].items():
-        mae = fmt(row["mae"])
+        coverages = [row.get(f"coverage_{round(100 * lv)}") for lv in doc["interval_levels"]]
         table.add_row(
             name,
-            f"[bold]{mae}[/bold]" if row["mae"] == best else mae,
+            bold_if(row["mae"], best_mae),
             fmt(row["rmse"]),
             fmt(row["mase"], 3),
             fmt(row["smape"], 3),
+            bold_if(row["wis"], best_wis),
+            "n/a" if row["wis"] is None else "/".join(f"{c:.2f}" for c in coverages),
             fmt(row["coverage"], 3),
+            "-" if row["fallbacks"] is None else str(row["fallbacks"]),
             f"{row['seconds']:.1f}",
         )
     console.print(table)

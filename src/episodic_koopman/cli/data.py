@@ -21,7 +21,7 @@ def fetch(
         None, "--from", help="Copy the files from this folder instead of downloading them."
     ),
 ) -> None:
-    """Download ILINet and the UCI bike-share data from their public sources (or copy them)."""
+    """Download ILINet, the UCI bike-share data and ETDataset's ETTh1/ETTh2 (or copy them)."""
     from episodic_koopman import datasets
 
     console = Console()
@@ -48,7 +48,7 @@ def list_datasets() -> None:
     console = Console()
     for name in sorted(datasets.SYNTHETIC):
         console.print(f"{name:24s} synthetic")
-    files = {"ilinet": datasets.ILINET_FILE, "bike_sharing": datasets.BIKE_FILE}
+    files = datasets.REAL_FILES
     for name in sorted(datasets.REAL):
         if name in files:
             path = datasets.find_data_file(files[name])
