@@ -9,6 +9,7 @@ import numpy as np
 
 from .components import State, prefixed, unprefixed
 from .embedding import DelayEmbedding, History
+from .episode_refs import EpisodeRefs, complete_copies
 from .memory import EpisodeMemory
 from .operator import KoopmanFit
 from .recall import (
@@ -54,6 +55,7 @@ class Recaller:
     def __init__(
         self,
         memory: EpisodeMemory,
+        refs: EpisodeRefs,
         key_weights: KeyWeights,
         max_rank: int,
         mode_length: int,
@@ -65,6 +67,7 @@ class Recaller:
         gate: DriftGate | None,
     ) -> None:
         self.memory = memory
+        self.refs = refs
         self.key_weights = key_weights
         self.max_rank = max_rank
         self.mode_length = mode_length
@@ -101,7 +104,7 @@ class Recaller:
         ids, _ = self.memory.search(query.key, self.candidates)
         if ids.size == 0:
             return None
-        records = self.memory.get(ids)
+        records = self.records(ids)
         distances = exact_distances(
             query.signature,
             query.state,
@@ -126,15 +129,23 @@ class Recaller:
             admitted=admitted,
         )
 
+    def records(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The full records of episodes ``ids`` (from references, or the memory's copies)."""
+        records = self.memory.get(ids)
+        if self.memory.holds_copies:
+            return complete_copies(records)
+        return self.refs.expand(records)
+
     def browse(self, offset: int, limit: int, dt: float) -> list[dict[str, Any]]:
         """JSON-safe summaries of stored episodes, oldest first."""
         ids = self.memory.live_ids()[offset : offset + limit]
-        records = self.memory.get(ids)
+        records = self.records(ids)
+        kept = "forecast" in records  # only where an expert uses it (``residual``)
         out = []
         for i, episode_id in enumerate(ids):
             rank = int(records["rank"][i])
             eigs = records["eigenvalues"][i][:rank]
-            errors = records["continuation"][i] - records["forecast"][i]
+            realised = records["continuation"][i]
             with np.errstate(divide="ignore"):
                 growth = np.log(np.abs(eigs)) / dt
             out.append(
@@ -146,9 +157,11 @@ class Recaller:
                     "rank": rank,
                     "frequencies": (np.angle(eigs) / (2 * np.pi * dt)).tolist(),
                     "growth_rates": [float(g) if np.isfinite(g) else None for g in growth],
-                    "forecast": records["forecast"][i].tolist(),
-                    "realised": records["continuation"][i].tolist(),
-                    "mae": float(np.mean(np.abs(errors))),
+                    "forecast": records["forecast"][i].tolist() if kept else None,
+                    "realised": realised.tolist(),
+                    "mae": (
+                        float(np.mean(np.abs(realised - records["forecast"][i]))) if kept else None
+                    ),
                 }
             )
         return out
