@@ -46,7 +46,9 @@ class RowTable:
         if self.next - self.base >= size:
             keep = slice(self.first - self.base, self.next - self.base)
             held = self.next - self.first
-            new_size = max(16, 2 * held + 1) if held + 1 > size // 2 else size
+            # Compact in place while a quarter is free, else grow by half: a table in
+            # steady state (rows added as fast as collected) stays near its live size.
+            new_size = size if 4 * (held + 1) <= 3 * size else max(16, 3 * (held + 1) // 2)
             columns = {}
             for name, value in row.items():
                 value = np.asarray(value)

@@ -47,6 +47,7 @@ deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -312,14 +313,21 @@ class EpisodeMemory:
         return out
 
     # -- persistence ---------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON-able metadata and the arrays (columns, unindexed keys, serialised index)."""
+    def get_state(self, with_index: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-able metadata and the arrays (columns, unindexed keys, serialised index).
+
+        ``with_index=False`` leaves a flat index out, for an owner that can give the
+        keys of the live episodes again at `set_state` (HNSW is always saved: its
+        graph depends on its history).
+        """
+        with_index = with_index or self._hnsw
         meta = {
             "next_id": self.next_id,
             "indexed_from": self._indexed_from,
             "indexed_to": self._indexed_to,
             "n_rebuilds": self.n_rebuilds,
             "holds_copies": self.holds_copies,
+            "index_saved": with_index,
             "columns": sorted(self._columns),
         }
         # Only the used slots: how far the columns were grown in advance leaves no trace.
@@ -327,10 +335,17 @@ class EpisodeMemory:
         arrays = {f"col.{name}": column[:used] for name, column in self._columns.items()}
         tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
         arrays["tail_keys"] = self._tail[tail % _INDEX_BATCH].astype(np.float16)
-        arrays["faiss_index"] = faiss.serialize_index(self._index)
+        if with_index:
+            arrays["faiss_index"] = faiss.serialize_index(self._index)
         return meta, arrays
 
-    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def set_state(
+        self,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        keys_of: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out."""
         self.next_id = int(meta["next_id"])
         self._indexed_from = int(meta["indexed_from"])
         self._indexed_to = int(meta["indexed_to"])
@@ -341,6 +356,20 @@ class EpisodeMemory:
         self._tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
         tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
         self._tail[tail % _INDEX_BATCH] = np.asarray(arrays["tail_keys"], dtype=np.float32)
+        if not meta["index_saved"]:
+            if keys_of is None:
+                raise ValueError("this memory was saved without its index: its keys are needed")
+            # The same codes at the same labels. Evicted entries are never returned or
+            # read again (searches select live ids only), so zeros stand in for them.
+            self._index = self._new_index(hnsw=False)
+            live = np.arange(self.oldest_id, self._indexed_to, dtype=np.int64)
+            keys = np.zeros((self._indexed_to - self._indexed_from, self.dim), dtype=np.float32)
+            if live.size:
+                keys[live[0] - self._indexed_from :] = rounded_keys(keys_of(live), self.dim)
+            if keys.shape[0]:
+                self._index.add(keys)
+            self._hnsw = False
+            return
         # deserialize_index returns the concrete class, owning its data (a downcast
         # wrapper would not, and would dangle once the original is collected).
         self._index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))

@@ -18,6 +18,7 @@ from .recall import (
     KeyWeights,
     attention_weights,
     episode_key,
+    episode_keys,
     exact_distances,
     normalized_state,
 )
@@ -166,15 +167,39 @@ class Recaller:
             )
         return out
 
+    def keys_of(self, ids: np.ndarray) -> np.ndarray:
+        """The keys of live episodes ``ids`` of the own memory, made again from references.
+
+        The same functions of the same values as when they were made: bit-identical.
+        """
+        records = self.memory.get(ids)
+        expanded = self.refs.expand(records)
+        keys = np.empty((ids.size, self.memory.dim), dtype=np.float32)
+        for row in np.unique(records["fit"]):
+            mine = records["fit"] == row
+            first = int(np.argmax(mine))
+            signature = Signature(
+                eigenvalues=expanded["eigenvalues"][first],
+                modes=expanded["modes"][first],
+                rank=int(expanded["rank"][first]),
+            )
+            keys[mine] = episode_keys(signature, expanded["state"][mine], self.key_weights)
+        return keys
+
     def get_state(self) -> State:
-        memory_meta, memory_arrays = self.memory.get_state()
+        # The own memory's flat index is made again from the references at load.
+        memory_meta, memory_arrays = self.memory.get_state(with_index=self.memory.holds_copies)
+        refs_meta, refs_arrays = self.refs.get_state()
         arrays = {"threshold": self.threshold.get_state()} | prefixed("memory", memory_arrays)
+        arrays |= prefixed("refs", refs_arrays)
         if self.gate is not None:
             arrays |= prefixed("gate", self.gate.get_state())
-        return {"memory": memory_meta}, arrays
+        return {"memory": memory_meta, "refs": refs_meta}, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.threshold.set_state(arrays["threshold"])
         if self.gate is not None:
             self.gate.set_state(unprefixed("gate", arrays))
-        self.memory.set_state(meta["memory"], unprefixed("memory", arrays))
+        # The history (observables) is restored before; the references, then the memory.
+        self.refs.set_state(meta["refs"], unprefixed("refs", arrays))
+        self.memory.set_state(meta["memory"], unprefixed("memory", arrays), self.keys_of)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .components import State, prefixed, unprefixed
+from .components import State
 from .dynamics import Dynamics
 from .episode_refs import EpisodeRefs
 from .memory import EpisodeMemory
@@ -225,15 +225,13 @@ class EpisodeRecorder:
         }
 
     def get_state(self) -> State:
-        refs_meta, refs_arrays = self.refs.get_state()
         meta: dict[str, Any] = {
-            "refs": refs_meta,
             "cursor": self.cursor,
             "has_pending": self.pending is not None,
             "has_last_fit": self.last_fit is not None,
             "has_last_signature": self.last_signature is not None,
         }
-        arrays: dict[str, np.ndarray] = prefixed("refs", refs_arrays)
+        arrays: dict[str, np.ndarray] = {}  # the references are saved by the recaller
         if self.pending is not None:
             arrays |= {
                 f"pending.{name}": getattr(self.pending, name) for name in self.pending.FIELDS
@@ -249,7 +247,6 @@ class EpisodeRecorder:
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.refs.set_state(meta["refs"], unprefixed("refs", arrays))
         self.cursor = None if meta["cursor"] is None else int(meta["cursor"])
         self.pending = None
         if meta["has_pending"]:
