@@ -140,6 +140,8 @@ class Recaller:
     def browse(self, offset: int, limit: int, dt: float) -> list[dict[str, Any]]:
         """JSON-safe summaries of stored episodes, oldest first."""
         ids = self.memory.live_ids()[offset : offset + limit]
+        if ids.size == 0:
+            return []
         records = self.records(ids)
         kept = "forecast" in records  # only where an expert uses it (``residual``)
         out = []
