@@ -653,9 +653,9 @@ class Registry:
             ]
             e["frequencies"] = _finite_list(e["frequencies"])
             e["growth_rates"] = _finite_list(e["growth_rates"])
-            e["forecast"] = _finite_list(e["forecast"])
+            e["forecast"] = None if e["forecast"] is None else _finite_list(e["forecast"])
             e["realised"] = _finite_list(e["realised"])
-            e["mae"] = finite(e["mae"])
+            e["mae"] = None if e["mae"] is None else finite(e["mae"])
         return {"items": items, "total": model.memory_size, "offset": offset, "limit": limit}
 
     def info_payload(self, series: Series) -> dict[str, Any]:

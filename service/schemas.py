@@ -218,9 +218,12 @@ class EpisodeOut(BaseModel):
     rank: int
     frequencies: list[float | None]
     growth_rates: list[float | None]
-    forecast: list[Any] = Field(description="What the episode forecast (per step; per channel).")
+    forecast: list[Any] | None = Field(
+        description="What the operator forecast at the episode (per step; per channel); "
+        "null unless the residual expert is used (only it needs them, so only then are they kept)."
+    )
     realised: list[Any] = Field(description="What happened.")
-    mae: float | None
+    mae: float | None = Field(description="Mean absolute error of that forecast (null without it).")
 
 
 class EpisodePage(BaseModel):

@@ -148,26 +148,31 @@ def test_episodes_are_browsable_and_json_safe(sines):
     assert len(page) == 3
     assert page[0]["id"] < page[1]["id"] < page[2]["id"]
     json.dumps(page)
-    assert len(page[0]["forecast"]) == 16
+    # The operator's forecast at an episode is kept only where an expert uses it.
+    assert page[0]["forecast"] is None and page[0]["mae"] is None
+    assert len(page[0]["realised"]) == 16
+    residual = EpisodicKoopman(
+        delays=16, window=96, episode_horizon=16, memory=MemoryConfig(strategy="residual")
+    )
+    residual.learn_many(sines)
+    page = residual.episodes(offset=2, limit=3)
+    json.dumps(page)
+    assert len(page[0]["forecast"]) == 16 and page[0]["mae"] >= 0
 
 
 def test_models_can_share_one_memory_across_scales():
     from episodic_koopman.memory import EpisodeMemory
 
-    shared = None
     models = []
+    shared = EpisodicKoopman(delays=12, window=64, episode_horizon=8).new_memory()
+    assert isinstance(shared, EpisodeMemory) and shared.holds_copies
     for source, scale in enumerate([1.0, 1000.0]):
         model = EpisodicKoopman(delays=12, window=64, episode_horizon=8)
-        if shared is None:
-            model.learn_one(0.0)  # builds the model's own memory, which the next model shares
-            shared = model.episode_memory
-        else:
-            model.attach_memory(shared, source=source)
+        model.attach_memory(shared, source=source)
         models.append((model, scale))
-    assert isinstance(shared, EpisodeMemory)
     y = noisy_sines(600)
     for model, scale in models:
-        model.learn_many(y[1:] * scale if scale == 1.0 else y * scale)
+        model.learn_many(y * scale)
     assert {e["source"] for e in models[1][0].episodes(limit=10_000)} == {0, 1}
     # The large-scale model recalls the unit-scale model's episodes and stays on its scale.
     f = models[1][0].predict(horizon=5)
@@ -189,22 +194,37 @@ def test_attach_memory_checks_compatibility_and_timing():
         fitted.attach_memory(EpisodeMemory(dim=7))
 
 
-def test_episodes_keep_normalised_mode_shapes_even_when_matching_ignores_them(sines):
-    model = EpisodicKoopman(
+def test_own_memory_cannot_be_shared():
+    model = EpisodicKoopman(delays=12, window=64)
+    model.learn_one(0.0)
+    own = model.episode_memory
+    assert own is not None and not own.holds_copies
+    with pytest.raises(ValueError, match="new_memory"):
+        EpisodicKoopman(delays=12, window=64).attach_memory(own)
+
+
+def test_episodes_keep_normalised_mode_shapes_only_when_matching_uses_them(sines):
+    ignoring = EpisodicKoopman(
         delays=16, window=96, memory=MemoryConfig(mode_weight=0.0, mode_delays=4)
     )
-    model.learn_many(sines)
-    records = model.episode_memory.get(model.episode_memory.live_ids()[:5])
-    modes = records["modes"]
+    ignoring.learn_many(sines[:400])
+    pipeline = ignoring._pipeline
+    assert "modes" not in pipeline.recorder.refs.fits.rows(np.array([0]))
+    # Keys leave modes out: eigenvalue block plus state only.
     max_rank = ModelConfig().max_rank
+    assert ignoring.episode_memory.dim == 2 * max_rank + 16
+    model = EpisodicKoopman(
+        delays=16, window=96, memory=MemoryConfig(mode_weight=0.5, mode_delays=4)
+    )
+    model.learn_many(sines)
+    records = model._pipeline.recaller.records(model.episode_memory.live_ids()[:5])
+    modes = records["modes"]
     assert modes.shape == (5, max_rank, 4)
     ranks = records["rank"]
     norms = np.linalg.norm(modes, axis=2)
     for norm_row, rank in zip(norms, ranks, strict=True):
         np.testing.assert_allclose(norm_row[:rank], 1.0)
         np.testing.assert_allclose(norm_row[rank:], 0.0)
-    # Keys leave modes out: eigenvalue block plus state only.
-    assert model.episode_memory.dim == 2 * max_rank + 16
 
 
 def test_min_observations_is_when_the_first_fit_happens():

@@ -105,3 +105,73 @@ def test_search_does_not_change_the_index_and_sees_unindexed_episodes():
     assert (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal) == before
     newest_key = mem.keys(np.array([mem.next_id - 1]))[0]
     assert mem.search(newest_key, 1)[0][0] == mem.next_id - 1
+
+
+def test_keys_are_stored_once_as_half_floats_and_survive_rebuilds():
+    mem = filled(300, capacity=100)
+    ids = mem.live_ids()
+    keys = mem.keys(ids)
+    np.testing.assert_array_equal(keys, keys.astype(np.float16).astype(np.float32))
+    rebuilds = mem.n_rebuilds
+    mem.rebuild()
+    assert mem.n_rebuilds == rebuilds + 1 and mem._indexed_from == mem.oldest_id
+    np.testing.assert_array_equal(mem.keys(ids), keys)
+
+
+def test_row_table_reuses_equal_rows_and_collects_unreferenced_ones():
+    from episodic_koopman.episode_refs import EpisodeRefs, RowTable
+
+    table = RowTable()
+    rows = [EpisodeRefs.reuse_or_append(table, {"v": np.array([float(i // 2)])}) for i in range(8)]
+    assert rows == [0, 0, 1, 1, 2, 2, 3, 3]
+    for i in range(4, 100):
+        table.append({"v": np.array([float(i)])})
+        table.drop_below(i - 2)  # only the last three stay referred to
+    assert len(table) == 3
+    assert table.rows(np.array([97, 99]))["v"].ravel().tolist() == [97.0, 99.0]
+    with pytest.raises(KeyError):
+        table.rows(np.array([96]))
+    meta, arrays = table.get_state()
+    clone = RowTable()
+    clone.set_state(meta, arrays)
+    assert clone.rows(np.array([98]))["v"][0, 0] == 98.0
+    assert clone.append({"v": np.array([0.5])}) == 100
+
+
+@pytest.mark.parametrize("strategy", ["mixture", "residual", "transfer"])
+def test_references_after_the_history_wraps_equal_a_memory_of_copies(strategy, tmp_path):
+    """A model's own memory (offsets into its history, a fit table) recalls exactly what a
+    memory holding copies does, long after the history ring and the memory wrapped."""
+    from episodic_koopman import EpisodicKoopman
+    from episodic_koopman.config import MemoryConfig
+
+    t = np.arange(1500.0)
+    y = np.sin(2 * np.pi * t / 23) + 0.3 * np.sin(2 * np.pi * t / 7) + 0.01 * np.cos(t * t)
+    config = MemoryConfig(capacity=90, stride=2, strategy=strategy)
+    own = EpisodicKoopman(delays=8, window=32, episode_horizon=6, memory=config)
+    copying = EpisodicKoopman(delays=8, window=32, episode_horizon=6, memory=config)
+    copying.attach_memory(copying.new_memory())
+    for part in np.array_split(y, 7):
+        own.learn_many(part)
+        copying.learn_many(part)
+        a, b = own.predict(12), copying.predict(12)
+        np.testing.assert_array_equal(a.mean, b.mean)
+        assert a.recalled == b.recalled
+    memory = own.episode_memory
+    assert not memory.holds_copies and copying.episode_memory.holds_copies
+    assert own._pipeline.obs.history.count > own._pipeline.obs.history.length  # wrapped
+    refs = own._pipeline.recorder.refs
+    oldest = memory.get(np.array([memory.oldest_id]))
+    assert refs.fits.first == min(oldest["fit"][0], refs.fits.next - 1)  # collected
+    assert len(refs.fits) <= 90
+    ids = memory.live_ids()
+    mine = own._pipeline.recaller.records(ids)
+    theirs = copying._pipeline.recaller.records(copying.episode_memory.live_ids())
+    for name in ("state", "history", "continuation", "eigenvalues", "rank", "origin"):
+        np.testing.assert_array_equal(mine[name], theirs[name])
+    path = tmp_path / "own.ekm"
+    own.save(path)
+    loaded = EpisodicKoopman.load(path)
+    loaded.learn_many(y[:200])
+    own.learn_many(y[:200])
+    np.testing.assert_array_equal(loaded.predict(12).mean, own.predict(12).mean)

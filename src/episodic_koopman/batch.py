@@ -83,7 +83,7 @@ MEMORY_SCOPES = ("series", "shared")
 ENGINES = ("local", "dask")
 DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
 MEMORY_FORMAT = "episodic-koopman-memory"
-MEMORY_FORMAT_VERSION = 1
+MEMORY_FORMAT_VERSION = 2  # 2: fp16 index codes, windows copied (no states)
 
 
 class BatchInputError(ValueError):
@@ -901,6 +901,11 @@ def load_memory(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         raise BatchInputError(f"{path} is not a shared-memory file") from None
     if manifest.get("format") != MEMORY_FORMAT:
         raise BatchInputError(f"{path} is not a shared-memory file")
+    if manifest.get("format_version") != MEMORY_FORMAT_VERSION:
+        raise BatchInputError(
+            f"{path} has shared-memory format version {manifest.get('format_version')}; "
+            f"this library reads version {MEMORY_FORMAT_VERSION}: rebuild the memory"
+        )
     return manifest["state"], arrays, manifest
 
 

@@ -201,6 +201,15 @@ class History:
         end = (self.count - 1) % self.length + self.length + 1
         return self._buffer[end - k : end]
 
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Rows at absolute observation ``indices`` (any shape), among the newest ``length``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (
+            indices.min() < self.count - self.length or indices.max() >= self.count
+        ):
+            raise IndexError("history row is no longer (or not yet) held")
+        return self._buffer[indices % self.length]
+
     def get_state(self) -> dict[str, np.ndarray]:
         return {"buffer": self._buffer.copy(), "count": np.array(self.count, dtype=np.int64)}
 

@@ -172,6 +172,7 @@ class EpisodicKoopman(Forecaster):
         memory = self._attached_memory
         if memory is None and self.memory is not None:
             memory = self.new_memory(n_channels)
+            memory.holds_copies = False  # its own: episodes refer to this model's history
         self._pipeline = Pipeline(self._settings, n_channels, self._stream, memory, self._source)
         return self._pipeline
 
@@ -282,13 +283,20 @@ class EpisodicKoopman(Forecaster):
         states, level-aligned replays, errors in units of each series' scale), so
         models of series on different scales can share one memory; each episode
         records ``source`` to say which model stored it. A saved model keeps a copy
-        of the memory it used.
+        of the memory it used. A shared memory holds copies of each episode's windows
+        (a model's own memory holds only references into its history), so it costs
+        more per episode.
         """
         if self._pipeline is not None:
             raise ValueError("attach_memory must be called before the model learns anything")
         if self.memory is None:
             raise ValueError("this model was built with memory=None")
         v.check_positive_int("source", source, 0, 2**62)
+        if not memory.holds_copies:
+            raise ValueError(
+                "this memory refers to its model's own history and cannot be shared; "
+                "share a memory made by new_memory()"
+            )
         self._attached_memory = memory
         self._source = int(source)
 

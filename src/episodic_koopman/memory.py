@@ -1,9 +1,21 @@
 """Episodic memory: a bounded store of completed episodes with a FAISS index.
 
-Each episode has a fixed-length key (float32, searched by FAISS) and a record
-of named arrays (its signature, state, forecast, realised values...) kept in
-preallocated columns. Episode ids are consecutive integers. Slot ``id %
-capacity`` holds episode ``id``.
+Each episode has a fixed-length key, searched by FAISS, and a record of named
+arrays kept in preallocated columns. Episode ids are consecutive integers. Slot
+``id % capacity`` holds episode ``id``.
+
+Keys are stored once, as half floats (FAISS ``QT_fp16`` codes): every key is
+rounded to float16 on entry, so the index, the few keys stored since the last
+insertion and a rebuild from the index's own codes all hold the same values.
+Keys only propose candidates: the caller reranks them exactly (see
+`episodic_koopman.recall`), so the rounding can change which near-ties are
+proposed, never the distances that decide.
+
+Records are whatever the caller stores. A model's own memory holds references
+(``holds_copies=False``: origins into the model's history and rows of its fit
+table, `episodic_koopman.episode_refs`). A memory shared by several models
+(`EpisodicKoopman.new_memory`) holds copies of each episode's windows, because
+a model cannot read another's history.
 
 Eviction rule (documented contract): **first in, first out**. When the store
 is full, adding an episode evicts the oldest one. Because ids are consecutive,
@@ -13,10 +25,12 @@ every search by an ``IDSelectorRange``. HNSW cannot remove vectors, and even a
 flat index removes in O(N), so the index is rebuilt from the live keys once the
 dead entries exceed ``rebuild_fraction`` of the live ones.
 
-The index is an ``IndexIDMap2`` over ``IndexFlatL2`` (exact) until the store
-holds more than ``hnsw_threshold`` episodes. It is then rebuilt as
-``IndexIDMap2`` over ``IndexHNSWFlat``. All index work runs single-threaded,
-which also makes HNSW construction deterministic.
+The index is an ``IndexScalarQuantizer`` (exact scan of the fp16 codes) until
+the store holds more than ``hnsw_threshold`` episodes. It is then rebuilt as an
+``IndexHNSWSQ``. Ids in the index are consecutive from ``indexed_from``, so an
+episode's FAISS label is its id minus that offset and no id map is kept. All
+index work runs single-threaded, which also makes HNSW construction
+deterministic.
 
 >>> import numpy as np
 >>> mem = EpisodeMemory(dim=2, capacity=3)
@@ -33,6 +47,7 @@ which also makes HNSW construction deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -43,6 +58,12 @@ from .threads import single_threaded
 #: FAISS is brought up to date each time the stored id count reaches a multiple of this;
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
+_FP16 = faiss.ScalarQuantizer.QT_fp16
+
+
+def rounded_keys(keys: np.ndarray, dim: int) -> np.ndarray:
+    """Keys as the memory stores them: float32 values rounded to float16, ``(n, dim)``."""
+    return np.asarray(keys, dtype=np.float32).reshape(-1, dim).astype(np.float16).astype(np.float32)
 
 
 class EpisodeMemory:
@@ -57,6 +78,7 @@ class EpisodeMemory:
         ef_construction: int = 80,
         ef_search: int = 64,
         rebuild_fraction: float = 0.25,
+        holds_copies: bool = True,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"memory capacity must be >= 1, got {capacity}")
@@ -67,12 +89,16 @@ class EpisodeMemory:
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self.rebuild_fraction = rebuild_fraction
+        #: Whether records are self-contained (shareable) rather than references into
+        #: one model's history and fit table.
+        self.holds_copies = holds_copies
         self.next_id = 0
-        self._keys = np.zeros((0, dim), dtype=np.float32)
+        self._tail = np.zeros((_INDEX_BATCH, dim), dtype=np.float32)  # slot id % _INDEX_BATCH
         self._columns: dict[str, np.ndarray] = {}
+        self._slot_count = 0
         self._index = self._new_index(hnsw=False)
         self._hnsw = False
-        self._indexed_from = 0  # smallest id present in the FAISS index
+        self._indexed_from = 0  # smallest id present in the FAISS index (its label 0)
         self._indexed_to = 0  # every stored id below this is in the FAISS index
         self.n_rebuilds = 0
 
@@ -98,17 +124,16 @@ class EpisodeMemory:
     def _slots(self, ids: np.ndarray) -> np.ndarray:
         return np.asarray(ids, dtype=np.int64) % self.capacity
 
-    def _new_index(self, hnsw: bool) -> faiss.IndexIDMap2:
+    def _new_index(self, hnsw: bool) -> faiss.Index:
         if hnsw:
-            base = faiss.IndexHNSWFlat(self.dim, self.hnsw_m)
-            base.hnsw.efConstruction = self.ef_construction
-            base.hnsw.efSearch = self.ef_search
-        else:
-            base = faiss.IndexFlatL2(self.dim)
-        return faiss.IndexIDMap2(base)
+            index = faiss.IndexHNSWSQ(self.dim, _FP16, self.hnsw_m)
+            index.hnsw.efConstruction = self.ef_construction
+            index.hnsw.efSearch = self.ef_search
+            return index
+        return faiss.IndexScalarQuantizer(self.dim, _FP16)
 
     def _allocate(self, record: dict[str, np.ndarray], size: int) -> None:
-        """Grow keys and columns to ``size`` slots and add columns new in ``record``."""
+        """Grow the columns to ``size`` slots and add columns new in ``record``."""
 
         def grown(old: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
             column = np.zeros((size, *shape), dtype=dtype)
@@ -116,34 +141,23 @@ class EpisodeMemory:
                 column[: old.shape[0]] = old
             return column
 
-        self._keys = grown(self._keys, (self.dim,), np.dtype(np.float32))
         for name, value in record.items():
             value = np.asarray(value)
             self._columns[name] = grown(self._columns.get(name), value.shape, value.dtype)
         for name in set(self._columns) - set(record):
             old = self._columns[name]
             self._columns[name] = grown(old, old.shape[1:], old.dtype)
+        self._slot_count = size
 
     # -- writes --------------------------------------------------------------------
     def add(self, key: np.ndarray, record: dict[str, np.ndarray]) -> int:
         """Store an episode (evicting the oldest when full); returns its id."""
-        key32 = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
-        if not np.all(np.isfinite(key32)):
-            raise ValueError("episode key must be finite")
-        needed = min(self.next_id + 1, self.capacity)
-        if self._keys.shape[0] < needed or not set(record) <= set(self._columns):
-            # Slots grow geometrically up to the capacity; after that the ring is fixed.
-            size = max(self._keys.shape[0], min(max(64, 2 * needed), self.capacity))
-            self._allocate(record, size)
-        episode_id = self.next_id
-        slot = episode_id % self.capacity
-        self._keys[slot] = key32[0]
-        for name, value in record.items():
-            self._columns[name][slot] = value
-        self.next_id += 1
-        if self.next_id % _INDEX_BATCH == 0:
-            self._sync_index()
-        return episode_id
+        names = list(record)
+        ids = self.add_many(
+            np.asarray(key).reshape(1, self.dim),
+            {name: np.asarray(record[name])[None] for name in names},
+        )
+        return int(ids[0])
 
     def _sync_index(self) -> None:
         """Bring FAISS up to date; called exactly when the id count reaches a multiple of
@@ -160,8 +174,12 @@ class EpisodeMemory:
             self._rebuild()
             return
         ids = np.arange(max(self._indexed_to, self.oldest_id), self.next_id, dtype=np.int64)
+        if ids.size and ids[0] != self._indexed_from + self._index.ntotal:
+            # Ids skipped by an oversized add_many: labels must stay consecutive.
+            self._rebuild()
+            return
         with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
-            self._index.add_with_ids(self._keys[self._slots(ids)], ids)
+            self._index.add(self._tail[ids % _INDEX_BATCH])
         self._indexed_to = self.next_id
 
     def add_many(self, keys: np.ndarray, records: dict[str, np.ndarray]) -> np.ndarray:
@@ -171,32 +189,35 @@ class EpisodeMemory:
         points (more rows than ``capacity``: only the newest are kept). Returns the
         ids.
         """
-        keys32 = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
-        n = keys32.shape[0]
+        keys16 = rounded_keys(keys, self.dim)
+        n = keys16.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        if not np.all(np.isfinite(keys32)):
-            raise ValueError("episode keys must be finite")
+        if not np.all(np.isfinite(keys16)):
+            raise ValueError("episode keys must be finite (and within float16 range)")
         columns = {name: np.asarray(value) for name, value in records.items()}
         if any(column.shape[0] != n for column in columns.values()):
             raise ValueError("every record column needs one row per key")
         if n > self.capacity:  # only the newest `capacity` can survive FIFO eviction
             self.next_id += n - self.capacity
-            keys32 = keys32[-self.capacity :]
+            keys16 = keys16[-self.capacity :]
             columns = {name: column[-self.capacity :] for name, column in columns.items()}
             n = self.capacity
         needed = min(self.next_id + n, self.capacity)
         first_row = {name: column[0] for name, column in columns.items()}
-        if self._keys.shape[0] < needed or not set(first_row) <= set(self._columns):
-            self._allocate(first_row, max(self._keys.shape[0], min(2 * needed, self.capacity)))
+        if self._slot_count < needed or not set(first_row) <= set(self._columns):
+            # Slots grow geometrically up to the capacity; after that the ring is fixed.
+            size = max(self._slot_count, min(max(64, 2 * needed), self.capacity))
+            self._allocate(first_row, size)
         ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
         # Store in chunks that end at sync points, exactly as single adds would.
         start = 0
         while start < n:
             room = _INDEX_BATCH - self.next_id % _INDEX_BATCH
             stop = min(n, start + room)
-            slots = self._slots(ids[start:stop])
-            self._keys[slots] = keys32[start:stop]
+            chunk = ids[start:stop]
+            self._tail[chunk % _INDEX_BATCH] = keys16[start:stop]
+            slots = self._slots(chunk)
             for name, column in columns.items():
                 self._columns[name][slots] = column[start:stop]
             self.next_id += stop - start
@@ -210,12 +231,12 @@ class EpisodeMemory:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        ids = self.live_ids()
+        keys = self.keys(self.live_ids())  # the index's own codes: rebuilding loses nothing
         hnsw = len(self) > self.hnsw_threshold
         index = self._new_index(hnsw=hnsw)
         with single_threaded():
-            if ids.size:
-                index.add_with_ids(self._keys[self._slots(ids)], ids)
+            if keys.shape[0]:
+                index.add(keys)
         self._index = index
         self._hnsw = hnsw
         self._indexed_from = self.oldest_id
@@ -236,21 +257,22 @@ class EpisodeMemory:
         tail_start = max(self._indexed_to, self.oldest_id)
         found_ids, found_d2 = [], []
         if tail_start > self.oldest_id:
-            selector = faiss.IDSelectorRange(self.oldest_id, tail_start)
+            offset = self._indexed_from
+            selector = faiss.IDSelectorRange(self.oldest_id - offset, tail_start - offset)
             if self._hnsw:
                 params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
             else:
                 params = faiss.SearchParameters(sel=selector)
             with single_threaded():
-                d2, ids = self._index.search(
+                d2, labels = self._index.search(
                     query, min(k, tail_start - self.oldest_id), params=params
                 )
-            keep = ids[0] >= 0
-            found_ids.append(ids[0][keep].astype(np.int64))
+            keep = labels[0] >= 0
+            found_ids.append(labels[0][keep].astype(np.int64) + offset)
             found_d2.append(d2[0][keep].astype(np.float64))
         if tail_start < self.next_id:
             tail = np.arange(tail_start, self.next_id, dtype=np.int64)
-            diff = self._keys[self._slots(tail)] - query
+            diff = self._tail[tail % _INDEX_BATCH] - query
             found_ids.append(tail)
             found_d2.append(np.einsum("ij,ij->i", diff, diff).astype(np.float64))
         ids = np.concatenate(found_ids)
@@ -263,7 +285,7 @@ class EpisodeMemory:
         ids = self.live_ids()
         if ids.size == 0:
             return ids, np.zeros(0)
-        keys = self._keys[self._slots(ids)]
+        keys = self.keys(ids)
         query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
         d2 = np.sum((keys - query) ** 2, axis=1, dtype=np.float64)
         order = np.lexsort((ids, d2))[:k]
@@ -278,33 +300,79 @@ class EpisodeMemory:
         return {name: column[slots] for name, column in self._columns.items()}
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
-        return self._keys[self._slots(ids)]
+        """The stored (float16-rounded) keys of live episodes ``ids``, as float32."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        out = np.empty((ids.size, self.dim), dtype=np.float32)
+        indexed = ids < self._indexed_to
+        if indexed.any():
+            labels = ids[indexed] - self._indexed_from
+            low, high = int(labels.min()), int(labels.max()) + 1
+            block = self._index.reconstruct_n(low, high - low)
+            out[indexed] = block[labels - low]
+        out[~indexed] = self._tail[ids[~indexed] % _INDEX_BATCH]
+        return out
 
     # -- persistence ---------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON-able metadata and the arrays (columns, keys, serialised index)."""
+    def get_state(self, with_index: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-able metadata and the arrays (columns, unindexed keys, serialised index).
+
+        ``with_index=False`` leaves a flat index out, for an owner that can give the
+        keys of the live episodes again at `set_state` (HNSW is always saved: its
+        graph depends on its history).
+        """
+        with_index = with_index or self._hnsw
         meta = {
             "next_id": self.next_id,
             "indexed_from": self._indexed_from,
             "indexed_to": self._indexed_to,
             "n_rebuilds": self.n_rebuilds,
+            "holds_copies": self.holds_copies,
+            "index_saved": with_index,
             "columns": sorted(self._columns),
         }
         # Only the used slots: how far the columns were grown in advance leaves no trace.
         used = min(self.next_id, self.capacity)
         arrays = {f"col.{name}": column[:used] for name, column in self._columns.items()}
-        arrays["keys"] = self._keys[:used]
-        arrays["faiss_index"] = faiss.serialize_index(self._index)
+        tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
+        arrays["tail_keys"] = self._tail[tail % _INDEX_BATCH].astype(np.float16)
+        if with_index:
+            arrays["faiss_index"] = faiss.serialize_index(self._index)
         return meta, arrays
 
-    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def set_state(
+        self,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        keys_of: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out."""
         self.next_id = int(meta["next_id"])
         self._indexed_from = int(meta["indexed_from"])
         self._indexed_to = int(meta["indexed_to"])
         self.n_rebuilds = int(meta["n_rebuilds"])
-        self._keys = np.array(arrays["keys"], dtype=np.float32)
+        self.holds_copies = bool(meta["holds_copies"])
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
+        self._slot_count = min(self.next_id, self.capacity)
+        self._tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
+        tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
+        self._tail[tail % _INDEX_BATCH] = np.asarray(arrays["tail_keys"], dtype=np.float32)
+        if not meta["index_saved"]:
+            if keys_of is None:
+                raise ValueError("this memory was saved without its index: its keys are needed")
+            # The same codes at the same labels. Evicted entries are never returned or
+            # read again (searches select live ids only), so zeros stand in for them.
+            self._index = self._new_index(hnsw=False)
+            live = np.arange(self.oldest_id, self._indexed_to, dtype=np.int64)
+            keys = np.zeros((self._indexed_to - self._indexed_from, self.dim), dtype=np.float32)
+            if live.size:
+                keys[live[0] - self._indexed_from :] = rounded_keys(keys_of(live), self.dim)
+            if keys.shape[0]:
+                self._index.add(keys)
+            self._hnsw = False
+            return
+        # deserialize_index returns the concrete class, owning its data (a downcast
+        # wrapper would not, and would dangle once the original is collected).
         self._index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))
-        self._hnsw = isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSWFlat)
+        self._hnsw = isinstance(self._index, faiss.IndexHNSWSQ)
         if self._hnsw:
-            faiss.downcast_index(self._index.index).hnsw.efSearch = self.ef_search
+            self._index.hnsw.efSearch = self.ef_search

@@ -15,6 +15,7 @@ from .components import ArraysOnly, Component
 from .config import MAX_FEATURES, MemoryConfig, ModelConfig
 from .dynamics import Dynamics
 from .embedding import make_lifting
+from .episode_refs import EpisodeRefs
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .observables import Observables
@@ -113,6 +114,11 @@ class Pipeline:
             s.episode_horizon + cfg.stride + 1,
             s.state_delays + cfg.stride + 1,
         )
+        if mem is not None:
+            # Episodes are references into the history: it spans every live episode's
+            # state window and continuation (plus the episodes not yet filed).
+            span = mem.capacity * mem.stride + s.state_delays + s.episode_horizon
+            history_length = max(history_length, span + cfg.stride + 1)
         self.obs = Observables(s.delays, c, history_length, lifting)
         refit_every = cfg.refit_every if cfg.refit_every is not None else s.window
         self.dyn = Dynamics(
@@ -143,8 +149,12 @@ class Pipeline:
         )
         weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
         gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
+        refs = EpisodeRefs(
+            self.obs.history, s.state_delays, s.episode_horizon, keep_modes=mem.mode_weight > 0
+        )
         self.recaller = Recaller(
             memory,
+            refs,
             weights,
             cfg.max_rank,
             s.mode_length(c),
@@ -157,11 +167,13 @@ class Pipeline:
         )
         self.recorder = EpisodeRecorder(
             memory,
+            refs,
             weights,
             s.episode_horizon,
             mem.stride,
             s.state_delays,
             successor=self.combiner.needs_successor,
+            keep_forecast="residual" in self.combiner.corrections,
         )
         self.recorder.source = source
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .components import State, prefixed, unprefixed
 from .embedding import DelayEmbedding, History
+from .episode_refs import EpisodeRefs, complete_copies
 from .memory import EpisodeMemory
 from .operator import KoopmanFit
 from .recall import (
@@ -17,6 +18,7 @@ from .recall import (
     KeyWeights,
     attention_weights,
     episode_key,
+    episode_keys,
     exact_distances,
     normalized_state,
 )
@@ -54,6 +56,7 @@ class Recaller:
     def __init__(
         self,
         memory: EpisodeMemory,
+        refs: EpisodeRefs,
         key_weights: KeyWeights,
         max_rank: int,
         mode_length: int,
@@ -65,6 +68,7 @@ class Recaller:
         gate: DriftGate | None,
     ) -> None:
         self.memory = memory
+        self.refs = refs
         self.key_weights = key_weights
         self.max_rank = max_rank
         self.mode_length = mode_length
@@ -101,7 +105,7 @@ class Recaller:
         ids, _ = self.memory.search(query.key, self.candidates)
         if ids.size == 0:
             return None
-        records = self.memory.get(ids)
+        records = self.records(ids)
         distances = exact_distances(
             query.signature,
             query.state,
@@ -126,15 +130,25 @@ class Recaller:
             admitted=admitted,
         )
 
+    def records(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The full records of episodes ``ids`` (from references, or the memory's copies)."""
+        records = self.memory.get(ids)
+        if self.memory.holds_copies:
+            return complete_copies(records)
+        return self.refs.expand(records)
+
     def browse(self, offset: int, limit: int, dt: float) -> list[dict[str, Any]]:
         """JSON-safe summaries of stored episodes, oldest first."""
         ids = self.memory.live_ids()[offset : offset + limit]
-        records = self.memory.get(ids)
+        if ids.size == 0:
+            return []
+        records = self.records(ids)
+        kept = "forecast" in records  # only where an expert uses it (``residual``)
         out = []
         for i, episode_id in enumerate(ids):
             rank = int(records["rank"][i])
             eigs = records["eigenvalues"][i][:rank]
-            errors = records["continuation"][i] - records["forecast"][i]
+            realised = records["continuation"][i]
             with np.errstate(divide="ignore"):
                 growth = np.log(np.abs(eigs)) / dt
             out.append(
@@ -146,22 +160,48 @@ class Recaller:
                     "rank": rank,
                     "frequencies": (np.angle(eigs) / (2 * np.pi * dt)).tolist(),
                     "growth_rates": [float(g) if np.isfinite(g) else None for g in growth],
-                    "forecast": records["forecast"][i].tolist(),
-                    "realised": records["continuation"][i].tolist(),
-                    "mae": float(np.mean(np.abs(errors))),
+                    "forecast": records["forecast"][i].tolist() if kept else None,
+                    "realised": realised.tolist(),
+                    "mae": (
+                        float(np.mean(np.abs(realised - records["forecast"][i]))) if kept else None
+                    ),
                 }
             )
         return out
 
+    def keys_of(self, ids: np.ndarray) -> np.ndarray:
+        """The keys of live episodes ``ids`` of the own memory, made again from references.
+
+        The same functions of the same values as when they were made: bit-identical.
+        """
+        records = self.memory.get(ids)
+        expanded = self.refs.expand(records)
+        keys = np.empty((ids.size, self.memory.dim), dtype=np.float32)
+        for row in np.unique(records["fit"]):
+            mine = records["fit"] == row
+            first = int(np.argmax(mine))
+            signature = Signature(
+                eigenvalues=expanded["eigenvalues"][first],
+                modes=expanded["modes"][first],
+                rank=int(expanded["rank"][first]),
+            )
+            keys[mine] = episode_keys(signature, expanded["state"][mine], self.key_weights)
+        return keys
+
     def get_state(self) -> State:
-        memory_meta, memory_arrays = self.memory.get_state()
+        # The own memory's flat index is made again from the references at load.
+        memory_meta, memory_arrays = self.memory.get_state(with_index=self.memory.holds_copies)
+        refs_meta, refs_arrays = self.refs.get_state()
         arrays = {"threshold": self.threshold.get_state()} | prefixed("memory", memory_arrays)
+        arrays |= prefixed("refs", refs_arrays)
         if self.gate is not None:
             arrays |= prefixed("gate", self.gate.get_state())
-        return {"memory": memory_meta}, arrays
+        return {"memory": memory_meta, "refs": refs_meta}, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.threshold.set_state(arrays["threshold"])
         if self.gate is not None:
             self.gate.set_state(unprefixed("gate", arrays))
-        self.memory.set_state(meta["memory"], unprefixed("memory", arrays))
+        # The history (observables) is restored before; the references, then the memory.
+        self.refs.set_state(meta["refs"], unprefixed("refs", arrays))
+        self.memory.set_state(meta["memory"], unprefixed("memory", arrays), self.keys_of)

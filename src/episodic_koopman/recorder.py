@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .components import State
 from .dynamics import Dynamics
+from .episode_refs import EpisodeRefs
 from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, propagate_many
@@ -30,28 +31,10 @@ class PendingRecords:
     origins: np.ndarray  # (B,) observation indices
     window_starts: np.ndarray  # (B,)
     keys: np.ndarray  # (B, key dim)
-    states: np.ndarray  # (B, state length)
-    histories: np.ndarray  # (B, state_delays, c)
-    forecasts: np.ndarray  # (B, horizon, c): the operator's forecast at each origin
-    sig_eigenvalues: np.ndarray  # (B, max_rank)
-    sig_modes: np.ndarray  # (B, max_rank, mode length)
-    sig_ranks: np.ndarray  # (B,)
-    ref_means: np.ndarray  # (B, c)
-    ref_scales: np.ndarray  # (B, c)
+    forecasts: np.ndarray  # (B, horizon, c): the operator's forecast (B, 0, c) unless kept
+    fits: np.ndarray  # (B,) rows of the fit table
 
-    FIELDS = (
-        "origins",
-        "window_starts",
-        "keys",
-        "states",
-        "histories",
-        "forecasts",
-        "sig_eigenvalues",
-        "sig_modes",
-        "sig_ranks",
-        "ref_means",
-        "ref_scales",
-    )
+    FIELDS = ("origins", "window_starts", "keys", "forecasts", "fits")
 
     def __len__(self) -> int:
         return int(self.origins.shape[0])
@@ -73,29 +56,45 @@ class EpisodeRecorder:
     Episodes between scored steps share the fit and signature of the last scored
     step (`remember`), so they can be made in one batch later (`make`).
     ``successor`` adds the fit in force when an episode is filed (for the
-    ``transfer`` expert).
+    ``transfer`` expert); ``keep_forecast`` the operator's forecast at each origin
+    (for the ``residual`` expert).
+
+    Into the model's own memory, episodes go as references (`EpisodeRefs`); into a
+    memory that holds copies (shared by several models), with copies of their
+    windows and signature.
     """
 
     def __init__(
         self,
         memory: EpisodeMemory,
+        refs: EpisodeRefs,
         key_weights: KeyWeights,
         horizon: int,
         stride: int,
         state_delays: int,
         successor: bool,
+        keep_forecast: bool,
     ) -> None:
         self.memory = memory
+        self.refs = refs
         self.key_weights = key_weights
         self.horizon = horizon
         self.stride = stride
         self.state_delays = state_delays
         self.successor = successor
-        self.source = 0
+        self.keep_forecast = keep_forecast
         self.pending: PendingRecords | None = None
         self.cursor: int | None = None  # next origin whose episode is still to make
         self.last_fit: KoopmanFit | None = None
         self.last_signature: Signature | None = None
+
+    @property
+    def source(self) -> int:
+        return self.refs.source
+
+    @source.setter
+    def source(self, value: int) -> None:
+        self.refs.source = value
 
     def remember(self, fit: KoopmanFit, signature: Signature) -> None:
         """The fit and signature of a scored step, used by the episodes until the next one."""
@@ -118,30 +117,36 @@ class EpisodeRecorder:
         ds = self.state_delays
         rows = obs.history.last(int(lag[0]) + ds)
         windows = sliding_window_view(rows, (ds, rows.shape[1]))[:, 0]
-        histories = windows[origins - origins[0]].copy()
-        states = normalized_states(histories)
-        snapshots = dyn.dmd.snapshots()
-        forecasts = propagate_many(
-            fit,
-            snapshots[snapshots.shape[0] - 1 - lag],
-            self.horizon,
-            obs.embedding.readout,
-            dyn.stabilize,
-        )
-        n_snapshots = np.minimum(dyn.dmd.n_pushed - lag, dyn.window + 1)
+        states = normalized_states(windows[origins - origins[0]].copy())
         count = origins.shape[0]
+        if self.keep_forecast:
+            snapshots = dyn.dmd.snapshots()
+            forecasts = propagate_many(
+                fit,
+                snapshots[snapshots.shape[0] - 1 - lag],
+                self.horizon,
+                obs.embedding.readout,
+                dyn.stabilize,
+            )
+            forecasts = forecasts * obs.ref_scale + obs.ref_mean
+        else:
+            forecasts = np.zeros((count, 0, obs.ref_mean.shape[0]))
+        n_snapshots = np.minimum(dyn.dmd.n_pushed - lag, dyn.window + 1)
+        row = {
+            "eigenvalues": signature.eigenvalues,
+            "rank": np.array(signature.rank, dtype=np.int64),
+            "ref_mean": obs.ref_mean,
+            "ref_scale": obs.ref_scale,
+        }
+        if self.refs.keep_modes:
+            row["modes"] = signature.modes
+        fit_row = EpisodeRefs.reuse_or_append(self.refs.fits, row)
         made = PendingRecords(
             origins=origins,
             window_starts=origins + 2 - n_snapshots - obs.delays,
             keys=episode_keys(signature, states, self.key_weights),
-            states=states,
-            histories=histories,
-            forecasts=forecasts * obs.ref_scale + obs.ref_mean,
-            sig_eigenvalues=np.repeat(signature.eigenvalues[None], count, axis=0),
-            sig_modes=np.repeat(signature.modes[None], count, axis=0),
-            sig_ranks=np.full(count, signature.rank, dtype=np.int64),
-            ref_means=np.repeat(obs.ref_mean[None], count, axis=0),
-            ref_scales=np.repeat(obs.ref_scale[None], count, axis=0),
+            forecasts=forecasts,
+            fits=np.full(count, fit_row, dtype=np.int64),
         )
         self.pending = made if self.pending is None else self.pending.extend(made)
 
@@ -155,28 +160,52 @@ class EpisodeRecorder:
         if due == 0:
             return
         done = pending.rows(0, due)
-        origins = done.origins
-        rows = obs.history.last(int(newest - origins[0]))  # observations after origins[0]
-        windows = sliding_window_view(rows, (horizon, rows.shape[1]))[:, 0]
         records: dict[str, np.ndarray] = {
-            "source": np.full(due, self.source, dtype=np.int64),
-            "origin": origins,
+            "origin": done.origins,
             "window_start": done.window_starts,
-            "rank": done.sig_ranks,
-            "eigenvalues": done.sig_eigenvalues,
-            "modes": done.sig_modes,
-            "state": done.states,
-            "history": done.histories,
-            "continuation": windows[origins - origins[0]],
-            "forecast": done.forecasts,
-            "ref_mean": done.ref_means,
-            "ref_scale": done.ref_scales,
         }
-        if self.successor:
-            successor = self._successor_record(obs, dyn)
-            records |= {k: np.broadcast_to(v, (due, *v.shape)) for k, v in successor.items()}
+        if self.keep_forecast:
+            records["forecast"] = done.forecasts
+        successor = self._successor_record(obs, dyn) if self.successor else None
+        if self.memory.holds_copies:
+            # A shared memory: other models cannot read this one's history or fit table.
+            histories, continuations = self.refs.windows(done.origins)
+            fits = self.refs.fits.rows(done.fits)
+            records |= {
+                "source": np.full(due, self.source, dtype=np.int64),
+                "rank": fits["rank"],
+                "eigenvalues": fits["eigenvalues"],
+                "ref_scale": fits["ref_scale"],
+                "history": histories,
+                "continuation": continuations,
+            }
+            if self.refs.keep_modes:
+                records["modes"] = fits["modes"]
+            if successor is not None:
+                records |= {k: np.broadcast_to(v, (due, *v.shape)) for k, v in successor.items()}
+        else:
+            records["fit"] = done.fits
+            if successor is not None:
+                succ = EpisodeRefs.reuse_or_append(self.refs.successors, successor)
+                records["succ"] = np.full(due, succ, dtype=np.int64)
         self.memory.add_many(done.keys, records)
         self.pending = pending.rows(due)
+        self._collect()
+
+    def _collect(self) -> None:
+        """Drop the table rows that no live or pending episode refers to any more."""
+        fits, successors = self.refs.fits, self.refs.successors
+        fit_floor, succ_floor = fits.next - 1, successors.next - 1  # the newest stays, for reuse
+        if self.pending is not None and len(self.pending):
+            fit_floor = min(fit_floor, int(self.pending.fits[0]))
+        memory = self.memory
+        if not memory.holds_copies and len(memory):
+            oldest = memory.get(np.array([memory.oldest_id]))
+            fit_floor = min(fit_floor, int(oldest["fit"][0]))
+            if "succ" in oldest:
+                succ_floor = min(succ_floor, int(oldest["succ"][0]))
+        fits.drop_below(fit_floor)
+        successors.drop_below(succ_floor)
 
     def _successor_record(self, obs: Observables, dyn: Dynamics) -> dict[str, np.ndarray]:
         """The operator fitted just after an episode's horizon (the latest scored fit)."""
@@ -197,13 +226,12 @@ class EpisodeRecorder:
 
     def get_state(self) -> State:
         meta: dict[str, Any] = {
-            "source": self.source,
             "cursor": self.cursor,
             "has_pending": self.pending is not None,
             "has_last_fit": self.last_fit is not None,
             "has_last_signature": self.last_signature is not None,
         }
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {}  # the references are saved by the recaller
         if self.pending is not None:
             arrays |= {
                 f"pending.{name}": getattr(self.pending, name) for name in self.pending.FIELDS
@@ -219,7 +247,6 @@ class EpisodeRecorder:
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.source = int(meta["source"])
         self.cursor = None if meta["cursor"] is None else int(meta["cursor"])
         self.pending = None
         if meta["has_pending"]:

@@ -275,14 +275,15 @@ def inspect(
     episodes = _all_episodes(model)
     if episodes:
         sources = {e["source"] for e in episodes}
-        maes = [e["mae"] for e in episodes]
+        maes = [e["mae"] for e in episodes if e["mae"] is not None]  # kept for residual only
         stats = Table(title="memory", show_header=False, title_justify="left")
         stats.add_column("what")
         stats.add_column("value", justify="right")
         stats.add_row("episodes", str(len(episodes)))
         stats.add_row("series (sources)", str(len(sources)))
         stats.add_row("origins", f"{episodes[0]['origin']} .. {episodes[-1]['origin']}")
-        stats.add_row("episode forecast MAE (median)", _fmt(sorted(maes)[len(maes) // 2]))
+        if maes:
+            stats.add_row("episode forecast MAE (median)", _fmt(sorted(maes)[len(maes) // 2]))
         stats.add_row("mean rank", _fmt(sum(e["rank"] for e in episodes) / len(episodes), 3))
         out.print(stats)
     else:
@@ -338,7 +339,7 @@ def draw(model: Any, episodes: list[dict[str, Any]], path: Path) -> None:
         period = np.array(
             [1.0 / max((f for f in e["frequencies"] if f > 0), default=np.nan) for e in episodes]
         )
-        error = np.array([e["mae"] for e in episodes])
+        error = np.array([np.nan if e["mae"] is None else e["mae"] for e in episodes])
         sources = sorted({e["source"] for e in episodes})
         if 1 < len(sources) <= 10:  # a shared memory: one colour per series
             source = np.array([e["source"] for e in episodes])
@@ -352,9 +353,11 @@ def draw(model: Any, episodes: list[dict[str, Any]], path: Path) -> None:
             colour = np.array([sources.index(e["source"]) for e in episodes])
             points = right.scatter(origin, period, c=colour, s=12, cmap="turbo")
             fig.colorbar(points, ax=right, label=f"series (of {len(sources)})")
-        else:
+        elif np.isfinite(error).any():
             points = right.scatter(origin, period, c=error, s=12, cmap="viridis")
             fig.colorbar(points, ax=right, label="episode forecast MAE")
+        else:  # episode forecasts are kept only for the residual expert
+            right.scatter(origin, period, s=12, color="C0")
         right.set(
             title=f"memory: {len(episodes)} episodes",
             xlabel="episode origin (observation)",

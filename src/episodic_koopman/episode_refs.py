@@ -1,0 +1,173 @@
+"""Episodes as references: offsets into the series' history and rows of a per-fit table.
+
+An episode's state window and what followed it are slices of the series' own
+history, and its spectral signature and standardisation are shared by every
+episode made with one scored fit. A model's own memory therefore stores per
+episode only its origin, the row of its fit in a `RowTable`, and the few
+per-episode values an expert needs. `EpisodeRefs.expand` rebuilds the full
+records of the handful of episodes being reranked: the normalised states are
+recomputed from the history exactly as they were when the keys were made.
+
+A memory shared by several models cannot read another model's history, so
+there the recorder stores copies of the windows instead (`EpisodeMemory.holds_copies`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .components import State, prefixed, unprefixed
+from .embedding import History
+from .recall import normalized_states
+
+
+class RowTable:
+    """Rows with consecutive indices, appended in order; the oldest are dropped when unused.
+
+    Episodes are filed in origin order and refer to nondecreasing rows, so the
+    rows still referred to are always a suffix: `drop_below` the oldest live
+    episode's row collects the rest.
+    """
+
+    def __init__(self) -> None:
+        self.base = 0  # row index held at position 0 of the columns
+        self.first = 0  # oldest row kept
+        self.next = 0  # index of the next row
+        self._columns: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.next - self.first
+
+    def append(self, row: dict[str, np.ndarray]) -> int:
+        """Add ``row`` (the same names and shapes every time); returns its index."""
+        size = next(iter(self._columns.values())).shape[0] if self._columns else 0
+        if self.next - self.base >= size:
+            keep = slice(self.first - self.base, self.next - self.base)
+            held = self.next - self.first
+            # Compact in place while a quarter is free, else grow by half: a table in
+            # steady state (rows added as fast as collected) stays near its live size.
+            new_size = size if 4 * (held + 1) <= 3 * size else max(16, 3 * (held + 1) // 2)
+            columns = {}
+            for name, value in row.items():
+                value = np.asarray(value)
+                column = np.zeros((new_size, *value.shape), dtype=value.dtype)
+                if name in self._columns:
+                    column[:held] = self._columns[name][keep]
+                columns[name] = column
+            self._columns, self.base = columns, self.first
+        position = self.next - self.base
+        for name, value in row.items():
+            self._columns[name][position] = value
+        self.next += 1
+        return self.next - 1
+
+    def last_equals(self, row: dict[str, np.ndarray]) -> bool:
+        """Whether the newest row holds exactly ``row`` (so it can be reused)."""
+        if len(self) == 0:
+            return False
+        position = self.next - 1 - self.base
+        return all(
+            np.array_equal(self._columns[name][position], value) for name, value in row.items()
+        )
+
+    def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns at rows ``indices`` (which must be kept)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < self.first or indices.max() >= self.next):
+            raise KeyError("row is not in the table (collected or never added)")
+        positions = indices - self.base
+        return {name: column[positions] for name, column in self._columns.items()}
+
+    def drop_below(self, index: int) -> None:
+        """Forget rows before ``index`` (their space is reused at the next growth)."""
+        self.first = max(self.first, min(int(index), self.next))
+
+    def get_state(self) -> State:
+        kept = slice(self.first - self.base, self.next - self.base)
+        meta = {"first": self.first, "next": self.next, "columns": sorted(self._columns)}
+        return meta, {name: column[kept] for name, column in self._columns.items()}
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.first, self.next = int(meta["first"]), int(meta["next"])
+        self.base = self.first
+        self._columns = {name: np.array(arrays[name]) for name in meta["columns"]}
+
+
+class EpisodeRefs:
+    """The windows and fit rows behind one model's episodes.
+
+    ``history`` is the model's history ring, long enough to hold every live
+    episode's state window and continuation. ``fits`` holds a signature
+    (eigenvalues, rank, and modes when ``keep_modes``) and a standardisation per
+    scored fit; ``successors`` the fit in force when episodes were filed (for the
+    ``transfer`` expert).
+    """
+
+    def __init__(self, history: History, state_delays: int, horizon: int, keep_modes: bool) -> None:
+        self.history = history
+        self.state_delays = state_delays
+        self.horizon = horizon
+        self.keep_modes = keep_modes
+        self.source = 0
+        self.fits = RowTable()
+        self.successors = RowTable()
+
+    @staticmethod
+    def reuse_or_append(table: RowTable, row: dict[str, np.ndarray]) -> int:
+        """The newest row if it already holds ``row``, else a new one: a row per distinct fit,
+        however often episodes were made with it."""
+        return table.next - 1 if table.last_equals(row) else table.append(row)
+
+    def windows(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """State windows ``(B, state_delays, c)`` and continuations ``(B, horizon, c)``."""
+        origins = np.asarray(origins, dtype=np.int64)[:, None]
+        before = origins + np.arange(1 - self.state_delays, 1)
+        after = origins + np.arange(1, self.horizon + 1)
+        return self.history.rows(before), self.history.rows(after)
+
+    def expand(self, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Full records (signature, state, windows...) from references (``fit``, ``origin``)."""
+        fits = self.fits.rows(records["fit"])
+        histories, continuations = self.windows(records["origin"])
+        out = {name: value for name, value in records.items() if name not in ("fit", "succ")}
+        out |= {
+            "source": np.full(records["origin"].shape[0], self.source, dtype=np.int64),
+            "rank": fits["rank"],
+            "eigenvalues": fits["eigenvalues"],
+            "modes": fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"]),
+            "ref_mean": fits["ref_mean"],
+            "ref_scale": fits["ref_scale"],
+            "state": normalized_states(histories),
+            "history": histories,
+            "continuation": continuations,
+        }
+        if "succ" in records:
+            out |= self.successors.rows(records["succ"])
+        return out
+
+    def get_state(self) -> State:
+        fits_meta, fits_arrays = self.fits.get_state()
+        succ_meta, succ_arrays = self.successors.get_state()
+        arrays = prefixed("fits", fits_arrays) | prefixed("successors", succ_arrays)
+        return {"source": self.source, "fits": fits_meta, "successors": succ_meta}, arrays
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.source = int(meta["source"])
+        self.fits.set_state(meta["fits"], unprefixed("fits", arrays))
+        self.successors.set_state(meta["successors"], unprefixed("successors", arrays))
+
+
+def _no_modes(eigenvalues: np.ndarray) -> np.ndarray:
+    """A placeholder for modes not kept (matching ignores them at a zero mode weight)."""
+    return np.zeros((*eigenvalues.shape, 0), dtype=np.complex128)
+
+
+def complete_copies(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Records of a memory holding copies, with the normalised states recomputed."""
+    out = dict(records)
+    out["state"] = normalized_states(records["history"])
+    if "modes" not in out:
+        out["modes"] = _no_modes(records["eigenvalues"])
+    return out
