@@ -151,7 +151,7 @@ class Registry:
         self.metrics = metrics
         self.loop = loop
         self.catalog: dict[str, Series] = {sid: Series(rec) for sid, rec in records.items()}
-        pin_mmap_threshold()
+        pin_mmap_threshold(settings.mmap_threshold_bytes)
         self.snapshot_policy = SnapshotPolicy(
             settings.snapshot_bytes_per_observation,
             settings.snapshot_every,

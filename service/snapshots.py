@@ -28,11 +28,10 @@ log = logging.getLogger("episodic_koopman.service")
 
 _NAME = re.compile(r"^([0-9a-f]{32})-([0-9]{12})\.ekm$")
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-_MMAP_THRESHOLD = 128 * 1024  # glibc's default
 
 
-def pin_mmap_threshold() -> bool:
-    """Keep glibc's mmap threshold at its default (no-op elsewhere); True if it was set.
+def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """Fix glibc's mmap threshold (no-op elsewhere, or for 0); True if it was set.
 
     Saving and loading a snapshot allocate and free multi-megabyte buffers. After
     such a free, glibc raises its mmap threshold to that size, so the buffers of
@@ -40,14 +39,15 @@ def pin_mmap_threshold() -> bool:
     of their own mappings: zero-filled and fragmented, never returned. A server
     restored from snapshots held 8.5 MiB per series that way, against 5.7 MiB for one
     that never restarted. A fixed threshold (what setting it explicitly does) keeps
-    large buffers in mappings that are returned to the system when freed.
+    large buffers in mappings that are returned to the system when freed; the cost is
+    fresh (page-faulted) memory for every large buffer, e.g. slower snapshot loads.
     """
     name = ctypes.util.find_library("c")
-    if not name:
+    if not name or threshold <= 0:
         return False
     try:
         libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False
 
