@@ -20,6 +20,10 @@ Consistency rules:
   busy series interleave with its ingestion.
 * **Streams.** After each applied batch, subscribers of the series get a
   forecast event (one per accepted batch, computed once per horizon and level).
+* **Snapshots off the apply path.** Snapshots are requested (by the periodic
+  policy check, by ``snapshot_every``, at shutdown) and written by the snapshot
+  writer thread (`service.snapshot_writer`), which holds a series' lock only to
+  copy its model's state: applies and reads never wait behind disk I/O.
 
 Recovery: a model is restored from its newest valid snapshot, then every later
 observation is replayed from SQLite, so its state equals the state with no crash.
@@ -47,7 +51,9 @@ from episodic_koopman import EpisodicKoopman, Forecast, pin_threads
 from .errors import ApiError
 from .metrics import Metrics
 from .settings import Settings
-from .snapshots import SnapshotStore
+from .snapshot_policy import SnapshotPolicy
+from .snapshot_writer import SnapshotWriter
+from .snapshots import SnapshotStore, pin_mmap_threshold
 from .store import Chunk, Effect, Reader, SeriesRecord, canonical_params
 from .timestamps import TimeKey, future_times, render_t
 
@@ -94,11 +100,14 @@ class Series:
         self.model_incarnation: str | None = None
         self.applied = 0
         self.applied_last_key: TimeKey | None = None
+        # The model's newest written snapshot (kept by the snapshot writer and restores).
         self.snapshot_seq = 0
+        self.snapshot_bytes = 0
+        self.snapshot_at = time.monotonic()
+        self.snapshot_queued = False  # a request waits in (or is being served by) the writer
         self.pending: deque[Chunk] = deque()
         self.pending_lock = threading.Lock()
         self.scheduled = False
-        self.snapshotting = False
         self.subscribers: set[Subscriber] = set()  # changed on the event loop only
         self.waiters: list[asyncio.Future[None]] = []  # event loop only
         self.deleted = False
@@ -109,6 +118,10 @@ class Series:
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def current_incarnation(self) -> str:
+        return self.record.incarnation
 
     def caught_up(self) -> bool:
         """Whether the model reflects every acknowledged observation."""
@@ -138,6 +151,13 @@ class Registry:
         self.metrics = metrics
         self.loop = loop
         self.catalog: dict[str, Series] = {sid: Series(rec) for sid, rec in records.items()}
+        pin_mmap_threshold(settings.mmap_threshold_bytes)
+        self.snapshot_policy = SnapshotPolicy(
+            settings.snapshot_bytes_per_observation,
+            settings.snapshot_every,
+            settings.snapshot_max_age_seconds,
+        )
+        self.snapshot_writer = SnapshotWriter(snapshots, self._snapshot_written)
         self._sorted_ids: list[str] | None = None
         # OpenMP thread counts are per thread: FAISS must be pinned in every worker, or each
         # search wakes a thread team (10 ms instead of 50 us on 2 cores).
@@ -278,8 +298,10 @@ class Registry:
                     self.metrics.applied.inc(values.shape[0])
                     if batch_end and series.subscribers:
                         payloads = self._stream_payloads(series)
-                    if series.applied - series.snapshot_seq >= self.settings.snapshot_every:
-                        self._snapshot_locked(series)
+                    if not series.snapshot_queued and self.snapshot_policy.overdue(
+                        series.applied - series.snapshot_seq
+                    ):
+                        self.snapshot_writer.request(series)
                 self._after_apply(series, payloads)
         except Exception as exc:
             log.exception("series %r: applying observations failed", series.id)
@@ -392,6 +414,8 @@ class Registry:
         series.model_incarnation = record.incarnation
         series.applied = applied
         series.snapshot_seq = applied
+        series.snapshot_bytes = self.snapshots.size(record.incarnation, applied) if applied else 0
+        series.snapshot_at = time.monotonic()
         series.applied_last_key = None
         self._replay(series, record, until=None)
         if series.applied_last_key is None and series.applied:
@@ -412,39 +436,30 @@ class Registry:
             self.metrics.replayed.inc(values.shape[0])
 
     # ------------------------------------------------------------------ snapshots
-    def _snapshot_locked(self, series: Series) -> None:
-        model, incarnation, seq = series.model, series.model_incarnation, series.applied
-        if model is None or incarnation is None or seq <= series.snapshot_seq:
-            return
-        self.snapshots.save(model, incarnation, seq)
-        series.snapshot_seq = seq
+    def _snapshot_written(self, series: Series, size: int) -> None:
         self.metrics.snapshots.inc()
-        if series.deleted or series.record.incarnation != incarnation:
-            self.snapshots.discard(incarnation)  # lost a race with a delete or reconfigure
-
-    def snapshot(self, series: Series) -> None:
-        try:
-            with series.lock:
-                self._snapshot_locked(series)
-        except Exception:
-            log.exception("series %r: snapshot failed", series.id)
-        finally:
-            series.snapshotting = False
 
     def snapshot_dirty(self) -> int:
-        """Queue a snapshot of every model with unsnapshotted observations (periodic task)."""
+        """Request a snapshot of every changed model the policy says is due (periodic task)."""
         queued = 0
+        now = time.monotonic()
+        policy = self.snapshot_policy
         for series in list(self.catalog.values()):
-            if series.model is not None and series.applied > series.snapshot_seq:
-                if not series.snapshotting:
-                    series.snapshotting = True
-                    self.apply_pool.submit(self.snapshot, series)
-                    queued += 1
+            if series.model is None or series.snapshot_queued:
+                continue
+            new = series.applied - series.snapshot_seq
+            if policy.due(new, series.snapshot_bytes, now - series.snapshot_at):
+                queued += self.snapshot_writer.request(series)
         return queued
 
+    def wait_for_snapshots(self, timeout: float) -> bool:
+        """Wait (bounded) until the writer has written every requested snapshot."""
+        return self.snapshot_writer.wait_idle(timeout)
+
     def close(self) -> None:
-        """Within the shutdown budget: finish the backlog, then snapshot the models furthest
-        ahead of their snapshots. Whatever is left over replays from SQLite at the next start."""
+        """Within the shutdown budget: finish the backlog, then snapshot every changed model,
+        furthest ahead of its snapshot first. Whatever is left over replays from SQLite at
+        the next start."""
         deadline = time.monotonic() + self.settings.shutdown_snapshot_seconds
         while self.backlog > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -456,13 +471,17 @@ class Registry:
             key=lambda s: s.applied - s.snapshot_seq,
             reverse=True,
         )
-        written = 0
         for series in dirty:
-            if series.applied <= series.snapshot_seq or time.monotonic() > deadline:
-                break
-            self.snapshot(series)
-            written += 1
-        log.info("shutdown: %d snapshots written; the rest replays from the database", written)
+            if series.applied > series.snapshot_seq and time.monotonic() < deadline:
+                self.snapshot_writer.request(series)
+        before = self.snapshot_writer.written
+        dropped = self.snapshot_writer.close(max(deadline - time.monotonic(), 0.0))
+        written = self.snapshot_writer.written - before
+        log.info(
+            "shutdown: %d snapshots written, %d dropped; the rest replays from the database",
+            written,
+            dropped,
+        )
 
     # ------------------------------------------------------------------ reads
     def _wake(self, series: Series) -> None:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from episodic_koopman import EpisodicKoopman
+from episodic_koopman.persistence import capture, model_from_bytes
 
 CONFIGS = {
     "default-small": dict(delays=12, window=64, episode_horizon=12),
@@ -58,6 +59,16 @@ def test_save_load_forecasts_bit_identically_and_continues_identically(config, t
     model.learn_many(more)
     loaded.learn_many(more)
     assert model.forecast(horizon=30) == loaded.forecast(horizon=30)
+
+
+def test_a_capture_is_the_model_at_capture_time(config):
+    """`capture` copies the state: learning after it changes neither the bytes it encodes
+    nor the model they load into (the service captures under a lock, encodes without)."""
+    model = trained(config)
+    captured = capture(model)
+    expected = state_fingerprint(model)
+    model.learn_many(noisy_sines(200, seed=9))
+    assert_same_state(state_fingerprint(model_from_bytes(captured.to_bytes())), expected)
 
 
 def test_saved_file_is_versioned_and_pickle_free(config, tmp_path):

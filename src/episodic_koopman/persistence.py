@@ -27,7 +27,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,8 +73,52 @@ def restore_state(
 def save_model(model: EpisodicKoopman, path: str | Path) -> None:
     """Write ``model`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
+    data = model_to_bytes(model)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            raw.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class CapturedModel:
+    """A model's saved form, frozen: copies of its state, independent of the live model.
+
+    `capture` is the only step that reads the model; `to_bytes` (ZIP and npz
+    encoding) can then run anywhere, e.g. outside the lock that guards the model.
+    """
+
+    def __init__(self, manifest: str, arrays: dict[str, np.ndarray], indexes: dict[str, bytes]):
+        self.manifest = manifest
+        self.arrays = arrays
+        self.indexes = indexes
+
+    def to_bytes(self) -> bytes:
+        """The model file's bytes, exactly as `save_model` writes them."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.arrays)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("manifest.json", self.manifest)
+            zf.writestr("state.npz", buffer.getbuffer())
+            for member, index in self.indexes.items():
+                zf.writestr(member, index)
+        return out.getvalue()
+
+
+def capture(model: EpisodicKoopman) -> CapturedModel:
+    """Copy the model's state (its arrays may be views into live buffers)."""
     meta, arrays = model_state(model)
-    indexes = {k: arrays.pop(k) for k in [k for k in arrays if k.endswith(_INDEX_SUFFIX)]}
+    indexes = {
+        name.removesuffix(_INDEX_SUFFIX) + _INDEX_MEMBER.lstrip("."): np.asarray(
+            arrays.pop(name), dtype=np.uint8
+        ).tobytes()
+        for name in [k for k in arrays if k.endswith(_INDEX_SUFFIX)]
+    }
     params = model.to_flat()
     json.dumps(params)  # every parameter is a plain JSON value
     manifest = {
@@ -85,46 +129,44 @@ def save_model(model: EpisodicKoopman, path: str | Path) -> None:
         "params": params,
         "state": meta,
     }
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-            zf.writestr("state.npz", buffer.getvalue())
-            for name, index in indexes.items():
-                member = name.removesuffix(_INDEX_SUFFIX) + _INDEX_MEMBER.lstrip(".")
-                zf.writestr(member, np.asarray(index, dtype=np.uint8).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    copies = {name: np.array(array, copy=True) for name, array in arrays.items()}
+    return CapturedModel(json.dumps(manifest, indent=1), copies, indexes)
 
 
-def load_model(path: str | Path) -> EpisodicKoopman:
-    """Read a model written by `save_model`."""
+def model_to_bytes(model: EpisodicKoopman) -> bytes:
+    """The bytes `save_model` would write (a file's content, for callers that store it)."""
+    return capture(model).to_bytes()
+
+
+def model_from_bytes(data: bytes) -> EpisodicKoopman:
+    """Inverse of `model_to_bytes`."""
+    return load_model(io.BytesIO(data))
+
+
+def load_model(path: str | Path | IO[bytes]) -> EpisodicKoopman:
+    """Read a model written by `save_model` (from a path or a binary file object)."""
     from .forecaster import EpisodicKoopman
 
+    where = path if isinstance(path, (str, Path)) else "the data"
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"{path} is not an episodic-koopman model file") from None
+        raise ValueError(f"{where} is not an episodic-koopman model file") from None
     with zf:
         names = set(zf.namelist())
         if "manifest.json" not in names or "state.npz" not in names:
-            raise ValueError(f"{path} is not an episodic-koopman model file")
+            raise ValueError(f"{where} is not an episodic-koopman model file")
         manifest = json.loads(zf.read("manifest.json"))
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an episodic-koopman model file")
+            raise ValueError(f"{where} is not an episodic-koopman model file")
         version = manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ValueError(
-                f"{path} has format version {version}; this library reads up to {FORMAT_VERSION}"
+                f"{where} has format version {version}; this library reads up to {FORMAT_VERSION}"
             )
         if version < FORMAT_VERSION:
             raise ValueError(
-                f"{path} has format version {version}, written by an older episodic-koopman "
+                f"{where} has format version {version}, written by an older episodic-koopman "
                 f"(before {__version__}); this library reads version {FORMAT_VERSION}: "
                 "refit the model from its observations"
             )
@@ -135,7 +177,7 @@ def load_model(path: str | Path) -> EpisodicKoopman:
                 name = member.removesuffix(_INDEX_MEMBER) + "." + _INDEX_SUFFIX
                 arrays[name] = np.frombuffer(zf.read(member), dtype=np.uint8)
     if manifest.get("class") != EpisodicKoopman.__name__:
-        raise ValueError(f"{path} holds a {manifest.get('class')}, not an EpisodicKoopman")
+        raise ValueError(f"{where} holds a {manifest.get('class')}, not an EpisodicKoopman")
     model = EpisodicKoopman.from_flat(manifest["params"])
     restore_state(model, manifest["state"], arrays)
     return model

@@ -42,6 +42,8 @@ def test_snapshot_then_replay_gives_the_identical_forecast(make_client, data_dir
     for start in range(0, 700, 70):
         first.post("/v1/series/s/observations", json=batch(values[start : start + 70], start))
     before = first.get("/v1/series/s/forecast", params={"horizon": 10}).json()
+    # Snapshots are written by their own thread: wait for the ones requested so far.
+    assert first.app.state.service.registry.wait_for_snapshots(60)
     (snapshot,) = snapshot_files(data_dir)  # older ones were replaced
     assert 400 <= int(snapshot.stem.split("-")[1]) < 700  # so a restart replays the tail
     first.__exit__(None, None, None)
