@@ -81,9 +81,12 @@ class KoopmanFit:
     def rank(self) -> int:
         return int(self.sigma.shape[0])
 
-    @property
+    @functools.cached_property
     def modes(self) -> np.ndarray:
-        return self.basis @ self.eigenvectors
+        # Cached (read-only): a fit serves its query, its spectrum and its episodes.
+        modes = self.basis @ self.eigenvectors
+        modes.flags.writeable = False
+        return modes
 
     def amplitudes(self, psi: np.ndarray) -> np.ndarray:
         """Modal amplitudes ``b`` with ``psi ~ modes @ b``."""
@@ -254,7 +257,7 @@ class WindowedDMD:
     def snapshots(self) -> np.ndarray:
         """The window's snapshots, oldest first: ``(n_snapshots, m)``."""
         first = self._count - self.n_snapshots
-        return self._ring[[self._slot(k) for k in range(first, self._count)]]
+        return self._ring[np.arange(first, self._count) % (self.window + 1)]
 
     def push(self, psi: np.ndarray) -> None:
         """Add one snapshot (and the pair it closes), sliding the window if full."""

@@ -65,6 +65,14 @@ def numerical_rank(sigma: np.ndarray) -> int:
     return int(np.count_nonzero(sigma > NUMERICAL_RTOL * sigma[0]))
 
 
+def _sorted_median(sigma: np.ndarray) -> float:
+    """``np.median`` of values already sorted (either way), without its sort: same float."""
+    n = sigma.shape[0]
+    middle = float(sigma[n // 2])
+    # np.median averages the two middle values as (a + b) / 2, and so does this.
+    return middle if n % 2 else (float(sigma[n // 2 - 1]) + middle) / 2
+
+
 def select_rank(
     sigma: np.ndarray, n_rows: int, n_cols: int, rule: RankRule, max_rank: int | None = None
 ) -> int:
@@ -82,7 +90,7 @@ def select_rank(
         rank = int(rule)
     elif rule == "gd":
         beta = min(n_rows, n_cols) / max(n_rows, n_cols)
-        threshold = gavish_donoho_omega(beta) * float(np.median(sigma))
+        threshold = gavish_donoho_omega(beta) * _sorted_median(sigma)
         rank = int(np.count_nonzero(sigma > threshold))
     else:
         energy = np.cumsum(sigma**2)

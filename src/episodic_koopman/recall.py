@@ -117,9 +117,16 @@ def exact_distances(
     query_rank = signature.rank
     cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
     perms = np.tile(np.arange(eigenvalues.shape[1]), (n, 1))
+    # Episodes made between two scored steps share one signature, so candidates often
+    # repeat eigenvalues: their cost matrices are equal, and so are their assignments.
+    solved: dict[bytes, np.ndarray] = {}
     for i in range(n):
         k = max(query_rank, cand_ranks[i])
-        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
+        seen = eigenvalues[i, :k].tobytes()
+        perm = solved.get(seen)
+        if perm is None:
+            perm = solved[seen] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows: 0..k-1
+        perms[i, :k] = perm
     rows = np.arange(n)[:, None]
     cols = np.arange(eigenvalues.shape[1])[None, :]
     w2 = np.sqrt(cost[rows, cols, perms].mean(axis=1))
