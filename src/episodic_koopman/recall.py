@@ -241,6 +241,17 @@ def _weighted(tracks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     return mean, spread
 
 
+def _window_mean(windows: np.ndarray) -> np.ndarray:
+    """``windows.mean(axis=-2, keepdims=True)``, the same floats without its dispatch."""
+    return np.add.reduce(windows, axis=-2, keepdims=True) / windows.shape[-2]
+
+
+def _window_std(windows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``windows.std(axis=-2, keepdims=True)`` from its mean: the same steps as NumPy's."""
+    centered = windows - mean
+    return np.sqrt(np.add.reduce(centered * centered, axis=-2, keepdims=True) / windows.shape[-2])
+
+
 def align(
     continuation: np.ndarray, history_then: np.ndarray, history_now: np.ndarray, how: Alignment
 ) -> np.ndarray:
@@ -255,8 +266,8 @@ def align(
     """
     if how == "none":
         return continuation
-    mean_then = history_then.mean(axis=-2, keepdims=True)
-    mean_now = history_now.mean(axis=-2, keepdims=True)
+    mean_then = _window_mean(history_then)
+    mean_now = _window_mean(history_now)
     if how == "additive":
         return continuation - mean_then + mean_now
     if how == "last":
@@ -266,8 +277,8 @@ def align(
         ratio = np.where(positive, mean_now / np.where(positive, mean_then, 1.0), 1.0)
         return np.where(positive, continuation * ratio, continuation - mean_then + mean_now)
     if how == "zscore":
-        std_then = history_then.std(axis=-2, keepdims=True)
-        std_now = history_now.std(axis=-2, keepdims=True)
+        std_then = _window_std(history_then, mean_then)
+        std_now = _window_std(history_now, mean_now)
         ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
         ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
         return (continuation - mean_then) * ratio + mean_now
