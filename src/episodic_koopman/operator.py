@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dger
 
-from .rank import RankRule, select_rank, validate_rank_rule
+from .rank import RankRule, drift_rtol, select_rank, validate_rank_rule
 
 Stabilize = Literal["clip", "none"]
 
@@ -215,6 +215,9 @@ class WindowedDMD:
     Snapshots are pushed one at a time; consecutive snapshots form the pairs
     ``(x_k, x_{k+1})``. Until ``window`` pairs have arrived the window grows;
     after that each push adds the newest pair and removes the oldest.
+    ``refit_every`` (pushes between exact `refit` calls, if scheduled) bounds the
+    rounding drift of the Gram matrices, and with it the numerical rank floor;
+    without it the drift is bounded by every push so far.
     """
 
     def __init__(
@@ -223,12 +226,14 @@ class WindowedDMD:
         window: int,
         rank: RankRule = "gd",
         max_rank: int | None = None,
+        refit_every: int | None = None,
     ) -> None:
         validate_rank_rule(rank)
         self.n_features = n_features
         self.window = window
         self.rank = rank
         self.max_rank = max_rank
+        self.refit_every = refit_every
         self._ring = np.zeros((window + 1, n_features))
         self._count = 0
         self._gram = np.zeros((n_features, n_features), order="F")
@@ -299,7 +304,10 @@ class WindowedDMD:
         lam, vectors = np.linalg.eigh(self._gram)
         lam, vectors = lam[::-1], vectors[:, ::-1]
         sigma = np.sqrt(np.clip(lam, 0.0, None))
-        r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank)
+        # Two rank-1 updates of G per push since the last exact refit, at most.
+        pushes = self.refit_every if self.refit_every is not None else self._count
+        rtol = drift_rtol(2 * pushes, self.n_pairs)
+        r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank, rtol)
         basis = np.ascontiguousarray(vectors[:, :r])
         reduced = (basis.T @ self._cross @ basis) / lam[:r]
         self._fit = _reduced_fit(basis, sigma[:r], reduced, self.n_pairs)
