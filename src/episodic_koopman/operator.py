@@ -89,8 +89,20 @@ class KoopmanFit:
         return modes
 
     def amplitudes(self, psi: np.ndarray) -> np.ndarray:
-        """Modal amplitudes ``b`` with ``psi ~ modes @ b``."""
-        return self.inverse_eigenvectors @ (self.basis.T @ psi)
+        """Modal amplitudes ``b`` with ``psi ~ modes @ b``.
+
+        For a near-defective fit (see `MODAL_CONDITION_LIMIT`) the exact amplitudes
+        are huge and cancel (``+-5e4`` on a ramp), which says nothing about how strong
+        each mode is, yet signatures are ordered by them. Those fits get the
+        minimum-norm least-squares amplitudes, with singular values of the eigenvector
+        matrix below ``1 / MODAL_CONDITION_LIMIT`` of the largest treated as zero.
+        """
+        projected = self.basis.T @ psi
+        if self.modal_condition < MODAL_CONDITION_LIMIT:
+            return self.inverse_eigenvectors @ projected
+        return np.linalg.lstsq(
+            self.eigenvectors, projected.astype(np.complex128), rcond=1.0 / MODAL_CONDITION_LIMIT
+        )[0]
 
     @functools.cached_property
     def modal_condition(self) -> float:
