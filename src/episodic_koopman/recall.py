@@ -102,97 +102,40 @@ def exact_distances(
     states: np.ndarray,
     weights: KeyWeights,
     ranks: np.ndarray | None = None,
-    keep: int | None = None,
 ) -> np.ndarray:
     """Exact rerank distances from the query to each candidate (rows of the arrays).
 
     ``ranks`` (the candidates' signature ranks) only saves counting their padding.
-    With ``keep``, only the ``keep`` nearest candidates are certain to be exact:
-    a candidate whose lower bound already exceeds the ``keep``-th smallest exact
-    distance is left at ``inf`` without solving its assignment. The nearest ones,
-    and their order, are the same floats as without ``keep``.
     """
-    n = eigenvalues.shape[0]
+    n, r = eigenvalues.shape[0], eigenvalues.shape[1]
     if n == 0:
         return np.zeros(0)
     diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
     cost = diff.real**2 + diff.imag**2
     # Signatures hold their eigenvalues first and zero padding after. Padding matches
     # padding at no cost, so only the leading max(rank_a, rank_b) square needs solving.
-    cand_ranks = ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)
-    sizes = np.maximum(cand_ranks, signature.rank)
-    state_dist = np.sqrt(np.mean((states - state) ** 2, axis=1)) if state.size else np.zeros(n)
-    out = np.full(n, np.inf)
-    if keep is None or keep >= n:
-        out[:] = _exact_rows(np.arange(n), signature, cost, sizes, modes, state_dist, weights)
-        return out
-    # The nearest by lower bound first; the rest only if their bound could still beat them.
-    bound = _lower_bounds(cost, sizes, state_dist, weights)
-    order = np.argsort(bound, kind="stable")
-    first = order[:keep]
-    out[first] = _exact_rows(first, signature, cost, sizes, modes, state_dist, weights)
-    kth = out[first].max()
-    # A margin far above rounding: a bound equal to a distance must not prune it.
-    # (``~(a > b)`` rather than ``a <= b``: a NaN anywhere prunes nothing.)
-    rest = order[keep:][~(bound[order[keep:]] * (1.0 - 1e-9) > kth)]
-    if rest.size:
-        out[rest] = _exact_rows(rest, signature, cost, sizes, modes, state_dist, weights)
-    return out
-
-
-def _lower_bounds(
-    cost: np.ndarray, sizes: np.ndarray, state_dist: np.ndarray, weights: KeyWeights
-) -> np.ndarray:
-    """A lower bound of each exact distance: each eigenvalue's nearest partner, no modes.
-
-    Any assignment costs at least the sum of each row's smallest cost, and the mode
-    term is never negative.
-    """
-    r = cost.shape[1]
-    index = np.arange(r)
-    outside = index[None, :] >= sizes[:, None]  # (n, r): beyond a candidate's square
-    nearest = np.where(outside[:, None, :], np.inf, cost).min(axis=2)
-    nearest[outside] = 0.0
-    w2_floor = nearest.sum(axis=1) / r
-    return np.sqrt(weights.eigenvalues**2 * w2_floor + (weights.state * state_dist) ** 2)
-
-
-def _exact_rows(
-    rows: np.ndarray,
-    signature: Signature,
-    cost: np.ndarray,
-    sizes: np.ndarray,
-    modes: np.ndarray,
-    state_dist: np.ndarray,
-    weights: KeyWeights,
-) -> np.ndarray:
-    """Exact distances of candidates ``rows``; each row's floats do not depend on the others."""
-    count, r = rows.shape[0], cost.shape[1]
-    perms = np.tile(np.arange(r), (count, 1))
-    # Episodes made between two scored steps share one signature, so candidates may
-    # repeat a cost matrix: solve each distinct one once.
-    solved: dict[bytes, np.ndarray] = {}
-    for i, (row, k) in enumerate(zip(rows.tolist(), sizes[rows].tolist(), strict=True)):
-        block = cost[row, :k, :k]
-        seen = block.tobytes()
-        perm = solved.get(seen)
-        if perm is None:
-            perm = solved[seen] = linear_sum_assignment(block)[1]  # rows come back as 0..k-1
-        perms[i, :k] = perm
-    at = rows[:, None]
-    w2 = np.sqrt(cost[at, np.arange(r)[None, :], perms].mean(axis=1))
+    query_rank = signature.rank
+    cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
+    perms = np.empty((n, r), dtype=np.intp)
+    perms[:] = np.arange(r)
+    for i, rank in enumerate(cand_ranks):
+        k = max(query_rank, rank)
+        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
+    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch.
+    matched = np.take_along_axis(cost, perms[:, :, None], axis=2)[:, :, 0]
+    total = (weights.eigenvalues * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
     if weights.modes > 0 and signature.modes.size:
         # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
         query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
-        cand_modes = np.ascontiguousarray(modes).view(np.float64)[at, perms]
+        cand_modes = np.ascontiguousarray(modes).view(np.float64)[np.arange(n)[:, None], perms]
         mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
-    else:
-        mode_dist = np.zeros(count)
-    return np.sqrt(
-        (weights.eigenvalues * w2) ** 2
-        + (weights.modes * mode_dist) ** 2
-        + (weights.state * state_dist[rows]) ** 2
-    )
+        total = total + (weights.modes * mode_dist) ** 2
+    if state.size:
+        gap = states - state
+        state_dist = np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
+        total = total + (weights.state * state_dist) ** 2
+    # A missing term adds +0.0, which changes no float: the same sum as all three.
+    return np.sqrt(total)
 
 
 def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.ndarray:

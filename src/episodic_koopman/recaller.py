@@ -110,7 +110,6 @@ class Recaller:
             records["state"],
             self.key_weights,
             records["rank"],
-            keep=self.top_k,
         )
         order = np.lexsort((ids, distances))[: self.top_k]
         best = float(distances[order[0]])
