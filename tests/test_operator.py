@@ -136,3 +136,29 @@ def test_linear_trend_uses_stable_non_modal_path():
     model.learn_many(y)
     forecast = np.array(model.forecast(horizon=20))
     np.testing.assert_allclose(forecast, 0.5 * np.arange(200, 220) + 3.0, rtol=1e-5)
+
+
+def test_near_defective_fit_has_amplitudes_of_the_size_of_the_state():
+    # On a ramp the exact amplitudes are about +-1e6 and cancel; the signature orders
+    # modes by amplitude, so they must say how strong each mode is instead.
+    y = 0.5 * np.arange(200.0) + 3.0
+    y = (y - y.mean()) / y.std()
+    X = hankel_rows(y, 4).T
+    fit = batch_dmd(X[:, :-1], X[:, 1:], 2)
+    psi = X[:, -1]
+    assert fit.modal_condition > 1e4
+    b = fit.amplitudes(psi)
+    assert np.all(np.isfinite(b))
+    assert np.abs(b).max() < 2 * np.linalg.norm(psi)
+    assert np.linalg.norm(fit.modes @ b - psi) < 0.05 * np.linalg.norm(psi)
+
+
+def test_well_conditioned_fit_amplitudes_are_the_exact_ones():
+    y = two_sines(300)
+    X = hankel_rows(y, 12).T
+    fit = batch_dmd(X[:, :-1], X[:, 1:], 4)
+    psi = X[:, -1]
+    assert fit.modal_condition < 1e4
+    b = fit.amplitudes(psi)
+    np.testing.assert_array_equal(b, fit.inverse_eigenvectors @ (fit.basis.T @ psi))
+    np.testing.assert_allclose(fit.modes @ b, psi, atol=1e-8 * np.linalg.norm(psi))

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from episodic_koopman.rank import gavish_donoho_omega, select_rank, validate_rank_rule
+from episodic_koopman.rank import (
+    NUMERICAL_RTOL,
+    drift_rtol,
+    gavish_donoho_omega,
+    select_rank,
+    validate_rank_rule,
+)
 
 
 def test_fixed_rank_is_capped_by_numerical_rank_and_max_rank():
@@ -36,3 +42,19 @@ def test_gavish_donoho_omega_known_value():
 def test_invalid_rules_are_rejected(bad):
     with pytest.raises((ValueError, TypeError)):
         validate_rank_rule(bad)
+
+
+def test_drift_floor_is_the_numerical_floor_unless_refits_are_rare():
+    # Defaults (refit every window): rounding drift stays far below the fixed floor.
+    assert drift_rtol(2 * 256, 256) == NUMERICAL_RTOL
+    # No exact refit for 10^9 steps: directions weaker than the drift are not data.
+    assert drift_rtol(2 * 10**9, 64) > 100 * NUMERICAL_RTOL
+    assert drift_rtol(2 * 10**9, 64) < drift_rtol(2 * 10**10, 64)
+
+
+def test_rare_refits_drop_directions_below_the_gram_drift():
+    # Three strong directions and one at 1e-5 of the largest (1e-10 in the Gram matrix).
+    sigma = np.array([1.0, 0.5, 0.2, 1e-5, 0.0, 0.0])
+    assert select_rank(sigma, 6, 64, 6) == 4
+    assert select_rank(sigma, 6, 64, 6, rtol=drift_rtol(2 * 256, 64)) == 4
+    assert select_rank(sigma, 6, 64, 6, rtol=drift_rtol(2 * 10**9, 64)) == 3

@@ -30,7 +30,7 @@ class Dynamics:
         refit_every: int,
         stabilize: Stabilize,
     ) -> None:
-        self.dmd = WindowedDMD(n_features, window, rank, max_rank)
+        self.dmd = WindowedDMD(n_features, window, rank, max_rank, refit_every)
         self.window = window
         self.max_rank = max_rank
         self.min_pairs = min(window, 2 * delays)

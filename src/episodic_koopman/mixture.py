@@ -43,6 +43,9 @@ class ExpertMixture:
         self._loss = np.zeros((len(names), horizon))
         self._mass = np.zeros((len(names), horizon))  # bias correction of the EW mean
         self._fast = np.zeros((len(names), 2))  # fast EW one-step loss, and its mass
+        # Weights per availability pattern: they change only when losses do, while
+        # every forecast in between asks for them again.
+        self._weights: dict[bytes, np.ndarray] = {}
 
     def losses(self) -> np.ndarray:
         """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
@@ -55,6 +58,7 @@ class ExpertMixture:
 
     def update_many(self, steps: np.ndarray, losses: np.ndarray, available: np.ndarray) -> None:
         """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``."""
+        self._weights.clear()
         a = self.decay
         mask = available.T
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
@@ -86,6 +90,16 @@ class ExpertMixture:
         """Weights ``(n_experts, steps)``; columns beyond the horizon repeat the last one."""
         if len(self.names) == 1:
             return np.ones((1, steps))
+        pattern = np.asarray(available, dtype=bool).tobytes()
+        out = self._weights.get(pattern)
+        if out is None:
+            out = self._weights[pattern] = self._horizon_weights(available)
+        if steps <= self.horizon:
+            return out[:, :steps]
+        return np.concatenate([out, np.repeat(out[:, -1:], steps - self.horizon, axis=1)], axis=1)
+
+    def _horizon_weights(self, available: np.ndarray) -> np.ndarray:
+        """Read-only weights ``(n_experts, horizon)`` for one availability pattern."""
         losses = self.losses() * self.regime_factor()[:, None]
         avail = available[:, None]
         known = avail & ~np.isnan(losses)
@@ -99,9 +113,8 @@ class ExpertMixture:
         logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
         w = np.exp(logits - logits.max(axis=0, keepdims=True))
         out = w / w.sum(axis=0, keepdims=True)
-        if steps <= self.horizon:
-            return out[:, :steps]
-        return np.concatenate([out, np.repeat(out[:, -1:], steps - self.horizon, axis=1)], axis=1)
+        out.flags.writeable = False
+        return out
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {"loss": self._loss.copy(), "mass": self._mass.copy(), "fast": self._fast.copy()}
@@ -110,3 +123,4 @@ class ExpertMixture:
         self._loss = np.array(state["loss"], dtype=np.float64)
         self._mass = np.array(state["mass"], dtype=np.float64)
         self._fast = np.array(state["fast"], dtype=np.float64)
+        self._weights.clear()

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dger
 
-from .rank import RankRule, select_rank, validate_rank_rule
+from .rank import RankRule, drift_rtol, select_rank, validate_rank_rule
 
 Stabilize = Literal["clip", "none"]
 
@@ -81,13 +81,28 @@ class KoopmanFit:
     def rank(self) -> int:
         return int(self.sigma.shape[0])
 
-    @property
+    @functools.cached_property
     def modes(self) -> np.ndarray:
-        return self.basis @ self.eigenvectors
+        # Cached (read-only): a fit serves its query, its spectrum and its episodes.
+        modes = self.basis @ self.eigenvectors
+        modes.flags.writeable = False
+        return modes
 
     def amplitudes(self, psi: np.ndarray) -> np.ndarray:
-        """Modal amplitudes ``b`` with ``psi ~ modes @ b``."""
-        return self.inverse_eigenvectors @ (self.basis.T @ psi)
+        """Modal amplitudes ``b`` with ``psi ~ modes @ b``.
+
+        For a near-defective fit (see `MODAL_CONDITION_LIMIT`) the exact amplitudes
+        are huge and cancel (``+-5e4`` on a ramp), which says nothing about how strong
+        each mode is, yet signatures are ordered by them. Those fits get the
+        minimum-norm least-squares amplitudes, with singular values of the eigenvector
+        matrix below ``1 / MODAL_CONDITION_LIMIT`` of the largest treated as zero.
+        """
+        projected = self.basis.T @ psi
+        if self.modal_condition < MODAL_CONDITION_LIMIT:
+            return self.inverse_eigenvectors @ projected
+        return np.linalg.lstsq(
+            self.eigenvectors, projected.astype(np.complex128), rcond=1.0 / MODAL_CONDITION_LIMIT
+        )[0]
 
     @functools.cached_property
     def modal_condition(self) -> float:
@@ -212,6 +227,9 @@ class WindowedDMD:
     Snapshots are pushed one at a time; consecutive snapshots form the pairs
     ``(x_k, x_{k+1})``. Until ``window`` pairs have arrived the window grows;
     after that each push adds the newest pair and removes the oldest.
+    ``refit_every`` (pushes between exact `refit` calls, if scheduled) bounds the
+    rounding drift of the Gram matrices, and with it the numerical rank floor;
+    without it the drift is bounded by every push so far.
     """
 
     def __init__(
@@ -220,12 +238,14 @@ class WindowedDMD:
         window: int,
         rank: RankRule = "gd",
         max_rank: int | None = None,
+        refit_every: int | None = None,
     ) -> None:
         validate_rank_rule(rank)
         self.n_features = n_features
         self.window = window
         self.rank = rank
         self.max_rank = max_rank
+        self.refit_every = refit_every
         self._ring = np.zeros((window + 1, n_features))
         self._count = 0
         self._gram = np.zeros((n_features, n_features), order="F")
@@ -254,7 +274,7 @@ class WindowedDMD:
     def snapshots(self) -> np.ndarray:
         """The window's snapshots, oldest first: ``(n_snapshots, m)``."""
         first = self._count - self.n_snapshots
-        return self._ring[[self._slot(k) for k in range(first, self._count)]]
+        return self._ring[np.arange(first, self._count) % (self.window + 1)]
 
     def push(self, psi: np.ndarray) -> None:
         """Add one snapshot (and the pair it closes), sliding the window if full."""
@@ -296,7 +316,10 @@ class WindowedDMD:
         lam, vectors = np.linalg.eigh(self._gram)
         lam, vectors = lam[::-1], vectors[:, ::-1]
         sigma = np.sqrt(np.clip(lam, 0.0, None))
-        r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank)
+        # Two rank-1 updates of G per push since the last exact refit, at most.
+        pushes = self.refit_every if self.refit_every is not None else self._count
+        rtol = drift_rtol(2 * pushes, self.n_pairs)
+        r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank, rtol)
         basis = np.ascontiguousarray(vectors[:, :r])
         reduced = (basis.T @ self._cross @ basis) / lam[:r]
         self._fit = _reduced_fit(basis, sigma[:r], reduced, self.n_pairs)

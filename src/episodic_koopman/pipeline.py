@@ -326,7 +326,11 @@ class Pipeline:
 
     def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
         """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
-        self.flush(upto=self.stream.n - 1)
+        # A forecast reads the episodes that can be filed (origins a full episode horizon
+        # old) and the scores. Younger episodes cannot be recalled yet, so they are left
+        # to the next batch, which makes them the same (see `flush`): making one at every
+        # forecast cost more than the rest of the flush.
+        self.flush(upto=self.stream.n - 1 - self.settings.episode_horizon)
         present = self.present()
         mean, spread, _, _ = self.combine(present, horizon)
         half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])

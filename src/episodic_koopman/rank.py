@@ -58,22 +58,53 @@ def gavish_donoho_omega(beta: float) -> float:
     return 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
 
 
-def numerical_rank(sigma: np.ndarray) -> int:
-    """Count the singular values that are not numerically zero."""
+#: Safety factor of `drift_rtol`: rounding per update, and peaks of ``|x|^2`` over its mean.
+DRIFT_SAFETY = 16.0
+
+
+def drift_rtol(updates: int, n_pairs: int) -> float:
+    """Relative floor for singular values from a Gram matrix after ``updates`` rank-1 updates.
+
+    Each update ``G +/- x x^T`` rounds with an error of about ``eps |x|^2``, and
+    ``trace(G) ~ n_pairs |x|^2 <= rank * sigma_1^2``, so after ``updates`` of
+    them eigenvalues of ``G`` below about ``updates * eps / n_pairs`` times the
+    largest (times `DRIFT_SAFETY`) may be drift, not data. The floor on singular
+    values is the square root of that, and never below `NUMERICAL_RTOL`.
+    """
+    drift = DRIFT_SAFETY * np.finfo(np.float64).eps * updates / max(n_pairs, 1)
+    return max(NUMERICAL_RTOL, math.sqrt(drift))
+
+
+def numerical_rank(sigma: np.ndarray, rtol: float = NUMERICAL_RTOL) -> int:
+    """Count the singular values that are not numerically zero (below ``rtol * sigma_1``)."""
     if sigma.size == 0 or sigma[0] <= 0.0:
         return 0
-    return int(np.count_nonzero(sigma > NUMERICAL_RTOL * sigma[0]))
+    return int(np.count_nonzero(sigma > rtol * sigma[0]))
+
+
+def _sorted_median(sigma: np.ndarray) -> float:
+    """``np.median`` of values already sorted (either way), without its sort: same float."""
+    n = sigma.shape[0]
+    middle = float(sigma[n // 2])
+    # np.median averages the two middle values as (a + b) / 2, and so does this.
+    return middle if n % 2 else (float(sigma[n // 2 - 1]) + middle) / 2
 
 
 def select_rank(
-    sigma: np.ndarray, n_rows: int, n_cols: int, rule: RankRule, max_rank: int | None = None
+    sigma: np.ndarray,
+    n_rows: int,
+    n_cols: int,
+    rule: RankRule,
+    max_rank: int | None = None,
+    rtol: float = NUMERICAL_RTOL,
 ) -> int:
     """Choose the truncation rank from singular values sorted in decreasing order.
 
     ``n_rows`` and ``n_cols`` are the shape of the snapshot matrix; only the
-    Gavish-Donoho rule uses them (through the aspect ratio).
+    Gavish-Donoho rule uses them (through the aspect ratio). ``rtol`` is the
+    numerical floor relative to ``sigma_1`` (see `drift_rtol`).
     """
-    limit = numerical_rank(sigma)
+    limit = numerical_rank(sigma, rtol)
     if max_rank is not None:
         limit = min(limit, max_rank)
     if limit == 0:
@@ -82,7 +113,7 @@ def select_rank(
         rank = int(rule)
     elif rule == "gd":
         beta = min(n_rows, n_cols) / max(n_rows, n_cols)
-        threshold = gavish_donoho_omega(beta) * float(np.median(sigma))
+        threshold = gavish_donoho_omega(beta) * _sorted_median(sigma)
         rank = int(np.count_nonzero(sigma > threshold))
     else:
         energy = np.cumsum(sigma**2)

@@ -107,7 +107,7 @@ def exact_distances(
 
     ``ranks`` (the candidates' signature ranks) only saves counting their padding.
     """
-    n = eigenvalues.shape[0]
+    n, r = eigenvalues.shape[0], eigenvalues.shape[1]
     if n == 0:
         return np.zeros(0)
     diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
@@ -116,26 +116,26 @@ def exact_distances(
     # padding at no cost, so only the leading max(rank_a, rank_b) square needs solving.
     query_rank = signature.rank
     cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
-    perms = np.tile(np.arange(eigenvalues.shape[1]), (n, 1))
-    for i in range(n):
-        k = max(query_rank, cand_ranks[i])
+    perms = np.empty((n, r), dtype=np.intp)
+    perms[:] = np.arange(r)
+    for i, rank in enumerate(cand_ranks):
+        k = max(query_rank, rank)
         perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
-    rows = np.arange(n)[:, None]
-    cols = np.arange(eigenvalues.shape[1])[None, :]
-    w2 = np.sqrt(cost[rows, cols, perms].mean(axis=1))
+    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch.
+    matched = np.take_along_axis(cost, perms[:, :, None], axis=2)[:, :, 0]
+    total = (weights.eigenvalues * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
     if weights.modes > 0 and signature.modes.size:
         # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
         query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
-        cand_modes = np.ascontiguousarray(modes).view(np.float64)[rows, perms]
+        cand_modes = np.ascontiguousarray(modes).view(np.float64)[np.arange(n)[:, None], perms]
         mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
-    else:
-        mode_dist = np.zeros(n)
-    state_dist = np.sqrt(np.mean((states - state) ** 2, axis=1)) if state.size else np.zeros(n)
-    return np.sqrt(
-        (weights.eigenvalues * w2) ** 2
-        + (weights.modes * mode_dist) ** 2
-        + (weights.state * state_dist) ** 2
-    )
+        total = total + (weights.modes * mode_dist) ** 2
+    if state.size:
+        gap = states - state
+        state_dist = np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
+        total = total + (weights.state * state_dist) ** 2
+    # A missing term adds +0.0, which changes no float: the same sum as all three.
+    return np.sqrt(total)
 
 
 def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.ndarray:
@@ -234,6 +234,17 @@ def _weighted(tracks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     return mean, spread
 
 
+def _window_mean(windows: np.ndarray) -> np.ndarray:
+    """``windows.mean(axis=-2, keepdims=True)``, the same floats without its dispatch."""
+    return np.add.reduce(windows, axis=-2, keepdims=True) / windows.shape[-2]
+
+
+def _window_std(windows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``windows.std(axis=-2, keepdims=True)`` from its mean: the same steps as NumPy's."""
+    centered = windows - mean
+    return np.sqrt(np.add.reduce(centered * centered, axis=-2, keepdims=True) / windows.shape[-2])
+
+
 def align(
     continuation: np.ndarray, history_then: np.ndarray, history_now: np.ndarray, how: Alignment
 ) -> np.ndarray:
@@ -248,8 +259,8 @@ def align(
     """
     if how == "none":
         return continuation
-    mean_then = history_then.mean(axis=-2, keepdims=True)
-    mean_now = history_now.mean(axis=-2, keepdims=True)
+    mean_then = _window_mean(history_then)
+    mean_now = _window_mean(history_now)
     if how == "additive":
         return continuation - mean_then + mean_now
     if how == "last":
@@ -259,8 +270,8 @@ def align(
         ratio = np.where(positive, mean_now / np.where(positive, mean_then, 1.0), 1.0)
         return np.where(positive, continuation * ratio, continuation - mean_then + mean_now)
     if how == "zscore":
-        std_then = history_then.std(axis=-2, keepdims=True)
-        std_now = history_now.std(axis=-2, keepdims=True)
+        std_then = _window_std(history_then, mean_then)
+        std_now = _window_std(history_now, mean_now)
         ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
         ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
         return (continuation - mean_then) * ratio + mean_now

@@ -70,6 +70,12 @@ class ForecastScorer:
         ``mixture`` is the one to teach (``None`` when there is nothing to weigh).
         """
         horizon = self.horizon
+        # Mixture updates of distinct steps ahead touch distinct columns, so a run of
+        # them lands in one call, exactly as one by one; a repeated step starts a new run.
+        steps: list[np.ndarray] = []
+        losses: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        taken: set[int] = set()
         for score in self.pending:  # oldest first: each loss lands in time order
             k0, k1 = score.n_realised, min(horizon, newest - score.origin)
             if k1 <= k0:
@@ -77,13 +83,20 @@ class ForecastScorer:
             rows = history.last(newest - score.origin - k0)[: k1 - k0]
             score.realised[k0:k1] = rows
             if mixture is not None:
+                if not taken.isdisjoint(range(k0, k1)):
+                    _update_mixture(mixture, steps, losses, masks)
+                    taken.clear()
+                taken.update(range(k0, k1))
                 errors = np.abs(rows[None] - score.tracks[:, k0:k1]) / score.ref_scale
-                available = np.broadcast_to(score.available, (k1 - k0, score.available.size))
-                mixture.update_many(np.arange(k0, k1), errors.mean(axis=2).T, available)
+                steps.append(np.arange(k0, k1))
+                losses.append(errors.mean(axis=2).T)
+                masks.append(np.broadcast_to(score.available, (k1 - k0, score.available.size)))
             if k0 == 0 and gate is not None:
                 error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
                 gate.update(error, at=score.origin + 1)
             score.n_realised = k1
+        if mixture is not None:
+            _update_mixture(mixture, steps, losses, masks)
         while self.pending and self.pending[0].n_realised >= horizon:
             score = self.pending.pop(0)
             calibrator.update(
@@ -109,3 +122,21 @@ class ForecastScorer:
             origin, n_realised = (int(x) for x in arrays["counts"][i])
             fields = {name: np.array(arrays[name][i]) for name in _SCORE_FIELDS}
             self.pending.append(PendingScore(origin=origin, n_realised=n_realised, **fields))
+
+
+def _update_mixture(
+    mixture: ExpertMixture,
+    steps: list[np.ndarray],
+    losses: list[np.ndarray],
+    masks: list[np.ndarray],
+) -> None:
+    """Apply (and empty) a run of updates of distinct steps ahead as one `update_many`."""
+    if not steps:
+        return
+    if len(steps) == 1:
+        mixture.update_many(steps[0], losses[0], masks[0])
+    else:
+        mixture.update_many(np.concatenate(steps), np.concatenate(losses), np.concatenate(masks))
+    steps.clear()
+    losses.clear()
+    masks.clear()
