@@ -23,6 +23,7 @@ from episodic_koopman import EpisodicKoopman, __version__, pin_threads
 from . import errors
 from .api.routes import ROUTERS
 from .deps import ServiceState
+from .engine import LocalEngine
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
@@ -104,6 +105,7 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
         )
         committer.start()
         state.registry, state.committer = registry, committer
+        state.engine = LocalEngine(settings, registry, committer)
         if settings.preload:
             registry.preload()
         log.info("serving %d series from %s", len(records), storage.describe())
@@ -112,7 +114,7 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
             yield
         finally:
             periodic.cancel()
-            state.registry = state.committer = None
+            state.engine = state.registry = state.committer = None
             await asyncio.to_thread(committer.stop)
             await asyncio.to_thread(registry.close)
             reader.close()
