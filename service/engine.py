@@ -163,11 +163,14 @@ class LocalEngine:
         return {"items": items, "total": len(ids), "offset": offset, "limit": limit}
 
     async def overview(self, offset: int, limit: int) -> dict[str, Any]:
-        registry = self.registry
-        ids = registry.sorted_ids()
-        page = ids[offset : offset + limit]
-        items = await registry.loop.run_in_executor(registry.read_pool, peek_page, registry, page)
+        ids = self.registry.sorted_ids()
+        items = await self.overview_items(ids[offset : offset + limit])
         return {"items": items, "total": len(ids), "offset": offset, "limit": limit}
+
+    async def overview_items(self, ids: list[str]) -> list[dict[str, Any]]:
+        """`overview` rows of these series (those that exist), in order."""
+        registry = self.registry
+        return await registry.loop.run_in_executor(registry.read_pool, peek_page, registry, ids)
 
     async def stream(
         self, series_id: str, horizon: int, level: float | None
