@@ -33,10 +33,18 @@ class ServiceState:
     api_keys: list[bytes] = field(default_factory=list)
 
     @property
-    def live(self) -> Engine:
+    def serving(self) -> Engine:
+        """The engine, or 503 while the service starts or stops."""
         if self.engine is None:
             raise ApiError(503, "the service is starting or stopping", {"Retry-After": "1"})
         return self.engine
+
+    @property
+    def live(self) -> tuple[Registry, Committer]:
+        """The local engine's parts (tests reach into them)."""
+        if self.registry is None or self.committer is None:
+            raise ApiError(503, "the service is starting or stopping", {"Retry-After": "1"})
+        return self.registry, self.committer
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread

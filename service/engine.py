@@ -208,5 +208,6 @@ class LocalEngine:
             "series": len(registry.catalog),
             "restoring": registry.preloading,
             "apply_backlog": registry.backlog,
+            "commits": committer.commits,
         }
         return ("restoring" if registry.preloading else "ready"), details

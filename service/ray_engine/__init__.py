@@ -36,11 +36,12 @@ async def running_ray(state: ServiceState, n_shards: int) -> AsyncIterator[None]
         import ray  # noqa: F401
     except ImportError:
         raise RuntimeError("--engine ray needs Ray: pip install 'episodic-koopman[ray]'") from None
-    actors, owned = await asyncio.to_thread(start_ray, settings, n_shards)
+    actors, owned, started = await asyncio.to_thread(start_ray, settings, n_shards)
     state.engine = RayEngine(settings, actors, n_shards)
     log.info("serving through %d shard actors on Ray", len(actors))
     try:
         yield
     finally:
         state.engine = None
-        await asyncio.to_thread(stop_ray, actors, owned, settings.shutdown_snapshot_seconds + 10)
+        timeout = settings.shutdown_snapshot_seconds + 10
+        await asyncio.to_thread(stop_ray, actors, owned, started, timeout)

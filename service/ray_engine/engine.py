@@ -43,16 +43,18 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool]:
+def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool, bool]:
     """Connect to Ray (a local one when no address is given); get or create the actors.
 
-    Returns the actor handles and whether this process started Ray (and owns the actors).
+    Returns the actor handles, whether they are this server's own (a local Ray's actors
+    die with it; a cluster's are shared by its HTTP servers) and whether it started Ray.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     local = is_local_address(settings.ray_address)
-    if not ray.is_initialized():
+    started = not ray.is_initialized()  # tests start Ray once and share it
+    if started:
         if local:
             ray.init(
                 num_cpus=os.cpu_count(),
@@ -90,11 +92,11 @@ def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool]:
             options["lifetime"] = "detached"
         actors.append(remote.options(**options).remote(settings.model_dump(), index, n_actors))
     ray.get([actor.pid.remote() for actor in actors])  # constructed (restored or failed)
-    return actors, local
+    return actors, local, started
 
 
-def stop_ray(actors: list[Any], owned: bool, timeout: float) -> None:
-    """Close the actors gracefully (snapshots) when this process owns them, then disconnect."""
+def stop_ray(actors: list[Any], owned: bool, started: bool, timeout: float) -> None:
+    """Close our own actors gracefully (writes finished, models snapshotted), then Ray."""
     import ray
 
     if owned:
@@ -103,6 +105,7 @@ def stop_ray(actors: list[Any], owned: bool, timeout: float) -> None:
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
+    if started:
         ray.shutdown()
 
 
@@ -271,6 +274,7 @@ class RayEngine:
             "series": sum(d.get("series", 0) for _, d in states),
             "restoring": sum(d.get("restoring", 0) for _, d in states),
             "apply_backlog": sum(d.get("apply_backlog", 0) for _, d in states),
+            "commits": sum(d.get("commits", 0) for _, d in states),
         }
         if "unavailable" in statuses:
             return "unavailable", details

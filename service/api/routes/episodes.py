@@ -23,4 +23,4 @@ async def list_episodes(
 ) -> Any:
     """Stored episodes, oldest first: spectrum, span, what they forecast and what happened."""
     check_limit("limit", limit, min(state.settings.max_page_size, 10_000), "MAX_PAGE_SIZE")
-    return JSONResponse(await state.live.episodes(series_id, offset, limit))
+    return JSONResponse(await state.serving.episodes(series_id, offset, limit))

@@ -33,7 +33,7 @@ async def get_forecast(
     this request arrived.
     """
     check_limit("horizon", horizon, state.settings.max_horizon, "MAX_HORIZON")
-    return JSONResponse(await state.live.forecast(series_id, horizon, level))
+    return JSONResponse(await state.serving.forecast(series_id, horizon, level))
 
 
 @router.get(
@@ -54,7 +54,7 @@ async def stream_forecast(
     """A `forecast` event now and after every accepted batch, with heartbeats in between."""
     check_limit("horizon", horizon, state.settings.max_horizon, "MAX_HORIZON")
     # 404 and 429 are raised here, before the response starts.
-    forecasts = await state.live.stream(series_id, horizon, level)
+    forecasts = await state.serving.stream(series_id, horizon, level)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:

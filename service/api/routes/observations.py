@@ -65,7 +65,7 @@ async def push_observations(series_id: SeriesId, request: Request, state: State)
     duplicate; the same ``t`` with another ``y``, or a ``t`` older than the
     series' last one, is a 409. The whole request is accepted or none of it is.
     """
-    engine = state.live
+    engine = state.serving
     async with engine.push_slot():
         batch = await _parse(request, state.settings)
         body = await engine.ingest(series_id, batch)
@@ -99,4 +99,4 @@ async def list_observations(
 ) -> Any:
     """Stored observations in order (``seq`` is the model's observation index)."""
     check_limit("limit", limit, state.settings.max_page_size, "MAX_PAGE_SIZE")
-    return JSONResponse(await state.live.observations(series_id, offset, limit))
+    return JSONResponse(await state.serving.observations(series_id, offset, limit))

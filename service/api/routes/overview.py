@@ -39,4 +39,4 @@ async def overview(state: State, offset: Offset = 0, limit: Limit = 100) -> dict
     (compare `applied` with `n_observations`).
     """
     check_limit("limit", limit, state.settings.max_page_size, "MAX_PAGE_SIZE")
-    return await state.live.overview(offset, limit)
+    return await state.serving.overview(offset, limit)

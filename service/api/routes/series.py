@@ -26,7 +26,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def list_series(state: State, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
     """Series, ordered by id."""
     check_limit("limit", limit, state.settings.max_page_size, "MAX_PAGE_SIZE")
-    return await state.live.list_series(offset, limit)
+    return await state.serving.list_series(offset, limit)
 
 
 @router.put(
@@ -60,19 +60,19 @@ async def configure_series(series_id: SeriesId, state: State, request: Request) 
             raise RequestValidationError(
                 [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
             ) from None
-    payload, created = await state.live.configure(series_id, config.params.given())
+    payload, created = await state.serving.configure(series_id, config.params.given())
     return JSONResponse(payload, status_code=201 if created else 200)
 
 
 @router.get("/{series_id}", response_model=SeriesInfo, responses=_ERRORS)
 async def get_series(series_id: SeriesId, state: State) -> Any:
     """Configuration, counts, last timestamp, memory size and the current spectrum."""
-    return JSONResponse(await state.live.info(series_id))
+    return JSONResponse(await state.serving.info(series_id))
 
 
 @router.delete("/{series_id}", status_code=204, responses=_ERRORS)
 async def delete_series(series_id: SeriesId, state: State) -> Response:
     """Remove the series, its observations, model and snapshots."""
-    if not await state.live.delete(series_id):
+    if not await state.serving.delete(series_id):
         raise ApiError(404, f"series {series_id!r} does not exist")
     return Response(status_code=204)
