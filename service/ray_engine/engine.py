@@ -69,7 +69,9 @@ def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool, bool]
                 namespace=settings.ray_namespace,
                 logging_level="WARNING",
             )
-    n_actors = settings.shards or int(ray.cluster_resources().get("CPU", 1))
+    n_actors = settings.shards or int(ray.cluster_resources().get("CPU", 0))
+    if n_actors < 1:
+        raise RuntimeError("the Ray cluster has no CPUs yet: pass --shards N (docs/ray.md)")
     # One core per actor when there are enough (Ray then spreads them over the nodes);
     # a share of one otherwise, so that every actor is placed.
     cpus = min(1.0, int(100 * ray.cluster_resources().get("CPU", 1) / n_actors) / 100) or 0.01
