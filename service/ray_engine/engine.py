@@ -50,6 +50,8 @@ def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool, bool]
     die with it; a cluster's are shared by its HTTP servers) and whether it started Ray.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray nices its workers (15) as batch jobs; here they are the service itself.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     local = is_local_address(settings.ray_address)
@@ -72,6 +74,12 @@ def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool, bool]
     n_actors = settings.shards or int(ray.cluster_resources().get("CPU", 0))
     if n_actors < 1:
         raise RuntimeError("the Ray cluster has no CPUs yet: pass --shards N (docs/ray.md)")
+    if n_actors > n_shards:
+        # An actor owns whole storage shards: past their number, actors would own nothing.
+        raise RuntimeError(
+            f"--shards {n_actors} exceeds the database's {n_shards} storage shards "
+            "(docs/ray.md: sizing)"
+        )
     # One core per actor when there are enough (Ray then spreads them over the nodes);
     # a share of one otherwise, so that every actor is placed.
     cpus = min(1.0, int(100 * ray.cluster_resources().get("CPU", 1) / n_actors) / 100) or 0.01

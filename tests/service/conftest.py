@@ -76,6 +76,7 @@ def ray_cluster() -> Iterator[None]:
     Skips, saying why, when Ray is not installed or cannot start.
     """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_worker_niceness"] = "0"  # as `serve --engine ray` starts it
     ray = pytest.importorskip("ray", reason="ray is not installed (the ray or dev extra)")
     try:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
