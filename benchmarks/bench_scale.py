@@ -244,9 +244,15 @@ def main() -> None:
     try:
         for shards in (int(s) for s in args.shards.split(",")):
             url = pg.fresh_url() if pg is not None else base_url
-            server = Server(url, shards, workdir)
+            for attempt in range(3):
+                server = Server(url, shards, workdir)
+                try:
+                    row = {"start-up s": server.wait_ready()}
+                    break
+                except RuntimeError:  # its port was taken meanwhile (Ray opens many)
+                    if attempt == 2:
+                        raise
             try:
-                row = {"start-up s": server.wait_ready()}
                 row.update(applied_rate(server, args))
                 row["serial commits/s"] = serial_commits(server, args.serial_seconds)
                 row.update(forecast_latency(server, args))
