@@ -23,6 +23,7 @@ Prints a table and writes ``results/bench_scale.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -37,6 +38,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from episodic_koopman import EpisodicKoopman
 from service.ray_engine import actor_of
@@ -114,6 +116,42 @@ class Server:
             self.process.wait()
 
 
+def runqueue_seconds(pid: int) -> float:
+    """Seconds the process's threads were runnable but waited for a core (schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
+def cpu_by_group(server: Server, postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far of the shard actors, the API server, the rest of Ray, PostgreSQL
+    and this client (so that a run can say where the cores went)."""
+    groups = dict.fromkeys(("actors", "api", "ray", "postgres", "client", "actors waiting"), 0.0)
+
+    def seconds(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    with contextlib.suppress(psutil.Error):
+        api = psutil.Process(server.process.pid)
+        groups["api"] = seconds(api)
+        for child in api.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                name = "actors" if "ShardActor" in " ".join(child.cmdline()) else "ray"
+                groups[name] += seconds(child)
+                if name == "actors":
+                    groups["actors waiting"] += runqueue_seconds(child.pid)
+    if postmaster is not None:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(postmaster).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    groups["postgres"] += seconds(child)
+    groups["client"] = seconds(psutil.Process())
+    return groups
+
+
 def _body(values: np.ndarray, start: int) -> dict[str, Any]:
     return {"observations": [{"t": start + i, "y": float(v)} for i, v in enumerate(values)]}
 
@@ -137,7 +175,9 @@ def balanced_ids(n: int, prefix: str) -> list[str]:
     return ids[0] + ids[1]
 
 
-def applied_rate(server: Server, args: argparse.Namespace) -> dict[str, float]:
+def applied_rate(
+    server: Server, args: argparse.Namespace, postmaster: int | None
+) -> dict[str, float]:
     # The library's defaults where the server's (small) model defaults differ.
     library = EpisodicKoopman().to_flat()
     defaults = {name: library[name] for name in SMALL}
@@ -146,6 +186,7 @@ def applied_rate(server: Server, args: argparse.Namespace) -> dict[str, float]:
         for sid in ids:
             client.put(f"/v1/series/{sid}", json={"params": defaults}).raise_for_status()
     commits0 = server.commits()
+    cpu0 = cpu_by_group(server, postmaster)
 
     def feed(sid: str) -> None:
         values = _values(args.observations, seed=hash(sid) % 1000)
@@ -162,10 +203,14 @@ def applied_rate(server: Server, args: argparse.Namespace) -> dict[str, float]:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
-    return {
+    cpu = cpu_by_group(server, postmaster)
+    row = {
         "applied obs/s": len(ids) * args.observations / elapsed,
         "group commits/s": (server.commits() - commits0) / elapsed,
     }
+    # Cores each group kept busy during the phase (2 cores in all on the dev machine).
+    row.update({f"cores: {name}": (cpu[name] - cpu0[name]) / elapsed for name in cpu})
+    return row
 
 
 def serial_commits(server: Server, seconds: float) -> float:
@@ -228,7 +273,7 @@ def main() -> None:
     parser.add_argument("--observations", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--serial-seconds", type=float, default=10.0)
-    parser.add_argument("--forecast-series", type=int, default=10_000)
+    parser.add_argument("--forecast-series", type=int, default=10_000, help="0: skip")
     parser.add_argument("--forecasts", type=int, default=2000)
     args = parser.parse_args()
 
@@ -239,6 +284,9 @@ def main() -> None:
         if bin_dir is None:
             sys.exit("no PostgreSQL binaries: apt-get install postgresql, or pass --database")
         pg = PostgresServer(bin_dir, fsync=True).start()
+    postmaster = None
+    if pg is not None:
+        postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results: dict[int, dict[str, float]] = {}
     try:
@@ -253,9 +301,11 @@ def main() -> None:
                     if attempt == 2:
                         raise
             try:
-                row.update(applied_rate(server, args))
+                row["load average"] = os.getloadavg()[0]  # other jobs on the machine
+                row.update(applied_rate(server, args, postmaster))
                 row["serial commits/s"] = serial_commits(server, args.serial_seconds)
-                row.update(forecast_latency(server, args))
+                if args.forecast_series:
+                    row.update(forecast_latency(server, args))
             finally:
                 server.stop()
             results[shards] = row
@@ -268,7 +318,7 @@ def main() -> None:
     print(f"\n| shard actors | {' | '.join(columns)} |")
     print("| ---: |" + " ---: |" * len(columns))
     for shards, row in results.items():
-        print(f"| {shards} | " + " | ".join(f"{row[c]:,.1f}" for c in columns) + " |")
+        print(f"| {shards} | " + " | ".join(f"{row.get(c, 0):,.2f}" for c in columns) + " |")
     if 1 in results and 2 in results:
         ratio = results[2]["applied obs/s"] / results[1]["applied obs/s"]
         print(f"\napplied obs/s, 2 shards / 1 shard: {ratio:.2f}x (bar: 1.7x)")
