@@ -15,8 +15,10 @@ WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY service ./service
-# The postgres extra lets EPISODIC_KOOPMAN_DATABASE name a PostgreSQL server.
-RUN pip install '.[service,postgres]'
+# The postgres extra lets EPISODIC_KOOPMAN_DATABASE name a PostgreSQL server; EXTRAS adds
+# more (docker-compose.yml builds with EXTRAS=ray for `serve --engine ray` and `ray start`).
+ARG EXTRAS=
+RUN pip install ".[service,postgres${EXTRAS:+,${EXTRAS}}]"
 
 # An unprivileged user owns only the data volume.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app \

@@ -2,42 +2,49 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .engine import Engine
 from .errors import ApiError, invalid
 from .metrics import Metrics
 from .registry import Registry
 from .schemas import SERIES_ID_PATTERN
 from .settings import Settings
-from .store import Committer, Configure, Delete, Ingest
+from .store import Committer
 
 
 @dataclass
 class ServiceState:
-    """What the routes share; the stores exist between start-up and shutdown."""
+    """What the routes share; the engine exists between start-up and shutdown.
+
+    ``registry`` and ``committer`` are the local engine's parts (None under Ray).
+    """
 
     settings: Settings
     metrics: Metrics
+    engine: Engine | None = None
     registry: Registry | None = None
     committer: Committer | None = None
     api_keys: list[bytes] = field(default_factory=list)
 
     @property
+    def serving(self) -> Engine:
+        """The engine, or 503 while the service starts or stops."""
+        if self.engine is None:
+            raise ApiError(503, "the service is starting or stopping", {"Retry-After": "1"})
+        return self.engine
+
+    @property
     def live(self) -> tuple[Registry, Committer]:
+        """The local engine's parts (tests reach into them)."""
         if self.registry is None or self.committer is None:
             raise ApiError(503, "the service is starting or stopping", {"Retry-After": "1"})
         return self.registry, self.committer
-
-    async def submit(self, command: Ingest | Configure | Delete) -> Any:
-        """Queue a write for the committer; returns once it has committed (or raises)."""
-        _, committer = self.live
-        return await asyncio.wrap_future(committer.submit(command))
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread

@@ -23,13 +23,14 @@ from episodic_koopman import EpisodicKoopman, __version__, pin_threads
 from . import errors
 from .api.routes import ROUTERS
 from .deps import ServiceState
+from .engine import LocalEngine
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
 from .schemas import Observation, ObservationBatch, SeriesConfig
 from .settings import Settings
 from .snapshots import SnapshotStore
-from .storage import Committer, open_storage, owner_name
+from .storage import Committer, Storage, open_storage, owner_name
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -81,44 +82,63 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
         EpisodicKoopman.from_flat(settings.model_defaults)
     except (TypeError, ValueError) as exc:
         raise RuntimeError(f"EPISODIC_KOOPMAN_MODEL_DEFAULTS is not valid: {exc}") from None
+    if settings.engine == "ray":
+        from .ray_engine import check_settings
+
+        check_settings(settings)
     storage = open_storage(settings)
     # An embedded database takes the data dir; a shared one relies on fencing instead.
     lock = await asyncio.to_thread(_lock_data_dir, settings) if storage.embedded else None
-    loop = asyncio.get_running_loop()
     try:
         await asyncio.to_thread(storage.initialise)
-        # Every shard is ours from now on: any earlier writer is fenced off before we load.
-        epochs = await asyncio.to_thread(storage.acquire_shards, owner_name())
-        records = await asyncio.to_thread(storage.load_records)
-        reader = storage.reader()
-        snapshots = await asyncio.to_thread(SnapshotStore, settings.snapshot_dir)
-        registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
-        committer = Committer(
-            await asyncio.to_thread(storage.writer),
-            records,
-            registry,
-            settings.max_series,
-            settings.model_defaults,
-            epochs=epochs,
-            n_shards=storage.n_shards,
-        )
-        committer.start()
-        state.registry, state.committer = registry, committer
-        if settings.preload:
-            registry.preload()
-        log.info("serving %d series from %s", len(records), storage.describe())
-        periodic = asyncio.create_task(_snapshot_periodically(registry, settings))
-        try:
-            yield
-        finally:
-            periodic.cancel()
-            state.registry = state.committer = None
-            await asyncio.to_thread(committer.stop)
-            await asyncio.to_thread(registry.close)
-            reader.close()
+        if settings.engine == "ray":
+            from .ray_engine import running_ray  # ray is an extra: imported only when used
+
+            async with running_ray(state, storage.n_shards):
+                yield
+        else:
+            async with _running_local(state, storage):
+                yield
     finally:
         if lock is not None:
             os.close(lock)
+
+
+@contextlib.asynccontextmanager
+async def _running_local(state: ServiceState, storage: Storage) -> AsyncIterator[None]:
+    """This process's models and writer, over every shard."""
+    settings = state.settings
+    loop = asyncio.get_running_loop()
+    # Every shard is ours from now on: any earlier writer is fenced off before we load.
+    epochs = await asyncio.to_thread(storage.acquire_shards, owner_name())
+    records = await asyncio.to_thread(storage.load_records)
+    reader = storage.reader()
+    snapshots = await asyncio.to_thread(SnapshotStore, settings.snapshot_dir)
+    registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
+    committer = Committer(
+        await asyncio.to_thread(storage.writer),
+        records,
+        registry,
+        settings.max_series,
+        settings.model_defaults,
+        epochs=epochs,
+        n_shards=storage.n_shards,
+    )
+    committer.start()
+    state.registry, state.committer = registry, committer
+    state.engine = LocalEngine(settings, registry, committer)
+    if settings.preload:
+        registry.preload()
+    log.info("serving %d series from %s", len(records), storage.describe())
+    periodic = asyncio.create_task(_snapshot_periodically(registry, settings))
+    try:
+        yield
+    finally:
+        periodic.cancel()
+        state.engine = state.registry = state.committer = None
+        await asyncio.to_thread(committer.stop)
+        await asyncio.to_thread(registry.close)
+        reader.close()
 
 
 def _lock_data_dir(settings: Settings) -> int:

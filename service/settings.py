@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,24 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field(
         "", description="The former name of API_KEY, still read (its keys are added)."
+    )
+
+    # -- the engine (docs/ray.md)
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="local: models in this process; ray: in shard actors on a Ray cluster.",
+    )
+    ray_address: str = Field(
+        "",
+        description="Ray cluster to join (ray://... or host:port); empty or 'local' starts a "
+        "local Ray using every core of this machine.",
+    )
+    shards: int = Field(
+        0, ge=0, description="Shard actors under Ray (0: one per CPU of the Ray cluster)."
+    )
+    ray_namespace: str = Field("episodic-koopman", description="Ray namespace of the actors.")
+    ray_max_restarts: int = Field(
+        -1, ge=-1, description="Restarts of a dead shard actor (-1: without limit)."
     )
 
     # -- request limits (each exceeded one gets a clear 4xx)

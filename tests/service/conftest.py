@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from service.settings import Settings
 
 #: The backend of the service tests (read before the fixtures clear EPISODIC_KOOPMAN_*).
 TEST_DATABASE = os.environ.get("EPISODIC_KOOPMAN_TEST_DATABASE", "sqlite")
+#: ``ray`` runs the apps of the service tests on the Ray engine (2 shard actors).
+TEST_ENGINE = os.environ.get("EPISODIC_KOOPMAN_TEST_ENGINE", "local")
 BACKENDS = ("sqlite", "postgres")
 if TEST_DATABASE not in BACKENDS:
     raise pytest.UsageError(f"EPISODIC_KOOPMAN_TEST_DATABASE must be one of {BACKENDS}")
@@ -66,8 +69,38 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "var"
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray for the session (2 CPUs), shared by every Ray-engine app.
+
+    Skips, saying why, when Ray is not installed or cannot start.
+    """
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_worker_niceness"] = "0"  # as `serve --engine ray` starts it
+    ray = pytest.importorskip("ray", reason="ray is not installed (the ray or dev extra)")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    except Exception as exc:
+        pytest.skip(f"a local Ray cannot start: {exc}")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 @pytest.fixture
-def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
+def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings of the engine under test: none for the local one; Ray's with a fresh namespace."""
+    if TEST_ENGINE != "ray":
+        return {}
+    request.getfixturevalue("ray_cluster")
+    return {"engine": "ray", "shards": 2, "ray_namespace": f"t-{uuid.uuid4().hex[:12]}"}
+
+
+@pytest.fixture
+def make_settings(
+    data_dir: Path, database_url: str, engine_settings: dict[str, Any]
+) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": data_dir,
@@ -75,6 +108,7 @@ def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
             "snapshot_interval_seconds": 3600.0,
             "heartbeat_seconds": 0.2,
             "read_your_writes_timeout": 60.0,
+            **engine_settings,
         }
         values.update(overrides)
         return Settings(**values)

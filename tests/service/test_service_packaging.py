@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -100,3 +101,30 @@ def test_dockerfile_copies_everything_the_package_build_reads():
         if name == "COPY":
             copied.update(p.rstrip("/").removeprefix("./") for p in shlex.split(rest)[:-1])
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
+
+
+def test_docker_compose_runs_the_api_ray_and_postgresql_with_real_flags():
+    """docker-compose.yml cannot run here (no docker engine): check it against the CLI."""
+    yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (ray brings it)")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "ray-head", "ray-worker", "api"}
+    # Every image but PostgreSQL's is this project's Dockerfile with the ray extra.
+    for name in ("ray-head", "ray-worker", "api"):
+        assert "ray" in services[name]["build"]["args"]["EXTRAS"].split(",")
+    instructions = dockerfile_instructions()
+    entrypoint = json.loads([rest for n, rest in instructions if n == "ENTRYPOINT"][-1])
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    context = serve.make_context("serve", [*entrypoint[2:], *services["api"]["command"]])
+    assert context.params["engine"] == "ray"
+    assert context.params["database"].startswith("postgresql://")
+    assert context.params["database"].split("@")[1].startswith("postgres:")
+    head_port = next(
+        a.split("=")[1] for a in services["ray-head"]["command"] if a.startswith("--port=")
+    )
+    assert context.params["ray_address"] == f"ray-head:{head_port}"
+    assert services["ray-head"]["entrypoint"] == ["ray"]
+    assert services["ray-head"]["command"][:2] == ["start", "--head"]
+    worker = services["ray-worker"]["command"]
+    assert worker[0] == "start" and f"--address=ray-head:{head_port}" in worker
+    assert "--block" in worker and "--block" in services["ray-head"]["command"]

@@ -23,6 +23,4 @@ async def list_episodes(
 ) -> Any:
     """Stored episodes, oldest first: spectrum, span, what they forecast and what happened."""
     check_limit("limit", limit, min(state.settings.max_page_size, 10_000), "MAX_PAGE_SIZE")
-    registry, _ = state.live
-    series = registry.get(series_id)
-    return JSONResponse(await registry.read(series, registry.episodes_payload, offset, limit))
+    return JSONResponse(await state.serving.episodes(series_id, offset, limit))

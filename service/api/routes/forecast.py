@@ -11,8 +11,6 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from ...deps import Horizon, Level, SeriesId, State, check_limit, require_api_key
-from ...errors import ApiError
-from ...registry import INLINE_HORIZON, Subscriber
 from ...schemas import ErrorOut, ForecastOut
 
 router = APIRouter(prefix="/v1/series", tags=["forecast"], dependencies=[Depends(require_api_key)])
@@ -35,13 +33,7 @@ async def get_forecast(
     this request arrived.
     """
     check_limit("horizon", horizon, state.settings.max_horizon, "MAX_HORIZON")
-    registry, _ = state.live
-    series = registry.get(series_id)
-    if level is None:
-        level = float(series.record.params["level"])
-    small = horizon <= INLINE_HORIZON
-    payload = await registry.read(series, registry.forecast_payload, horizon, level, small=small)
-    return JSONResponse(payload)
+    return JSONResponse(await state.serving.forecast(series_id, horizon, level))
 
 
 @router.get(
@@ -61,32 +53,20 @@ async def stream_forecast(
 ) -> Any:
     """A `forecast` event now and after every accepted batch, with heartbeats in between."""
     check_limit("horizon", horizon, state.settings.max_horizon, "MAX_HORIZON")
-    registry, _ = state.live
-    series = registry.get(series_id)
-    if registry.streams >= state.settings.max_streams:
-        raise ApiError(429, "too many open forecast streams (EPISODIC_KOOPMAN_MAX_STREAMS)")
-    resolved = float(series.record.params["level"]) if level is None else level
-    subscriber = Subscriber(horizon, resolved)
+    # 404 and 429 are raised here, before the response starts.
+    forecasts = await state.serving.stream(series_id, horizon, level)
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        # Subscribed inside the generator: its finally runs on every way out
-        # (disconnect, deletion, shutdown), so the subscription cannot leak.
-        registry.open_stream(series, subscriber)
         try:
-            payload = await registry.read(series, registry.forecast_payload, horizon, resolved)
-            sent = -1
-            while payload is not None:
-                # A batch applied while the first forecast was computed is already in it.
-                if payload["n_observations"] > sent:
-                    sent = payload["n_observations"]
-                    yield {
-                        "event": "forecast",
-                        "id": str(sent),
-                        "data": json.dumps(payload, allow_nan=False, separators=(",", ":")),
-                    }
-                payload = await subscriber.queue.get()
+            async for payload in forecasts:
+                yield {
+                    "event": "forecast",
+                    "id": str(payload["n_observations"]),
+                    "data": json.dumps(payload, allow_nan=False, separators=(",", ":")),
+                }
+            # The forecasts end only when the series is deleted.
             yield {"event": "deleted", "data": json.dumps({"series_id": series_id})}
         finally:
-            registry.close_stream(series, subscriber)
+            await forecasts.aclose()  # type: ignore[attr-defined]
 
     return EventSourceResponse(events(), ping=state.settings.heartbeat_seconds)

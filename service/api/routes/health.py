@@ -21,15 +21,9 @@ async def healthz() -> dict[str, Any]:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(state: State) -> Any:
-    """Readiness: the committer is running and start-up restoration has finished."""
-    registry, committer = state.registry, state.committer
-    if registry is None or committer is None or not committer.is_alive:
-        return JSONResponse({"status": "unavailable", "details": {}}, status_code=503)
-    details = {
-        "series": len(registry.catalog),
-        "restoring": registry.preloading,
-        "apply_backlog": registry.backlog,
-    }
-    if registry.preloading:
-        return JSONResponse({"status": "restoring", "details": details}, status_code=503)
-    return {"status": "ready", "details": details}
+    """Readiness: the writers are running and start-up restoration has finished."""
+    engine = state.engine
+    status, details = await engine.readiness() if engine is not None else ("unavailable", {})
+    if status != "ready":
+        return JSONResponse({"status": status, "details": details}, status_code=503)
+    return {"status": status, "details": details}

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from ...deps import Limit, Offset, SeriesId, ServiceState, State, check_limit, require_api_key
+from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
-from ...ingest import NDJSON_TYPES, BatchParser, parse_json_body, parse_ndjson_stream
+from ...ingest import (
+    NDJSON_TYPES,
+    BatchParser,
+    ParsedBatch,
+    parse_json_body,
+    parse_ndjson_stream,
+)
 from ...schemas import ErrorOut, IngestResult, ObservationPage
-from ...store import Ingest, IngestOutcome
-from ...timestamps import render_t
+from ...settings import Settings
 
 router = APIRouter(
     prefix="/v1/series", tags=["observations"], dependencies=[Depends(require_api_key)]
@@ -61,61 +65,28 @@ async def push_observations(series_id: SeriesId, request: Request, state: State)
     duplicate; the same ``t`` with another ``y``, or a ``t`` older than the
     series' last one, is a 409. The whole request is accepted or none of it is.
     """
-    registry, _ = state.live
-    settings = state.settings
-    if registry.backlog > settings.max_apply_backlog:
-        raise ApiError(
-            503,
-            f"{registry.backlog} acknowledged observations are waiting for their models "
-            "(EPISODIC_KOOPMAN_MAX_APPLY_BACKLOG); retry later",
-            headers={"Retry-After": "2"},
-        )
-    registry.pushes_in_flight += 1
-    try:
-        return await _push(series_id, request, state)
-    finally:
-        registry.pushes_in_flight -= 1
+    engine = state.serving
+    async with engine.push_slot():
+        batch = await _parse(request, state.settings)
+        body = await engine.ingest(series_id, batch)
+    state.metrics.ingested.inc(body["accepted"])
+    state.metrics.duplicates.inc(body["duplicates"])
+    return JSONResponse(body)
 
 
-async def _push(series_id: str, request: Request, state: ServiceState) -> Any:
-    registry, _ = state.live
-    settings = state.settings
+async def _parse(request: Request, settings: Settings) -> ParsedBatch:
     parser = BatchParser(
         settings.max_observations_per_request, settings.max_abs_value, settings.max_channels
     )
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media in NDJSON_TYPES:
-        batch = await parse_ndjson_stream(request.stream(), parser)
-    elif media in ("application/json", "") or media.endswith("+json"):
+        return await parse_ndjson_stream(request.stream(), parser)
+    if media in ("application/json", "") or media.endswith("+json"):
         raw = await request.body()
         if len(raw) > _PARSE_OFF_LOOP_BYTES:
-            batch = await asyncio.to_thread(parse_json_body, raw, parser)
-        else:
-            batch = parse_json_body(raw, parser)
-    else:
-        raise ApiError(415, "send application/json or application/x-ndjson")
-    if not batch:
-        series = registry.catalog.get(series_id)
-        record = series.record if series is not None else None
-        return JSONResponse(
-            {
-                "accepted": 0,
-                "duplicates": 0,
-                "last_t": record.last_t if record else None,
-                "n_observations": record.count if record else 0,
-            }
-        )
-    outcome: IngestOutcome = await state.submit(Ingest(series_id, batch))
-    state.metrics.ingested.inc(outcome.accepted)
-    state.metrics.duplicates.inc(outcome.duplicates)
-    return JSONResponse(
-        {
-            "accepted": outcome.accepted,
-            "duplicates": outcome.duplicates,
-            "last_t": outcome.record.last_t,
-            "n_observations": outcome.record.count,
-        }
-    )
+            return await asyncio.to_thread(parse_json_body, raw, parser)
+        return parse_json_body(raw, parser)
+    raise ApiError(415, "send application/json or application/x-ndjson")
 
 
 @router.get(
@@ -128,20 +99,4 @@ async def list_observations(
 ) -> Any:
     """Stored observations in order (``seq`` is the model's observation index)."""
     check_limit("limit", limit, state.settings.max_page_size, "MAX_PAGE_SIZE")
-    registry, _ = state.live
-    record = registry.get(series_id).record
-    rows = await asyncio.get_running_loop().run_in_executor(
-        registry.read_pool, registry.reader.page, record.sid, offset, limit
-    )
-    items = []
-    for seq, key, blob in rows:
-        values = np.frombuffer(blob, dtype=np.float64).tolist()
-        y: Any = (
-            values[0]
-            if record.channels is None
-            else dict(zip(record.channels, values, strict=True))
-        )
-        items.append(
-            {"seq": seq, "t": render_t(record.time_kind or "number", key, record.tz), "y": y}
-        )
-    return JSONResponse({"items": items, "total": record.count, "offset": offset, "limit": limit})
+    return JSONResponse(await state.serving.observations(series_id, offset, limit))

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from ...deps import Limit, Offset, State, check_limit, require_api_key
-from ...overview import peek_page
 from ...schemas import ErrorOut, SeriesSummary
 
 router = APIRouter(prefix="/v1", tags=["series"], dependencies=[Depends(require_api_key)])
@@ -40,8 +39,4 @@ async def overview(state: State, offset: Offset = 0, limit: Limit = 100) -> dict
     (compare `applied` with `n_observations`).
     """
     check_limit("limit", limit, state.settings.max_page_size, "MAX_PAGE_SIZE")
-    registry, _ = state.live
-    ids = registry.sorted_ids()
-    page = ids[offset : offset + limit]
-    items = await registry.loop.run_in_executor(registry.read_pool, peek_page, registry, page)
-    return {"items": items, "total": len(ids), "offset": offset, "limit": limit}
+    return await state.serving.overview(offset, limit)

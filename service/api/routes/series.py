@@ -11,9 +11,7 @@ from pydantic import ValidationError
 
 from ...deps import Limit, Offset, SeriesId, State, check_limit, require_api_key
 from ...errors import ApiError
-from ...registry import summary
 from ...schemas import ErrorOut, SeriesConfig, SeriesInfo, SeriesPage
-from ...store import Configure, ConfigureOutcome, Delete
 
 router = APIRouter(prefix="/v1/series", tags=["series"], dependencies=[Depends(require_api_key)])
 
@@ -28,14 +26,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def list_series(state: State, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
     """Series, ordered by id."""
     check_limit("limit", limit, state.settings.max_page_size, "MAX_PAGE_SIZE")
-    registry, _ = state.live
-    ids = registry.sorted_ids()
-    items = []
-    for series_id in ids[offset : offset + limit]:
-        series = registry.catalog.get(series_id)
-        if series is not None:
-            items.append(summary(series.record))
-    return {"items": items, "total": len(ids), "offset": offset, "limit": limit}
+    return await state.serving.list_series(offset, limit)
 
 
 @router.put(
@@ -69,25 +60,19 @@ async def configure_series(series_id: SeriesId, state: State, request: Request) 
             raise RequestValidationError(
                 [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
             ) from None
-    outcome: ConfigureOutcome = await state.submit(Configure(series_id, config.params.given()))
-    registry, _ = state.live
-    series = registry.get(series_id)
-    payload = await registry.read(series, registry.info_payload)
-    return JSONResponse(payload, status_code=201 if outcome.created else 200)
+    payload, created = await state.serving.configure(series_id, config.params.given())
+    return JSONResponse(payload, status_code=201 if created else 200)
 
 
 @router.get("/{series_id}", response_model=SeriesInfo, responses=_ERRORS)
 async def get_series(series_id: SeriesId, state: State) -> Any:
     """Configuration, counts, last timestamp, memory size and the current spectrum."""
-    registry, _ = state.live
-    series = registry.get(series_id)
-    return JSONResponse(await registry.read(series, registry.info_payload))
+    return JSONResponse(await state.serving.info(series_id))
 
 
 @router.delete("/{series_id}", status_code=204, responses=_ERRORS)
 async def delete_series(series_id: SeriesId, state: State) -> Response:
     """Remove the series, its observations, model and snapshots."""
-    deleted = await state.submit(Delete(series_id))
-    if not deleted:
+    if not await state.serving.delete(series_id):
         raise ApiError(404, f"series {series_id!r} does not exist")
     return Response(status_code=204)

@@ -41,10 +41,31 @@ def serve(
             "$EPISODIC_KOOPMAN_DATABASE, else SQLite in the data dir)."
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="local: the models in this process (the default); ray: in shard actors on "
+            "Ray, using every core or many machines (the ray extra; docs/ray.md)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the Ray cluster to join (e.g. ray-head:6379); default: "
+            "start a local Ray on every core. Needs --database postgresql://..."
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(min=0, help="With --engine ray: shard actors (default: one per CPU)."),
+    ] = None,
     log_level: str = typer.Option("info", help="Uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
 ) -> None:
-    """Run the forecasting service (one process; settings from EPISODIC_KOOPMAN_* variables)."""
+    """Run the forecasting service (settings from EPISODIC_KOOPMAN_* variables).
+
+    One process by default; with --engine ray the models live in shard actors on Ray.
+    """
     import logging
 
     import uvicorn
@@ -52,7 +73,17 @@ def serve(
     from service.main import create_app
     from service.settings import Settings
 
-    given = {"data_dir": data_dir, "database": database}
+    if engine not in (None, "local", "ray"):
+        raise typer.BadParameter("must be local or ray", param_hint="--engine")
+    if (ray_address is not None or shards is not None) and engine != "ray":
+        raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--shards")
+    given = {
+        "data_dir": data_dir,
+        "database": database,
+        "engine": engine,
+        "ray_address": ray_address,
+        "shards": shards,
+    }
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
     uvicorn.run(
