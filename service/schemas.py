@@ -136,6 +136,24 @@ class SeriesPage(BaseModel):
 
 
 # ------------------------------------------------------------------ observations
+class SeriesOverview(SeriesSummary):
+    level: float = Field(description="The interval level `coverage` is measured at.")
+    applied: int = Field(description="Observations the model has learned so far.")
+    memory_size: int | None = Field(
+        description="Recallable episodes; null while the model is loading or busy."
+    )
+    coverage: float | None = Field(
+        description="Empirical coverage of the intervals issued so far (null before any)."
+    )
+
+
+class OverviewPage(BaseModel):
+    items: list[SeriesOverview]
+    total: int
+    offset: int
+    limit: int
+
+
 class Observation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -5,30 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
 
 from ...deps import Limit, Offset, State, check_limit, require_api_key
-from ...schemas import ErrorOut, SeriesSummary
+from ...schemas import ErrorOut, OverviewPage
 
 router = APIRouter(prefix="/v1", tags=["series"], dependencies=[Depends(require_api_key)])
-
-
-class SeriesOverview(SeriesSummary):
-    level: float = Field(description="The interval level `coverage` is measured at.")
-    applied: int = Field(description="Observations the model has learned so far.")
-    memory_size: int | None = Field(
-        description="Recallable episodes; null while the model is loading or busy."
-    )
-    coverage: float | None = Field(
-        description="Empirical coverage of the intervals issued so far (null before any)."
-    )
-
-
-class OverviewPage(BaseModel):
-    items: list[SeriesOverview]
-    total: int
-    offset: int
-    limit: int
 
 
 @router.get("/overview", response_model=OverviewPage, responses={401: {"model": ErrorOut}})
