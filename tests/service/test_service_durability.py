@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -150,6 +152,46 @@ def stored_observations(data_dir: Path, database: str) -> dict[str, list[tuple[f
     return out
 
 
+def kill_when(
+    enough: threading.Event,
+    process: subprocess.Popen,
+    stop: threading.Event,
+    threads: list[threading.Thread],
+    timeout: float,
+) -> None:
+    """Start the clients, SIGKILL the server once they got far enough, then stop them."""
+    try:
+        for thread in threads:
+            thread.start()
+        assert enough.wait(timeout=timeout), "pushers did not get far enough"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def restarted_server(port: int, data_dir: Path, database_url: str) -> Iterator[str]:
+    """The server started again on the same data; stopped gracefully (SIGTERM) after."""
+    process = subprocess.Popen(serve_command(port, data_dir, database_url))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process=process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database_url):
     """A real crash: uvicorn in a subprocess, concurrent pushers, SIGKILL, restart, compare."""
     data_dir = tmp_path / "var"
@@ -201,18 +243,11 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database
             (series_ids[3], 3),
         ]
         threads = [threading.Thread(target=pusher, args=args) for args in plan]
-        for thread in threads:
-            thread.start()
-        assert enough.wait(timeout=120), "pushers did not get far enough"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    kill_when(enough, process, stop, threads, timeout=120)
 
     stored = stored_observations(data_dir, database_url)
     for series_id in series_ids:
@@ -222,9 +257,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database
         times = [t for t, _ in stored[series_id]]
         assert times == sorted(set(times)) and times == [float(i) for i in range(len(times))]
 
-    restarted = subprocess.Popen(serve_command(port, data_dir, database_url))
-    try:
-        wait_until_ready(url, process=restarted)
+    with restarted_server(port, data_dir, database_url) as url:
         with httpx.Client(base_url=url, timeout=120) as client:
             for series_id in series_ids:
                 values = np.array([y for _, y in stored[series_id]])
@@ -233,13 +266,6 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database
                 ).json()
                 assert served["n_observations"] == len(values)
                 assert_same_forecast(served, reference_forecast(SMALL, values, 12))
-    finally:
-        restarted.send_signal(signal.SIGTERM)
-        try:
-            restarted.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            restarted.kill()
-            restarted.wait()
     # SIGTERM stops gracefully: every model is snapshotted at its full length.
     seqs = sorted(int(f.stem.split("-")[1]) for f in snapshot_files(data_dir))
     assert seqs == sorted(len(stored[series_id]) for series_id in series_ids)
@@ -298,23 +324,14 @@ def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path, d
         threads = [threading.Thread(target=pusher, args=(series_ids[k::4],)) for k in range(4)] + [
             threading.Thread(target=reader)
         ]
-        for thread in threads:
-            thread.start()
-        assert enough.wait(timeout=300), "pushers did not get far enough"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    kill_when(enough, process, stop, threads, timeout=300)
 
     stored = stored_observations(data_dir, database_url)
-    restarted = subprocess.Popen(serve_command(port, data_dir, database_url))
-    try:
-        wait_until_ready(url, process=restarted)
+    with restarted_server(port, data_dir, database_url) as url:
         with httpx.Client(base_url=url, timeout=120) as client:
             for series_id in series_ids:
                 values = np.array([y for _, y in stored[series_id]])
@@ -343,10 +360,3 @@ def test_many_series_killed_and_restarted_forecast_like_fresh_models(tmp_path, d
                     client.get("/v1/series/young")
                     served = client.get("/v1/series/young/forecast", params={"horizon": 12})
                     assert_same_forecast(served.json(), reference_forecast(SMALL, young[:n], 12))
-    finally:
-        restarted.send_signal(signal.SIGTERM)
-        try:
-            restarted.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            restarted.kill()
-            restarted.wait()
