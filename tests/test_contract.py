@@ -79,7 +79,7 @@ def test_saved_file_is_versioned_and_pickle_free(config, tmp_path):
     model.save(path)
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("manifest.json"))
-        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 3
+        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 4
         with np.load(zf.open("state.npz"), allow_pickle=False) as npz:
             assert all(npz[name].dtype != object for name in npz.files)
 

@@ -175,3 +175,51 @@ def test_references_after_the_history_wraps_equal_a_memory_of_copies(strategy, t
     loaded.learn_many(y[:200])
     own.learn_many(y[:200])
     np.testing.assert_array_equal(loaded.predict(12).mean, own.predict(12).mean)
+
+
+def bounded(n: int, dim: int = 6, **kw) -> EpisodeMemory:
+    rng = np.random.default_rng(4)
+    bounds = np.linspace(0.5, 2.0, dim)
+    mem = EpisodeMemory(dim=dim, key_bounds=bounds, **kw)
+    for i in range(n):
+        mem.add(rng.uniform(-1.2, 1.2, dim) * bounds, {"value": np.array([float(i)])})
+    return mem
+
+
+def test_8bit_keys_cost_a_byte_per_coordinate_and_round_once():
+    mem = bounded(300)
+    assert mem._index.code_size == mem.dim  # half of the float16 codes' two bytes
+    stored = mem.keys(mem.live_ids())
+    # Rounding is idempotent: the index, the unindexed tail and a rebuild hold the same values.
+    np.testing.assert_array_equal(mem.codec.round(stored), stored)
+    # Keys past the bounds saturate; inside them the error is at most half a step.
+    step = 2 * mem.codec.bounds / 255
+    rng = np.random.default_rng(5)
+    inside = rng.uniform(-1, 1, (50, mem.dim)) * mem.codec.bounds
+    assert np.all(np.abs(mem.codec.round(inside) - inside) <= step / 2 + 1e-6)
+    mem.rebuild()
+    np.testing.assert_array_equal(mem.keys(mem.live_ids()), stored)
+
+
+def test_8bit_search_ranks_by_the_stored_keys_and_survives_save_load():
+    mem = bounded(500, capacity=400)
+    rng = np.random.default_rng(6)
+    clone = EpisodeMemory(dim=mem.dim, capacity=400)  # no bounds: the saved state has them
+    clone.set_state(*mem.get_state())
+    for _ in range(20):
+        q = rng.uniform(-1, 1, mem.dim)
+        ids, _ = mem.search(q, k=10)
+        np.testing.assert_array_equal(ids, mem.exact_search(q, k=10)[0])
+        np.testing.assert_array_equal(clone.search(q, k=10)[0], ids)
+    np.testing.assert_array_equal(clone.codec.bounds, mem.codec.bounds)
+
+
+def test_key_bounds_must_fit_the_keys():
+    with pytest.raises(ValueError, match="key_bounds"):
+        EpisodeMemory(dim=3, key_bounds=np.ones(2))
+    with pytest.raises(ValueError, match="positive"):
+        EpisodeMemory(dim=2, key_bounds=np.array([1.0, 0.0]))
+    mem = EpisodeMemory(dim=2, key_bounds=np.ones(2))
+    with pytest.raises(ValueError, match="finite"):
+        mem.add(np.array([np.nan, 0.0]), {"value": np.zeros(1)})
+    assert len(mem) == 0

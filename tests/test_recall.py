@@ -147,3 +147,26 @@ def test_recurring_regime_recalls_an_episode_from_its_first_occurrence():
     best = forecast.recalled[0]
     assert best.origin < 600, f"best match at {best.origin} is not from the first A regime"
     assert all(r.origin < 600 for r in forecast.recalled[:3])
+
+
+@pytest.mark.parametrize("state_delays,n_channels", [(2, 1), (8, 1), (32, 1), (5, 3)])
+def test_keys_stay_within_their_bounds(state_delays, n_channels):
+    from episodic_koopman.recall import episode_keys, key_bounds, normalized_states
+    from episodic_koopman.spectrum import Signature
+
+    rng = np.random.default_rng(state_delays)
+    weights = KeyWeights(1.0, 0.5, 1.0)
+    r_max, mode_length = 4, 3
+    raw = rng.standard_normal((r_max, mode_length)) + 1j * rng.standard_normal((r_max, mode_length))
+    modes = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    eigenvalues = np.exp(1j * rng.uniform(-np.pi, np.pi, r_max)) * rng.uniform(0, 1.25, r_max)
+    signature = Signature(eigenvalues=eigenvalues, modes=modes, rank=r_max)
+    # The extreme windows: one spike among constants maximises a z-score.
+    windows = rng.standard_normal((200, state_delays, n_channels))
+    windows[0] = 0.0
+    windows[0, -1] = 1.0
+    keys = episode_keys(signature, normalized_states(windows), weights)
+    bounds = key_bounds(r_max, mode_length, state_delays, n_channels, weights)
+    assert bounds.shape == (keys.shape[1],)
+    assert np.all(np.abs(keys) <= bounds * (1 + 1e-6))
+    assert np.max(np.abs(keys[0, 2 * r_max * (1 + mode_length) :])) > 0.99 * bounds[-1]

@@ -83,7 +83,7 @@ MEMORY_SCOPES = ("series", "shared")
 ENGINES = ("local", "dask")
 DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
 MEMORY_FORMAT = "episodic-koopman-memory"
-MEMORY_FORMAT_VERSION = 2  # 2: fp16 index codes, windows copied (no states)
+MEMORY_FORMAT_VERSION = 3  # 3: 8-bit index codes over fixed key bounds, windows copied
 
 
 class BatchInputError(ValueError):

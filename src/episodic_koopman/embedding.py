@@ -175,30 +175,42 @@ def make_lifting(name: str, n_components: int, bandwidth: float, seed: int) -> L
 class History:
     """The last ``length`` raw observations, readable as one contiguous slice.
 
-    Each row is written twice, at ``i`` and ``i + length``, so the newest ``k``
-    rows are always the view ``buffer[i + length - k + 1 : i + length + 1]``.
+    The buffer holds ``length + margin`` rows. Rows are appended until it is full;
+    then the newest ``length - 1`` move to its front, once every ``margin + 1``
+    appends. The newest ``k <= length`` rows are therefore always one view, and
+    the buffer costs ``margin`` rows beyond what it holds: a short margin saves
+    memory, a long one saves copying (``length - 1`` rows per ``margin + 1``
+    appends).
 
-    >>> h = History(length=3, n_channels=1)
-    >>> for v in [1.0, 2.0, 3.0, 4.0]:
+    >>> h = History(length=3, n_channels=1, margin=1)
+    >>> for v in [1.0, 2.0, 3.0, 4.0, 5.0]:
     ...     h.append(np.array([v]))
     >>> h.last(3).ravel().tolist()
-    [2.0, 3.0, 4.0]
+    [3.0, 4.0, 5.0]
+    >>> h.rows(np.array([2, 4])).ravel().tolist()
+    [3.0, 5.0]
     """
 
-    def __init__(self, length: int, n_channels: int) -> None:
+    def __init__(self, length: int, n_channels: int, margin: int | None = None) -> None:
         self.length = length
-        self._buffer = np.zeros((2 * length, n_channels))
+        self.margin = max(1, length if margin is None else margin)
+        self._buffer = np.zeros((length + self.margin, n_channels))
+        self._start = 0  # absolute index of the observation in buffer row 0
         self.count = 0
 
     def append(self, values: np.ndarray) -> None:
-        i = self.count % self.length
-        self._buffer[i] = values
-        self._buffer[i + self.length] = values
+        position = self.count - self._start
+        if position == self._buffer.shape[0]:
+            keep = self.length - 1
+            self._buffer[:keep] = self._buffer[position - keep : position]
+            self._start = self.count - keep
+            position = keep
+        self._buffer[position] = values
         self.count += 1
 
     def last(self, k: int) -> np.ndarray:
         """The newest ``k`` rows, oldest first (``k <= min(length, count)``)."""
-        end = (self.count - 1) % self.length + self.length + 1
+        end = self.count - self._start
         return self._buffer[end - k : end]
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
@@ -208,11 +220,16 @@ class History:
             indices.min() < self.count - self.length or indices.max() >= self.count
         ):
             raise IndexError("history row is no longer (or not yet) held")
-        return self._buffer[indices % self.length]
+        return self._buffer[indices - self._start]
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"buffer": self._buffer.copy(), "count": np.array(self.count, dtype=np.int64)}
+        # The rows held, oldest first: where the buffer was last shifted leaves no trace.
+        held = self.last(min(self.count, self.length)).copy()
+        return {"rows": held, "count": np.array(self.count, dtype=np.int64)}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self._buffer = np.array(state["buffer"], dtype=np.float64)
+        rows = np.asarray(state["rows"], dtype=np.float64)
+        self._buffer = np.zeros((self.length + self.margin, rows.shape[1]))
+        self._buffer[: rows.shape[0]] = rows
         self.count = int(state["count"])
+        self._start = self.count - rows.shape[0]

@@ -99,14 +99,23 @@ class EpisodeRefs:
     """The windows and fit rows behind one model's episodes.
 
     ``history`` is the model's history ring, long enough to hold every live
-    episode's state window and continuation. ``fits`` holds a signature
-    (eigenvalues, rank, and modes when ``keep_modes``) and a standardisation per
-    scored fit; ``successors`` the fit in force when episodes were filed (for the
-    ``transfer`` expert).
+    episode's state window and continuation. ``window_span`` is how far an
+    operator's snapshots reach back from its newest observation (``window +
+    delays - 1``). ``fits`` holds a signature (eigenvalues, rank, and modes when
+    ``keep_modes``) and a standardisation per scored fit; ``successors`` the fit
+    in force when episodes were filed (for the ``transfer`` expert).
     """
 
-    def __init__(self, history: History, state_delays: int, horizon: int, keep_modes: bool) -> None:
+    def __init__(
+        self,
+        history: History,
+        state_delays: int,
+        horizon: int,
+        keep_modes: bool,
+        window_span: int,
+    ) -> None:
         self.history = history
+        self.window_span = window_span
         self.state_delays = state_delays
         self.horizon = horizon
         self.keep_modes = keep_modes
@@ -133,6 +142,9 @@ class EpisodeRefs:
         histories, continuations = self.windows(records["origin"])
         out = {name: value for name, value in records.items() if name not in ("fit", "succ")}
         out |= {
+            # The fit's window ends at the origin and reaches back window + delays - 1
+            # observations, or to the stream's start: no need to store it.
+            "window_start": np.maximum(records["origin"] - self.window_span, 0),
             "source": np.full(records["origin"].shape[0], self.source, dtype=np.int64),
             "rank": fits["rank"],
             "eigenvalues": fits["eigenvalues"],

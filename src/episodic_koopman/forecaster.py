@@ -274,6 +274,7 @@ class EpisodicKoopman(Forecaster):
             self._settings.key_dimension(n_channels),
             capacity=self.memory.capacity,
             hnsw_threshold=self.memory.hnsw_threshold,
+            key_bounds=self._settings.key_bounds(n_channels),
         )
 
     def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:

@@ -4,10 +4,13 @@ Each episode has a fixed-length key, searched by FAISS, and a record of named
 arrays kept in preallocated columns. Episode ids are consecutive integers. Slot
 ``id % capacity`` holds episode ``id``.
 
-Keys are stored once, as half floats (FAISS ``QT_fp16`` codes): every key is
-rounded to float16 on entry, so the index, the few keys stored since the last
-insertion and a rebuild from the index's own codes all hold the same values.
-Keys only propose candidates: the caller reranks them exactly (see
+Keys are stored once, as FAISS scalar-quantizer codes, and every key is rounded
+to its code on entry, so the index, the few keys stored since the last insertion
+and a rebuild from the index's own codes all hold the same values. With
+``key_bounds`` (the largest magnitude each key coordinate can take, as a model's
+key layout knows) the codes are 8 bits per coordinate over ``[-bound, bound]``,
+a fixed range that needs no training on data; without, half floats. Keys only
+propose candidates: the caller reranks them exactly (see
 `episodic_koopman.recall`), so the rounding can change which near-ties are
 proposed, never the distances that decide.
 
@@ -59,11 +62,65 @@ from .threads import single_threaded
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
 _FP16 = faiss.ScalarQuantizer.QT_fp16
+_SQ8 = faiss.ScalarQuantizer.QT_8bit
 
 
-def rounded_keys(keys: np.ndarray, dim: int) -> np.ndarray:
-    """Keys as the memory stores them: float32 values rounded to float16, ``(n, dim)``."""
-    return np.asarray(keys, dtype=np.float32).reshape(-1, dim).astype(np.float16).astype(np.float32)
+class KeyCodec:
+    """How keys are rounded to the index's codes: 8 bits over fixed bounds, or float16."""
+
+    def __init__(self, dim: int, bounds: np.ndarray | None) -> None:
+        self.dim = dim
+        self.bounds = None if bounds is None else np.asarray(bounds, dtype=np.float32)
+        if self.bounds is not None:
+            if self.bounds.shape != (dim,) or not np.all(np.isfinite(self.bounds)):
+                raise ValueError(f"key_bounds needs {dim} finite values")
+            if np.any(self.bounds <= 0):
+                raise ValueError("key_bounds must be positive")
+        self.qtype = _FP16 if self.bounds is None else _SQ8
+        self._sq = faiss.ScalarQuantizer(dim, self.qtype)
+        self._train(self._sq)
+
+    def _train(self, sq: faiss.ScalarQuantizer) -> None:
+        if self.bounds is not None:  # QT_8bit: per-coordinate minimum, then range
+            trained = np.concatenate([-self.bounds, 2 * self.bounds]).astype(np.float32)
+            faiss.copy_array_to_vector(trained, sq.trained)
+
+    def new_index(self, hnsw_m: int | None) -> faiss.Index:
+        """An empty flat (``hnsw_m=None``) or HNSW index holding these codes."""
+        if hnsw_m is None:
+            index = faiss.IndexScalarQuantizer(self.dim, self.qtype)
+            storage = index
+        else:
+            index = faiss.IndexHNSWSQ(self.dim, self.qtype, hnsw_m)
+            storage = faiss.downcast_index(index.storage)
+        self._train(storage.sq)
+        storage.is_trained = index.is_trained = True
+        return index
+
+    def round(self, keys: np.ndarray) -> np.ndarray:
+        """Keys as the index stores them, as float32 ``(n, dim)``."""
+        keys = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
+        if self.bounds is None:
+            return keys.astype(np.float16).astype(np.float32)
+        return self._sq.decode(self.encode(keys))
+
+    def encode(self, keys: np.ndarray) -> np.ndarray:
+        """The codes of keys: ``(n, code_size)`` bytes."""
+        keys = np.ascontiguousarray(keys, dtype=np.float32).reshape(-1, self.dim)
+        if self.bounds is None:
+            return keys.astype(np.float16).view(np.uint8)
+        if keys.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.uint8)
+        return self._sq.compute_codes(keys)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Keys from `encode`'s codes."""
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if self.bounds is None:
+            return codes.view(np.float16).astype(np.float32).reshape(-1, self.dim)
+        if codes.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._sq.decode(codes)
 
 
 class EpisodeMemory:
@@ -79,6 +136,7 @@ class EpisodeMemory:
         ef_search: int = 64,
         rebuild_fraction: float = 0.25,
         holds_copies: bool = True,
+        key_bounds: np.ndarray | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"memory capacity must be >= 1, got {capacity}")
@@ -92,6 +150,7 @@ class EpisodeMemory:
         #: Whether records are self-contained (shareable) rather than references into
         #: one model's history and fit table.
         self.holds_copies = holds_copies
+        self.codec = KeyCodec(dim, key_bounds)
         self.next_id = 0
         self._tail = np.zeros((_INDEX_BATCH, dim), dtype=np.float32)  # slot id % _INDEX_BATCH
         self._columns: dict[str, np.ndarray] = {}
@@ -125,12 +184,11 @@ class EpisodeMemory:
         return np.asarray(ids, dtype=np.int64) % self.capacity
 
     def _new_index(self, hnsw: bool) -> faiss.Index:
+        index = self.codec.new_index(self.hnsw_m if hnsw else None)
         if hnsw:
-            index = faiss.IndexHNSWSQ(self.dim, _FP16, self.hnsw_m)
             index.hnsw.efConstruction = self.ef_construction
             index.hnsw.efSearch = self.ef_search
-            return index
-        return faiss.IndexScalarQuantizer(self.dim, _FP16)
+        return index
 
     def _allocate(self, record: dict[str, np.ndarray], size: int) -> None:
         """Grow the columns to ``size`` slots and add columns new in ``record``."""
@@ -189,18 +247,19 @@ class EpisodeMemory:
         points (more rows than ``capacity``: only the newest are kept). Returns the
         ids.
         """
-        keys16 = rounded_keys(keys, self.dim)
-        n = keys16.shape[0]
+        keys = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
+        n = keys.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        if not np.all(np.isfinite(keys16)):
+        stored = self.codec.round(keys)  # 8-bit codes clip, so check the keys as given too
+        if not (np.all(np.isfinite(keys)) and np.all(np.isfinite(stored))):
             raise ValueError("episode keys must be finite (and within float16 range)")
         columns = {name: np.asarray(value) for name, value in records.items()}
         if any(column.shape[0] != n for column in columns.values()):
             raise ValueError("every record column needs one row per key")
         if n > self.capacity:  # only the newest `capacity` can survive FIFO eviction
             self.next_id += n - self.capacity
-            keys16 = keys16[-self.capacity :]
+            stored = stored[-self.capacity :]
             columns = {name: column[-self.capacity :] for name, column in columns.items()}
             n = self.capacity
         needed = min(self.next_id + n, self.capacity)
@@ -216,7 +275,7 @@ class EpisodeMemory:
             room = _INDEX_BATCH - self.next_id % _INDEX_BATCH
             stop = min(n, start + room)
             chunk = ids[start:stop]
-            self._tail[chunk % _INDEX_BATCH] = keys16[start:stop]
+            self._tail[chunk % _INDEX_BATCH] = stored[start:stop]
             slots = self._slots(chunk)
             for name, column in columns.items():
                 self._columns[name][slots] = column[start:stop]
@@ -300,7 +359,7 @@ class EpisodeMemory:
         return {name: column[slots] for name, column in self._columns.items()}
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
-        """The stored (float16-rounded) keys of live episodes ``ids``, as float32."""
+        """The stored (rounded to their codes) keys of live episodes ``ids``, as float32."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         out = np.empty((ids.size, self.dim), dtype=np.float32)
         indexed = ids < self._indexed_to
@@ -334,7 +393,9 @@ class EpisodeMemory:
         used = min(self.next_id, self.capacity)
         arrays = {f"col.{name}": column[:used] for name, column in self._columns.items()}
         tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
-        arrays["tail_keys"] = self._tail[tail % _INDEX_BATCH].astype(np.float16)
+        arrays["tail_codes"] = self.codec.encode(self._tail[tail % _INDEX_BATCH])
+        if self.codec.bounds is not None:
+            arrays["key_bounds"] = self.codec.bounds
         if with_index:
             arrays["faiss_index"] = faiss.serialize_index(self._index)
         return meta, arrays
@@ -351,11 +412,12 @@ class EpisodeMemory:
         self._indexed_to = int(meta["indexed_to"])
         self.n_rebuilds = int(meta["n_rebuilds"])
         self.holds_copies = bool(meta["holds_copies"])
+        self.codec = KeyCodec(self.dim, arrays.get("key_bounds"))
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
         self._slot_count = min(self.next_id, self.capacity)
         self._tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
         tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
-        self._tail[tail % _INDEX_BATCH] = np.asarray(arrays["tail_keys"], dtype=np.float32)
+        self._tail[tail % _INDEX_BATCH] = self.codec.decode(arrays["tail_codes"])
         if not meta["index_saved"]:
             if keys_of is None:
                 raise ValueError("this memory was saved without its index: its keys are needed")
@@ -365,7 +427,7 @@ class EpisodeMemory:
             live = np.arange(self.oldest_id, self._indexed_to, dtype=np.int64)
             keys = np.zeros((self._indexed_to - self._indexed_from, self.dim), dtype=np.float32)
             if live.size:
-                keys[live[0] - self._indexed_from :] = rounded_keys(keys_of(live), self.dim)
+                keys[live[0] - self._indexed_from :] = self.codec.round(keys_of(live))
             if keys.shape[0]:
                 self._index.add(keys)
             self._hnsw = False

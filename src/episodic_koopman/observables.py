@@ -19,14 +19,21 @@ class Observables:
     first snapshot and at every exact refit).
     """
 
-    def __init__(self, delays: int, n_channels: int, history_length: int, lifting: Lifting) -> None:
+    def __init__(
+        self,
+        delays: int,
+        n_channels: int,
+        history_length: int,
+        lifting: Lifting,
+        history_margin: int | None = None,
+    ) -> None:
         n_inputs = delays * n_channels
         self.lifting = lifting
         self.n_features = lifting.n_features(n_inputs)
         lifting.setup(n_inputs)
         self.embedding = DelayEmbedding(delays, n_channels)
         self.scaler = Standardizer(n_channels)
-        self.history = History(history_length, n_channels)
+        self.history = History(history_length, n_channels, history_margin)
         self.ref_mean: np.ndarray | None = None
         self.ref_scale: np.ndarray | None = None
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .forecaster import EpisodicKoopman
 
 FORMAT = "episodic-koopman"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _INDEX_SUFFIX = "faiss_index"
 _INDEX_MEMBER = ".faiss"
 

@@ -21,7 +21,7 @@ from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, batch_dmd
 from .rank import RankRule
-from .recall import DriftGate, KeyWeights, RecallContext, key_dimension
+from .recall import DriftGate, KeyWeights, RecallContext, key_bounds, key_dimension
 from .recaller import Query, Recall, Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore
@@ -59,6 +59,14 @@ class Settings:
         # With a zero mode weight, modes stay in the episodes but out of the FAISS key.
         key_modes = self.mode_length(n_channels) if self.memory.mode_weight > 0 else 0
         return key_dimension(self.config.max_rank, key_modes, self.state_delays * n_channels)
+
+    def key_bounds(self, n_channels: int) -> np.ndarray:
+        """The range of each key coordinate, over which the memory quantises keys."""
+        assert self.memory is not None
+        mem = self.memory
+        key_modes = self.mode_length(n_channels) if mem.mode_weight > 0 else 0
+        weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
+        return key_bounds(self.config.max_rank, key_modes, self.state_delays, n_channels, weights)
 
 
 def check_layout(settings: Settings, n_channels: int, attached: EpisodeMemory | None) -> None:
@@ -109,7 +117,7 @@ class Pipeline:
         self.settings, self.stream = s, stream
         lifting = make_lifting(cfg.lifting, cfg.n_components, cfg.bandwidth, s.seed)
         # Batched episodes read back up to `stride` steps beyond a state or a continuation.
-        history_length = max(
+        history_length = working = max(
             s.window + s.delays,
             s.episode_horizon + cfg.stride + 1,
             s.state_delays + cfg.stride + 1,
@@ -119,7 +127,8 @@ class Pipeline:
             # state window and continuation (plus the episodes not yet filed).
             span = mem.capacity * mem.stride + s.state_delays + s.episode_horizon
             history_length = max(history_length, span + cfg.stride + 1)
-        self.obs = Observables(s.delays, c, history_length, lifting)
+        # A margin of the working span: a long history is shifted once per `working` steps.
+        self.obs = Observables(s.delays, c, history_length, lifting, history_margin=working)
         refit_every = cfg.refit_every if cfg.refit_every is not None else s.window
         self.dyn = Dynamics(
             self.obs.n_features,
@@ -150,7 +159,11 @@ class Pipeline:
         weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
         gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
         refs = EpisodeRefs(
-            self.obs.history, s.state_delays, s.episode_horizon, keep_modes=mem.mode_weight > 0
+            self.obs.history,
+            s.state_delays,
+            s.episode_horizon,
+            keep_modes=mem.mode_weight > 0,
+            window_span=s.window + s.delays - 1,
         )
         self.recaller = Recaller(
             memory,

@@ -89,6 +89,35 @@ def episode_keys(signature: Signature, states: np.ndarray, weights: KeyWeights) 
     return keys
 
 
+#: Eigenvalue moduli past this are rare (unstable modes are clipped when forecasting);
+#: beyond it a key's coordinate saturates, which only blurs candidate proposals.
+_EIGENVALUE_BOUND = 1.25
+
+
+def key_bounds(
+    r_max: int, mode_length: int, state_delays: int, n_channels: int, weights: KeyWeights
+) -> np.ndarray:
+    """The largest magnitude of each coordinate of `episode_keys` (``mode_length`` as in
+    `key_dimension`), so that keys can be quantised over a fixed range.
+
+    Unit-norm modes have coordinates within 1, and a window of ``d`` values z-scored
+    over itself has no value beyond ``sqrt(d - 1)``.
+    """
+    state_length = state_delays * n_channels
+    eig = _EIGENVALUE_BOUND * weights.eigenvalues / np.sqrt(r_max)
+    mode = weights.modes / np.sqrt(r_max)
+    state = weights.state * np.sqrt(max(state_delays - 1, 1)) / np.sqrt(max(state_length, 1))
+    bounds = np.concatenate(
+        [
+            np.full(2 * r_max, eig),
+            np.full(2 * r_max * mode_length, mode),
+            np.full(state_length, state),
+        ]
+    )
+    # A zero weight makes a coordinate always zero: any positive range holds it exactly.
+    return np.where(bounds > 0, bounds, 1.0).astype(np.float32)
+
+
 def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
     """Length of `episode_key` (``mode_length`` is 0 when modes are left out of keys)."""
     return 2 * r_max + 2 * r_max * mode_length + state_length

@@ -160,10 +160,7 @@ class EpisodeRecorder:
         if due == 0:
             return
         done = pending.rows(0, due)
-        records: dict[str, np.ndarray] = {
-            "origin": done.origins,
-            "window_start": done.window_starts,
-        }
+        records: dict[str, np.ndarray] = {"origin": done.origins}
         if self.keep_forecast:
             records["forecast"] = done.forecasts
         successor = self._successor_record(obs, dyn) if self.successor else None
@@ -172,6 +169,7 @@ class EpisodeRecorder:
             histories, continuations = self.refs.windows(done.origins)
             fits = self.refs.fits.rows(done.fits)
             records |= {
+                "window_start": done.window_starts,
                 "source": np.full(due, self.source, dtype=np.int64),
                 "rank": fits["rank"],
                 "eigenvalues": fits["eigenvalues"],
@@ -184,7 +182,8 @@ class EpisodeRecorder:
             if successor is not None:
                 records |= {k: np.broadcast_to(v, (due, *v.shape)) for k, v in successor.items()}
         else:
-            records["fit"] = done.fits
+            # Row indices grow by one per scored fit: int32 lasts ~10^10 observations.
+            records["fit"] = done.fits.astype(np.int32)
             if successor is not None:
                 succ = EpisodeRefs.reuse_or_append(self.refs.successors, successor)
                 records["succ"] = np.full(due, succ, dtype=np.int64)
