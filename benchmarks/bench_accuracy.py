@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import peer_cache
 
 from episodic_koopman import datasets, pin_threads
 from episodic_koopman.evaluation import BacktestResult, backtest, model_factories
@@ -85,28 +86,46 @@ def case_start(n: int, horizon: int, stride: int, quick: bool) -> int:
     return start
 
 
-def run_task(task: tuple[tuple[str, int, int | None, int], str, bool]) -> dict[str, Any]:
-    """One model on one dataset (the unit of parallel work)."""
+def run_task(task: tuple[tuple[str, int, int | None, int], str, bool, bool]) -> dict[str, Any]:
+    """One model on one dataset (the unit of parallel work); peers may come from the cache."""
     pin_threads()
-    (name, horizon, season, stride), model, quick = task
+    (name, horizon, season, stride), model, quick, use_cache = task
     series = datasets.load(name)
     season = season or series.season
+    start = case_start(len(series), horizon, stride, quick)
+    key = None
+    if use_cache and model not in EK_MODELS:
+        protocol = {
+            "dataset": name,
+            "horizon": horizon,
+            "season": season,
+            "seasons": series.seasons,
+            "start": start,
+            "stride": stride,
+            "channels": series.channels,
+        }
+        key = peer_cache.cache_key(model, series.values, protocol)
+        run = peer_cache.load(key)
+        if run is not None:
+            return {"model": model, "run": run, "seconds": run.seconds_learn + run.seconds_forecast}
     started = time.perf_counter()
     result = backtest(
         series.values,
         model_factories([model], season, seasons=series.seasons),
         horizon,
-        start=case_start(len(series), horizon, stride, quick),
+        start=start,
         stride=stride,
         season=season,
         name=name,
         channels=series.channels,
         target="OT" if series.channels else None,
     )
+    if key is not None:
+        peer_cache.store(key, result.runs[model])
     return {"result": result, "seconds": time.perf_counter() - started}
 
 
-def run_cases(cases: list, jobs: int, quick: bool) -> list[dict]:
+def run_cases(cases: list, jobs: int, quick: bool, use_cache: bool = True) -> list[dict]:
     tasks, skipped, loaded = [], {}, {}
     for case in cases:
         name, _, season, _ = case
@@ -116,19 +135,26 @@ def run_cases(cases: list, jobs: int, quick: bool) -> list[dict]:
             skipped[name] = str(exc)
             continue
         for model in models_for(name, series, season or series.season):
-            tasks.append((case, model, quick))
+            tasks.append((case, model, quick, use_cache))
     tasks.sort(key=lambda t: COST.get(t[1], 9))
     with ProcessPoolExecutor(jobs) as pool:
         outputs = list(pool.map(run_task, tasks))
     merged: dict[str, BacktestResult] = {}
     seconds: dict[str, float] = {}
-    for (case, _, _), out in zip(tasks, outputs, strict=True):
-        name, result = case[0], out["result"]
-        if name not in merged:
-            merged[name] = result
-        else:
-            merged[name].runs.update(result.runs)
+    for (case, *_), out in zip(tasks, outputs, strict=True):
+        name = case[0]
+        if "result" in out:  # ek and ek-nomem always run, so every dataset has one
+            if name not in merged:
+                merged[name] = out["result"]
+            else:
+                merged[name].runs.update(out["result"].runs)
         seconds[name] = seconds.get(name, 0.0) + out["seconds"]
+    pairs = zip(tasks, outputs, strict=True)
+    cached = [(case[0], out) for (case, *_), out in pairs if "run" in out]
+    for name, out in cached:
+        merged[name].runs[out["model"]] = out["run"]
+    if cached:
+        print(f"{len(cached)} peer runs from {peer_cache.CACHE} (--no-cache recomputes them)")
     docs = []
     for case in cases:
         name = case[0]
@@ -257,6 +283,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="processes (one model+dataset each)")
     parser.add_argument("--only", default="", help="comma-separated dataset names")
     parser.add_argument(
+        "--no-cache", action="store_true", help="recompute the peers (see peer_cache.py)"
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
@@ -269,7 +298,7 @@ def main() -> None:
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    docs = run_cases(cases, args.jobs, args.quick)
+    docs = run_cases(cases, args.jobs, args.quick, use_cache=not args.no_cache)
     wall = time.perf_counter() - started
     stem = "accuracy_quick" if args.quick else "accuracy"
     summary = {"wall_seconds": wall, "jobs": args.jobs, "quick": args.quick, "datasets": docs}
