@@ -4,8 +4,9 @@ A peer's forecasts depend on the data, the backtest protocol and the peer's own
 code, never on ek's. So a change to ek re-runs ek and ek-nomem only; the peers
 (AutoARIMA, MSTL... most of the bench's 45 minutes) come from the cache as long
 as its key matches: the dataset's values, horizon, season, start and stride,
-the source of `episodic_koopman.peers` and `evaluation`, and the versions of
-numpy, river and statsforecast. Entries are npz arrays plus a JSON header
+the source of `episodic_koopman.peers` and of the backtest loop that runs every
+model (`evaluation.backtest`, `run_model`, `origins_for`, `model_factories`),
+and the versions of numpy, scipy, river and statsforecast. Entries are npz arrays plus a JSON header
 (no pickle), under ``results/peer_cache/``.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,14 @@ def _version(package: str) -> str | None:
 def cache_key(model: str, values: np.ndarray, protocol: dict[str, Any]) -> str:
     """A digest of everything a peer's forecasts depend on."""
     digest = hashlib.sha256()
-    for module in (peers, evaluation):
-        digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+    digest.update(Path(peers.__file__).read_bytes())  # type: ignore[arg-type]
+    for function in (
+        evaluation.backtest,
+        evaluation.run_model,
+        evaluation.origins_for,
+        evaluation.model_factories,
+    ):
+        digest.update(inspect.getsource(function).encode())
     values = np.ascontiguousarray(values, dtype=np.float64)
     digest.update(values.tobytes())
     digest.update(str(values.shape).encode())
