@@ -35,7 +35,7 @@ from episodic_koopman import pin_threads
 
 from ..engine import LocalEngine
 from ..errors import ApiError
-from ..metrics import Metrics
+from ..metrics import Family, Metrics, families
 from ..registry import Registry
 from ..settings import Settings
 from ..snapshots import SnapshotStore
@@ -202,6 +202,10 @@ class ShardActor:
     async def pid(self) -> int:
         """This actor's process id (tests kill it)."""
         return os.getpid()
+
+    async def model_metrics(self) -> list[Family]:
+        """This actor's model metrics (the HTTP layer's ``/metrics`` sums them)."""
+        return families(self.metrics.models)
 
     async def stats(self) -> dict[str, Any]:
         return {
