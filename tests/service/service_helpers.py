@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,12 @@ def assert_same_forecast(served: dict[str, Any], expected: dict[str, Any]) -> No
         for r in expected["recalled"]
     ]
     assert got == want
+
+
+def ray_engine_settings() -> dict[str, Any]:
+    """Settings of a Ray-engine app: two shard actors (lists merge, series have different
+    owners) in a namespace of its own (actors of other apps are not found by name)."""
+    return {"engine": "ray", "shards": 2, "ray_namespace": f"t-{uuid.uuid4().hex[:12]}"}
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from episodic_koopman import EpisodicKoopman
 from service.settings import Settings
 
 # The API contract holds on either storage backend.
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_engines]
 
 
 def test_health_ready_docs_and_openapi_paths(client):
