@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from episodic_koopman import pin_threads
@@ -202,6 +202,11 @@ class ShardActor:
     async def pid(self) -> int:
         """This actor's process id (tests kill it)."""
         return os.getpid()
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in this actor's process (tests instrument the models where
+        they live; whoever holds an actor handle can run code on the cluster anyway)."""
+        return function(*args)
 
     async def model_metrics(self) -> list[Family]:
         """This actor's model metrics (the HTTP layer's ``/metrics`` sums them)."""
