@@ -57,6 +57,11 @@ def owned_shards(index: int, n_actors: int, n_shards: int) -> list[int]:
     return [shard for shard in range(n_shards) if shard % n_actors == index]
 
 
+def share(total: int, index: int, n_actors: int) -> int:
+    """Actor ``index``'s part of a deployment-wide limit: the parts add up to ``total``."""
+    return total // n_actors + (1 if index < total % n_actors else 0)
+
+
 def actor_of(series_id: str, n_actors: int, n_shards: int) -> int:
     """The actor owning a series: its storage shard, dealt round-robin over the actors."""
     return shard_of(series_id, n_shards) % n_actors
@@ -91,8 +96,15 @@ class ShardActor:
     """Runs as a Ray actor (``ray.remote(ShardActor)``); see the module docstring."""
 
     def __init__(self, settings: dict[str, Any], index: int, n_actors: int) -> None:
-        self.settings = Settings(**settings)
+        deployment = Settings(**settings)
         self.index, self.n_actors = index, n_actors
+        # MAX_SERIES and MAX_APPLY_BACKLOG bound the whole deployment: each actor enforces
+        # its share, so the actors together never exceed them (docs/ray.md: limits).
+        self.max_series = share(deployment.max_series, index, n_actors)
+        self.settings = deployment.model_copy(
+            update={"max_apply_backlog": share(deployment.max_apply_backlog, index, n_actors)}
+        )
+        self.deployment_max_series = deployment.max_series
         # The same process set-up as the local service's (see service.main.running).
         pin_threads()
         sys.setswitchinterval(0.001)
@@ -117,7 +129,7 @@ class ShardActor:
             storage.writer(),
             records,
             self.registry,
-            self.settings.max_series,
+            self.max_series,
             self.settings.model_defaults,
             epochs=epochs,
             n_shards=storage.n_shards,
@@ -162,7 +174,14 @@ class ShardActor:
             else:
                 result = await getattr(self.engine, method)(*args)
         except ApiError as exc:
-            return ("error", exc.status, exc.detail, exc.headers)
+            detail = exc.detail
+            if exc.status == 403 and "MAX_SERIES" in detail:
+                detail = (
+                    f"this series' shard actor ({self.index} of {self.n_actors}) holds its share, "
+                    f"{self.max_series}, of the {self.deployment_max_series} series "
+                    "EPISODIC_KOOPMAN_MAX_SERIES allows (docs/ray.md: limits); delete one first"
+                )
+            return ("error", exc.status, detail, exc.headers)
         return ("ok", result)
 
     async def stream_open(self, series_id: str, horizon: int, level: float | None) -> tuple:

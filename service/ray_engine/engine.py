@@ -74,7 +74,8 @@ def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool, bool]
                 namespace=settings.ray_namespace,
                 logging_level="WARNING",
             )
-    n_actors = settings.shards or int(ray.cluster_resources().get("CPU", 0))
+    # One per CPU by default, but never more than the storage shards (an actor owns whole ones).
+    n_actors = settings.shards or min(int(ray.cluster_resources().get("CPU", 0)), n_shards)
     if n_actors < 1:
         raise RuntimeError("the Ray cluster has no CPUs yet: pass --shards N (docs/ray.md)")
     if n_actors > n_shards:
@@ -139,6 +140,7 @@ class RayEngine:
         self.actors = actors
         self.n_shards = n_shards
         self.metrics = metrics
+        self.streams = 0  # open SSE streams of this server (MAX_STREAMS, as a local server's)
 
     def index(self, series_id: str) -> int:
         return actor_of(series_id, len(self.actors), self.n_shards)
@@ -227,6 +229,8 @@ class RayEngine:
     async def stream(
         self, series_id: str, horizon: int, level: float | None
     ) -> AsyncIterator[dict[str, Any]]:
+        if self.streams >= self.settings.max_streams:
+            raise ApiError(429, "too many open forecast streams (EPISODIC_KOOPMAN_MAX_STREAMS)")
         index = self.index(series_id)
         actor = self.actors[index]
         stream_id = _raise(
@@ -241,6 +245,7 @@ class RayEngine:
 
         actor = self.actors[index]
         sent = -1
+        self.streams += 1  # counted inside the generator: its finally always uncounts it
         try:
             while True:
                 try:
@@ -258,6 +263,7 @@ class RayEngine:
                 elif kind == "error":
                     raise ApiError(*value)
         finally:
+            self.streams -= 1
             with contextlib.suppress(Exception):
                 actor.stream_close.remote(stream_id)
 
