@@ -61,6 +61,9 @@ class Engine(Protocol):
     async def readiness(self) -> tuple[str, dict[str, Any]]:
         """``("ready" | "restoring" | "unavailable", details)``."""
 
+    async def refresh_metrics(self) -> None:
+        """Bring the models' metrics of ``/metrics`` up to date (where the models live)."""
+
 
 class LocalEngine:
     """The models and the single writer of this process."""
@@ -199,6 +202,9 @@ class LocalEngine:
                 registry.close_stream(series, subscriber)
 
         return events()
+
+    async def refresh_metrics(self) -> None:
+        pass  # the models update this process's metrics as they go
 
     async def readiness(self) -> tuple[str, dict[str, Any]]:
         registry, committer = self.registry, self.committer

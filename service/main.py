@@ -38,7 +38,7 @@ log = logging.getLogger("episodic_koopman.service")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving one data dir (settings default to the environment)."""
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = Metrics(models=settings.engine == "local")  # Ray's live in its actors
     state = ServiceState(settings=settings, metrics=metrics)
     state.api_keys = [key.encode() for key in settings.api_key_list]
 

@@ -12,6 +12,10 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Most shard actors under Ray: an actor owns whole storage shards, and a database has 64
+#: (`service.storage.DEFAULT_SHARDS`); more actors would own nothing (docs/ray.md: sizing).
+MAX_SHARD_ACTORS = 64
+
 
 class Settings(BaseSettings):
     """Configuration of one server process (``EPISODIC_KOOPMAN_<NAME>`` in the environment)."""
@@ -44,7 +48,11 @@ class Settings(BaseSettings):
         "local Ray using every core of this machine.",
     )
     shards: int = Field(
-        0, ge=0, description="Shard actors under Ray (0: one per CPU of the Ray cluster)."
+        0,
+        ge=0,
+        le=MAX_SHARD_ACTORS,
+        description=f"Shard actors under Ray, 1 to {MAX_SHARD_ACTORS} (0: one per CPU of the "
+        f"Ray cluster, at most {MAX_SHARD_ACTORS}).",
     )
     ray_namespace: str = Field("episodic-koopman", description="Ray namespace of the actors.")
     ray_max_restarts: int = Field(

@@ -37,7 +37,7 @@ async def running_ray(state: ServiceState, n_shards: int) -> AsyncIterator[None]
     except ImportError:
         raise RuntimeError("--engine ray needs Ray: pip install 'episodic-koopman[ray]'") from None
     actors, owned, started = await asyncio.to_thread(start_ray, settings, n_shards)
-    state.engine = RayEngine(settings, actors, n_shards)
+    state.engine = RayEngine(settings, actors, n_shards, state.metrics)
     log.info("serving through %d shard actors on Ray", len(actors))
     try:
         yield

@@ -28,14 +28,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from episodic_koopman import pin_threads
 
 from ..engine import LocalEngine
 from ..errors import ApiError
-from ..metrics import Metrics
+from ..metrics import Family, Metrics, families
 from ..registry import Registry
 from ..settings import Settings
 from ..snapshots import SnapshotStore
@@ -55,6 +55,11 @@ def actor_name(index: int, n_actors: int) -> str:
 def owned_shards(index: int, n_actors: int, n_shards: int) -> list[int]:
     """The storage shards actor ``index`` of ``n_actors`` owns."""
     return [shard for shard in range(n_shards) if shard % n_actors == index]
+
+
+def share(total: int, index: int, n_actors: int) -> int:
+    """Actor ``index``'s part of a deployment-wide limit: the parts add up to ``total``."""
+    return total // n_actors + (1 if index < total % n_actors else 0)
 
 
 def actor_of(series_id: str, n_actors: int, n_shards: int) -> int:
@@ -91,8 +96,15 @@ class ShardActor:
     """Runs as a Ray actor (``ray.remote(ShardActor)``); see the module docstring."""
 
     def __init__(self, settings: dict[str, Any], index: int, n_actors: int) -> None:
-        self.settings = Settings(**settings)
+        deployment = Settings(**settings)
         self.index, self.n_actors = index, n_actors
+        # MAX_SERIES and MAX_APPLY_BACKLOG bound the whole deployment: each actor enforces
+        # its share, so the actors together never exceed them (docs/ray.md: limits).
+        self.max_series = share(deployment.max_series, index, n_actors)
+        self.settings = deployment.model_copy(
+            update={"max_apply_backlog": share(deployment.max_apply_backlog, index, n_actors)}
+        )
+        self.deployment_max_series = deployment.max_series
         # The same process set-up as the local service's (see service.main.running).
         pin_threads()
         sys.setswitchinterval(0.001)
@@ -117,7 +129,7 @@ class ShardActor:
             storage.writer(),
             records,
             self.registry,
-            self.settings.max_series,
+            self.max_series,
             self.settings.model_defaults,
             epochs=epochs,
             n_shards=storage.n_shards,
@@ -162,7 +174,14 @@ class ShardActor:
             else:
                 result = await getattr(self.engine, method)(*args)
         except ApiError as exc:
-            return ("error", exc.status, exc.detail, exc.headers)
+            detail = exc.detail
+            if exc.status == 403 and "MAX_SERIES" in detail:
+                detail = (
+                    f"this series' shard actor ({self.index} of {self.n_actors}) holds its share, "
+                    f"{self.max_series}, of the {self.deployment_max_series} series "
+                    "EPISODIC_KOOPMAN_MAX_SERIES allows (docs/ray.md: limits); delete one first"
+                )
+            return ("error", exc.status, detail, exc.headers)
         return ("ok", result)
 
     async def stream_open(self, series_id: str, horizon: int, level: float | None) -> tuple:
@@ -202,6 +221,15 @@ class ShardActor:
     async def pid(self) -> int:
         """This actor's process id (tests kill it)."""
         return os.getpid()
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in this actor's process (tests instrument the models where
+        they live; whoever holds an actor handle can run code on the cluster anyway)."""
+        return function(*args)
+
+    async def model_metrics(self) -> list[Family]:
+        """This actor's model metrics (the HTTP layer's ``/metrics`` sums them)."""
+        return families(self.metrics.models)
 
     async def stats(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ApiError
 from ..ingest import ParsedBatch
+from ..metrics import Metrics
 from ..settings import Settings
 from .actor import ShardActor, actor_name, actor_of
 
@@ -26,6 +27,8 @@ log = logging.getLogger("episodic_koopman.service")
 
 #: How long one `stream_next` poll waits in the actor (well under its idle cut-off).
 STREAM_POLL_SECONDS = 10.0
+#: A scrape of ``/metrics`` waits this long for an actor, then shows its last values.
+METRICS_TIMEOUT_SECONDS = 5.0
 
 
 def is_local_address(address: str) -> bool:
@@ -71,7 +74,8 @@ def start_ray(settings: Settings, n_shards: int) -> tuple[list[Any], bool, bool]
                 namespace=settings.ray_namespace,
                 logging_level="WARNING",
             )
-    n_actors = settings.shards or int(ray.cluster_resources().get("CPU", 0))
+    # One per CPU by default, but never more than the storage shards (an actor owns whole ones).
+    n_actors = settings.shards or min(int(ray.cluster_resources().get("CPU", 0)), n_shards)
     if n_actors < 1:
         raise RuntimeError("the Ray cluster has no CPUs yet: pass --shards N (docs/ray.md)")
     if n_actors > n_shards:
@@ -129,10 +133,14 @@ def _raise(reply: tuple[Any, ...]) -> Any:
 class RayEngine:
     """`service.engine.Engine` over named shard actors (calls go to the series' owner)."""
 
-    def __init__(self, settings: Settings, actors: list[Any], n_shards: int) -> None:
+    def __init__(
+        self, settings: Settings, actors: list[Any], n_shards: int, metrics: Metrics
+    ) -> None:
         self.settings = settings
         self.actors = actors
         self.n_shards = n_shards
+        self.metrics = metrics
+        self.streams = 0  # open SSE streams of this server (MAX_STREAMS, as a local server's)
 
     def index(self, series_id: str) -> int:
         return actor_of(series_id, len(self.actors), self.n_shards)
@@ -221,6 +229,8 @@ class RayEngine:
     async def stream(
         self, series_id: str, horizon: int, level: float | None
     ) -> AsyncIterator[dict[str, Any]]:
+        if self.streams >= self.settings.max_streams:
+            raise ApiError(429, "too many open forecast streams (EPISODIC_KOOPMAN_MAX_STREAMS)")
         index = self.index(series_id)
         actor = self.actors[index]
         stream_id = _raise(
@@ -235,6 +245,7 @@ class RayEngine:
 
         actor = self.actors[index]
         sent = -1
+        self.streams += 1  # counted inside the generator: its finally always uncounts it
         try:
             while True:
                 try:
@@ -252,6 +263,7 @@ class RayEngine:
                 elif kind == "error":
                     raise ApiError(*value)
         finally:
+            self.streams -= 1
             with contextlib.suppress(Exception):
                 actor.stream_close.remote(stream_id)
 
@@ -272,6 +284,22 @@ class RayEngine:
                     raise ApiError(503, f"shard actor {index} is unavailable") from None
                 await asyncio.sleep(delay)  # back off while Ray restarts the actor
                 delay = min(1.0, delay * 2)
+
+    async def refresh_metrics(self) -> None:
+        """One cheap call per actor, concurrently; an actor that does not answer in time
+        (restarting, say) keeps its last reported values."""
+        import ray.exceptions
+
+        async def refresh(index: int, actor: Any) -> None:
+            try:
+                reported = await asyncio.wait_for(
+                    self._await(index, actor.model_metrics.remote()), METRICS_TIMEOUT_SECONDS
+                )
+            except (TimeoutError, ApiError, ray.exceptions.RayError):
+                return
+            self.metrics.shard_totals.update(index, reported)
+
+        await asyncio.gather(*(refresh(i, actor) for i, actor in enumerate(self.actors)))
 
     async def readiness(self) -> tuple[str, dict[str, Any]]:
         try:

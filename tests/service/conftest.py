@@ -3,7 +3,10 @@
 Helpers live in `service_helpers` (import from there, not from ``conftest``).
 
 Apps use SQLite, or PostgreSQL with ``EPISODIC_KOOPMAN_TEST_DATABASE=postgres`` in the
-environment; modules marked ``both_backends`` run every test on each.
+environment; modules marked ``both_backends`` run every test on each. They run on the
+local engine, or on Ray with ``EPISODIC_KOOPMAN_TEST_ENGINE=ray``; modules marked
+``both_engines`` (the service contract) run every test on each, the Ray ones on the
+environment's backend only (Ray starts once per session; its apps are slow to start).
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import CHROMIUM_ARGS, LiveServer
+from service_helpers import CHROMIUM_ARGS, LiveServer, ray_engine_settings
 
 from service.main import create_app
 from service.settings import Settings
@@ -28,25 +30,57 @@ TEST_DATABASE = os.environ.get("EPISODIC_KOOPMAN_TEST_DATABASE", "sqlite")
 #: ``ray`` runs the apps of the service tests on the Ray engine (2 shard actors).
 TEST_ENGINE = os.environ.get("EPISODIC_KOOPMAN_TEST_ENGINE", "local")
 BACKENDS = ("sqlite", "postgres")
+ENGINES = ("local", "ray")
 if TEST_DATABASE not in BACKENDS:
     raise pytest.UsageError(f"EPISODIC_KOOPMAN_TEST_DATABASE must be one of {BACKENDS}")
+if TEST_ENGINE not in ENGINES:
+    raise pytest.UsageError(f"EPISODIC_KOOPMAN_TEST_ENGINE must be one of {ENGINES}")
+
+
+def _chosen(definition: pytest.Function, name: str) -> bool:
+    """Whether the test parametrises ``name`` itself."""
+    return any(name in str(mark.args[0]) for mark in definition.iter_markers("parametrize"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     definition = metafunc.definition
     if "service_backend" not in metafunc.fixturenames:
         return
-    chosen = any(
-        "service_backend" in str(mark.args[0]) for mark in definition.iter_markers("parametrize")
-    )
-    if definition.get_closest_marker("both_backends") and not chosen:
+    both_backends = definition.get_closest_marker("both_backends") is not None
+    both_backends = both_backends and not _chosen(definition, "service_backend")
+    both_engines = definition.get_closest_marker("both_engines") is not None
+    both_engines = both_engines and not _chosen(definition, "service_engine")
+    if both_backends and both_engines:
+        # Every backend on the local engine; Ray on the environment's backend.
+        combos = [(backend, "local") for backend in BACKENDS] + [(TEST_DATABASE, "ray")]
+        metafunc.parametrize(
+            ("service_backend", "service_engine"),
+            combos,
+            indirect=True,
+            ids=[f"{backend}-{engine}" for backend, engine in combos],
+        )
+    elif both_backends:
         metafunc.parametrize("service_backend", BACKENDS, indirect=True)
+    elif both_engines:
+        metafunc.parametrize("service_engine", ENGINES, indirect=True)
 
 
 @pytest.fixture
 def service_backend(request: pytest.FixtureRequest) -> str:
     """``"sqlite"`` or ``"postgres"``: a module's parametrisation, else the environment's."""
     return getattr(request, "param", TEST_DATABASE)
+
+
+@pytest.fixture
+def service_engine(request: pytest.FixtureRequest) -> str:
+    """``"local"`` or ``"ray"``: a module's parametrisation, else the environment's.
+
+    ``"ray"`` needs the session's Ray (`ray_cluster`): without it the test skips, saying why.
+    """
+    engine = getattr(request, "param", TEST_ENGINE)
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    return engine
 
 
 @pytest.fixture
@@ -89,12 +123,11 @@ def ray_cluster() -> Iterator[None]:
 
 
 @pytest.fixture
-def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+def engine_settings(service_engine: str) -> dict[str, Any]:
     """Settings of the engine under test: none for the local one; Ray's with a fresh namespace."""
-    if TEST_ENGINE != "ray":
+    if service_engine != "ray":
         return {}
-    request.getfixturevalue("ray_cluster")
-    return {"engine": "ray", "shards": 2, "ray_namespace": f"t-{uuid.uuid4().hex[:12]}"}
+    return ray_engine_settings()
 
 
 @pytest.fixture

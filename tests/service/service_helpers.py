@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,34 @@ def assert_same_forecast(served: dict[str, Any], expected: dict[str, Any]) -> No
         for r in expected["recalled"]
     ]
     assert got == want
+
+
+def hold_learning(server: LiveServer, series_id: str, gate_dir: Path, monkeypatch: Any) -> None:
+    """Hold the server's apply worker inside ``series_id`` (`learning_gate`), wherever the
+    models live: in this process (undone by ``monkeypatch``) or in every shard actor."""
+    import learning_gate
+
+    from service.registry import Registry
+
+    gate_dir.mkdir(parents=True, exist_ok=True)
+    engine = server.app.state.service.engine
+    actors = getattr(engine, "actors", None)
+    if actors is None:
+        gate = learning_gate.gated(Registry._learn, series_id, str(gate_dir))
+        monkeypatch.setattr(Registry, "_learn", staticmethod(gate))
+        return
+    import ray
+    import ray.cloudpickle
+
+    # The actors cannot import the tests' modules: send the gate's code with the call.
+    ray.cloudpickle.register_pickle_by_value(learning_gate)
+    ray.get([actor.run.remote(learning_gate.install, series_id, str(gate_dir)) for actor in actors])
+
+
+def ray_engine_settings() -> dict[str, Any]:
+    """Settings of a Ray-engine app: two shard actors (lists merge, series have different
+    owners) in a namespace of its own (actors of other apps are not found by name)."""
+    return {"engine": "ray", "shards": 2, "ray_namespace": f"t-{uuid.uuid4().hex[:12]}"}
 
 
 def free_port() -> int:
@@ -144,6 +173,12 @@ def serve_command(port: int, data_dir: Path, database: str = "") -> list[str]:
 _MAIN = (
     "import sys; from episodic_koopman.cli import main; sys.argv[0] = 'episodic-koopman'; main()"
 )
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in Prometheus text."""
+    (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(line.split()[-1])
 
 
 def wait_for(condition, timeout: float = 20.0) -> bool:

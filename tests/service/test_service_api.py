@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wave
+from service_helpers import SMALL, assert_same_forecast, batch, metric, reference_forecast, wave
 
 from episodic_koopman import EpisodicKoopman
 from service.settings import Settings
 
-# The API contract holds on either storage backend.
-pytestmark = pytest.mark.both_backends
+# The API contract holds on either storage backend and either engine.
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_engines]
 
 
 def test_health_ready_docs_and_openapi_paths(client):
@@ -243,11 +243,6 @@ def test_metrics_count_requests_ingest_and_recalls(client):
     ]
     assert recalls and float(recalls[0].split()[-1]) >= 1.0
     assert "episodic_koopman_series 1.0" in text
-
-
-def metric(text: str, name: str) -> float:
-    (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
-    return float(line.split()[-1])
 
 
 def test_applied_counts_this_process_acknowledgements_and_replays_apart(make_client):

@@ -1,7 +1,8 @@
 """Fuzz the OpenAPI contract with schemathesis: no 5xx, and responses match their schemas.
 
 Bounded so that it runs in well under a minute on two cores. The SSE stream is
-left out (a valid request never ends); `test_service_stream.py` covers it.
+left out (a valid request never ends); `test_service_stream.py` covers it. It runs
+on both engines: one server per engine for the module (Ray's with two shard actors).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from service_helpers import SMALL, LiveServer, batch, wave
+from service_helpers import SMALL, LiveServer, batch, ray_engine_settings, wave
 
 from service.settings import Settings
 
@@ -29,8 +30,12 @@ def _ndjson(ctx: schemathesis.SerializationContext, value: object) -> bytes:
     return str(value).encode("utf-8", "surrogatepass")
 
 
-@pytest.fixture(scope="module")
-def fuzzed_server(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=["local", "ray"])
+def fuzzed_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    engine = {}
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")  # skips, saying why, without Ray
+        engine = ray_engine_settings()
     settings_ = Settings(
         data_dir=tmp_path_factory.mktemp("fuzz") / "var",
         max_horizon=500,
@@ -38,6 +43,7 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory):
         max_series=500,
         snapshot_interval_seconds=3600.0,
         read_your_writes_timeout=60.0,
+        **engine,
     )
     with LiveServer(settings_) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -10,6 +10,9 @@ from service_helpers import SMALL, batch, wave
 
 # Idempotency and 409s are the committer's rules; they hold on either storage backend.
 pytestmark = pytest.mark.both_backends
+#: The README's guarantees (idempotency, 409s and 422s that change nothing, read-your-writes
+#: through `state_of`, the body limit, API keys) hold on Ray too: these also run there.
+both_engines = pytest.mark.both_engines
 
 
 def state_of(client, series_id: str) -> tuple:
@@ -27,6 +30,7 @@ def seeded(client):
     return client
 
 
+@both_engines
 def test_identical_resend_is_a_duplicate(seeded):
     before = state_of(seeded, "s")
     again = seeded.post("/v1/series/s/observations", json=batch(wave(100)))
@@ -35,6 +39,7 @@ def test_identical_resend_is_a_duplicate(seeded):
     assert state_of(seeded, "s") == before
 
 
+@both_engines
 def test_overlapping_resend_accepts_only_the_new_part(seeded):
     values = wave(150)
     response = seeded.post("/v1/series/s/observations", json=batch(values[90:], 90))
@@ -48,6 +53,7 @@ def test_overlapping_resend_accepts_only_the_new_part(seeded):
     assert [o["y"] for o in stored] == values.tolist()
 
 
+@both_engines
 def test_same_t_different_y_is_409_and_changes_nothing(seeded):
     before = state_of(seeded, "s")
     body = {"observations": [{"t": 100, "y": 1.0}, {"t": 50, "y": 123.0}]}
@@ -166,6 +172,7 @@ def test_wrong_channels_are_422(client):
     assert state_of(client, "c") == before
 
 
+@both_engines
 def test_ndjson_junk_is_422_naming_the_line(seeded):
     before = state_of(seeded, "s")
     lines = b'{"t": 100, "y": 1.0}\n\n{"t": 101, "y": NaN}\n'
@@ -217,6 +224,7 @@ def test_longest_valid_series_id(client):
     assert client.put(f"/v1/series/{series_id}").status_code == 201
 
 
+@both_engines
 def test_body_size_limit_is_413(make_client):
     client = make_client(max_body_bytes=2000)
     big = json.dumps(batch(wave(200))).encode()
@@ -288,6 +296,7 @@ def test_series_limit_is_403(make_client):
     assert client.put("/v1/series/c").status_code == 201
 
 
+@both_engines
 def test_api_keys(make_client, caplog):
     client = make_client(api_keys="k1, second-key")
     assert client.get("/healthz").status_code == 200

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from service_helpers import (
     SMALL,
     LiveServer,
@@ -28,7 +29,7 @@ from service_helpers import (
 
 from service.main import create_app
 from service.ray_engine import actor_of, owned_shards
-from service.settings import Settings
+from service.settings import MAX_SHARD_ACTORS, Settings
 from service.storage import open_storage
 
 N_SHARDS = 64  # a new database's storage shards
@@ -213,3 +214,65 @@ def test_sqlite_is_refused_for_a_multi_node_ray(tmp_path):
     with pytest.raises(RuntimeError, match="cannot share a SQLite file"):
         with TestClient(create_app(settings)):
             pass
+
+
+def ids_on(actor: int, n: int) -> list[str]:
+    """``n`` series ids owned by shard actor ``actor`` of `N_ACTORS`."""
+    ids = (f"r{k}" for k in range(10_000))
+    return [sid for sid in ids if actor_of(sid, N_ACTORS, N_SHARDS) == actor][:n]
+
+
+@pytest.mark.parametrize("service_engine", ["ray"], indirect=True)
+def test_the_series_limit_holds_over_every_shard_actor(make_client):
+    """MAX_SERIES bounds the deployment: each of the 2 actors holds its share (here 1)."""
+    client = make_client(max_series=2, shards=N_ACTORS)
+    first, second = ids_on(0, 2)
+    (third,) = ids_on(1, 1)
+    assert client.put(f"/v1/series/{first}").status_code == 201
+    refused = client.post(f"/v1/series/{second}/observations", json=batch(wave(3)))
+    assert refused.status_code == 403  # actor 0's share is taken
+    assert "share" in refused.json()["detail"] and "MAX_SERIES" in refused.json()["detail"]
+    assert client.post(f"/v1/series/{third}/observations", json=batch(wave(3))).status_code == 200
+    for sid in (second, *ids_on(1, 3)[1:]):  # both shares taken: the deployment holds 2
+        assert client.put(f"/v1/series/{sid}").status_code == 403
+    assert client.get("/v1/series").json()["total"] == 2
+    assert client.get(f"/v1/series/{second}").status_code == 404  # the refusals stored nothing
+    assert client.delete(f"/v1/series/{first}").status_code == 204
+    assert client.put(f"/v1/series/{second}").status_code == 201
+
+
+@pytest.mark.parametrize("shards", [-1, MAX_SHARD_ACTORS + 1])
+def test_the_number_of_shard_actors_is_bounded(tmp_path, shards):
+    with pytest.raises(ValidationError, match="shards"):
+        Settings(data_dir=tmp_path, engine="ray", shards=shards)
+
+
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [(0, "greater than or equal to 1"), (MAX_SHARD_ACTORS + 1, "less than or equal to 64")],
+)
+def test_serve_refuses_a_number_of_shards_out_of_range(shards, message):
+    from typer.testing import CliRunner
+
+    from episodic_koopman.cli import app
+
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["serve", "--engine", "ray", "--shards", str(shards)]
+    )
+    assert result.exit_code == 2  # a usage error, before anything starts
+    assert "Invalid value for '--shards'" in result.output and message in result.output
+
+
+def test_by_default_there_is_an_actor_per_cpu_up_to_the_storage_shards(tmp_path, ray_cluster):
+    import ray
+
+    from service.ray_engine.engine import start_ray, stop_ray
+
+    settings = Settings(data_dir=tmp_path, engine="ray", ray_namespace=f"t-{uuid.uuid4().hex}")
+    cpus = int(ray.cluster_resources()["CPU"])
+    for n_shards, expected in ((64, cpus), (1, 1)):
+        actors, owned, started = start_ray(settings.model_copy(), n_shards)
+        try:
+            assert len(actors) == expected
+        finally:
+            stop_ray(actors, owned, started, timeout=30)

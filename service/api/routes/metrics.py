@@ -17,4 +17,6 @@ router = APIRouter(tags=["health"])
 )
 async def metrics(state: State) -> Response:
     """Request counts and latency, observations ingested and applied, forecasts and recalls."""
+    if state.engine is not None:
+        await state.engine.refresh_metrics()
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -57,7 +57,11 @@ def serve(
     ] = None,
     shards: Annotated[
         int | None,
-        typer.Option(min=0, help="With --engine ray: shard actors (default: one per CPU)."),
+        typer.Option(
+            min=1,
+            max=64,  # service.settings.MAX_SHARD_ACTORS: a database's storage shards
+            help="With --engine ray: shard actors, 1 to 64 (default: one per CPU, at most 64).",
+        ),
     ] = None,
     log_level: str = typer.Option("info", help="Uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
