@@ -90,7 +90,12 @@ def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarr
         elif z.imag > 0:
             # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK puts it next).
             if unmatched:
-                j = min(unmatched, key=lambda k: abs(lams[k] - z.conjugate()))
+                # LAPACK gives exact conjugates: the first exact one is the nearest
+                # (distance 0, and `min` keeps the first), found without the abs() scan.
+                partner = z.conjugate()
+                j = next((k for k in unmatched if lams[k] == partner), -1)
+                if j < 0:
+                    j = min(unmatched, key=lambda k: abs(lams[k] - partner))
                 unmatched.remove(j)
                 members = [i, j]
             else:
