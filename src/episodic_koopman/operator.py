@@ -52,6 +52,11 @@ Stabilize = Literal["clip", "none"]
 MODAL_CONDITION_LIMIT = 1e4
 
 
+def _matrix_norm_1(a: np.ndarray) -> np.floating:
+    """``np.linalg.norm(a, 1)`` of a 2-D array: the same ufunc calls, without the dispatch."""
+    return np.add.reduce(np.abs(a), axis=0).max(axis=0, initial=0)
+
+
 def stabilize_eigenvalues(eigenvalues: np.ndarray, mode: Stabilize) -> np.ndarray:
     """Pull eigenvalues outside the unit circle onto it (``"clip"``), or leave them."""
     if mode == "none":
@@ -128,9 +133,7 @@ class KoopmanFit:
         """1-norm condition number of the eigenvector matrix (inf when singular)."""
         if self.rank == 0:
             return 1.0
-        return float(
-            np.linalg.norm(self.eigenvectors, 1) * np.linalg.norm(self.inverse_eigenvectors, 1)
-        )
+        return float(_matrix_norm_1(self.eigenvectors) * _matrix_norm_1(self.inverse_eigenvectors))
 
     @_cached
     def _readout_cache(self) -> dict[tuple[int, int], np.ndarray]:

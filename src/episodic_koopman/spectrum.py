@@ -111,7 +111,8 @@ def normalize_modes(modes: np.ndarray, reference_rows: slice) -> np.ndarray:
     """Unit-norm columns, each rotated so its largest ``reference_rows`` entry is real > 0."""
     if modes.shape[0] == 0 or modes.shape[1] == 0:
         return modes.astype(np.complex128)
-    norms = np.linalg.norm(modes, axis=0)
+    # np.linalg.norm(modes, axis=0), the same ufunc calls without its dispatch.
+    norms = np.sqrt(np.add.reduce((modes.conj() * modes).real, axis=0))
     unit = modes / np.where(norms > 0, norms, 1.0)
     ref_block = unit[reference_rows]
     anchor = ref_block[np.argmax(np.abs(ref_block), axis=0), np.arange(unit.shape[1])]
