@@ -366,7 +366,7 @@ class WindowedDMD:
             return None
         lam, vectors = symmetric_eigh(self._gram)
         lam, vectors = lam[::-1], vectors[:, ::-1]
-        sigma = np.sqrt(np.clip(lam, 0.0, None))
+        sigma = np.sqrt(np.maximum(lam, 0.0))  # np.clip(lam, 0.0, None) calls just this
         # Two rank-1 updates of G per push since the last exact refit, at most.
         pushes = self.refit_every if self.refit_every is not None else self._count
         rtol = drift_rtol(2 * pushes, self.n_pairs)
