@@ -252,3 +252,22 @@ def test_new_memory_fits_models_of_those_parameters():
         rows = [{f"c{j}": float(np.sin(0.3 * k + j)) for j in range(n_channels)} for k in range(80)]
         user.learn_many(rows if n_channels > 1 else [r["c0"] for r in rows])
         assert user.memory_size > 0
+
+
+@pytest.mark.parametrize("channels", [False, True])
+def test_forecast_is_the_mean_of_predict_float_for_float(channels):
+    # forecast() computes the mean alone; it must be exactly predict()'s, at scored
+    # ticks and between them, with memory and for several channels.
+    y = noisy_sines(260, seed=5)
+    model = EpisodicKoopman(delays=8, window=32, episode_horizon=8)
+    for k, value in enumerate(y):
+        model.learn_one({"a": float(value), "b": float(-value)} if channels else float(value))
+        if k >= 60 and k % 3 == 0:
+            points = model.forecast(12)
+            mean = model.predict(12).mean
+            if channels:
+                assert points == [{"a": row[0], "b": row[1]} for row in mean.tolist()]
+            else:
+                assert points == mean.tolist()
+                assert all(type(p) is float for p in points)
+    assert model.memory_size > 0

@@ -5,7 +5,13 @@ import pytest
 from helpers import noisy_sines, two_sines
 
 from episodic_koopman import EpisodicKoopman, ModelConfig
-from episodic_koopman.operator import WindowedDMD, batch_dmd, stabilize_eigenvalues
+from episodic_koopman.operator import (
+    WindowedDMD,
+    batch_dmd,
+    complex_eig,
+    stabilize_eigenvalues,
+    symmetric_eigh,
+)
 
 
 def hankel_rows(y: np.ndarray, d: int) -> np.ndarray:
@@ -162,3 +168,23 @@ def test_well_conditioned_fit_amplitudes_are_the_exact_ones():
     b = fit.amplitudes(psi)
     np.testing.assert_array_equal(b, fit.inverse_eigenvectors @ (fit.basis.T @ psi))
     np.testing.assert_allclose(fit.modes @ b, psi, atol=1e-8 * np.linalg.norm(psi))
+
+
+def test_direct_lapack_calls_return_numpys_floats():
+    # The fit calls LAPACK's gufuncs without NumPy's wrappers: the same floats, and
+    # the same complex layout the fit always stored (imaginary parts +0.0 when real).
+    rng = np.random.default_rng(7)
+    symmetric = rng.standard_normal((12, 30))
+    symmetric = np.asfortranarray(symmetric @ symmetric.T)
+    for ours, theirs in zip(symmetric_eigh(symmetric), np.linalg.eigh(symmetric), strict=True):
+        assert ours.tobytes() == theirs.tobytes()
+    rotation = np.array([[0.0, -1.0], [1.0, 0.0]])
+    for a in (rng.standard_normal((9, 9)), np.diag([3.0, -1.0, 0.5]), rotation):
+        w, v = complex_eig(a)
+        ref_w, ref_v = np.linalg.eig(a)
+        assert w.dtype == v.dtype == np.complex128
+        # Bytes, not ==: a -0.0 for +0.0 would be a different float.
+        assert w.tobytes() == ref_w.astype(np.complex128).tobytes()
+        assert v.tobytes() == ref_v.astype(np.complex128).tobytes()
+    with pytest.raises(np.linalg.LinAlgError):
+        complex_eig(np.array([[np.nan, 0.0], [0.0, 1.0]]))

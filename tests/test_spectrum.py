@@ -84,3 +84,27 @@ def test_spectrum_reports_periods_and_growth():
     periodic = next(r for r in rows if r["period"] is not None)
     assert periodic["period"] == pytest.approx(24.0)
     assert periodic["growth_rate"] == pytest.approx(-0.01)
+
+
+def test_canonical_order_pairs_each_eigenvalue_with_its_nearest_conjugate():
+    # Exact conjugates (as LAPACK gives them) pair without a distance scan; inexact
+    # ones, repeated pairs and unpaired ones still pair with the nearest, first found.
+    rng = np.random.default_rng(11)
+    pair = [0.9 + 0.2j, 0.9 - 0.2j]
+    cases = [
+        np.array([*pair, 0.5 + 0j, *pair]),  # a repeated pair
+        np.array([0.3 + 0.4j, 0.5 + 0j, 0.3 - 0.4000001j]),  # not an exact conjugate
+        np.array([0.7 + 0.1j, 0.2 - 0.3j, 0.7 - 0.1j, 0.2 + 0.3j]),  # conjugates not adjacent
+        np.array([0.1 - 0.5j, 0.6 + 0j]),  # an unpaired one
+    ]
+    for lams in cases:
+        amplitudes = rng.uniform(0.5, 2.0, lams.size)
+        order = canonical_order(lams, amplitudes)
+        assert sorted(order.tolist()) == list(range(lams.size))
+        for k, i in enumerate(order[:-1]):
+            if lams[i].imag > 1e-9:  # a positive frequency leads its pair
+                partner = lams[order[k + 1]]
+                others = [lams[j] for j in range(lams.size) if lams[j].imag < 0]
+                assert abs(partner - lams[i].conjugate()) == min(
+                    abs(z - lams[i].conjugate()) for z in others
+                )

@@ -330,10 +330,19 @@ class EpisodicKoopman(Forecaster):
 
     def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[Any]:
         """Point forecasts for steps ``1..horizon``: floats, or dicts for channels."""
-        result = self.predict(horizon)
-        if result.channels is None:
-            return [float(m) for m in result.mean]
-        return [{ch: float(row[j]) for j, ch in enumerate(result.channels)} for row in result.mean]
+        pipeline = self._pipeline
+        if pipeline is None or not pipeline.is_fitted:
+            mean = self.predict(horizon).mean
+        else:
+            # The mean alone (what `predict` returns, without intervals, spectrum or the
+            # recalled episodes' summaries, which a point forecast drops).
+            horizon = v.check_horizon(horizon, MAX_HORIZON)
+            with single_threaded():
+                mean = self._shape(pipeline.point_forecast(horizon))
+        channels = self.channels
+        if channels is None:
+            return mean.tolist()
+        return [dict(zip(channels, row, strict=True)) for row in mean.tolist()]
 
     def predict(self, horizon: int, level: float | None = None) -> Forecast:
         """Forecast with intervals, the recalled episodes and the current spectrum."""

@@ -100,7 +100,9 @@ class ExpertMixture:
 
     def _horizon_weights(self, available: np.ndarray) -> np.ndarray:
         """Read-only weights ``(n_experts, horizon)`` for one availability pattern."""
-        losses = self.losses() * self.regime_factor()[:, None]
+        losses = self.losses()
+        if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
+            losses = losses * self.regime_factor()[:, None]
         avail = available[:, None]
         known = avail & ~np.isnan(losses)
         n_known = known.sum(axis=0)

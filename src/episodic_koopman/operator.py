@@ -31,12 +31,13 @@ array([0.2, 0.2])
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg as sla
+from numpy.linalg import _umath_linalg
 from scipy.linalg.blas import dger
 
 from .rank import RankRule, drift_rtol, select_rank, validate_rank_rule
@@ -51,12 +52,35 @@ Stabilize = Literal["clip", "none"]
 MODAL_CONDITION_LIMIT = 1e4
 
 
+def _matrix_norm_1(a: np.ndarray) -> np.floating:
+    """``np.linalg.norm(a, 1)`` of a 2-D array: the same ufunc calls, without the dispatch."""
+    return np.add.reduce(np.abs(a), axis=0).max(axis=0, initial=0)
+
+
 def stabilize_eigenvalues(eigenvalues: np.ndarray, mode: Stabilize) -> np.ndarray:
     """Pull eigenvalues outside the unit circle onto it (``"clip"``), or leave them."""
     if mode == "none":
         return eigenvalues
     magnitude = np.abs(eigenvalues)
     return np.where(magnitude > 1.0, eigenvalues / np.maximum(magnitude, 1e-300), eigenvalues)
+
+
+class _cached:
+    """`functools.cached_property` without its lock (Python 3.11 takes one on every first
+    read: four per fit). A fit is built and read by one thread; a race would only compute
+    the same value twice."""
+
+    def __init__(self, method: Callable[[Any], Any]) -> None:
+        self.method = method
+        self.name = method.__name__
+        self.__doc__ = method.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.method(instance)
+        instance.__dict__[self.name] = value  # shadows this (non-data) descriptor from now on
+        return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +105,7 @@ class KoopmanFit:
     def rank(self) -> int:
         return int(self.sigma.shape[0])
 
-    @functools.cached_property
+    @_cached
     def modes(self) -> np.ndarray:
         # Cached (read-only): a fit serves its query, its spectrum and its episodes.
         modes = self.basis @ self.eigenvectors
@@ -104,20 +128,18 @@ class KoopmanFit:
             self.eigenvectors, projected.astype(np.complex128), rcond=1.0 / MODAL_CONDITION_LIMIT
         )[0]
 
-    @functools.cached_property
+    @_cached
     def modal_condition(self) -> float:
         """1-norm condition number of the eigenvector matrix (inf when singular)."""
         if self.rank == 0:
             return 1.0
-        return float(
-            np.linalg.norm(self.eigenvectors, 1) * np.linalg.norm(self.inverse_eigenvectors, 1)
-        )
+        return float(_matrix_norm_1(self.eigenvectors) * _matrix_norm_1(self.inverse_eigenvectors))
 
-    @functools.cached_property
+    @_cached
     def _readout_cache(self) -> dict[tuple[int, int], np.ndarray]:
         return {}
 
-    @functools.cached_property
+    @_cached
     def _powers_cache(self) -> dict[tuple[int, str], np.ndarray]:
         return {}
 
@@ -186,11 +208,40 @@ def propagate_many(
     return np.stack([fit.propagate(psi, steps, rows, stabilize) for psi in psis])
 
 
+# The fit runs at every scored step and every forecast after a new observation, on
+# matrices of a few dozen rows, where NumPy's wrappers of eigh and eig cost as much as
+# a third of the LAPACK work. These call the same LAPACK gufuncs NumPy's wrappers call,
+# and return the same floats (the wrappers' post-processing is repeated exactly).
+_LAPACK_ERRORS = {"invalid": "call", "over": "ignore", "divide": "ignore", "under": "ignore"}
+
+
+def _eigen_error(err: object, flag: object) -> None:
+    raise np.linalg.LinAlgError("eigenvalue computation did not converge")
+
+
+def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.linalg.eigh(a)`` of a finite real symmetric matrix (lower triangle read)."""
+    with np.errstate(call=_eigen_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+        return _umath_linalg.eigh_lo(a, signature="d->dd")
+
+
+def complex_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.linalg.eig(a)`` of a real matrix, as complex arrays (as `_reduced_fit` stores them)."""
+    if not np.isfinite(a).all():
+        return np.linalg.eig(a)  # raises NumPy's own error
+    with np.errstate(call=_eigen_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+        w, v = _umath_linalg.eig(a, signature="d->DD")
+    if (w.imag == 0.0).all():
+        # np.linalg.eig returns real arrays here; converting back to complex sets every
+        # imaginary part to +0.0, as the stored fit always had.
+        return w.real.astype(np.complex128), v.real.astype(np.complex128)
+    return w, v
+
+
 def _reduced_fit(
     basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
 ) -> KoopmanFit:
-    eigenvalues, eigenvectors = np.linalg.eig(reduced)
-    eigenvectors = eigenvectors.astype(np.complex128)
+    eigenvalues, eigenvectors = complex_eig(reduced)
     try:
         inverse = np.linalg.inv(eigenvectors)
     except np.linalg.LinAlgError:
@@ -199,7 +250,7 @@ def _reduced_fit(
         basis=basis,
         sigma=sigma,
         reduced=reduced,
-        eigenvalues=eigenvalues.astype(np.complex128),
+        eigenvalues=eigenvalues,
         eigenvectors=eigenvectors,
         inverse_eigenvectors=inverse,
         n_pairs=n_pairs,
@@ -313,9 +364,9 @@ class WindowedDMD:
             return self._fit
         if self.n_pairs < 2:
             return None
-        lam, vectors = np.linalg.eigh(self._gram)
+        lam, vectors = symmetric_eigh(self._gram)
         lam, vectors = lam[::-1], vectors[:, ::-1]
-        sigma = np.sqrt(np.clip(lam, 0.0, None))
+        sigma = np.sqrt(np.maximum(lam, 0.0))  # np.clip(lam, 0.0, None) calls just this
         # Two rank-1 updates of G per push since the last exact refit, at most.
         pushes = self.refit_every if self.refit_every is not None else self._count
         rtol = drift_rtol(2 * pushes, self.n_pairs)

@@ -339,6 +339,15 @@ class Pipeline:
 
     def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
         """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
+        present, mean, spread = self._forecast(horizon)
+        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
+        return mean, half, present
+
+    def point_forecast(self, horizon: int) -> np.ndarray:
+        """The mean of `forecast` alone, ``(horizon, c)``."""
+        return self._forecast(horizon)[1]
+
+    def _forecast(self, horizon: int) -> tuple[Present, np.ndarray, np.ndarray]:
         # A forecast reads the episodes that can be filed (origins a full episode horizon
         # old) and the scores. Younger episodes cannot be recalled yet, so they are left
         # to the next batch, which makes them the same (see `flush`): making one at every
@@ -346,8 +355,7 @@ class Pipeline:
         self.flush(upto=self.stream.n - 1 - self.settings.episode_horizon)
         present = self.present()
         mean, spread, _, _ = self.combine(present, horizon)
-        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
-        return mean, half, present
+        return present, mean, spread
 
     def reference_forecast(self, horizon: int) -> np.ndarray:
         """The plain forecast from an exact SVD refit of the current window, ``(horizon, c)``."""

@@ -150,8 +150,9 @@ def exact_distances(
     for i, rank in enumerate(cand_ranks):
         k = max(query_rank, rank)
         perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
-    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch.
-    matched = np.take_along_axis(cost, perms[:, :, None], axis=2)[:, :, 0]
+    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
+    # the matched costs gathered by one index (take_along_axis builds the same, slower).
+    matched = cost[np.arange(n)[:, None], np.arange(r), perms]
     total = (weights.eigenvalues * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
     if weights.modes > 0 and signature.modes.size:
         # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.

@@ -116,15 +116,16 @@ class Recaller:
             records["rank"],
         )
         order = np.lexsort((ids, distances))[: self.top_k]
-        best = float(distances[order[0]])
+        ranked = distances[order]
+        best = float(ranked[0])
         if observe:
             self.threshold.observe(best)
         gate_open = self.gate is None or self.gate.is_open(now)
         admitted = gate_open and self.threshold.admits(best)
-        weights = attention_weights(distances[order], self.tau, self.threshold.scale())
+        weights = attention_weights(ranked, self.tau, self.threshold.scale())
         return Recall(
             ids=ids[order],
-            distances=distances[order],
+            distances=ranked,
             weights=weights,
             records={name: column[order] for name, column in records.items()},
             admitted=admitted,

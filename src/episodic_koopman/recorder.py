@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .components import State
 from .dynamics import Dynamics
@@ -116,8 +115,9 @@ class EpisodeRecorder:
         lag = (n - 1) - origins
         ds = self.state_delays
         rows = obs.history.last(int(lag[0]) + ds)
-        windows = sliding_window_view(rows, (ds, rows.shape[1]))[:, 0]
-        states = normalized_states(windows[origins - origins[0]].copy())
+        # The state windows ``rows[o : o + ds]`` of each origin, gathered in one take.
+        starts = origins - origins[0]
+        states = normalized_states(rows[starts[:, None] + np.arange(ds)])
         count = origins.shape[0]
         if self.keep_forecast:
             snapshots = dyn.dmd.snapshots()

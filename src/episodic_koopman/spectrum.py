@@ -90,7 +90,12 @@ def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarr
         elif z.imag > 0:
             # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK puts it next).
             if unmatched:
-                j = min(unmatched, key=lambda k: abs(lams[k] - z.conjugate()))
+                # LAPACK gives exact conjugates: the first exact one is the nearest
+                # (distance 0, and `min` keeps the first), found without the abs() scan.
+                partner = z.conjugate()
+                j = next((k for k in unmatched if lams[k] == partner), -1)
+                if j < 0:
+                    j = min(unmatched, key=lambda k: abs(lams[k] - partner))
                 unmatched.remove(j)
                 members = [i, j]
             else:
@@ -106,7 +111,8 @@ def normalize_modes(modes: np.ndarray, reference_rows: slice) -> np.ndarray:
     """Unit-norm columns, each rotated so its largest ``reference_rows`` entry is real > 0."""
     if modes.shape[0] == 0 or modes.shape[1] == 0:
         return modes.astype(np.complex128)
-    norms = np.linalg.norm(modes, axis=0)
+    # np.linalg.norm(modes, axis=0), the same ufunc calls without its dispatch.
+    norms = np.sqrt(np.add.reduce((modes.conj() * modes).real, axis=0))
     unit = modes / np.where(norms > 0, norms, 1.0)
     ref_block = unit[reference_rows]
     anchor = ref_block[np.argmax(np.abs(ref_block), axis=0), np.arange(unit.shape[1])]
