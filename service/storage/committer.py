@@ -116,6 +116,7 @@ class Committer:
         *,
         epochs: dict[int, int],
         n_shards: int,
+        commit_spacing: float = 0.0,
     ) -> None:
         self.session = session
         self.model_defaults = dict(model_defaults or {})
@@ -124,6 +125,11 @@ class Committer:
         self.max_series = max_series
         self.epochs = dict(epochs)  # shard -> the ownership epoch this writer holds
         self.n_shards = n_shards
+        # A group commit starts at least this long after the previous one started: under
+        # load, the pushes that arrive meanwhile share its sync (each sync writes at least
+        # a whole disk block, however little changed); when idle, nothing waits.
+        self.commit_spacing = commit_spacing
+        self._last_commit = -float("inf")
         self._queue: queue.SimpleQueue[Queued | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.commits = 0
@@ -159,6 +165,7 @@ class Committer:
             first = self._queue.get()
             group: list[Queued] = []
             item: Queued | object = first
+            gather_until = self._last_commit + self.commit_spacing
             while True:
                 if item is _STOP:
                     stopping = True
@@ -168,10 +175,12 @@ class Committer:
                 if len(group) >= MAX_GROUP:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    wait = 0.0 if stopping else gather_until - time.monotonic()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
             if group:
+                self._last_commit = time.monotonic()
                 if self.failed:
                     for queued in group:
                         queued.future.set_exception(ApiError(503, "storage is unavailable"))
@@ -374,7 +383,9 @@ class Committer:
                 if stored_rows is None and committed is not None and key <= committed:
                     # One range query for every re-sent t of this request (retries re-send runs).
                     old = [s.key for s in batch.stamps if s.key <= committed]
-                    stored_rows = self.session.stored_values(record.sid, min(old), max(old))
+                    stored_rows = self.session.stored_values(
+                        record.sid, record.count, min(old), max(old)
+                    )
                 row = stored_rows.get(key) if stored_rows is not None else None
                 if row is None:
                     raise ApiError(
@@ -392,14 +403,7 @@ class Committer:
         if new_rows:
             start = record.count
             accepted = values if len(new_rows) == len(values) else values[new_rows]
-            blob, width = accepted.tobytes(), 8 * accepted.shape[1]
             keys = [batch.stamps[i].key for i in new_rows]
-            self.session.insert_observations(
-                record.sid,
-                start,
-                keys,
-                [blob[j * width : (j + 1) * width] for j in range(len(new_rows))],
-            )
             record = replace(
                 record,
                 channels=channels,
@@ -409,7 +413,7 @@ class Committer:
                 tz=tz,
                 spacing=spacing,
             )
-            self.session.update_series_state(record)
+            self.session.append_chunk(record, start, keys, accepted)
             effects.append(Effect("upsert", record.id, record))
             effects.append(Effect("append", record.id, record, Chunk(start, accepted, keys)))
         elif created:

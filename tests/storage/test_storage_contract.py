@@ -8,7 +8,7 @@ commit, idempotency on ``(series, t)`` enforced by the database too, append-only
 from __future__ import annotations
 
 import pytest
-from storage_helpers import WAIT, numeric, push, stored, timed
+from storage_helpers import WAIT, append_raw, numeric, push, stored, timed
 
 from service.errors import ApiError
 from service.storage.records import Configure, Delete, Ingest
@@ -71,20 +71,23 @@ def test_idempotent_on_series_and_t(storage, make_committer):
     assert storage.load_records()["s"].count == 4
 
 
-def test_the_database_itself_refuses_a_second_row_for_a_t(storage, make_committer):
-    """Idempotency does not rest on the committer alone: (sid, t) is a unique constraint."""
+def test_the_database_itself_refuses_a_chunk_that_does_not_extend_its_series(
+    storage, make_committer
+):
+    """Idempotency does not rest on the committer alone: a stored chunk must continue its
+    series (the next seq, a first t above the stored last t)."""
     committer, _ = make_committer()
     push(committer, "s", numeric([1.0, 2.0]))
     sid = storage.load_records()["s"].sid
     session = storage.writer()
     try:
+        for start, keys in [(2, [1.0]), (1, [5.0]), (3, [5.0]), (2, [6.0, 5.0])]:
+            session.begin()  # new seq with an old t; an old seq; a gap; t going back
+            with pytest.raises(session.errors):
+                append_raw(session, sid, start, keys)
+            session.rollback()
         session.begin()
-        with pytest.raises(session.errors):
-            session.insert_observations(sid, 2, [1.0], [b"\0" * 8])  # new seq, old t
-        session.rollback()
-        session.begin()
-        with pytest.raises(session.errors):
-            session.insert_observations(sid, 1, [5.0], [b"\0" * 8])  # old seq, new t
+        append_raw(session, sid, 2, [5.0, 6.0])  # what extends it is taken
         session.rollback()
     finally:
         session.close()
@@ -166,7 +169,7 @@ def test_observations_are_append_only(storage, make_committer):
     try:
         session.begin()
         with pytest.raises(session.errors, match="append-only"):
-            session._conn.execute("UPDATE observations SET y = y")  # type: ignore[attr-defined]
+            session._conn.execute("UPDATE chunks SET y = y")  # type: ignore[attr-defined]
         session.rollback()
     finally:
         session.close()
