@@ -121,6 +121,7 @@ class ShardActor:
             self.settings.model_defaults,
             epochs=epochs,
             n_shards=storage.n_shards,
+            commit_spacing=self.settings.commit_spacing_seconds,
         )
         self.committer.start()
         self.engine = LocalEngine(self.settings, self.registry, self.committer)
