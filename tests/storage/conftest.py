@@ -50,7 +50,7 @@ def make_committer(storage: Storage) -> Iterator[Callable[..., tuple[Committer, 
     made: list[Committer] = []
 
     def make(
-        epochs: dict[int, int] | None = None, max_series: int = 1000
+        epochs: dict[int, int] | None = None, max_series: int = 1000, commit_spacing: float = 0.0
     ) -> tuple[Committer, Recorder]:
         if epochs is None:
             epochs = storage.acquire_shards(f"test-{len(made)}")
@@ -63,6 +63,7 @@ def make_committer(storage: Storage) -> Iterator[Callable[..., tuple[Committer, 
             {},
             epochs=epochs,
             n_shards=storage.n_shards,
+            commit_spacing=commit_spacing,
         )
         made.append(committer)
         committer.start()

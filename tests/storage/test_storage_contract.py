@@ -123,6 +123,19 @@ def test_group_commit_isolates_a_rejected_command(storage, make_committer):
     assert recorder.violations == []
 
 
+def test_pushes_arriving_within_the_commit_spacing_share_one_commit(storage, make_committer):
+    """Under load, a group commit gathers what arrives within the spacing after the previous
+    commit began (each sync writes whole disk blocks, however little changed)."""
+    committer, recorder = make_committer(commit_spacing=1.0)
+    push(committer, "a", numeric([1.0]))  # an idle committer commits at once
+    futures = [committer.submit(Ingest(name, numeric([2.0]))) for name in "bcd"]
+    recorder.pending = futures
+    assert [f.result(timeout=WAIT).accepted for f in futures] == [1, 1, 1]
+    assert committer.commits == 2
+    assert sorted(storage.load_records()) == ["a", "b", "c", "d"]
+    assert recorder.violations == []
+
+
 def test_acknowledged_means_committed_and_published_first(storage, make_committer):
     committer, recorder = make_committer()
     for start in range(0, 50, 10):
