@@ -55,9 +55,12 @@ class Reader(abc.ABC):
     """Read-only queries of committed observations, from any thread."""
 
     @abc.abstractmethod
-    def fetch_chunks(self, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
         """The stored chunks of ``sid`` in order, from the one holding ``seq`` (or the last
-        one before it), at most ``max_chunks`` (`service.storage.chunks`)."""
+        one before it), at most ``max_chunks``; without their values (an empty ``y``)
+        unless ``values`` (`service.storage.chunks`)."""
 
     def page(self, sid: int, offset: int, limit: int) -> list[tuple[int, TimeKey, bytes]]:
         """``(seq, t_key, y bytes)`` of observations ``seq >= offset``, in order, at most
@@ -135,7 +138,9 @@ class WriteSession(abc.ABC):
         """Remove a series and its observations."""
 
     @abc.abstractmethod
-    def fetch_chunks(self, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
         """As `Reader.fetch_chunks`, inside this session's transaction (it sees its own
         uncommitted chunks)."""
 

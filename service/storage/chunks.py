@@ -56,9 +56,10 @@ class StoredChunk:
         return np.frombuffer(self.y, dtype="<f8").reshape(self.n, -1)
 
 
-#: ``fetch(sid, seq, max_chunks)``: the chunks of ``sid`` in order, from the one holding
-#: ``seq`` (or the last one before it), at most ``max_chunks``.
-Fetch = Callable[[int, int, int], list[StoredChunk]]
+#: ``fetch(sid, seq, max_chunks, values)``: the chunks of ``sid`` in order, from the one
+#: holding ``seq`` (or the last one before it), at most ``max_chunks``; with ``values``
+#: false, their ``y`` is left empty (not read).
+Fetch = Callable[[int, int, int, bool], list[StoredChunk]]
 
 
 def encode_keys(keys: list[TimeKey]) -> bytes:
@@ -80,7 +81,7 @@ def encode_values(values: np.ndarray) -> bytes:
 def iter_chunks(fetch: Fetch, sid: int, seq: int, batch: int = 64) -> Iterator[StoredChunk]:
     """Every chunk holding an observation ``>= seq``, in order."""
     while True:
-        chunks = fetch(sid, seq, batch)
+        chunks = fetch(sid, seq, batch, True)
         for chunk in chunks:
             if chunk.end > seq:
                 yield chunk
@@ -135,7 +136,7 @@ def times(fetch: Fetch, sid: int, seqs: list[int]) -> dict[int, TimeKey]:
     keys: list[TimeKey] = []
     for seq in sorted({s for s in seqs if s >= 0}):
         if chunk is None or not chunk.start <= seq < chunk.end:
-            found = fetch(sid, seq, 1)
+            found = fetch(sid, seq, 1, False)
             if not found or not found[0].start <= seq < found[0].end:
                 continue
             chunk = found[0]
@@ -153,7 +154,7 @@ def values_between(
     first = 0
     while lo <= hi:
         mid = (lo + hi) // 2
-        found = fetch(sid, mid, 1)
+        found = fetch(sid, mid, 1, False)
         if not found:
             break
         chunk = found[0]

@@ -112,12 +112,13 @@ FROM series AS s LEFT JOIN LATERAL (
 
 #: The chunks of a series from the one holding ``seq`` on.
 _FETCH_CHUNKS = """
-SELECT start, t_first_int, t_first_num, t, y FROM chunks
+SELECT start, t_first_int, t_first_num, t, {y} FROM chunks
 WHERE sid = %(sid)s AND start >= coalesce(
     (SELECT start FROM chunks WHERE sid = %(sid)s AND start <= %(seq)s
      ORDER BY start DESC LIMIT 1), 0)
 ORDER BY start LIMIT %(limit)s
 """
+_FETCH = {True: _FETCH_CHUNKS.format(y="y"), False: _FETCH_CHUNKS.format(y="''::bytea")}
 
 _INSERT_CHUNK = (
     "INSERT INTO chunks (sid, start, n, t_first_int, t_first_num, t_last_int, t_last_num, "
@@ -162,8 +163,10 @@ class PostgresReader(Reader):
                 self._all.append(conn)
         return conn
 
-    def fetch_chunks(self, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
-        return _fetch(self._conn(), sid, seq, max_chunks)
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn(), sid, seq, max_chunks, values)
 
     def close(self) -> None:
         with self._lock:
@@ -241,8 +244,10 @@ class PostgresSession(WriteSession):
         self._conn.execute("DELETE FROM chunks WHERE sid = %s", (sid,))
         self._conn.execute("DELETE FROM series WHERE sid = %s", (sid,))
 
-    def fetch_chunks(self, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
-        return _fetch(self._conn, sid, seq, max_chunks)
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn, sid, seq, max_chunks, values)
 
     def append_chunk(
         self, record: SeriesRecord, start: int, keys: list[TimeKey], values: np.ndarray
@@ -279,8 +284,10 @@ class PostgresSession(WriteSession):
             )
 
 
-def _fetch(conn: psycopg.Connection[Any], sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
-    rows = conn.execute(_FETCH_CHUNKS, {"sid": sid, "seq": seq, "limit": max_chunks})
+def _fetch(
+    conn: psycopg.Connection[Any], sid: int, seq: int, max_chunks: int, values: bool
+) -> list[StoredChunk]:
+    rows = conn.execute(_FETCH[values], {"sid": sid, "seq": seq, "limit": max_chunks})
     return [
         StoredChunk(start, _join(t_int, t_num), bytes(t), bytes(y))  # type: ignore[arg-type]
         for start, t_int, t_num, t, y in rows.fetchall()

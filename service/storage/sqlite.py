@@ -90,11 +90,12 @@ FROM series AS s LEFT JOIN chunks AS c
 
 #: The chunks of a series from the one holding ``seq`` on (?1 sid, ?2 seq, ?3 limit).
 _FETCH_CHUNKS = """
-SELECT start, t_first, t, y FROM chunks
+SELECT start, t_first, t, {y} FROM chunks
 WHERE sid = ?1 AND start >= coalesce(
     (SELECT start FROM chunks WHERE sid = ?1 AND start <= ?2 ORDER BY start DESC LIMIT 1), 0)
 ORDER BY start LIMIT ?3
 """
+_FETCH = {True: _FETCH_CHUNKS.format(y="y"), False: _FETCH_CHUNKS.format(y="x''")}
 
 #: Seconds between background WAL checkpoints. A checkpoint copies every page changed
 #: since the last one into the database file: rarer ones copy each hot page once for
@@ -142,8 +143,10 @@ class SqliteReader(Reader):
                 self._all.append(conn)
         return conn
 
-    def fetch_chunks(self, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
-        return _fetch(self._conn(), sid, seq, max_chunks)
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn(), sid, seq, max_chunks, values)
 
     def close(self) -> None:
         with self._lock:
@@ -239,8 +242,10 @@ class SqliteSession(WriteSession):
         self._conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
         self._conn.execute("DELETE FROM series WHERE sid = ?", (sid,))
 
-    def fetch_chunks(self, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
-        return _fetch(self._conn, sid, seq, max_chunks)
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn, sid, seq, max_chunks, values)
 
     def append_chunk(
         self, record: SeriesRecord, start: int, keys: list[TimeKey], values: np.ndarray
@@ -272,8 +277,10 @@ class SqliteSession(WriteSession):
             )
 
 
-def _fetch(conn: sqlite3.Connection, sid: int, seq: int, max_chunks: int) -> list[StoredChunk]:
-    rows = conn.execute(_FETCH_CHUNKS, (sid, seq, max_chunks)).fetchall()
+def _fetch(
+    conn: sqlite3.Connection, sid: int, seq: int, max_chunks: int, values: bool
+) -> list[StoredChunk]:
+    rows = conn.execute(_FETCH[values], (sid, seq, max_chunks)).fetchall()
     return [StoredChunk(*row) for row in rows]
 
 
