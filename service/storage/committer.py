@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -117,6 +118,7 @@ class Committer:
         epochs: dict[int, int],
         n_shards: int,
         commit_spacing: float = 0.0,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.session = session
         self.model_defaults = dict(model_defaults or {})
@@ -125,11 +127,13 @@ class Committer:
         self.max_series = max_series
         self.epochs = dict(epochs)  # shard -> the ownership epoch this writer holds
         self.n_shards = n_shards
-        # A group commit starts at least this long after the previous one started: under
-        # load, the pushes that arrive meanwhile share its sync (each sync writes at least
-        # a whole disk block, however little changed); when idle, nothing waits.
+        # Under load, a group commit starts at least this long after the previous one
+        # started: the pushes that arrive meanwhile share its sync (each sync writes at
+        # least a whole disk block, however little changed). See `_worth_waiting`.
         self.commit_spacing = commit_spacing
+        self.in_flight = in_flight  # pushes admitted and not yet answered (the server's)
         self._last_commit = -float("inf")
+        self._last_group = 0
         self._queue: queue.SimpleQueue[Queued | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.commits = 0
@@ -175,17 +179,33 @@ class Committer:
                 if len(group) >= MAX_GROUP:
                     break
                 try:
-                    wait = 0.0 if stopping else gather_until - time.monotonic()
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    wait = gather_until - time.monotonic()
+                    if wait > 0 and not stopping and self._worth_waiting(len(group)):
+                        item = self._queue.get(timeout=wait)
+                    else:
+                        item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             if group:
                 self._last_commit = time.monotonic()
+                self._last_group = len(group)
                 if self.failed:
                     for queued in group:
                         queued.future.set_exception(ApiError(503, "storage is unavailable"))
                 else:
                     self._commit(group)
+
+    def _worth_waiting(self, gathered: int) -> bool:
+        """Whether more pushes are likely within the spacing (else commit at once).
+
+        Without a count of the server's pushes in flight, always. With one: if pushes
+        other than the gathered ones are in flight, or the previous group had several
+        (concurrent clients), but not for one client pushing serially, which would
+        otherwise be held to one push per spacing.
+        """
+        if self.in_flight is None:
+            return True
+        return self.in_flight() > gathered or self._last_group > 1
 
     def _commit(self, group: list[Queued]) -> None:
         work: dict[str, SeriesRecord | None] = {}

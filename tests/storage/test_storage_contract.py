@@ -136,6 +136,16 @@ def test_pushes_arriving_within_the_commit_spacing_share_one_commit(storage, mak
     assert recorder.violations == []
 
 
+def test_a_lone_serial_client_never_waits_for_the_commit_spacing(storage, make_committer):
+    """With the server's count of pushes in flight, a push that is the only one in flight
+    commits at once: a serial client is not held to one push per spacing (an hour here;
+    waiting for it would fail the test by its timeout)."""
+    committer, _ = make_committer(commit_spacing=3600.0, in_flight=lambda: 1)
+    for start in range(5):
+        assert push(committer, "s", numeric([1.0], start)).record.count == start + 1
+    assert committer.commits == 5
+
+
 def test_acknowledged_means_committed_and_published_first(storage, make_committer):
     committer, recorder = make_committer()
     for start in range(0, 50, 10):
