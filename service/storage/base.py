@@ -151,16 +151,38 @@ class WriteSession(abc.ABC):
         ``low <= t_key <= high``."""
         return chunks.values_between(self.fetch_chunks, sid, count, low, high)
 
-    @abc.abstractmethod
     def append_chunk(
         self, record: SeriesRecord, start: int, keys: list[TimeKey], values: np.ndarray
     ) -> None:
         """Store observations ``start, start + 1, ...`` (keys increasing, values ``(n, c)``)
-        as one chunk, with ``record``, the series' state after them (its count, last key,
-        zone and spacing; its channels and time kind too when ``start`` is 0).
+        with ``record``, the series' state after them (its count, last key, zone and
+        spacing; its channels and time kind too when ``start`` is 0).
 
+        They become chunks of at most `chunks.MAX_CHUNK`; the last one carries the state.
         The database refuses a chunk that does not extend the series: ``start`` must be
         the stored count and ``keys[0]`` above the stored last key."""
+        n = len(keys)
+        for at in range(0, n, chunks.MAX_CHUNK):
+            end = min(at + chunks.MAX_CHUNK, n)
+            state = record if end == n else None
+            self.insert_chunk(record.sid, start + at, keys[at:end], values[at:end], state)
+        if start == 0:  # the series' first observations fix its layout
+            self.set_layout(record)
+
+    @abc.abstractmethod
+    def insert_chunk(
+        self,
+        sid: int,
+        start: int,
+        keys: list[TimeKey],
+        values: np.ndarray,
+        state: SeriesRecord | None,
+    ) -> None:
+        """Insert one chunk; ``state`` (zone, spacing) only in a series' newest chunk."""
+
+    @abc.abstractmethod
+    def set_layout(self, record: SeriesRecord) -> None:
+        """Store a series' channels and time kind (fixed by its first observations)."""
 
 
 class Storage(abc.ABC):

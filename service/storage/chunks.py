@@ -26,8 +26,9 @@ import numpy as np
 
 from ..timestamps import TimeKey
 
-#: Observations per chunk when rows of an older schema are regrouped (a migration).
-MIGRATION_CHUNK = 1024
+#: Observations per chunk at most: a longer push is stored as several chunks (so a time
+#: lookup decodes at most this many keys), and so are regrouped rows of schema 1.
+MAX_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)

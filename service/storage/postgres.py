@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
-from .chunks import MIGRATION_CHUNK, StoredChunk, encode_keys, encode_values
+from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 
 log = logging.getLogger("episodic_koopman.service")
@@ -249,16 +249,21 @@ class PostgresSession(WriteSession):
     ) -> list[StoredChunk]:
         return _fetch(self._conn, sid, seq, max_chunks, values)
 
-    def append_chunk(
-        self, record: SeriesRecord, start: int, keys: list[TimeKey], values: np.ndarray
+    def insert_chunk(
+        self,
+        sid: int,
+        start: int,
+        keys: list[TimeKey],
+        values: np.ndarray,
+        state: SeriesRecord | None,
     ) -> None:
         first_int, first_num = _split(keys[0])
         last_int, last_num = _split(keys[-1])
-        step_int, step_num = _split(record.spacing.step)
+        step_int, step_num = _split(None if state is None else state.spacing.step)
         self._conn.execute(
             _INSERT_CHUNK,
             (
-                record.sid,
+                sid,
                 start,
                 len(keys),
                 first_int,
@@ -267,21 +272,22 @@ class PostgresSession(WriteSession):
                 last_num,
                 encode_keys(keys),
                 encode_values(values),
-                record.tz,
+                None if state is None else state.tz,
                 step_int,
                 step_num,
-                record.spacing.run,
+                None if state is None else state.spacing.run,
             ),
         )
-        if start == 0:  # the series' first observations fix its layout
-            self._conn.execute(
-                "UPDATE series SET channels = %s, time_kind = %s WHERE sid = %s",
-                (
-                    None if record.channels is None else json.dumps(list(record.channels)),
-                    record.time_kind,
-                    record.sid,
-                ),
-            )
+
+    def set_layout(self, record: SeriesRecord) -> None:
+        self._conn.execute(
+            "UPDATE series SET channels = %s, time_kind = %s WHERE sid = %s",
+            (
+                None if record.channels is None else json.dumps(list(record.channels)),
+                record.time_kind,
+                record.sid,
+            ),
+        )
 
 
 def _fetch(
@@ -296,19 +302,19 @@ def _fetch(
 
 def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
     """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
-    chunks of up to `MIGRATION_CHUNK`, its newest chunk takes the state from its series
+    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
     row, and the old table goes."""
     series = conn.execute("SELECT sid, tz, step_int, step_num, run FROM series").fetchall()
     for sid, tz, step_int, step_num, run in series:
         rows = conn.execute(
             "SELECT seq, t_int, t_num, y FROM observations WHERE sid = %s ORDER BY seq", (sid,)
         ).fetchall()
-        for at in range(0, len(rows), MIGRATION_CHUNK):
-            part = rows[at : at + MIGRATION_CHUNK]
+        for at in range(0, len(rows), MAX_CHUNK):
+            part = rows[at : at + MAX_CHUNK]
             keys = [_join(t_int, t_num) for _, t_int, t_num, _ in part]
             first_int, first_num = _split(keys[0])
             last_int, last_num = _split(keys[-1])
-            newest = at + MIGRATION_CHUNK >= len(rows)
+            newest = at + MAX_CHUNK >= len(rows)
             conn.execute(
                 _INSERT_CHUNK,
                 (

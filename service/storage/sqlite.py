@@ -20,7 +20,7 @@ import numpy as np
 
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
-from .chunks import MIGRATION_CHUNK, StoredChunk, encode_keys, encode_values
+from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 
 log = logging.getLogger("episodic_koopman.service")
@@ -247,34 +247,40 @@ class SqliteSession(WriteSession):
     ) -> list[StoredChunk]:
         return _fetch(self._conn, sid, seq, max_chunks, values)
 
-    def append_chunk(
-        self, record: SeriesRecord, start: int, keys: list[TimeKey], values: np.ndarray
+    def insert_chunk(
+        self,
+        sid: int,
+        start: int,
+        keys: list[TimeKey],
+        values: np.ndarray,
+        state: SeriesRecord | None,
     ) -> None:
         self._conn.execute(
             "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                record.sid,
+                sid,
                 start,
                 len(keys),
                 keys[0],
                 keys[-1],
                 encode_keys(keys),
                 encode_values(values),
-                record.tz,
-                record.spacing.step,
-                record.spacing.run,
+                None if state is None else state.tz,
+                None if state is None else state.spacing.step,
+                None if state is None else state.spacing.run,
             ),
         )
-        if start == 0:  # the series' first observations fix its layout
-            self._conn.execute(
-                "UPDATE series SET channels = ?, time_kind = ? WHERE sid = ?",
-                (
-                    None if record.channels is None else json.dumps(list(record.channels)),
-                    record.time_kind,
-                    record.sid,
-                ),
-            )
+
+    def set_layout(self, record: SeriesRecord) -> None:
+        self._conn.execute(
+            "UPDATE series SET channels = ?, time_kind = ? WHERE sid = ?",
+            (
+                None if record.channels is None else json.dumps(list(record.channels)),
+                record.time_kind,
+                record.sid,
+            ),
+        )
 
 
 def _fetch(
@@ -286,17 +292,17 @@ def _fetch(
 
 def _migrate_from_1(conn: sqlite3.Connection) -> None:
     """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
-    chunks of up to `MIGRATION_CHUNK`, its newest chunk takes the state from its series
+    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
     row, and the old table goes."""
     series = conn.execute("SELECT sid, tz, step, run FROM series").fetchall()
     for sid, tz, step, run in series:
         rows = conn.execute(
             "SELECT seq, t_key, y FROM observations WHERE sid = ? ORDER BY seq", (sid,)
         ).fetchall()
-        for at in range(0, len(rows), MIGRATION_CHUNK):
-            part = rows[at : at + MIGRATION_CHUNK]
+        for at in range(0, len(rows), MAX_CHUNK):
+            part = rows[at : at + MAX_CHUNK]
             keys = [key for _, key, _ in part]
-            newest = at + MIGRATION_CHUNK >= len(rows)
+            newest = at + MAX_CHUNK >= len(rows)
             conn.execute(
                 "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -7,10 +7,13 @@ commit, idempotency on ``(series, t)`` enforced by the database too, append-only
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from storage_helpers import WAIT, append_raw, numeric, push, stored, timed
 
 from service.errors import ApiError
+from service.storage.chunks import MAX_CHUNK
 from service.storage.records import Configure, Delete, Ingest
 from service.timestamps import parse_t
 
@@ -92,6 +95,39 @@ def test_the_database_itself_refuses_a_chunk_that_does_not_extend_its_series(
     finally:
         session.close()
     assert len(stored(storage, "s")) == 2
+
+
+def test_a_long_push_is_stored_as_several_chunks_and_reads_back_whole(storage, make_committer):
+    """A push longer than MAX_CHUNK becomes several chunks; reads, time lookups, re-sends
+    and the series' state work across their boundaries."""
+    n = 2 * MAX_CHUNK + 5
+    committer, _ = make_committer()
+    push(committer, "s", numeric([float(i) for i in range(n)]))
+    record = storage.load_records()["s"]
+    assert (record.count, record.last_key, record.spacing.step, record.spacing.run) == (
+        n,
+        float(n - 1),
+        1.0,
+        n - 1,
+    )
+    assert stored(storage, "s") == [(i, float(i), [float(i)]) for i in range(n)]
+    reader = storage.reader()
+    try:
+        assert len(reader.fetch_chunks(record.sid, 0, 10)) == 3
+        edges = [MAX_CHUNK - 1, MAX_CHUNK, 2 * MAX_CHUNK, n - 1]
+        assert reader.times(record.sid, edges) == {s: float(s) for s in edges}
+        assert reader.page(record.sid, MAX_CHUNK - 1, 2) == [
+            (s, float(s), struct.pack("<d", s)) for s in (MAX_CHUNK - 1, MAX_CHUNK)
+        ]
+    finally:
+        reader.close()
+    again = push(
+        committer, "s", numeric([float(i) for i in range(MAX_CHUNK - 2, n + 1)], MAX_CHUNK - 2)
+    )
+    assert (again.accepted, again.duplicates) == (1, n - MAX_CHUNK + 2)
+    with pytest.raises(ApiError) as conflict:
+        push(committer, "s", timed([(float(2 * MAX_CHUNK), -1.0)]))
+    assert conflict.value.status == 409
 
 
 def test_group_commit_isolates_a_rejected_command(storage, make_committer):
