@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     read_your_writes_timeout: float = Field(
         30.0, gt=0, description="Seconds a read waits for acknowledged observations (503 after)."
     )
+    commit_spacing_seconds: float = Field(
+        0.02,
+        ge=0,
+        description="Under concurrent pushes, the least time between the starts of two group "
+        "commits: pushes arriving meanwhile share one sync (each sync writes at least a disk "
+        "block). Adds at most this to an acknowledgement, and caps N clients that each wait for "
+        "their answer at N pushes per spacing; a lone client pushing serially never waits.",
+    )
     heartbeat_seconds: float = Field(15.0, gt=0, description="SSE heartbeat interval.")
     snapshot_interval_seconds: float = Field(
         60.0,

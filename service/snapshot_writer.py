@@ -5,6 +5,12 @@ writer takes the series' lock only to copy the model's state
 (`episodic_koopman.persistence.capture`, a memory copy), then encodes the file
 and writes, fsyncs and renames it (`SnapshotStore.save_bytes`) without the lock.
 
+Encoding holds the GIL (a few milliseconds a model), which every request on the
+event loop needs too: back to back, a burst of snapshots would slow every read
+by the share of the GIL it takes. So the writer paces itself while serving: after
+each snapshot it waits as long as that snapshot's encoding took, taking at most
+half the GIL. Shutdown writes at full speed.
+
 The queue is bounded by the number of series: it holds at most one request per
 series, and a request captures the model as it is when the writer gets to it,
 so a newer request never adds a second snapshot of the same series. Requests
@@ -73,6 +79,7 @@ class SnapshotWriter:
         self._queue: OrderedDict[int, Snapshottable] = OrderedDict()
         self._busy = False
         self._stopping = False
+        self._hurry = False  # shutdown: no pacing
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
         self._thread.start()
@@ -105,6 +112,9 @@ class SnapshotWriter:
     def close(self, timeout: float) -> int:
         """Write what is queued within ``timeout`` seconds, drop the rest, stop the thread.
         Returns the number of requests dropped (they replay from the database)."""
+        with self._cond:
+            self._hurry = True
+            self._cond.notify_all()
         self.wait_idle(timeout)
         with self._cond:
             self._stopping = True
@@ -128,6 +138,7 @@ class SnapshotWriter:
                     return
                 _, series = self._queue.popitem(last=False)
                 self._busy = True
+            cpu = time.thread_time()
             try:
                 self._write(series)
             except Exception:
@@ -137,6 +148,17 @@ class SnapshotWriter:
                     series.snapshot_queued = False
                     self._busy = False
                     self._cond.notify_all()
+            self._pace(time.thread_time() - cpu)
+
+    def _pace(self, spent: float) -> None:
+        """Leave the GIL to others for as long as the last snapshot held it (see above)."""
+        deadline = time.monotonic() + spent
+        with self._cond:
+            while not self._hurry and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def _write(self, series: Snapshottable) -> None:
         captured = self._capture(series)

@@ -133,6 +133,8 @@ class ShardActor:
             self.settings.model_defaults,
             epochs=epochs,
             n_shards=storage.n_shards,
+            commit_spacing=self.settings.commit_spacing_seconds,
+            in_flight=lambda: self.registry.pushes_in_flight,
         )
         self.committer.start()
         self.engine = LocalEngine(self.settings, self.registry, self.committer)

@@ -28,6 +28,8 @@ import numpy as np
 
 from ..errors import ApiError
 from ..timestamps import TimeKey
+from . import chunks
+from .chunks import StoredChunk
 from .records import SeriesRecord
 
 #: Shards of a new database (stored in it: the database's own number wins afterwards).
@@ -53,27 +55,27 @@ class Reader(abc.ABC):
     """Read-only queries of committed observations, from any thread."""
 
     @abc.abstractmethod
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        """The stored chunks of ``sid`` in order, from the one holding ``seq`` (or the last
+        one before it), at most ``max_chunks``; without their values (an empty ``y``)
+        unless ``values`` (`service.storage.chunks`)."""
+
     def page(self, sid: int, offset: int, limit: int) -> list[tuple[int, TimeKey, bytes]]:
         """``(seq, t_key, y bytes)`` of observations ``seq >= offset``, in order, at most
         ``limit``."""
+        return chunks.page(self.fetch_chunks, sid, offset, limit)
 
     def observation_blocks(
         self, sid: int, start: int, block: int = 8192
     ) -> Iterator[tuple[np.ndarray, list[Any]]]:
         """Values ``(n, c)`` and time keys of observations ``seq >= start``, in blocks, in order."""
-        while True:
-            rows = self.page(sid, start, block)
-            if not rows:
-                return
-            if rows[0][0] != start or rows[-1][0] != start + len(rows) - 1:
-                raise RuntimeError(f"observations of series {sid} are not contiguous at {start}")
-            values = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float64)
-            yield values.reshape(len(rows), -1), [r[1] for r in rows]
-            start += len(rows)
+        return chunks.blocks(self.fetch_chunks, sid, start, block)
 
-    @abc.abstractmethod
     def times(self, sid: int, seqs: list[int]) -> dict[int, TimeKey]:
         """The time keys of the given observation indices (missing ones are left out)."""
+        return chunks.times(self.fetch_chunks, sid, seqs)
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -136,18 +138,51 @@ class WriteSession(abc.ABC):
         """Remove a series and its observations."""
 
     @abc.abstractmethod
-    def stored_values(self, sid: int, low: TimeKey, high: TimeKey) -> dict[TimeKey, bytes]:
-        """Stored ``t_key -> y bytes`` of a series with ``low <= t_key <= high``."""
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        """As `Reader.fetch_chunks`, inside this session's transaction (it sees its own
+        uncommitted chunks)."""
 
-    @abc.abstractmethod
-    def insert_observations(
-        self, sid: int, start: int, keys: list[TimeKey], blobs: list[bytes]
+    def stored_values(
+        self, sid: int, count: int, low: TimeKey, high: TimeKey
+    ) -> dict[TimeKey, bytes]:
+        """Stored ``t_key -> y bytes`` of a series of ``count`` observations with
+        ``low <= t_key <= high``."""
+        return chunks.values_between(self.fetch_chunks, sid, count, low, high)
+
+    def append_chunk(
+        self, record: SeriesRecord, start: int, keys: list[TimeKey], values: np.ndarray
     ) -> None:
-        """Append observations ``start, start + 1, ...`` (unique on seq and on t_key)."""
+        """Store observations ``start, start + 1, ...`` (keys increasing, values ``(n, c)``)
+        with ``record``, the series' state after them (its count, last key, zone and
+        spacing; its channels and time kind too when ``start`` is 0).
+
+        They become chunks of at most `chunks.MAX_CHUNK`; the last one carries the state.
+        The database refuses a chunk that does not extend the series: ``start`` must be
+        the stored count and ``keys[0]`` above the stored last key."""
+        n = len(keys)
+        for at in range(0, n, chunks.MAX_CHUNK):
+            end = min(at + chunks.MAX_CHUNK, n)
+            state = record if end == n else None
+            self.insert_chunk(record.sid, start + at, keys[at:end], values[at:end], state)
+        if start == 0:  # the series' first observations fix its layout
+            self.set_layout(record)
 
     @abc.abstractmethod
-    def update_series_state(self, record: SeriesRecord) -> None:
-        """Store a series' channels, time kind, count, last key, offset and spacing."""
+    def insert_chunk(
+        self,
+        sid: int,
+        start: int,
+        keys: list[TimeKey],
+        values: np.ndarray,
+        state: SeriesRecord | None,
+    ) -> None:
+        """Insert one chunk; ``state`` (zone, spacing) only in a series' newest chunk."""
+
+    @abc.abstractmethod
+    def set_layout(self, record: SeriesRecord) -> None:
+        """Store a series' channels and time kind (fixed by its first observations)."""
 
 
 class Storage(abc.ABC):

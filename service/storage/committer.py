@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -116,6 +117,8 @@ class Committer:
         *,
         epochs: dict[int, int],
         n_shards: int,
+        commit_spacing: float = 0.0,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.session = session
         self.model_defaults = dict(model_defaults or {})
@@ -124,6 +127,13 @@ class Committer:
         self.max_series = max_series
         self.epochs = dict(epochs)  # shard -> the ownership epoch this writer holds
         self.n_shards = n_shards
+        # Under load, a group commit starts at least this long after the previous one
+        # started: the pushes that arrive meanwhile share its sync (each sync writes at
+        # least a whole disk block, however little changed). See `_worth_waiting`.
+        self.commit_spacing = commit_spacing
+        self.in_flight = in_flight  # pushes admitted and not yet answered (the server's)
+        self._last_commit = -float("inf")
+        self._last_group = 0
         self._queue: queue.SimpleQueue[Queued | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.commits = 0
@@ -159,6 +169,7 @@ class Committer:
             first = self._queue.get()
             group: list[Queued] = []
             item: Queued | object = first
+            gather_until = self._last_commit + self.commit_spacing
             while True:
                 if item is _STOP:
                     stopping = True
@@ -168,15 +179,33 @@ class Committer:
                 if len(group) >= MAX_GROUP:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    wait = gather_until - time.monotonic()
+                    if wait > 0 and not stopping and self._worth_waiting(len(group)):
+                        item = self._queue.get(timeout=wait)
+                    else:
+                        item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             if group:
+                self._last_commit = time.monotonic()
+                self._last_group = len(group)
                 if self.failed:
                     for queued in group:
                         queued.future.set_exception(ApiError(503, "storage is unavailable"))
                 else:
                     self._commit(group)
+
+    def _worth_waiting(self, gathered: int) -> bool:
+        """Whether more pushes are likely within the spacing (else commit at once).
+
+        Without a count of the server's pushes in flight, always. With one: if pushes
+        other than the gathered ones are in flight, or the previous group had several
+        (concurrent clients), but not for one client pushing serially, which would
+        otherwise be held to one push per spacing.
+        """
+        if self.in_flight is None:
+            return True
+        return self.in_flight() > gathered or self._last_group > 1
 
     def _commit(self, group: list[Queued]) -> None:
         work: dict[str, SeriesRecord | None] = {}
@@ -374,7 +403,9 @@ class Committer:
                 if stored_rows is None and committed is not None and key <= committed:
                     # One range query for every re-sent t of this request (retries re-send runs).
                     old = [s.key for s in batch.stamps if s.key <= committed]
-                    stored_rows = self.session.stored_values(record.sid, min(old), max(old))
+                    stored_rows = self.session.stored_values(
+                        record.sid, record.count, min(old), max(old)
+                    )
                 row = stored_rows.get(key) if stored_rows is not None else None
                 if row is None:
                     raise ApiError(
@@ -392,14 +423,7 @@ class Committer:
         if new_rows:
             start = record.count
             accepted = values if len(new_rows) == len(values) else values[new_rows]
-            blob, width = accepted.tobytes(), 8 * accepted.shape[1]
             keys = [batch.stamps[i].key for i in new_rows]
-            self.session.insert_observations(
-                record.sid,
-                start,
-                keys,
-                [blob[j * width : (j + 1) * width] for j in range(len(new_rows))],
-            )
             record = replace(
                 record,
                 channels=channels,
@@ -409,7 +433,7 @@ class Committer:
                 tz=tz,
                 spacing=spacing,
             )
-            self.session.update_series_state(record)
+            self.session.append_chunk(record, start, keys, accepted)
             effects.append(Effect("upsert", record.id, record))
             effects.append(Effect("append", record.id, record, Chunk(start, accepted, keys)))
         elif created:

@@ -1,10 +1,12 @@
 """The server backend: PostgreSQL through psycopg 3 (``EPISODIC_KOOPMAN_DATABASE=postgresql://...``).
 
-The schema mirrors SQLite's. SQLite's time keys are untyped (an integer for ISO times,
-a float for numbers); here each key has two typed columns, exactly one of them set,
-each with its own unique index on ``(sid, key)``, so idempotency on ``(series, t)`` is a
-database constraint as it is in SQLite. Values stay float64 bytes (``bytea``), and
-parameters and channels JSON text, so both backends round-trip them bit for bit.
+The schema mirrors SQLite's: observations in chunks, one row per push
+(`service.storage.chunks`). SQLite's time keys are untyped (an integer for ISO times,
+a float for numbers); here each chunk's first and last keys have two typed columns,
+exactly one of each pair set, and a trigger refuses a chunk that does not extend its
+series, so idempotency on ``(series, t)`` is enforced by the database as in SQLite.
+Keys and values are little-endian arrays (``bytea``), parameters and channels JSON
+text, so both backends round-trip them bit for bit.
 
 A commit returns once PostgreSQL has flushed its WAL (``synchronous_commit`` as the
 server sets it; the default, ``on``, is what makes an acknowledgement durable).
@@ -22,16 +24,18 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
+from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 
 log = logging.getLogger("episodic_koopman.service")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: observations in chunks (one row per push), series state in them
 #: Serialises schema creation between servers starting at once (an advisory lock key).
 _INIT_LOCK = 0x6B6F6F70
 _SCHEMA = """
@@ -52,23 +56,42 @@ CREATE TABLE IF NOT EXISTS series (
     run bigint NOT NULL DEFAULT 0,
     created_at double precision NOT NULL
 );
-CREATE TABLE IF NOT EXISTS observations (
+CREATE TABLE IF NOT EXISTS chunks (        -- service/storage/chunks.py
     sid bigint NOT NULL,
-    seq bigint NOT NULL,
-    t_int bigint,                -- ISO times: microseconds since 1970 UTC
-    t_num double precision,      -- numeric times
-    y bytea NOT NULL,            -- float64 values in channel order
-    PRIMARY KEY (sid, seq),
-    CHECK ((t_int IS NULL) <> (t_num IS NULL))
+    start bigint NOT NULL,       -- seq (the library's index) of the first observation
+    n integer NOT NULL CHECK (n > 0),
+    t_first_int bigint,          -- ISO times: microseconds since 1970 UTC
+    t_first_num double precision,  -- numeric times
+    t_last_int bigint,
+    t_last_num double precision,
+    t bytea NOT NULL,            -- n keys, int64 or float64 (as the set t_first column)
+    y bytea NOT NULL,            -- n x channels float64, row-major
+    tz integer,                  -- the series' state after this chunk (NULL in chunks
+    step_int bigint,             -- migrated from schema 1, except each series' newest)
+    step_num double precision,
+    run bigint,
+    PRIMARY KEY (sid, start),
+    CHECK ((t_first_int IS NULL) <> (t_first_num IS NULL)),
+    CHECK ((t_last_int IS NULL) = (t_first_int IS NULL))
 );
--- Partial: a series uses one kind of time, so each row is in exactly one of them.
-CREATE UNIQUE INDEX IF NOT EXISTS observations_t_int ON observations (sid, t_int)
-    WHERE t_int IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS observations_t_num ON observations (sid, t_num)
-    WHERE t_num IS NOT NULL;
+-- A chunk must extend its series: the next seq, and a first t above the stored last t.
+CREATE OR REPLACE FUNCTION chunks_extend() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE last chunks%ROWTYPE;
+BEGIN
+    SELECT * INTO last FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1;
+    IF NEW.start <> coalesce(last.start + last.n, 0)
+        OR NEW.t_first_int <= last.t_last_int OR NEW.t_first_num <= last.t_last_num
+        OR NEW.t_last_int < NEW.t_first_int OR NEW.t_last_num < NEW.t_first_num
+    THEN
+        RAISE EXCEPTION 'a chunk must extend its series (next seq, later t)';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER chunks_extend BEFORE INSERT ON chunks
+FOR EACH ROW EXECUTE FUNCTION chunks_extend();
 CREATE OR REPLACE FUNCTION observations_append_only() RETURNS trigger LANGUAGE plpgsql AS
 $$ BEGIN RAISE EXCEPTION 'observations are append-only'; END $$;
-CREATE OR REPLACE TRIGGER observations_append_only BEFORE UPDATE ON observations
+CREATE OR REPLACE TRIGGER chunks_append_only BEFORE UPDATE ON chunks
 FOR EACH STATEMENT EXECUTE FUNCTION observations_append_only();
 CREATE TABLE IF NOT EXISTS shard_owner (
     shard integer PRIMARY KEY,
@@ -77,9 +100,30 @@ CREATE TABLE IF NOT EXISTS shard_owner (
 );
 """
 
-_SERIES_COLUMNS = (
-    "sid, id, incarnation, params, channels, time_kind, count, last_key_int, last_key_num, tz, "
-    "step_int, step_num, run, created_at"
+#: Every series with its state: from its newest chunk (none: nothing stored yet).
+_LOAD_RECORDS = """
+SELECT s.sid, s.id, s.incarnation, s.params, s.channels, s.time_kind,
+       coalesce(c.start + c.n, 0), c.t_last_int, c.t_last_num, c.tz, c.step_int, c.step_num,
+       coalesce(c.run, 0), s.created_at
+FROM series AS s LEFT JOIN LATERAL (
+    SELECT * FROM chunks WHERE chunks.sid = s.sid ORDER BY start DESC LIMIT 1
+) AS c ON true
+"""
+
+#: The chunks of a series from the one holding ``seq`` on.
+_FETCH_CHUNKS = """
+SELECT start, t_first_int, t_first_num, t, {y} FROM chunks
+WHERE sid = %(sid)s AND start >= coalesce(
+    (SELECT start FROM chunks WHERE sid = %(sid)s AND start <= %(seq)s
+     ORDER BY start DESC LIMIT 1), 0)
+ORDER BY start LIMIT %(limit)s
+"""
+_FETCH = {True: _FETCH_CHUNKS.format(y="y"), False: _FETCH_CHUNKS.format(y="''::bytea")}
+
+_INSERT_CHUNK = (
+    "INSERT INTO chunks (sid, start, n, t_first_int, t_first_num, t_last_int, t_last_num, "
+    "t, y, tz, step_int, step_num, run) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %b, %b, %s, %s, %s, %s)"
 )
 
 
@@ -119,23 +163,10 @@ class PostgresReader(Reader):
                 self._all.append(conn)
         return conn
 
-    def times(self, sid: int, seqs: list[int]) -> dict[int, TimeKey]:
-        wanted = sorted({s for s in seqs if s >= 0})
-        if not wanted:
-            return {}
-        rows = self._conn().execute(
-            "SELECT seq, t_int, t_num FROM observations WHERE sid = %s AND seq = ANY(%s)",
-            (sid, wanted),
-        )
-        return {seq: _join(i, f) for seq, i, f in rows.fetchall()}  # type: ignore[misc]
-
-    def page(self, sid: int, offset: int, limit: int) -> list[tuple[int, TimeKey, bytes]]:
-        rows = self._conn().execute(
-            "SELECT seq, t_int, t_num, y FROM observations WHERE sid = %s AND seq >= %s "
-            "ORDER BY seq LIMIT %s",
-            (sid, offset, limit),
-        )
-        return [(seq, _join(i, f), y) for seq, i, f, y in rows.fetchall()]  # type: ignore[misc]
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn(), sid, seq, max_chunks, values)
 
     def close(self) -> None:
         with self._lock:
@@ -210,53 +241,99 @@ class PostgresSession(WriteSession):
         )
 
     def delete_series(self, sid: int) -> None:
-        self._conn.execute("DELETE FROM observations WHERE sid = %s", (sid,))
+        self._conn.execute("DELETE FROM chunks WHERE sid = %s", (sid,))
         self._conn.execute("DELETE FROM series WHERE sid = %s", (sid,))
 
-    def stored_values(self, sid: int, low: TimeKey, high: TimeKey) -> dict[TimeKey, bytes]:
-        column = "t_int" if isinstance(low, int) else "t_num"
-        rows = self._conn.execute(
-            f"SELECT {column}, y FROM observations "
-            f"WHERE sid = %s AND {column} >= %s AND {column} <= %s",
-            (sid, low, high),
-        )
-        return dict(rows.fetchall())  # type: ignore[arg-type]
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn, sid, seq, max_chunks, values)
 
-    def insert_observations(
-        self, sid: int, start: int, keys: list[TimeKey], blobs: list[bytes]
+    def insert_chunk(
+        self,
+        sid: int,
+        start: int,
+        keys: list[TimeKey],
+        values: np.ndarray,
+        state: SeriesRecord | None,
     ) -> None:
-        # One statement whatever the batch size: arrays, unnested server-side.
-        if isinstance(keys[0], int):
-            column, array = "t_int", "bigint[]"
-        else:
-            column, array = "t_num", "double precision[]"
-            keys = [float(k) for k in keys]
+        first_int, first_num = _split(keys[0])
+        last_int, last_num = _split(keys[-1])
+        step_int, step_num = _split(None if state is None else state.spacing.step)
         self._conn.execute(
-            f"INSERT INTO observations (sid, seq, {column}, y) "
-            f"SELECT %s, %s + u.n - 1, u.t, u.y "
-            f"FROM unnest(%s::{array}, %b::bytea[]) WITH ORDINALITY AS u(t, y, n)",
-            (sid, start, keys, blobs),
+            _INSERT_CHUNK,
+            (
+                sid,
+                start,
+                len(keys),
+                first_int,
+                first_num,
+                last_int,
+                last_num,
+                encode_keys(keys),
+                encode_values(values),
+                None if state is None else state.tz,
+                step_int,
+                step_num,
+                None if state is None else state.spacing.run,
+            ),
         )
 
-    def update_series_state(self, record: SeriesRecord) -> None:
-        last_int, last_num = _split(record.last_key)
-        step_int, step_num = _split(record.spacing.step)
+    def set_layout(self, record: SeriesRecord) -> None:
         self._conn.execute(
-            "UPDATE series SET channels = %s, time_kind = %s, count = %s, last_key_int = %s, "
-            "last_key_num = %s, tz = %s, step_int = %s, step_num = %s, run = %s WHERE sid = %s",
+            "UPDATE series SET channels = %s, time_kind = %s WHERE sid = %s",
             (
                 None if record.channels is None else json.dumps(list(record.channels)),
                 record.time_kind,
-                record.count,
-                last_int,
-                last_num,
-                record.tz,
-                step_int,
-                step_num,
-                record.spacing.run,
                 record.sid,
             ),
         )
+
+
+def _fetch(
+    conn: psycopg.Connection[Any], sid: int, seq: int, max_chunks: int, values: bool
+) -> list[StoredChunk]:
+    rows = conn.execute(_FETCH[values], {"sid": sid, "seq": seq, "limit": max_chunks})
+    return [
+        StoredChunk(start, _join(t_int, t_num), bytes(t), bytes(y))  # type: ignore[arg-type]
+        for start, t_int, t_num, t, y in rows.fetchall()
+    ]
+
+
+def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
+    """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
+    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
+    row, and the old table goes."""
+    series = conn.execute("SELECT sid, tz, step_int, step_num, run FROM series").fetchall()
+    for sid, tz, step_int, step_num, run in series:
+        rows = conn.execute(
+            "SELECT seq, t_int, t_num, y FROM observations WHERE sid = %s ORDER BY seq", (sid,)
+        ).fetchall()
+        for at in range(0, len(rows), MAX_CHUNK):
+            part = rows[at : at + MAX_CHUNK]
+            keys = [_join(t_int, t_num) for _, t_int, t_num, _ in part]
+            first_int, first_num = _split(keys[0])
+            last_int, last_num = _split(keys[-1])
+            newest = at + MAX_CHUNK >= len(rows)
+            conn.execute(
+                _INSERT_CHUNK,
+                (
+                    sid,
+                    part[0][0],
+                    len(part),
+                    first_int,
+                    first_num,
+                    last_int,
+                    last_num,
+                    encode_keys(keys),  # type: ignore[arg-type]
+                    b"".join(bytes(y) for *_, y in part),
+                    tz if newest else None,
+                    step_int if newest else None,
+                    step_num if newest else None,
+                    run if newest else None,
+                ),
+            )
+    conn.execute("DROP TABLE observations")
 
 
 class PostgresStorage(Storage):
@@ -282,19 +359,26 @@ class PostgresStorage(Storage):
     def initialise(self) -> None:
         with connect(self.url) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
-            conn.execute(_SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            (has_meta,) = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+            meta = {}
+            if has_meta:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             version = meta.get("schema_version")
-            if version is None:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(version) > SCHEMA_VERSION:
+            if version is not None and int(version) > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"{self.describe()} has schema version {version}; "
                     f"this server reads up to {SCHEMA_VERSION}"
                 )
+            conn.execute(_SCHEMA)
+            (old,) = conn.execute("SELECT to_regclass('observations') IS NOT NULL").fetchone()
+            if old:
+                log.warning("%s: migrating observations to schema %d", self.describe(), 2)
+                _migrate_from_1(conn)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
             if "shards" not in meta:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('shards', %s)", (str(DEFAULT_SHARDS),)
@@ -303,7 +387,7 @@ class PostgresStorage(Storage):
 
     def load_records(self) -> dict[str, SeriesRecord]:
         with connect(self.url) as conn:
-            rows = conn.execute(f"SELECT {_SERIES_COLUMNS} FROM series").fetchall()
+            rows = conn.execute(_LOAD_RECORDS).fetchall()
         records = {}
         for row in rows:
             sid, sid_text, inc, params, channels, kind, count, li, ln, tz, si, sn, run, made = row

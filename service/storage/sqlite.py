@@ -16,13 +16,21 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
+from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 
 log = logging.getLogger("episodic_koopman.service")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: observations in chunks (one row per push), series state in them
+#: Page size of new databases (existing ones keep theirs). A commit writes every page it
+#: changes whole (to the WAL, then once more at a checkpoint), and a push changes about
+#: two: the newest page of ``chunks`` (shared by all series: rows go in arrival order)
+#: and its series' leaf of ``chunks_series``. Small pages keep that near the data's size.
+PAGE_SIZE = 512
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (
@@ -32,22 +40,38 @@ CREATE TABLE IF NOT EXISTS series (
     params TEXT NOT NULL,                   -- every constructor parameter, as JSON
     channels TEXT,                          -- JSON list, or NULL for a single series
     time_kind TEXT,
+    -- Schema 1 kept the state here (rewriting this row on every push); from schema 2 the
+    -- newest chunk holds it, and these columns are left as migrated.
     count INTEGER NOT NULL DEFAULT 0,
-    last_key,                               -- untyped: INTEGER for ISO times, REAL for numbers
+    last_key,
     tz INTEGER,
     step,
     run INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS observations (
+CREATE TABLE IF NOT EXISTS chunks (         -- service/storage/chunks.py
+    cid INTEGER PRIMARY KEY,                -- arrival order: new rows go to the last page
     sid INTEGER NOT NULL,
-    seq INTEGER NOT NULL,                   -- the library's observation index
-    t_key NOT NULL,
-    y BLOB NOT NULL,                        -- float64 values in channel order
-    PRIMARY KEY (sid, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS observations_t ON observations (sid, t_key);
-CREATE TRIGGER IF NOT EXISTS observations_append_only BEFORE UPDATE ON observations
+    start INTEGER NOT NULL,                 -- seq (the library's index) of the first one
+    n INTEGER NOT NULL CHECK (n > 0),
+    t_first NOT NULL,                       -- untyped: INTEGER for ISO times, REAL for numbers
+    t_last NOT NULL,
+    t BLOB NOT NULL,                        -- n keys, int64 or float64 (as t_first's type)
+    y BLOB NOT NULL,                        -- n x channels float64, row-major
+    tz INTEGER,                             -- the series' state after this chunk: zone,
+    step,                                   -- spacing step
+    run INTEGER                             -- and run (NULL in chunks migrated from schema 1,
+                                            -- except each series' newest)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS chunks_series ON chunks (sid, start);
+-- A chunk must extend its series: the next seq, and a first t above the stored last t.
+CREATE TRIGGER IF NOT EXISTS chunks_extend BEFORE INSERT ON chunks
+WHEN NEW.start IS NOT coalesce(
+        (SELECT start + n FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1), 0)
+    OR NEW.t_first <= (SELECT t_last FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1)
+    OR NEW.t_last < NEW.t_first
+BEGIN SELECT RAISE(ABORT, 'a chunk must extend its series (next seq, later t)'); END;
+CREATE TRIGGER IF NOT EXISTS chunks_append_only BEFORE UPDATE ON chunks
 BEGIN SELECT RAISE(ABORT, 'observations are append-only'); END;
 CREATE TABLE IF NOT EXISTS shard_owner (
     shard INTEGER PRIMARY KEY,
@@ -56,12 +80,38 @@ CREATE TABLE IF NOT EXISTS shard_owner (
 );
 """
 
-_SERIES_COLUMNS = (
-    "sid, id, incarnation, params, channels, time_kind, count, last_key, tz, step, run, created_at"
-)
+#: Every series with its state: from its newest chunk (none: nothing stored yet).
+_LOAD_RECORDS = """
+SELECT s.sid, s.id, s.incarnation, s.params, s.channels, s.time_kind,
+       coalesce(c.start + c.n, 0), c.t_last, c.tz, c.step, coalesce(c.run, 0), s.created_at
+FROM series AS s LEFT JOIN chunks AS c
+  ON c.sid = s.sid AND c.start = (SELECT max(start) FROM chunks WHERE sid = s.sid)
+"""
 
-#: Seconds between background WAL checkpoints.
-CHECKPOINT_SECONDS = 1.0
+#: The chunks of a series from the one holding ``seq`` on (?1 sid, ?2 seq, ?3 limit).
+_FETCH_CHUNKS = """
+SELECT start, t_first, t, {y} FROM chunks
+WHERE sid = ?1 AND start >= coalesce(
+    (SELECT start FROM chunks WHERE sid = ?1 AND start <= ?2 ORDER BY start DESC LIMIT 1), 0)
+ORDER BY start LIMIT ?3
+"""
+_FETCH = {True: _FETCH_CHUNKS.format(y="y"), False: _FETCH_CHUNKS.format(y="x''")}
+
+#: Seconds between background WAL checkpoints. A checkpoint copies every page changed
+#: since the last one into the database file: rarer ones copy each hot page once for
+#: many commits (the WAL grows meanwhile: about a kilobyte per push).
+CHECKPOINT_SECONDS = 30.0
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements (``executescript`` would commit the caller's transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -69,6 +119,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA busy_timeout = 30000")
     if not readonly:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL mode: a new file takes it
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
@@ -92,27 +143,10 @@ class SqliteReader(Reader):
                 self._all.append(conn)
         return conn
 
-    def times(self, sid: int, seqs: list[int]) -> dict[int, TimeKey]:
-        wanted = sorted({s for s in seqs if s >= 0})
-        if not wanted:
-            return {}
-        marks = ",".join("?" * len(wanted))
-        rows = self._conn().execute(
-            f"SELECT seq, t_key FROM observations WHERE sid = ? AND seq IN ({marks})",
-            (sid, *wanted),
-        )
-        return dict(rows.fetchall())
-
-    def page(self, sid: int, offset: int, limit: int) -> list[tuple[int, TimeKey, bytes]]:
-        return (
-            self._conn()
-            .execute(
-                "SELECT seq, t_key, y FROM observations WHERE sid = ? AND seq >= ? "
-                "ORDER BY seq LIMIT ?",
-                (sid, offset, limit),
-            )
-            .fetchall()
-        )
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn(), sid, seq, max_chunks, values)
 
     def close(self) -> None:
         with self._lock:
@@ -205,43 +239,87 @@ class SqliteSession(WriteSession):
         )
 
     def delete_series(self, sid: int) -> None:
-        self._conn.execute("DELETE FROM observations WHERE sid = ?", (sid,))
+        self._conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
         self._conn.execute("DELETE FROM series WHERE sid = ?", (sid,))
 
-    def stored_values(self, sid: int, low: TimeKey, high: TimeKey) -> dict[TimeKey, bytes]:
-        return dict(
-            self._conn.execute(
-                "SELECT t_key, y FROM observations WHERE sid = ? AND t_key >= ? AND t_key <= ?",
-                (sid, low, high),
-            ).fetchall()
-        )
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conn, sid, seq, max_chunks, values)
 
-    def insert_observations(
-        self, sid: int, start: int, keys: list[TimeKey], blobs: list[bytes]
+    def insert_chunk(
+        self,
+        sid: int,
+        start: int,
+        keys: list[TimeKey],
+        values: np.ndarray,
+        state: SeriesRecord | None,
     ) -> None:
-        self._conn.executemany(
-            "INSERT INTO observations (sid, seq, t_key, y) VALUES (?, ?, ?, ?)",
-            [
-                (sid, start + j, key, blob)
-                for j, (key, blob) in enumerate(zip(keys, blobs, strict=True))
-            ],
+        self._conn.execute(
+            "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sid,
+                start,
+                len(keys),
+                keys[0],
+                keys[-1],
+                encode_keys(keys),
+                encode_values(values),
+                None if state is None else state.tz,
+                None if state is None else state.spacing.step,
+                None if state is None else state.spacing.run,
+            ),
         )
 
-    def update_series_state(self, record: SeriesRecord) -> None:
+    def set_layout(self, record: SeriesRecord) -> None:
         self._conn.execute(
-            "UPDATE series SET channels = ?, time_kind = ?, count = ?, last_key = ?, tz = ?, "
-            "step = ?, run = ? WHERE sid = ?",
+            "UPDATE series SET channels = ?, time_kind = ? WHERE sid = ?",
             (
                 None if record.channels is None else json.dumps(list(record.channels)),
                 record.time_kind,
-                record.count,
-                record.last_key,
-                record.tz,
-                record.spacing.step,
-                record.spacing.run,
                 record.sid,
             ),
         )
+
+
+def _fetch(
+    conn: sqlite3.Connection, sid: int, seq: int, max_chunks: int, values: bool
+) -> list[StoredChunk]:
+    rows = conn.execute(_FETCH[values], (sid, seq, max_chunks)).fetchall()
+    return [StoredChunk(*row) for row in rows]
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
+    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
+    row, and the old table goes."""
+    series = conn.execute("SELECT sid, tz, step, run FROM series").fetchall()
+    for sid, tz, step, run in series:
+        rows = conn.execute(
+            "SELECT seq, t_key, y FROM observations WHERE sid = ? ORDER BY seq", (sid,)
+        ).fetchall()
+        for at in range(0, len(rows), MAX_CHUNK):
+            part = rows[at : at + MAX_CHUNK]
+            keys = [key for _, key, _ in part]
+            newest = at + MAX_CHUNK >= len(rows)
+            conn.execute(
+                "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sid,
+                    part[0][0],
+                    len(part),
+                    keys[0],
+                    keys[-1],
+                    encode_keys(keys),
+                    b"".join(y for _, _, y in part),
+                    tz if newest else None,
+                    step if newest else None,
+                    run if newest else None,
+                ),
+            )
+    conn.execute("DROP TABLE observations")
 
 
 class SqliteStorage(Storage):
@@ -266,26 +344,40 @@ class SqliteStorage(Storage):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path)
         try:
-            conn.executescript(_SCHEMA)
             conn.execute("BEGIN IMMEDIATE")
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            version = meta.get("schema_version")
-            if version is None:
+            try:
+                old = {
+                    name
+                    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                meta = {}
+                if "meta" in old:
+                    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                version = meta.get("schema_version")
+                if version is not None and int(version) > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{self.path} has schema version {version}; "
+                        f"this server reads up to {SCHEMA_VERSION}"
+                    )
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+                if "observations" in old:
+                    log.warning("%s: migrating observations to schema %d", self.path, 2)
+                    _migrate_from_1(conn)
                 conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
-            elif int(version) > SCHEMA_VERSION:
+                if "shards" not in meta:  # databases from before fencing get it here too
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('shards', ?)",
+                        (str(DEFAULT_SHARDS),),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
                 conn.execute("ROLLBACK")
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}; "
-                    f"this server reads up to {SCHEMA_VERSION}"
-                )
-            if "shards" not in meta:  # databases from before fencing get it here too
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('shards', ?)", (str(DEFAULT_SHARDS),)
-                )
-            conn.execute("COMMIT")
+                raise
             self._n_shards = int(meta.get("shards", DEFAULT_SHARDS))
         finally:
             conn.close()
@@ -293,7 +385,7 @@ class SqliteStorage(Storage):
     def load_records(self) -> dict[str, SeriesRecord]:
         conn = connect(self.path)
         try:
-            rows = conn.execute(f"SELECT {_SERIES_COLUMNS} FROM series").fetchall()
+            rows = conn.execute(_LOAD_RECORDS).fetchall()
         finally:
             conn.close()
         return {row[1]: record_from_columns(*row) for row in rows}

@@ -24,6 +24,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -133,6 +135,59 @@ def capture(model: EpisodicKoopman) -> CapturedModel:
     return CapturedModel(json.dumps(manifest, indent=1), copies, indexes)
 
 
+# The header `np.savez` writes for a plain array (NumPy's format, version 1.0 to 3.0).
+_NPY_HEADER = re.compile(
+    r"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}"
+)
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... name length, extra length
+
+
+def read_npz(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` as `np.savez` writes them (what `np.load`
+    returns, without pickle), read straight from the buffer.
+
+    A model file holds some fifty small arrays, and `np.load` parses each header with
+    ``ast.literal_eval``: that was a third of a model's load. Anything else than plain
+    arrays in stored members goes through `np.load`.
+    """
+    view = memoryview(data)
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist():
+            array = None
+            if info.compress_type == zipfile.ZIP_STORED and info.filename.endswith(".npy"):
+                array = _stored_array(view, info)
+            if array is None:
+                with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                    return {name: npz[name] for name in npz.files}
+            arrays[info.filename.removesuffix(".npy")] = array
+    return arrays
+
+
+def _stored_array(view: memoryview, info: zipfile.ZipInfo) -> np.ndarray | None:
+    at = info.header_offset
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(view, at)
+    if signature != b"PK\x03\x04":
+        return None
+    start = at + _LOCAL_HEADER.size + name_length + extra_length
+    member = view[start : start + info.file_size]
+    if bytes(member[:6]) != b"\x93NUMPY" or member[6] not in (1, 2, 3):
+        return None
+    size_bytes = 2 if member[6] == 1 else 4
+    header_length = int.from_bytes(member[8 : 8 + size_bytes], "little")
+    body = 8 + size_bytes + header_length
+    match = _NPY_HEADER.match(bytes(member[8 + size_bytes : body]).decode("latin1"))
+    if match is None:
+        return None
+    dtype = np.dtype(match.group(1))
+    shape = tuple(int(part) for part in match.group(2).split(",") if part.strip())
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype.hasobject or body + count * dtype.itemsize != info.file_size:
+        return None
+    # A copy, as `np.load` gives: writable, and independent of the file's bytes.
+    return np.frombuffer(member, dtype=dtype, count=count, offset=body).reshape(shape).copy()
+
+
 def model_to_bytes(model: EpisodicKoopman) -> bytes:
     """The bytes `save_model` would write (a file's content, for callers that store it)."""
     return capture(model).to_bytes()
@@ -170,8 +225,7 @@ def load_model(path: str | Path | IO[bytes]) -> EpisodicKoopman:
                 f"(before {__version__}); this library reads version {FORMAT_VERSION}: "
                 "refit the model from its observations"
             )
-        with np.load(io.BytesIO(zf.read("state.npz")), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = read_npz(zf.read("state.npz"))
         for member in names:
             if member.endswith(_INDEX_MEMBER):
                 name = member.removesuffix(_INDEX_MEMBER) + "." + _INDEX_SUFFIX

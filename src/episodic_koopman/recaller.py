@@ -178,9 +178,12 @@ class Recaller:
         records = self.memory.get(ids)
         expanded = self.refs.expand(records)
         keys = np.empty((ids.size, self.memory.dim), dtype=np.float32)
-        for row in np.unique(records["fit"]):
-            mine = records["fit"] == row
-            first = int(np.argmax(mine))
+        # Episodes grouped by fit in one sort (not a scan per fit: a load regroups them all);
+        # each group keeps ascending order, so every call sees the same rows as ever.
+        _, group, counts = np.unique(records["fit"], return_inverse=True, return_counts=True)
+        order = np.argsort(group, kind="stable")
+        for mine in np.split(order, np.cumsum(counts)[:-1]):
+            first = int(mine[0])
             signature = Signature(
                 eigenvalues=expanded["eigenvalues"][first],
                 modes=expanded["modes"][first],

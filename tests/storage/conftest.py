@@ -50,7 +50,10 @@ def make_committer(storage: Storage) -> Iterator[Callable[..., tuple[Committer, 
     made: list[Committer] = []
 
     def make(
-        epochs: dict[int, int] | None = None, max_series: int = 1000
+        epochs: dict[int, int] | None = None,
+        max_series: int = 1000,
+        commit_spacing: float = 0.0,
+        in_flight: Callable[[], int] | None = None,
     ) -> tuple[Committer, Recorder]:
         if epochs is None:
             epochs = storage.acquire_shards(f"test-{len(made)}")
@@ -63,6 +66,8 @@ def make_committer(storage: Storage) -> Iterator[Callable[..., tuple[Committer, 
             {},
             epochs=epochs,
             n_shards=storage.n_shards,
+            commit_spacing=commit_spacing,
+            in_flight=in_flight,
         )
         made.append(committer)
         committer.start()

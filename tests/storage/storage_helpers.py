@@ -10,8 +10,8 @@ import numpy as np
 
 from service.ingest import ParsedBatch
 from service.storage import Committer, Storage
-from service.storage.records import Effect, Ingest
-from service.timestamps import parse_t
+from service.storage.records import Effect, Ingest, SeriesRecord
+from service.timestamps import Spacing, parse_t
 
 #: Bound on waiting for a committed command (the committer works in a thread).
 WAIT = 60.0
@@ -25,6 +25,25 @@ def numeric(values: list[float], start: int = 0) -> ParsedBatch:
 def timed(pairs: list[tuple[Any, Any]]) -> ParsedBatch:
     """A batch of ``(t, y)`` pairs (ISO strings or numbers; floats or channel dicts)."""
     return ParsedBatch([parse_t(t) for t, _ in pairs], [y for _, y in pairs])
+
+
+def append_raw(session: Any, sid: int, start: int, keys: list[Any]) -> None:
+    """Store zeros at ``keys`` as observations ``start, ...`` of ``sid``, bypassing the
+    committer (what the database itself accepts)."""
+    record = SeriesRecord(
+        sid=sid,
+        id="raw",
+        incarnation="0" * 32,
+        params={},
+        channels=None,
+        time_kind="number",
+        count=start + len(keys),
+        last_key=keys[-1],
+        tz=None,
+        spacing=Spacing(),
+        created_at=0.0,
+    )
+    session.append_chunk(record, start, keys, np.zeros((len(keys), 1)))
 
 
 def push(committer: Committer, series_id: str, batch: ParsedBatch) -> Any:

@@ -7,10 +7,13 @@ commit, idempotency on ``(series, t)`` enforced by the database too, append-only
 
 from __future__ import annotations
 
+import struct
+
 import pytest
-from storage_helpers import WAIT, numeric, push, stored, timed
+from storage_helpers import WAIT, append_raw, numeric, push, stored, timed
 
 from service.errors import ApiError
+from service.storage.chunks import MAX_CHUNK
 from service.storage.records import Configure, Delete, Ingest
 from service.timestamps import parse_t
 
@@ -71,24 +74,60 @@ def test_idempotent_on_series_and_t(storage, make_committer):
     assert storage.load_records()["s"].count == 4
 
 
-def test_the_database_itself_refuses_a_second_row_for_a_t(storage, make_committer):
-    """Idempotency does not rest on the committer alone: (sid, t) is a unique constraint."""
+def test_the_database_itself_refuses_a_chunk_that_does_not_extend_its_series(
+    storage, make_committer
+):
+    """Idempotency does not rest on the committer alone: a stored chunk must continue its
+    series (the next seq, a first t above the stored last t)."""
     committer, _ = make_committer()
     push(committer, "s", numeric([1.0, 2.0]))
     sid = storage.load_records()["s"].sid
     session = storage.writer()
     try:
+        for start, keys in [(2, [1.0]), (1, [5.0]), (3, [5.0]), (2, [6.0, 5.0])]:
+            session.begin()  # new seq with an old t; an old seq; a gap; t going back
+            with pytest.raises(session.errors):
+                append_raw(session, sid, start, keys)
+            session.rollback()
         session.begin()
-        with pytest.raises(session.errors):
-            session.insert_observations(sid, 2, [1.0], [b"\0" * 8])  # new seq, old t
-        session.rollback()
-        session.begin()
-        with pytest.raises(session.errors):
-            session.insert_observations(sid, 1, [5.0], [b"\0" * 8])  # old seq, new t
+        append_raw(session, sid, 2, [5.0, 6.0])  # what extends it is taken
         session.rollback()
     finally:
         session.close()
     assert len(stored(storage, "s")) == 2
+
+
+def test_a_long_push_is_stored_as_several_chunks_and_reads_back_whole(storage, make_committer):
+    """A push longer than MAX_CHUNK becomes several chunks; reads, time lookups, re-sends
+    and the series' state work across their boundaries."""
+    n = 2 * MAX_CHUNK + 5
+    committer, _ = make_committer()
+    push(committer, "s", numeric([float(i) for i in range(n)]))
+    record = storage.load_records()["s"]
+    assert (record.count, record.last_key, record.spacing.step, record.spacing.run) == (
+        n,
+        float(n - 1),
+        1.0,
+        n - 1,
+    )
+    assert stored(storage, "s") == [(i, float(i), [float(i)]) for i in range(n)]
+    reader = storage.reader()
+    try:
+        assert len(reader.fetch_chunks(record.sid, 0, 10)) == 3
+        edges = [MAX_CHUNK - 1, MAX_CHUNK, 2 * MAX_CHUNK, n - 1]
+        assert reader.times(record.sid, edges) == {s: float(s) for s in edges}
+        assert reader.page(record.sid, MAX_CHUNK - 1, 2) == [
+            (s, float(s), struct.pack("<d", s)) for s in (MAX_CHUNK - 1, MAX_CHUNK)
+        ]
+    finally:
+        reader.close()
+    again = push(
+        committer, "s", numeric([float(i) for i in range(MAX_CHUNK - 2, n + 1)], MAX_CHUNK - 2)
+    )
+    assert (again.accepted, again.duplicates) == (1, n - MAX_CHUNK + 2)
+    with pytest.raises(ApiError) as conflict:
+        push(committer, "s", timed([(float(2 * MAX_CHUNK), -1.0)]))
+    assert conflict.value.status == 409
 
 
 def test_group_commit_isolates_a_rejected_command(storage, make_committer):
@@ -118,6 +157,29 @@ def test_group_commit_isolates_a_rejected_command(storage, make_committer):
     records = storage.load_records()
     assert set(records) == {"a", "c"} and records["c"].params["delays"] == 4
     assert recorder.violations == []
+
+
+def test_pushes_arriving_within_the_commit_spacing_share_one_commit(storage, make_committer):
+    """Under load, a group commit gathers what arrives within the spacing after the previous
+    commit began (each sync writes whole disk blocks, however little changed)."""
+    committer, recorder = make_committer(commit_spacing=1.0)
+    push(committer, "a", numeric([1.0]))  # an idle committer commits at once
+    futures = [committer.submit(Ingest(name, numeric([2.0]))) for name in "bcd"]
+    recorder.pending = futures
+    assert [f.result(timeout=WAIT).accepted for f in futures] == [1, 1, 1]
+    assert committer.commits == 2
+    assert sorted(storage.load_records()) == ["a", "b", "c", "d"]
+    assert recorder.violations == []
+
+
+def test_a_lone_serial_client_never_waits_for_the_commit_spacing(storage, make_committer):
+    """With the server's count of pushes in flight, a push that is the only one in flight
+    commits at once: a serial client is not held to one push per spacing (an hour here;
+    waiting for it would fail the test by its timeout)."""
+    committer, _ = make_committer(commit_spacing=3600.0, in_flight=lambda: 1)
+    for start in range(5):
+        assert push(committer, "s", numeric([1.0], start)).record.count == start + 1
+    assert committer.commits == 5
 
 
 def test_acknowledged_means_committed_and_published_first(storage, make_committer):
@@ -166,7 +228,7 @@ def test_observations_are_append_only(storage, make_committer):
     try:
         session.begin()
         with pytest.raises(session.errors, match="append-only"):
-            session._conn.execute("UPDATE observations SET y = y")  # type: ignore[attr-defined]
+            session._conn.execute("UPDATE chunks SET y = y")  # type: ignore[attr-defined]
         session.rollback()
     finally:
         session.close()

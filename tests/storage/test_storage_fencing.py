@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from storage_helpers import WAIT, numeric, push, stored
+from storage_helpers import WAIT, append_raw, numeric, push, stored
 
 from service.storage import StaleOwner
 from service.storage.records import Configure, Delete, shard_of
@@ -81,7 +81,7 @@ def test_an_acquisition_waits_for_a_writer_that_checked_its_epoch(storage):
         thief.start()
         if type(storage).__name__ == "PostgresStorage":
             assert _waits_on_a_lock(storage), "the acquisition did not wait for the writer"
-        session.insert_observations(sid, 0, [1.0], [b"\0" * 8])
+        append_raw(session, sid, 0, [1.0])
         session.commit()
         thief.join(timeout=WAIT)
         assert acquired == {0: epochs[0] + 1}
