@@ -136,6 +136,17 @@ class EpisodeRefs:
         after = origins + np.arange(1, self.horizon + 1)
         return self.history.rows(before), self.history.rows(after)
 
+    def key_parts(
+        self, records: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the keys of episodes are made of: eigenvalues, modes and normalised states
+        (the values `expand` gives, without reading the continuations)."""
+        fits = self.fits.rows(records["fit"])
+        origins = np.asarray(records["origin"], dtype=np.int64)[:, None]
+        states = normalized_states(self.history.rows(origins + np.arange(1 - self.state_delays, 1)))
+        modes = fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"])
+        return fits["eigenvalues"], modes, states
+
     def expand(self, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Full records (signature, state, windows...) from references (``fit``, ``origin``)."""
         fits = self.fits.rows(records["fit"])

@@ -76,15 +76,26 @@ def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) ->
 
 def episode_keys(signature: Signature, states: np.ndarray, weights: KeyWeights) -> np.ndarray:
     """Keys of several states ``(B, S)`` that share one signature: ``(B, dim)`` float32."""
-    r_max = signature.eigenvalues.shape[0]
-    n_modes = signature.modes.size * 2 if weights.modes > 0 else 0
+    return signature_keys(signature.eigenvalues[None], signature.modes[None], states, weights)
+
+
+def signature_keys(
+    eigenvalues: np.ndarray, modes: np.ndarray, states: np.ndarray, weights: KeyWeights
+) -> np.ndarray:
+    """Keys of ``B`` states, each with its own (or, with a leading 1, one shared) signature.
+
+    ``eigenvalues`` is ``(B or 1, r_max)``, ``modes`` ``(B or 1, r_max, q)``: every
+    coordinate is the same product as `episode_keys` computes, so the keys are too.
+    """
+    r_max = eigenvalues.shape[1]
+    n_modes = 2 * modes.shape[1] * modes.shape[2] if weights.modes > 0 else 0
     keys = np.empty((states.shape[0], 2 * r_max + n_modes + states.shape[1]), dtype=np.float32)
     eig_scale = weights.eigenvalues / np.sqrt(r_max)
-    keys[:, 0 : 2 * r_max : 2] = signature.eigenvalues.real * eig_scale
-    keys[:, 1 : 2 * r_max : 2] = signature.eigenvalues.imag * eig_scale
+    keys[:, 0 : 2 * r_max : 2] = eigenvalues.real * eig_scale
+    keys[:, 1 : 2 * r_max : 2] = eigenvalues.imag * eig_scale
     if n_modes:
-        modes = np.ascontiguousarray(signature.modes).view(np.float64).ravel()
-        keys[:, 2 * r_max : 2 * r_max + n_modes] = modes * (weights.modes / np.sqrt(r_max))
+        flat = np.ascontiguousarray(modes).view(np.float64).reshape(modes.shape[0], -1)
+        keys[:, 2 * r_max : 2 * r_max + n_modes] = flat * (weights.modes / np.sqrt(r_max))
     keys[:, 2 * r_max + n_modes :] = states * (weights.state / np.sqrt(max(states.shape[1], 1)))
     return keys
 

@@ -18,9 +18,9 @@ from .recall import (
     KeyWeights,
     attention_weights,
     episode_key,
-    episode_keys,
     exact_distances,
     normalized_state,
+    signature_keys,
 )
 from .spectrum import Signature, make_signature
 
@@ -175,21 +175,8 @@ class Recaller:
 
         The same functions of the same values as when they were made: bit-identical.
         """
-        records = self.memory.get(ids)
-        expanded = self.refs.expand(records)
-        keys = np.empty((ids.size, self.memory.dim), dtype=np.float32)
-        # Episodes grouped by fit in one sort (not a scan per fit: a load regroups them all);
-        # each group keeps ascending order, so every call sees the same rows as ever.
-        _, group, counts = np.unique(records["fit"], return_inverse=True, return_counts=True)
-        order = np.argsort(group, kind="stable")
-        for mine in np.split(order, np.cumsum(counts)[:-1]):
-            first = int(mine[0])
-            signature = Signature(
-                eigenvalues=expanded["eigenvalues"][first],
-                modes=expanded["modes"][first],
-                rank=int(expanded["rank"][first]),
-            )
-            keys[mine] = episode_keys(signature, expanded["state"][mine], self.key_weights)
+        eigenvalues, modes, states = self.refs.key_parts(self.memory.get(ids))
+        keys = signature_keys(eigenvalues, modes, states, self.key_weights)
         return keys
 
     def get_state(self) -> State:
