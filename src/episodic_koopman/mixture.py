@@ -11,9 +11,21 @@ exponentially weighted mean with bias correction, and the experts are weighted b
     w_e,h  proportional to  exp(-eta * (L_e,h / min_e L_e,h - 1))
 
 This is exponentially weighted averaging (Hedge) on *relative* losses, so
-``eta`` needs no units. Only experts that could forecast at an origin are scored
-there, and unavailable experts get no weight. An expert with no track record
-yet at some step is given the mean loss of the others.
+``eta`` needs no units (rule ``"hedge"``). Only experts that could forecast at an
+origin are scored there, and unavailable experts get no weight. An expert with no
+track record yet at some step is given the mean loss of the others.
+
+Rule ``"mlpoly"`` (the default) is ML-Poly (Gaillard, Stoltz and van Erven, 2014)
+with the gradient trick, per step ahead: each expert's regret against the issued
+forecast accumulates as ``R_e += g . (issued - f_e)``, with ``g`` the sign of the
+issued forecast's error (in units of the series' scale, averaged over channels),
+and ``w_e`` is proportional to ``max(R_e, 0) / (1 + sum of squared regret
+increments)``. Undiscounted (``decay = 0``), its regret against the best *convex
+combination* of the experts (so against the best expert) grows as the square root
+of the number of rounds, with no learning rate to tune. With ``decay > 0``, the
+regrets are discounted, so the weights follow an expert that becomes best later.
+Experts that could not forecast at an origin are asleep there: their regret does
+not move (the standard sleeping-experts reduction).
 
 >>> import numpy as np
 >>> mix = ExpertMixture(["plain", "memory"], horizon=1, decay=0.5, eta=4.0)
@@ -28,13 +40,24 @@ from __future__ import annotations
 
 import numpy as np
 
+MIXTURE_RULES = ("boa", "mlpoly", "hedge")
+
 
 class ExpertMixture:
-    """Per-step-ahead Hedge weights over named experts."""
+    """Per-step-ahead online aggregation weights over named experts."""
 
     def __init__(
-        self, names: list[str], horizon: int, decay: float, eta: float, fast_decay: float = 0.0
+        self,
+        names: list[str],
+        horizon: int,
+        decay: float,
+        eta: float,
+        fast_decay: float = 0.0,
+        rule: str = "hedge",
     ) -> None:
+        if rule not in MIXTURE_RULES:
+            raise ValueError(f"rule must be one of {MIXTURE_RULES}, got {rule!r}")
+        self.rule = rule
         self.names = list(names)
         self.horizon = horizon
         self.decay = decay
@@ -43,6 +66,10 @@ class ExpertMixture:
         self._loss = np.zeros((len(names), horizon))
         self._mass = np.zeros((len(names), horizon))  # bias correction of the EW mean
         self._fast = np.zeros((len(names), 2))  # fast EW one-step loss, and its mass
+        self._regret = np.zeros((len(names), horizon))  # ML-Poly: (discounted) regrets
+        self._second = np.zeros((len(names), horizon))  # and their squared increments
+        self._boa = np.zeros((len(names), horizon))  # BOA: sum of eta r - (eta r)^2
+        self._range = np.zeros((len(names), horizon))  # largest |regret increment| seen
         # Weights per availability pattern: they change only when losses do, while
         # every forecast in between asks for them again.
         self._weights: dict[bytes, np.ndarray] = {}
@@ -52,14 +79,42 @@ class ExpertMixture:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self._mass > 0, self._loss / self._mass, np.nan)
 
-    def update(self, step: int, losses: np.ndarray, available: np.ndarray) -> None:
+    def update(
+        self,
+        step: int,
+        losses: np.ndarray,
+        available: np.ndarray,
+        regrets: np.ndarray | None = None,
+    ) -> None:
         """Score step ``step`` (0-based) ahead for the experts that were available."""
-        self.update_many(np.array([step]), losses[None, :], available[None, :])
+        more = None if regrets is None else regrets[None, :]
+        self.update_many(np.array([step]), losses[None, :], available[None, :], more)
 
-    def update_many(self, steps: np.ndarray, losses: np.ndarray, available: np.ndarray) -> None:
-        """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``."""
+    def update_many(
+        self,
+        steps: np.ndarray,
+        losses: np.ndarray,
+        available: np.ndarray,
+        regrets: np.ndarray | None = None,
+    ) -> None:
+        """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``.
+
+        ``regrets (P, E)``: each expert's instantaneous regret (the gradient trick's,
+        see the module); the ``"mlpoly"`` rule needs them.
+        """
         self._weights.clear()
         a = self.decay
+        if self.rule != "hedge":
+            if regrets is None:
+                raise ValueError(f"the {self.rule} rule needs the experts' regrets")
+            r = np.where(available, regrets, 0.0).T
+            keep = 1.0 - a
+            self._regret[:, steps] = keep * self._regret[:, steps] + r
+            self._second[:, steps] = keep * self._second[:, steps] + r * r
+            if self.rule == "boa":  # learning rates from the ranges and variances so far
+                self._range[:, steps] = np.maximum(self._range[:, steps], np.abs(r))
+                eta = self._boa_rates()[:, steps]
+                self._boa[:, steps] = keep * self._boa[:, steps] + eta * r - (eta * r) ** 2
         mask = available.T
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
         self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
@@ -100,6 +155,10 @@ class ExpertMixture:
 
     def _horizon_weights(self, available: np.ndarray) -> np.ndarray:
         """Read-only weights ``(n_experts, horizon)`` for one availability pattern."""
+        if self.rule == "mlpoly":
+            return self._mlpoly_weights(np.asarray(available, dtype=bool))
+        if self.rule == "boa":
+            return self._boa_weights(np.asarray(available, dtype=bool))
         losses = self.losses() * self.regime_factor()[:, None]
         avail = available[:, None]
         known = avail & ~np.isnan(losses)
@@ -116,11 +175,51 @@ class ExpertMixture:
         out.flags.writeable = False
         return out
 
+    def _mlpoly_weights(self, available: np.ndarray) -> np.ndarray:
+        """ML-Poly: ``w_e`` proportional to ``max(R_e, 0) / (1 + V_e)`` among the awake."""
+        positive = np.where(available[:, None], np.maximum(self._regret, 0.0), 0.0)
+        scores = positive / (1.0 + self._second)
+        total = scores.sum(axis=0, keepdims=True)
+        uniform = np.broadcast_to(available[:, None] / max(available.sum(), 1), scores.shape)
+        out = np.where(total > 0, scores / np.where(total > 0, total, 1.0), uniform)
+        out.flags.writeable = False
+        return out
+
+    def _boa_rates(self) -> np.ndarray:
+        """BOA's learning rates: ``min(1 / (2 E_e), sqrt(log K / V_e))`` per expert and step."""
+        log_k = np.log(max(len(self.names), 2))
+        with np.errstate(divide="ignore"):
+            cap = np.where(self._range > 0, 0.5 / np.maximum(self._range, 1e-300), np.inf)
+            adaptive = np.sqrt(log_k / self._second)
+        return np.where(np.isfinite(cap), np.minimum(cap, adaptive), 1.0)
+
+    def _boa_weights(self, available: np.ndarray) -> np.ndarray:
+        """BOA: ``w_e`` proportional to ``eta_e exp(sum of eta r - (eta r)^2)`` among the awake."""
+        eta = self._boa_rates()
+        logits = np.where(available[:, None], self._boa + np.log(eta), -np.inf)
+        top = logits.max(axis=0, keepdims=True)
+        w = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+        out = w / w.sum(axis=0, keepdims=True)
+        out.flags.writeable = False
+        return out
+
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"loss": self._loss.copy(), "mass": self._mass.copy(), "fast": self._fast.copy()}
+        return {
+            "loss": self._loss.copy(),
+            "mass": self._mass.copy(),
+            "fast": self._fast.copy(),
+            "regret": self._regret.copy(),
+            "second": self._second.copy(),
+            "boa": self._boa.copy(),
+            "range": self._range.copy(),
+        }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._loss = np.array(state["loss"], dtype=np.float64)
         self._mass = np.array(state["mass"], dtype=np.float64)
         self._fast = np.array(state["fast"], dtype=np.float64)
+        self._regret = np.array(state["regret"], dtype=np.float64)
+        self._second = np.array(state["second"], dtype=np.float64)
+        self._boa = np.array(state["boa"], dtype=np.float64)
+        self._range = np.array(state["range"], dtype=np.float64)
         self._weights.clear()

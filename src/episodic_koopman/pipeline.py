@@ -16,6 +16,7 @@ from .config import MAX_FEATURES, MemoryConfig, ModelConfig
 from .dynamics import Dynamics
 from .embedding import make_lifting
 from .episode_refs import EpisodeRefs
+from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .observables import Observables
@@ -119,6 +120,11 @@ class Pipeline:
             # state window and continuation (plus the episodes not yet filed).
             span = mem.capacity * mem.stride + s.state_delays + s.episode_horizon
             history_length = max(history_length, span + cfg.stride + 1)
+        # Classical experts weigh in only through a mixture (not beside a single strategy).
+        kinds = cfg.classical_names() if mem is None or mem.strategy == "mixture" else []
+        self.bank = ExpertBank(kinds, cfg.stride) if kinds else None
+        if self.bank is not None:  # the AR's lags and the period finder's span
+            history_length = max(history_length, cfg.stride + AR_ORDER + 1, PERIOD_WINDOW)
         self.obs = Observables(s.delays, c, history_length, lifting)
         refit_every = cfg.refit_every if cfg.refit_every is not None else s.window
         self.dyn = Dynamics(
@@ -135,17 +141,28 @@ class Pipeline:
         self.recaller: Recaller | None = None
         self.recorder: EpisodeRecorder | None = None
         self.cache: Present | None = None
+        classical = self.bank.names if self.bank is not None else []
         if mem is None or memory is None:
-            # The plain forecast alone (a one-expert mixture is the plain forecast).
-            self.combiner = Combiner([], "zscore", 1.0, s.episode_horizon, None)
+            # The plain forecast and the classical experts, mixed as a memory's default would.
+            default = MemoryConfig()
+            mixture = (
+                default.mixture_decay,
+                default.mixture_eta,
+                default.mixture_fast_decay,
+                default.mixture_rule,
+            )
+            self.combiner = Combiner(
+                [], "zscore", 1.0, s.episode_horizon, mixture if classical else None, classical
+            )
             return
-        mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay)
+        mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay, mem.mixture_rule)
         self.combiner = Combiner(
             mem.expert_names(),
             mem.alignment,  # type: ignore[arg-type]
             mem.blend,
             s.episode_horizon,
             mixture if mem.strategy == "mixture" else None,
+            classical,
         )
         weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
         gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
@@ -188,6 +205,8 @@ class Pipeline:
         }
         if self.recaller is not None and self.recorder is not None:
             parts |= {"recall": self.recaller, "recorder": self.recorder}
+        if self.bank is not None:
+            parts |= self.bank.components()
         return parts
 
     @property
@@ -202,6 +221,8 @@ class Pipeline:
         obs.observe(values)
         stream.n += 1
         n = stream.n
+        if self.bank is not None:  # absorbs a block at every multiple of the stride
+            self.bank.advance(obs.history, n)
         if n < self.settings.delays:
             return
         if obs.ref_mean is None:
@@ -322,7 +343,9 @@ class Pipeline:
                 stabilize=self.dyn.stabilize,
             )
 
-        return self.combiner.combine(plain, present.recall, context)
+        bank = self.bank
+        classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
+        return self.combiner.combine(plain, present.recall, context, classical)
 
     def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
         """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
