@@ -256,9 +256,8 @@ class ModelConfig(_JsonConfig):
     def classical_names(self) -> list[str]:
         """The classical experts, in the order given."""
         if not isinstance(self.classical_experts, str):
-            raise TypeError(
-                f"classical_experts must be a comma-separated string, got {self.classical_experts!r}"
-            )
+            given = self.classical_experts
+            raise TypeError(f"classical_experts must be a comma-separated string, got {given!r}")
         names = [part.strip() for part in self.classical_experts.split(",") if part.strip()]
         for name in names:
             v.check_choice("classical_experts", name, CLASSICAL_EXPERTS)
