@@ -69,6 +69,17 @@ def test_seasonal_naive_is_exact_on_a_pure_season_of_a_detected_period():
     )
 
 
+def test_seasonal_naive_with_drift_is_exact_on_a_season_plus_a_trend():
+    pattern = np.array([3.0, -1.0, 4.0, 1.0, -5.0, 9.0, 2.0])
+    t = np.arange(200)
+    values = pattern[t % 7] + 0.3 * t
+    expert = SeasonalNaive("seasonal_drift1", lambda: 7, drift=True)
+    history = feed(expert, values)
+    ahead = np.arange(200, 225)
+    expected = pattern[ahead % 7] + 0.3 * ahead
+    assert np.allclose(expert.forecast(history, 200, 25)[:, 0], expected, atol=1e-9)
+
+
 def test_local_ar_is_exact_on_an_ar2_process():
     # y_t = 0.3 + 1.5 y_{t-1} - 0.8 y_{t-2}: a damped oscillation around 1.0
     y = [4.0, -2.0]
@@ -119,12 +130,12 @@ def test_dominant_periods_of_white_noise_is_empty():
 
 
 def test_the_bank_abstains_until_its_experts_are_ready():
-    bank = ExpertBank(["last", "seasonal", "damped", "ar"], BLOCK)
+    bank = ExpertBank(["last", "seasonal", "seasonal_drift", "damped", "ar"], BLOCK)
     history = History(length=700, n_channels=1)
     history.append(np.array([1.0]))
     bank.advance(history, 1)
     tracks, available = bank.forecast(history, 1, 4)
-    assert available.tolist() == [True, False, False, False, False]
+    assert available.tolist() == [True] + [False] * 6
     assert np.array_equal(tracks[0, :, 0], np.ones(4)) and not tracks[1:].any()
 
 
@@ -209,7 +220,16 @@ def test_the_model_weighs_the_classical_experts():
     model.learn_many(values)
     weights = model.expert_weights()
     assert weights is not None
-    assert list(weights) == ["plain", "last", "seasonal1", "seasonal2", "damped", "ar"]
+    assert list(weights) == [
+        "plain",
+        "last",
+        "seasonal1",
+        "seasonal2",
+        "seasonal_drift1",
+        "seasonal_drift2",
+        "damped",
+        "ar",
+    ]
     assert all(abs(sum(w[h] for w in weights.values()) - 1.0) < 1e-12 for h in range(24))
 
 

@@ -57,6 +57,7 @@ class Combiner:
         recall: Recall | None,
         context: Callable[[], RecallContext],
         classical: tuple[np.ndarray, np.ndarray] | None = None,
+        plain_ready: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every expert's forecast and their combination.
 
@@ -64,12 +65,13 @@ class Combiner:
         ``(n_experts, steps, c)`` (zeros where an expert is unavailable).
         ``context`` builds what corrections may use about the present (only when
         recall is admitted). ``classical`` is the classical experts' ``(tracks,
-        available)`` (`ExpertBank.forecast`).
+        available)`` (`ExpertBank.forecast`); ``plain_ready`` is false before the
+        operator's first fit (the classical experts forecast alone then).
         """
         tracks = np.zeros((len(self.expert_names), *plain.shape))
         spreads = np.zeros_like(tracks)
         available = np.zeros(len(self.expert_names), dtype=bool)
-        tracks[0], available[0] = plain, True
+        tracks[0], available[0] = plain, plain_ready
         if recall is not None and recall.admitted:
             present = context()
             for i, name in enumerate(self.memory_names, start=1):

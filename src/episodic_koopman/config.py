@@ -227,7 +227,8 @@ class ModelConfig(_JsonConfig):
     classical_experts
         Cheap experts mixed with the operator's forecast (and memory's), comma-separated,
         from ``last`` (last value), ``seasonal`` (seasonal naives at the detected
-        periods), ``damped`` (damped-trend exponential smoothing), ``ar`` (local AR by
+        periods), ``seasonal_drift`` (the same, plus the change of level between the
+        last two seasons), ``damped`` (damped-trend exponential smoothing), ``ar`` (local AR by
         recursive least squares); ``""`` for none. See `episodic_koopman.experts`.
     """
 
@@ -239,7 +240,7 @@ class ModelConfig(_JsonConfig):
     n_components: int = 64
     bandwidth: float = 2.0
     calibration_window: int = 200
-    classical_experts: str = "last,seasonal,damped,ar"
+    classical_experts: str = "last,seasonal,seasonal_drift,damped,ar"
 
     def __post_init__(self) -> None:
         v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)

@@ -76,22 +76,33 @@ class SeasonalNaive:
     """The value one period earlier (exact on a pure season of that period).
 
     The period is read from ``period_of()`` (a `PeriodFinder` slot) at each forecast;
-    with no period known the expert abstains.
+    with no period known the expert abstains. With ``drift``, each season ahead adds
+    the change of level between the last two seasons (their means), as a seasonal
+    random walk with drift does (exact on a season plus a linear trend).
     """
 
-    def __init__(self, name: str, period_of: Any) -> None:
+    def __init__(self, name: str, period_of: Any, drift: bool = False) -> None:
         self.name = name
         self.period_of = period_of
+        self.drift = drift
 
     def advance(self, history: History, n: int) -> None:
         pass
 
     def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
         period = self.period_of()
-        if period is None or n < period or history.length < period:
+        span = 2 * period if period is not None and self.drift else period
+        if period is None or span is None or n < span or history.length < span:
             return None
-        season = history.last(period)
-        return season[np.arange(steps) % period]
+        ahead = np.arange(steps)
+        if not self.drift:
+            return history.last(period)[ahead % period]
+        both = history.last(span)
+        season = both[period:]
+        change = (season.mean(axis=0) - both[:period].mean(axis=0)) / period  # per step
+        # Season k ahead (k = 1, 2, ...) sits k periods of drift above the last one.
+        lifts = (ahead // period + 1)[:, None] * (period * change)[None, :]
+        return season[ahead % period] + lifts
 
     def get_state(self) -> State:
         return {}, {}
@@ -328,7 +339,7 @@ def dominant_periods(values: np.ndarray, slots: int, threshold: float = 0.25) ->
 
 
 #: The classical experts a model can use (``ModelConfig.classical_experts``).
-CLASSICAL_EXPERTS = ("last", "seasonal", "damped", "ar")
+CLASSICAL_EXPERTS = ("last", "seasonal", "seasonal_drift", "damped", "ar")
 #: Seasonal naive experts (one per detected period), the AR order and its forgetting factor.
 SEASONAL_SLOTS = 2
 AR_ORDER = 8
@@ -354,6 +365,10 @@ class ExpertBank:
                 for slot in range(SEASONAL_SLOTS):
                     name = f"seasonal{slot + 1}"
                     self.experts.append(SeasonalNaive(name, _slot(self.finder, slot)))
+            elif kind == "seasonal_drift":
+                for slot in range(SEASONAL_SLOTS):
+                    name = f"seasonal_drift{slot + 1}"
+                    self.experts.append(SeasonalNaive(name, _slot(self.finder, slot), drift=True))
             elif kind == "damped":
                 self.experts.append(DampedTrend(block, *DAMPED))
             elif kind == "ar":
@@ -361,7 +376,7 @@ class ExpertBank:
             else:
                 raise ValueError(f"unknown classical expert {kind!r}; known: {CLASSICAL_EXPERTS}")
         self.names = [e.name for e in self.experts]
-        self.seasonal = "seasonal" in kinds
+        self.seasonal = "seasonal" in kinds or "seasonal_drift" in kinds
 
     def advance(self, history: History, n: int) -> None:
         """Call after every observation: absorbs a block when ``n`` is a boundary."""

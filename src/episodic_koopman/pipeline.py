@@ -224,12 +224,14 @@ class Pipeline:
         if self.bank is not None:  # absorbs a block at every multiple of the stride
             self.bank.advance(obs.history, n)
         if n < self.settings.delays:
+            self._score_early(n)
             return
         if obs.ref_mean is None:
             obs.anchor()
         dyn.push(obs.newest())
         refit = dyn.refit_due(n)
         if dyn.ready_at is None:
+            self._score_early(n)
             return
         since = n - dyn.ready_at
         if since == 0 and self.recorder is not None:
@@ -300,6 +302,58 @@ class Pipeline:
             )
         )
 
+    # ------------------------------------------------------------------ before the first fit
+    def _score_early(self, n: int) -> None:
+        """Before the operator's first fit, score the classical experts at block boundaries.
+
+        So their weights are learned, and forecasts are theirs rather than the last
+        value, while the operator still waits for its window (short series).
+        """
+        if self.bank is None or n % self.settings.config.stride:
+            return
+        obs, horizon = self.obs, self.settings.episode_horizon
+        self.scorer.advance(n - 1, obs.history, self.combiner.learner, None, self.calibrator)
+        issued, spread, tracks, available = self._combine_early(horizon)
+        scale = obs.scaler.current()[1]  # no reference standardisation yet
+        half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
+        self.scorer.open(
+            PendingScore(
+                origin=n - 1,
+                tracks=tracks,
+                available=available,
+                issued=issued,
+                spread=spread,
+                lower=issued - half,
+                upper=issued + half,
+                ref_scale=scale.copy(),
+                realised=np.zeros_like(issued),
+            )
+        )
+
+    def _combine_early(self, steps: int) -> tuple[np.ndarray, ...]:
+        assert self.bank is not None
+        history, n = self.obs.history, self.stream.n
+        classical = self.bank.forecast(history, n, steps)
+        plain = np.zeros((steps, history.last(1).shape[1]))
+        return self.combiner.combine(plain, None, _no_context, classical, plain_ready=False)
+
+    def early_forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, half-width)`` from the classical experts before the first fit.
+
+        ``None`` while no classical expert but the last value can forecast.
+        """
+        if self.bank is None or self.stream.n < 1:
+            return None
+        mean, spread, _, available = self._combine_early(horizon)
+        if not any(
+            a
+            for a, name in zip(available, self.combiner.expert_names, strict=True)
+            if name not in ("plain", "last")
+        ):
+            return None
+        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
+        return mean, half
+
     # ------------------------------------------------------------------ forecasting
     def present(self, observe: bool = False) -> Present:
         """Fit, query and recall at the current tick (cached per tick).
@@ -366,3 +420,7 @@ class Pipeline:
         fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
         path = fit.propagate(snaps[-1], horizon, self.obs.embedding.readout, self.dyn.stabilize)
         return self.obs.to_raw(path)
+
+
+def _no_context() -> RecallContext:
+    raise AssertionError("no recall before the first fit")
