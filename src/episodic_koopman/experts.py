@@ -99,9 +99,9 @@ class SeasonalNaive:
             return history.last(period)[ahead % period]
         both = history.last(span)
         season = both[period:]
-        change = (season.mean(axis=0) - both[:period].mean(axis=0)) / period  # per step
-        # Season k ahead (k = 1, 2, ...) sits k periods of drift above the last one.
-        lifts = (ahead // period + 1)[:, None] * (period * change)[None, :]
+        change = (season.sum(axis=0) - both[:period].sum(axis=0)) / period  # of the mean
+        # Season k ahead (k = 1, 2, ...) sits k changes of level above the last one.
+        lifts = (ahead // period + 1)[:, None] * change[None, :]
         return season[ahead % period] + lifts
 
     def get_state(self) -> State:
@@ -201,14 +201,18 @@ class LocalAR:
         if k <= 0:
             return
         rows = history.last(k + p) - self.anchor  # (k + p, c)
-        lags = np.lib.stride_tricks.sliding_window_view(rows[:-1], p, axis=0)  # (k, c, p)
-        x = np.concatenate([np.ones((k, rows.shape[1], 1)), lags[:, :, ::-1]], axis=2)
-        y = rows[p:]  # (k, c)
+        c = rows.shape[1]
+        # x_t = [1, y_{t-1}, ..., y_{t-p}] for the k newest t, per channel: (c, k, p+1)
+        lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
+        x = np.empty((c, k, p + 1))
+        x[:, :, 0] = 1.0
+        x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
+        y = rows[p:].T[:, :, None]  # (c, k, 1)
         w = self.decay[self.block - k :]
         shrink = self.forgetting**k
-        xw = x * w[:, None, None]
-        self.normal = shrink * self.normal + np.einsum("kci,kcj->cij", xw, x)
-        self.moment = shrink * self.moment + np.einsum("kci,kc->ci", xw, y)
+        xw_t = (x * w[None, :, None]).transpose(0, 2, 1)  # (c, p+1, k)
+        self.normal = shrink * self.normal + xw_t @ x
+        self.moment = shrink * self.moment + (xw_t @ y)[:, :, 0]
         self.seen += k
         if self.seen >= 2 * (p + 1):
             trace = np.trace(self.normal, axis1=1, axis2=2)

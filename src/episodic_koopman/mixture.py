@@ -107,14 +107,8 @@ class ExpertMixture:
         if self.rule != "hedge":
             if regrets is None:
                 raise ValueError(f"the {self.rule} rule needs the experts' regrets")
-            r = np.where(available, regrets, 0.0).T
-            keep = 1.0 - a
-            self._regret[:, steps] = keep * self._regret[:, steps] + r
-            self._second[:, steps] = keep * self._second[:, steps] + r * r
-            if self.rule == "boa":  # learning rates from the ranges and variances so far
-                self._range[:, steps] = np.maximum(self._range[:, steps], np.abs(r))
-                eta = self._boa_rates()[:, steps]
-                self._boa[:, steps] = keep * self._boa[:, steps] + eta * r - (eta * r) ** 2
+            self._update_regrets(steps, np.where(available, regrets, 0.0).T)
+            return  # the loss averages below serve the hedge rule only
         mask = available.T
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
         self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
@@ -125,6 +119,23 @@ class ExpertMixture:
             avail, loss = available[first[0]], losses[first[0]]
             self._fast[avail, 0] = (1 - f) * self._fast[avail, 0] + f * loss[avail]
             self._fast[avail, 1] = (1 - f) * self._fast[avail, 1] + f
+
+    def _update_regrets(self, steps: np.ndarray, r: np.ndarray) -> None:
+        """Discount and add regret increments ``r (E, P)`` at the columns ``steps``."""
+        n = steps.size
+        if n == 1 or (steps[-1] - steps[0] == n - 1 and np.all(np.diff(steps) == 1)):
+            cols: slice | np.ndarray = slice(int(steps[0]), int(steps[0]) + n)
+        else:
+            cols = steps
+        keep = 1.0 - self.decay
+        second = keep * self._second[:, cols] + r * r
+        self._regret[:, cols] = keep * self._regret[:, cols] + r
+        self._second[:, cols] = second
+        if self.rule == "boa":  # learning rates from the ranges and variances so far
+            ranges = np.maximum(self._range[:, cols], np.abs(r))
+            self._range[:, cols] = ranges
+            eta = _boa_rates(ranges, second, len(self.names))
+            self._boa[:, cols] = keep * self._boa[:, cols] + eta * r - (eta * r) ** 2
 
     def regime_factor(self) -> np.ndarray:
         """Each expert's recent one-step loss over its usual one-step loss (1 if unknown).
@@ -185,17 +196,9 @@ class ExpertMixture:
         out.flags.writeable = False
         return out
 
-    def _boa_rates(self) -> np.ndarray:
-        """BOA's learning rates: ``min(1 / (2 E_e), sqrt(log K / V_e))`` per expert and step."""
-        log_k = np.log(max(len(self.names), 2))
-        with np.errstate(divide="ignore"):
-            cap = np.where(self._range > 0, 0.5 / np.maximum(self._range, 1e-300), np.inf)
-            adaptive = np.sqrt(log_k / self._second)
-        return np.where(np.isfinite(cap), np.minimum(cap, adaptive), 1.0)
-
     def _boa_weights(self, available: np.ndarray) -> np.ndarray:
         """BOA: ``w_e`` proportional to ``eta_e exp(sum of eta r - (eta r)^2)`` among the awake."""
-        eta = self._boa_rates()
+        eta = _boa_rates(self._range, self._second, len(self.names))
         logits = np.where(available[:, None], self._boa + np.log(eta), -np.inf)
         top = logits.max(axis=0, keepdims=True)
         w = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
@@ -223,3 +226,11 @@ class ExpertMixture:
         self._boa = np.array(state["boa"], dtype=np.float64)
         self._range = np.array(state["range"], dtype=np.float64)
         self._weights.clear()
+
+
+def _boa_rates(ranges: np.ndarray, second: np.ndarray, n_experts: int) -> np.ndarray:
+    """BOA's learning rates ``min(1 / (2 E), sqrt(log K / V))`` (1 before any regret)."""
+    log_k = np.log(max(n_experts, 2))
+    tiny = 1e-300  # a zero range means no regret yet (and then the rate is 1)
+    adaptive = np.sqrt(log_k / np.maximum(second, tiny))
+    return np.where(ranges > 0, np.minimum(0.5 / np.maximum(ranges, tiny), adaptive), 1.0)
