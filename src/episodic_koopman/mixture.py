@@ -2,7 +2,7 @@
 
 The forecaster has several ways to forecast: the plain Koopman propagation,
 and corrections from memory (analogs under different alignments, residuals,
-operator transfer). Which is best depends on the series, the regime and the
+operator transfer), and the classical experts (`episodic_koopman.experts`). Which is best depends on the series, the regime and the
 step ahead. For example, the last-value-anchored analog wins one week ahead on
 influenza, and plain propagation wins in steady state. So each expert's
 absolute error (in units of the series' scale) is tracked per step ahead, as an
@@ -15,17 +15,26 @@ This is exponentially weighted averaging (Hedge) on *relative* losses, so
 origin are scored there, and unavailable experts get no weight. An expert with no
 track record yet at some step is given the mean loss of the others.
 
-Rule ``"mlpoly"`` (the default) is ML-Poly (Gaillard, Stoltz and van Erven, 2014)
-with the gradient trick, per step ahead: each expert's regret against the issued
-forecast accumulates as ``R_e += g . (issued - f_e)``, with ``g`` the sign of the
-issued forecast's error (in units of the series' scale, averaged over channels),
-and ``w_e`` is proportional to ``max(R_e, 0) / (1 + sum of squared regret
-increments)``. Undiscounted (``decay = 0``), its regret against the best *convex
-combination* of the experts (so against the best expert) grows as the square root
-of the number of rounds, with no learning rate to tune. With ``decay > 0``, the
-regrets are discounted, so the weights follow an expert that becomes best later.
-Experts that could not forecast at an origin are asleep there: their regret does
-not move (the standard sleeping-experts reduction).
+Rules ``"boa"`` (the default) and ``"mlpoly"`` use regrets rather than losses.
+At each scored step ahead, expert ``e``'s instantaneous regret is
+``r_e = loss(issued) - loss_e``: the issued (mixed) forecast's absolute error less
+the expert's, in units of the series' scale, averaged over channels. The absolute
+loss is convex, so the issued loss is at most the weighted mean of the experts'
+losses, which is what the rules' guarantees need.
+
+* ``"boa"``: Bernstein Online Aggregation (Wintenberger, 2017), with adaptive
+  learning rates ``eta_e = min(1 / (2 E_e), sqrt(log K / V_e))`` (``E_e`` the
+  largest regret increment seen, ``V_e`` the sum of their squares) and weights
+  proportional to ``eta_e exp(sum of eta_e r_e - (eta_e r_e)^2)``. A second-order
+  regret bound against the best expert, with no learning rate to tune.
+* ``"mlpoly"``: ML-Poly (Gaillard, Stoltz and van Erven, 2014): weights
+  proportional to ``max(R_e, 0) / (1 + V_e)``, ``R_e`` the cumulative regret.
+
+Both are per step ahead. Undiscounted (``decay = 0``), their regret against the
+best expert grows as the square root of the number of rounds. With ``decay > 0``,
+the sums are discounted, so the weights follow an expert that becomes best later
+(recurring regimes). Experts that could not forecast at an origin are asleep
+there: their regret does not move (the standard sleeping-experts reduction).
 
 >>> import numpy as np
 >>> mix = ExpertMixture(["plain", "memory"], horizon=1, decay=0.5, eta=4.0)
@@ -99,8 +108,8 @@ class ExpertMixture:
     ) -> None:
         """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``.
 
-        ``regrets (P, E)``: each expert's instantaneous regret (the gradient trick's,
-        see the module); the ``"mlpoly"`` rule needs them.
+        ``regrets (P, E)``: each expert's instantaneous regret (see the module); the
+        ``"boa"`` and ``"mlpoly"`` rules need them (and keep no loss averages).
         """
         self._weights.clear()
         a = self.decay
