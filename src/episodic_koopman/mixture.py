@@ -1,12 +1,13 @@
 """Online aggregation of expert forecasts, one set of weights per step ahead.
 
 The forecaster has several ways to forecast: the plain Koopman propagation,
-and corrections from memory (analogs under different alignments, residuals,
-operator transfer), and the classical experts (`episodic_koopman.experts`). Which is best depends on the series, the regime and the
-step ahead. For example, the last-value-anchored analog wins one week ahead on
-influenza, and plain propagation wins in steady state. So each expert's
-absolute error (in units of the series' scale) is tracked per step ahead, as an
-exponentially weighted mean with bias correction, and the experts are weighted by::
+corrections from memory (analogs under different alignments, residuals,
+operator transfer), and the classical experts (`episodic_koopman.experts`).
+Which is best depends on the series, the regime and the step ahead. For
+example, the last-value-anchored analog wins one week ahead on influenza, and
+plain propagation wins in steady state. So each expert's absolute error
+(in units of the series' scale) is tracked per step ahead, as an exponentially
+weighted mean with bias correction, and the experts are weighted by::
 
     w_e,h  proportional to  exp(-eta * (L_e,h / min_e L_e,h - 1))
 
