@@ -63,6 +63,7 @@ class ModelParams(BaseModel):
     recall_quantile: Finite | None = Field(None, ge=0, le=1)
     alignment: Literal["zscore", "additive", "multiplicative", "last", "none"] | None = None
     blend: Finite | None = Field(None, ge=0, le=1)
+    mixture_rule: Literal["boa", "mlpoly", "hedge"] | None = None
     mixture_decay: Finite | None = Field(None, gt=0, le=1)
     mixture_eta: Finite | None = Field(None, gt=0)
     mixture_fast_decay: Finite | None = Field(None, ge=0, le=1)
@@ -75,6 +76,11 @@ class ModelParams(BaseModel):
     gate_span: int | None = Field(None, ge=1, le=10**9, strict=True)
     level: Finite | None = Field(None, gt=0, lt=1)
     calibration_window: int | None = Field(None, ge=1, le=100_000, strict=True)
+    classical_experts: str | None = Field(
+        None,
+        max_length=200,
+        description='Classical experts, e.g. "last,seasonal,damped,ar" ("" for none).',
+    )
     stabilize: Literal["clip", "none"] | None = None
     refit_every: int | None = Field(None, ge=1, le=10**9, strict=True)
     lifting: Literal["identity", "rff"] | None = None

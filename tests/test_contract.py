@@ -24,6 +24,10 @@ CONFIGS = {
     "gated-kswin": dict(delays=12, window=64, drift_gate="kswin", gate_span=50),
     "hnsw-small": dict(delays=12, window=64, hnsw_threshold=40, capacity=60, stride=1),
     "quantile": dict(delays=12, window=64, recall_quantile=0.5, tau=2.0),
+    "hedge-rule": dict(delays=12, window=64, mixture_rule="hedge", classical_experts="ar,last"),
+    "no-classical": dict(delays=12, window=64, classical_experts=""),
+    "no-memory-no-classical": dict(delays=12, window=64, memory=False, classical_experts=""),
+    "bank-stride-5": dict(delays=6, window=32, memory=False, stride=5),
 }
 
 

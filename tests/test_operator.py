@@ -13,6 +13,9 @@ from episodic_koopman.operator import (
     symmetric_eigh,
 )
 
+#: The operator's own forecast: no memory and no classical experts to mix it with.
+PLAIN = ModelConfig(classical_experts="")
+
 
 def hankel_rows(y: np.ndarray, d: int) -> np.ndarray:
     return np.stack([y[k : k + d] for k in range(len(y) - d + 1)])
@@ -23,7 +26,7 @@ def hankel_rows(y: np.ndarray, d: int) -> np.ndarray:
 @pytest.mark.parametrize("rank", [5, "gd"])
 def test_two_sinusoids_frequencies_and_long_forecast(rank):
     y = two_sines(400)
-    model = EpisodicKoopman(delays=16, window=64, rank=rank, memory=None)
+    model = EpisodicKoopman(delays=16, window=64, rank=rank, memory=None, config=PLAIN)
     model.learn_many(y[:300])
     spectrum = model.spectrum()
     positive = np.sort(spectrum.frequencies[spectrum.frequencies > 0])
@@ -106,7 +109,10 @@ def test_drift_stays_small_without_refits_and_vanishes_with_one():
 def test_model_forecast_equals_batch_svd_dmd_of_its_window():
     y = noisy_sines(3000, seed=4)
     model = EpisodicKoopman(
-        delays=32, window=256, memory=None, config=ModelConfig(refit_every=10**9)
+        delays=32,
+        window=256,
+        memory=None,
+        config=ModelConfig(refit_every=10**9, classical_experts=""),
     )
     model.learn_many(y)
     ours = np.array(model.forecast(horizon=48))
@@ -125,8 +131,13 @@ def test_stabilisation_pulls_unstable_eigenvalues_to_the_unit_circle():
 def test_growing_series_forecast_is_bounded_when_stabilised():
     t = np.arange(300)
     y = np.exp(0.01 * t) * np.sin(0.3 * t)
-    clipped = EpisodicKoopman(delays=10, window=80, memory=None)
-    free = EpisodicKoopman(delays=10, window=80, memory=None, config=ModelConfig(stabilize="none"))
+    clipped = EpisodicKoopman(delays=10, window=80, memory=None, config=PLAIN)
+    free = EpisodicKoopman(
+        delays=10,
+        window=80,
+        memory=None,
+        config=ModelConfig(stabilize="none", classical_experts=""),
+    )
     clipped.learn_many(y)
     free.learn_many(y)
     far_clipped = np.abs(clipped.forecast(horizon=2000)[-200:]).max()
@@ -138,7 +149,7 @@ def test_growing_series_forecast_is_bounded_when_stabilised():
 def test_linear_trend_uses_stable_non_modal_path():
     # A ramp makes a Jordan block at 1: eigenvectors are (near) defective.
     y = 0.5 * np.arange(200.0) + 3.0
-    model = EpisodicKoopman(delays=4, window=40, memory=None, rank=2)
+    model = EpisodicKoopman(delays=4, window=40, memory=None, rank=2, config=PLAIN)
     model.learn_many(y)
     forecast = np.array(model.forecast(horizon=20))
     np.testing.assert_allclose(forecast, 0.5 * np.arange(200, 220) + 3.0, rtol=1e-5)

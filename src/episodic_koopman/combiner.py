@@ -14,11 +14,12 @@ from .recaller import Recall
 
 
 class Combiner:
-    """The plain forecast and the memory experts, combined by a mixture or by a single strategy.
+    """The plain forecast, the memory experts and the classical ones, combined.
 
-    With ``mixture`` settings (decay, eta, fast decay), experts are weighted per
-    step ahead by `ExpertMixture`; without, the single memory expert replaces the
-    plain forecast whenever recall is admitted.
+    With ``mixture`` settings (decay, eta, fast decay, rule), experts are weighted
+    per step ahead by `ExpertMixture`; without, the single memory expert replaces
+    the plain forecast whenever recall is admitted (and there are no classical
+    experts). Experts are ordered plain, memory, classical.
     """
 
     def __init__(
@@ -27,12 +28,17 @@ class Combiner:
         alignment: Alignment,
         blend: float,
         horizon: int,
-        mixture: tuple[float, float, float] | None,
+        mixture: tuple[float, float, float, str] | None,
+        classical: list[str] | None = None,
     ) -> None:
         self.corrections = {
             name: make_correction(name, alignment, blend) for name in memory_experts
         }
-        self.expert_names = ["plain", *memory_experts]
+        self.memory_names = list(memory_experts)
+        self.classical_names = list(classical or [])
+        if self.classical_names and mixture is None:
+            raise ValueError("classical experts need a mixture to be weighed in")
+        self.expert_names = ["plain", *memory_experts, *self.classical_names]
         self.mixture = ExpertMixture(self.expert_names, horizon, *mixture) if mixture else None
 
     @property
@@ -50,25 +56,32 @@ class Combiner:
         plain: np.ndarray,
         recall: Recall | None,
         context: Callable[[], RecallContext],
+        classical: tuple[np.ndarray, np.ndarray] | None = None,
+        plain_ready: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every expert's forecast and their combination.
 
         Returns ``(mean, spread, tracks, available)``: ``tracks`` is
         ``(n_experts, steps, c)`` (zeros where an expert is unavailable).
         ``context`` builds what corrections may use about the present (only when
-        recall is admitted).
+        recall is admitted). ``classical`` is the classical experts' ``(tracks,
+        available)`` (`ExpertBank.forecast`); ``plain_ready`` is false before the
+        operator's first fit (the classical experts forecast alone then).
         """
         tracks = np.zeros((len(self.expert_names), *plain.shape))
         spreads = np.zeros_like(tracks)
         available = np.zeros(len(self.expert_names), dtype=bool)
-        tracks[0], available[0] = plain, True
+        tracks[0], available[0] = plain, plain_ready
         if recall is not None and recall.admitted:
             present = context()
-            for i, name in enumerate(self.expert_names[1:], start=1):
+            for i, name in enumerate(self.memory_names, start=1):
                 tracks[i], spreads[i] = self.corrections[name].correct(
                     present, recall.records, recall.weights
                 )
                 available[i] = True
+        if classical is not None:
+            first = 1 + len(self.memory_names)
+            tracks[first:], available[first:] = classical
         if self.mixture is None:
             chosen = 1 if available[-1] and len(available) > 1 else 0
             return tracks[chosen], spreads[chosen], tracks, available

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import validation as v
+from .experts import CLASSICAL_EXPERTS
+from .mixture import MIXTURE_RULES
 from .rank import RankRule, validate_rank_rule
 from .recall import DRIFT_DETECTORS, MEMORY_EXPERTS
 
@@ -107,10 +109,17 @@ class MemoryConfig(_JsonConfig):
     alignment, blend
         For ``strategy="analog"``: how past continuations are mapped to the present,
         and how much of the analog replaces the plain forecast (1.0: all).
+    mixture_rule
+        How the mixture weighs its experts per step ahead: ``"mlpoly"`` (ML-Poly,
+        an online rule with a regret guarantee against the best expert and no
+        learning rate) or ``"hedge"`` (exponential weights on relative losses,
+        sharpened by ``mixture_eta``). See `episodic_koopman.mixture`. A model
+        without memory mixes its plain and classical experts with the defaults.
     mixture_decay, mixture_eta, mixture_fast_decay
-        Forgetting factor of the experts' loss averages (per scored forecast), the
-        sharpness of the mixture's weights, and the forgetting factor of the fast
-        one-step loss that flags a regime change for an expert (0 disables it).
+        Forgetting factor of the experts' track records (loss averages, or ML-Poly's
+        regrets; per scored forecast), the sharpness of the hedge rule's weights, and
+        the forgetting factor of the fast one-step loss that flags a regime change
+        for an expert under the hedge rule (0 disables it).
     eigenvalue_weight, mode_weight, state_weight
         Weights of the terms of the match distance (see `episodic_koopman.recall`).
         A zero ``mode_weight`` leaves mode shapes out of the FAISS key and the rerank.
@@ -137,6 +146,7 @@ class MemoryConfig(_JsonConfig):
     experts: str = "analog,analog_last"
     alignment: str = "zscore"
     blend: float = 1.0
+    mixture_rule: str = "boa"
     mixture_decay: float = 0.05
     mixture_eta: float = 4.0
     mixture_fast_decay: float = 0.0
@@ -165,6 +175,7 @@ class MemoryConfig(_JsonConfig):
             v.check_choice("experts", name, MEMORY_EXPERTS)
         v.check_choice("alignment", self.alignment, ALIGNMENTS)
         _unit_interval("blend", self.blend)
+        v.check_choice("mixture_rule", self.mixture_rule, MIXTURE_RULES)
         v.check_fraction("mixture_decay", self.mixture_decay, 0.0, 1.0 + 1e-12)
         _positive_number("mixture_eta", self.mixture_eta)
         _unit_interval("mixture_fast_decay", self.mixture_fast_decay)
@@ -213,6 +224,12 @@ class ModelConfig(_JsonConfig):
         ``bandwidth``, i.e. kernel EDMD).
     calibration_window
         Scored forecasts kept per step ahead for conformal calibration.
+    classical_experts
+        Cheap experts mixed with the operator's forecast (and memory's), comma-separated,
+        from ``last`` (last value), ``seasonal`` (seasonal naives at the detected
+        periods), ``seasonal_drift`` (the same, plus the change of level between the
+        last two seasons), ``damped`` (damped-trend exponential smoothing), ``ar`` (local AR by
+        recursive least squares); ``""`` for none. See `episodic_koopman.experts`.
     """
 
     max_rank: int = 16
@@ -223,6 +240,7 @@ class ModelConfig(_JsonConfig):
     n_components: int = 64
     bandwidth: float = 2.0
     calibration_window: int = 200
+    classical_experts: str = "last,seasonal,seasonal_drift,damped,ar"
 
     def __post_init__(self) -> None:
         v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
@@ -234,6 +252,19 @@ class ModelConfig(_JsonConfig):
         v.check_positive_int("n_components", self.n_components, 1, MAX_FEATURES)
         _positive_number("bandwidth", self.bandwidth)
         v.check_positive_int("calibration_window", self.calibration_window, 1, 1_000_000)
+        self.classical_names()  # validates
+
+    def classical_names(self) -> list[str]:
+        """The classical experts, in the order given."""
+        if not isinstance(self.classical_experts, str):
+            given = self.classical_experts
+            raise TypeError(f"classical_experts must be a comma-separated string, got {given!r}")
+        names = [part.strip() for part in self.classical_experts.split(",") if part.strip()]
+        for name in names:
+            v.check_choice("classical_experts", name, CLASSICAL_EXPERTS)
+        if len(set(names)) != len(names):
+            raise ValueError(f"classical_experts lists a name twice: {self.classical_experts!r}")
+        return names
 
     @property
     def n_lifted(self) -> int:
@@ -310,6 +341,7 @@ FLAT_NAMES = (
     "recall_quantile",
     "alignment",
     "blend",
+    "mixture_rule",
     "mixture_decay",
     "mixture_eta",
     "mixture_fast_decay",
@@ -322,6 +354,7 @@ FLAT_NAMES = (
     "gate_span",
     "level",
     "calibration_window",
+    "classical_experts",
     "stabilize",
     "refit_every",
     "lifting",

@@ -54,9 +54,16 @@ class EpisodicKoopman(Forecaster):
     *residual*, *transfer*), mixed with the plain forecast per step ahead by
     their realised errors.
 
+    **Classical experts** (`ModelConfig.classical_experts`): the last value,
+    seasonal naives at the detected periods, damped-trend exponential smoothing
+    and a local AR join the mixture, weighted per step ahead by an online rule
+    with a regret guarantee (BOA by default; `episodic_koopman.mixture`).
+
     Forecasts are scored every ``ModelConfig.stride`` steps: the mixture and the
     conformal intervals learn from their errors. Before the first fit (after
-    `min_observations`), `forecast` returns the last value (0.0 before any data).
+    `min_observations`), forecasts are the classical experts' mixture once one of
+    them besides the last value can forecast, and the last value until then (0.0
+    before any data; `Forecast.fallback` says so).
 
     Components own the state (`components`, wired by `episodic_koopman.pipeline`).
 
@@ -224,7 +231,7 @@ class EpisodicKoopman(Forecaster):
 
     @property
     def is_fitted(self) -> bool:
-        """Whether an operator has been fitted (before that, forecasts are the last value)."""
+        """Whether an operator has been fitted (before that, see `min_observations`)."""
         return self._pipeline is not None and self._pipeline.is_fitted
 
     @property
@@ -256,7 +263,11 @@ class EpisodicKoopman(Forecaster):
 
     @property
     def min_observations(self) -> int:
-        """Observations needed before the first fit (until then, forecasts are the last value)."""
+        """Observations needed before the first fit.
+
+        Until then, forecasts come from the classical experts (or are the last value
+        while they cannot forecast either).
+        """
         return self.delays + min(self.window, 2 * self.delays)
 
     def new_memory(self, n_channels: int = 1) -> EpisodeMemory:
@@ -350,7 +361,14 @@ class EpisodicKoopman(Forecaster):
         level = self.level if level is None else v.check_fraction("level", level)
         pipeline = self._pipeline
         if pipeline is None or not pipeline.is_fitted:
-            return self._fallback(horizon, level)
+            early = pipeline.early_forecast(horizon, level) if pipeline is not None else None
+            if early is None:
+                return self._fallback(horizon, level)
+            mean, half = early  # the classical experts, while the operator waits for data
+            shape = self._shape
+            return Forecast(
+                shape(mean), shape(mean - half), shape(mean + half), level, self.channels
+            )
         with single_threaded():
             mean, half, present = pipeline.forecast(horizon, level)
             spectrum = pipeline.dyn.spectrum(present.fit, float(self.dt))

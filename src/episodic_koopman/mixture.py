@@ -1,19 +1,41 @@
 """Online aggregation of expert forecasts, one set of weights per step ahead.
 
 The forecaster has several ways to forecast: the plain Koopman propagation,
-and corrections from memory (analogs under different alignments, residuals,
-operator transfer). Which is best depends on the series, the regime and the
-step ahead. For example, the last-value-anchored analog wins one week ahead on
-influenza, and plain propagation wins in steady state. So each expert's
-absolute error (in units of the series' scale) is tracked per step ahead, as an
-exponentially weighted mean with bias correction, and the experts are weighted by::
+corrections from memory (analogs under different alignments, residuals,
+operator transfer), and the classical experts (`episodic_koopman.experts`).
+Which is best depends on the series, the regime and the step ahead. For
+example, the last-value-anchored analog wins one week ahead on influenza, and
+plain propagation wins in steady state. So each expert's absolute error
+(in units of the series' scale) is tracked per step ahead, as an exponentially
+weighted mean with bias correction, and the experts are weighted by::
 
     w_e,h  proportional to  exp(-eta * (L_e,h / min_e L_e,h - 1))
 
 This is exponentially weighted averaging (Hedge) on *relative* losses, so
-``eta`` needs no units. Only experts that could forecast at an origin are scored
-there, and unavailable experts get no weight. An expert with no track record
-yet at some step is given the mean loss of the others.
+``eta`` needs no units (rule ``"hedge"``). Only experts that could forecast at an
+origin are scored there, and unavailable experts get no weight. An expert with no
+track record yet at some step is given the mean loss of the others.
+
+Rules ``"boa"`` (the default) and ``"mlpoly"`` use regrets rather than losses.
+At each scored step ahead, expert ``e``'s instantaneous regret is
+``r_e = loss(issued) - loss_e``: the issued (mixed) forecast's absolute error less
+the expert's, in units of the series' scale, averaged over channels. The absolute
+loss is convex, so the issued loss is at most the weighted mean of the experts'
+losses, which is what the rules' guarantees need.
+
+* ``"boa"``: Bernstein Online Aggregation (Wintenberger, 2017), with adaptive
+  learning rates ``eta_e = min(1 / (2 E_e), sqrt(log K / V_e))`` (``E_e`` the
+  largest regret increment seen, ``V_e`` the sum of their squares) and weights
+  proportional to ``eta_e exp(sum of eta_e r_e - (eta_e r_e)^2)``. A second-order
+  regret bound against the best expert, with no learning rate to tune.
+* ``"mlpoly"``: ML-Poly (Gaillard, Stoltz and van Erven, 2014): weights
+  proportional to ``max(R_e, 0) / (1 + V_e)``, ``R_e`` the cumulative regret.
+
+Both are per step ahead. Undiscounted (``decay = 0``), their regret against the
+best expert grows as the square root of the number of rounds. With ``decay > 0``,
+the sums are discounted, so the weights follow an expert that becomes best later
+(recurring regimes). Experts that could not forecast at an origin are asleep
+there: their regret does not move (the standard sleeping-experts reduction).
 
 >>> import numpy as np
 >>> mix = ExpertMixture(["plain", "memory"], horizon=1, decay=0.5, eta=4.0)
@@ -28,13 +50,24 @@ from __future__ import annotations
 
 import numpy as np
 
+MIXTURE_RULES = ("boa", "mlpoly", "hedge")
+
 
 class ExpertMixture:
-    """Per-step-ahead Hedge weights over named experts."""
+    """Per-step-ahead online aggregation weights over named experts."""
 
     def __init__(
-        self, names: list[str], horizon: int, decay: float, eta: float, fast_decay: float = 0.0
+        self,
+        names: list[str],
+        horizon: int,
+        decay: float,
+        eta: float,
+        fast_decay: float = 0.0,
+        rule: str = "hedge",
     ) -> None:
+        if rule not in MIXTURE_RULES:
+            raise ValueError(f"rule must be one of {MIXTURE_RULES}, got {rule!r}")
+        self.rule = rule
         self.names = list(names)
         self.horizon = horizon
         self.decay = decay
@@ -43,6 +76,10 @@ class ExpertMixture:
         self._loss = np.zeros((len(names), horizon))
         self._mass = np.zeros((len(names), horizon))  # bias correction of the EW mean
         self._fast = np.zeros((len(names), 2))  # fast EW one-step loss, and its mass
+        self._regret = np.zeros((len(names), horizon))  # ML-Poly: (discounted) regrets
+        self._second = np.zeros((len(names), horizon))  # and their squared increments
+        self._boa = np.zeros((len(names), horizon))  # BOA: sum of eta r - (eta r)^2
+        self._range = np.zeros((len(names), horizon))  # largest |regret increment| seen
         # Weights per availability pattern: they change only when losses do, while
         # every forecast in between asks for them again.
         self._weights: dict[bytes, np.ndarray] = {}
@@ -52,14 +89,36 @@ class ExpertMixture:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self._mass > 0, self._loss / self._mass, np.nan)
 
-    def update(self, step: int, losses: np.ndarray, available: np.ndarray) -> None:
+    def update(
+        self,
+        step: int,
+        losses: np.ndarray,
+        available: np.ndarray,
+        regrets: np.ndarray | None = None,
+    ) -> None:
         """Score step ``step`` (0-based) ahead for the experts that were available."""
-        self.update_many(np.array([step]), losses[None, :], available[None, :])
+        more = None if regrets is None else regrets[None, :]
+        self.update_many(np.array([step]), losses[None, :], available[None, :], more)
 
-    def update_many(self, steps: np.ndarray, losses: np.ndarray, available: np.ndarray) -> None:
-        """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``."""
+    def update_many(
+        self,
+        steps: np.ndarray,
+        losses: np.ndarray,
+        available: np.ndarray,
+        regrets: np.ndarray | None = None,
+    ) -> None:
+        """Score several forecasts at once: ``steps (P,)`` (distinct), ``losses (P, E)``.
+
+        ``regrets (P, E)``: each expert's instantaneous regret (see the module); the
+        ``"boa"`` and ``"mlpoly"`` rules need them (and keep no loss averages).
+        """
         self._weights.clear()
         a = self.decay
+        if self.rule != "hedge":
+            if regrets is None:
+                raise ValueError(f"the {self.rule} rule needs the experts' regrets")
+            self._update_regrets(steps, np.where(available, regrets, 0.0).T)
+            return  # the loss averages below serve the hedge rule only
         mask = available.T
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
         self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
@@ -70,6 +129,23 @@ class ExpertMixture:
             avail, loss = available[first[0]], losses[first[0]]
             self._fast[avail, 0] = (1 - f) * self._fast[avail, 0] + f * loss[avail]
             self._fast[avail, 1] = (1 - f) * self._fast[avail, 1] + f
+
+    def _update_regrets(self, steps: np.ndarray, r: np.ndarray) -> None:
+        """Discount and add regret increments ``r (E, P)`` at the columns ``steps``."""
+        n = steps.size
+        if n == 1 or (steps[-1] - steps[0] == n - 1 and np.all(np.diff(steps) == 1)):
+            cols: slice | np.ndarray = slice(int(steps[0]), int(steps[0]) + n)
+        else:
+            cols = steps
+        keep = 1.0 - self.decay
+        second = keep * self._second[:, cols] + r * r
+        self._regret[:, cols] = keep * self._regret[:, cols] + r
+        self._second[:, cols] = second
+        if self.rule == "boa":  # learning rates from the ranges and variances so far
+            ranges = np.maximum(self._range[:, cols], np.abs(r))
+            self._range[:, cols] = ranges
+            eta = _boa_rates(ranges, second, len(self.names))
+            self._boa[:, cols] = keep * self._boa[:, cols] + eta * r - (eta * r) ** 2
 
     def regime_factor(self) -> np.ndarray:
         """Each expert's recent one-step loss over its usual one-step loss (1 if unknown).
@@ -100,6 +176,10 @@ class ExpertMixture:
 
     def _horizon_weights(self, available: np.ndarray) -> np.ndarray:
         """Read-only weights ``(n_experts, horizon)`` for one availability pattern."""
+        if self.rule == "mlpoly":
+            return self._mlpoly_weights(np.asarray(available, dtype=bool))
+        if self.rule == "boa":
+            return self._boa_weights(np.asarray(available, dtype=bool))
         losses = self.losses()
         if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
             losses = losses * self.regime_factor()[:, None]
@@ -118,11 +198,51 @@ class ExpertMixture:
         out.flags.writeable = False
         return out
 
+    def _mlpoly_weights(self, available: np.ndarray) -> np.ndarray:
+        """ML-Poly: ``w_e`` proportional to ``max(R_e, 0) / (1 + V_e)`` among the awake."""
+        positive = np.where(available[:, None], np.maximum(self._regret, 0.0), 0.0)
+        scores = positive / (1.0 + self._second)
+        total = scores.sum(axis=0, keepdims=True)
+        uniform = np.broadcast_to(available[:, None] / max(available.sum(), 1), scores.shape)
+        out = np.where(total > 0, scores / np.where(total > 0, total, 1.0), uniform)
+        out.flags.writeable = False
+        return out
+
+    def _boa_weights(self, available: np.ndarray) -> np.ndarray:
+        """BOA: ``w_e`` proportional to ``eta_e exp(sum of eta r - (eta r)^2)`` among the awake."""
+        eta = _boa_rates(self._range, self._second, len(self.names))
+        logits = np.where(available[:, None], self._boa + np.log(eta), -np.inf)
+        top = logits.max(axis=0, keepdims=True)
+        w = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+        out = w / w.sum(axis=0, keepdims=True)
+        out.flags.writeable = False
+        return out
+
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"loss": self._loss.copy(), "mass": self._mass.copy(), "fast": self._fast.copy()}
+        return {
+            "loss": self._loss.copy(),
+            "mass": self._mass.copy(),
+            "fast": self._fast.copy(),
+            "regret": self._regret.copy(),
+            "second": self._second.copy(),
+            "boa": self._boa.copy(),
+            "range": self._range.copy(),
+        }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._loss = np.array(state["loss"], dtype=np.float64)
         self._mass = np.array(state["mass"], dtype=np.float64)
         self._fast = np.array(state["fast"], dtype=np.float64)
+        self._regret = np.array(state["regret"], dtype=np.float64)
+        self._second = np.array(state["second"], dtype=np.float64)
+        self._boa = np.array(state["boa"], dtype=np.float64)
+        self._range = np.array(state["range"], dtype=np.float64)
         self._weights.clear()
+
+
+def _boa_rates(ranges: np.ndarray, second: np.ndarray, n_experts: int) -> np.ndarray:
+    """BOA's learning rates ``min(1 / (2 E), sqrt(log K / V))`` (1 before any regret)."""
+    log_k = np.log(max(n_experts, 2))
+    tiny = 1e-300  # a zero range means no regret yet (and then the rate is 1)
+    adaptive = np.sqrt(log_k / np.maximum(second, tiny))
+    return np.where(ranges > 0, np.minimum(0.5 / np.maximum(ranges, tiny), adaptive), 1.0)

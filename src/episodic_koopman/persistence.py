@@ -3,7 +3,7 @@
 A saved model is a ZIP archive (stored, not compressed) of:
 
 ``manifest.json``
-    ``{"format": "episodic-koopman", "format_version": 3, "class": ..., "params": {...},
+    ``{"format": "episodic-koopman", "format_version": 4, "class": ..., "params": {...},
     "state": {"model": {...}, "components": {name: {...}}}}``: the model's flat
     parameters (`EpisodicKoopman.to_flat`), and each component's JSON metadata.
 ``state.npz``

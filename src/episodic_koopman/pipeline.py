@@ -16,6 +16,7 @@ from .config import MAX_FEATURES, MemoryConfig, ModelConfig
 from .dynamics import Dynamics
 from .embedding import make_lifting
 from .episode_refs import EpisodeRefs
+from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .observables import Observables
@@ -127,6 +128,11 @@ class Pipeline:
             # state window and continuation (plus the episodes not yet filed).
             span = mem.capacity * mem.stride + s.state_delays + s.episode_horizon
             history_length = max(history_length, span + cfg.stride + 1)
+        # Classical experts weigh in only through a mixture (not beside a single strategy).
+        kinds = cfg.classical_names() if mem is None or mem.strategy == "mixture" else []
+        self.bank = ExpertBank(kinds, cfg.stride) if kinds else None
+        if self.bank is not None:  # the AR's lags and the period finder's span
+            history_length = max(history_length, cfg.stride + AR_ORDER + 1, PERIOD_WINDOW)
         # A margin of the working span: a long history is shifted once per `working` steps.
         self.obs = Observables(s.delays, c, history_length, lifting, history_margin=working)
         refit_every = cfg.refit_every if cfg.refit_every is not None else s.window
@@ -144,17 +150,28 @@ class Pipeline:
         self.recaller: Recaller | None = None
         self.recorder: EpisodeRecorder | None = None
         self.cache: Present | None = None
+        classical = self.bank.names if self.bank is not None else []
         if mem is None or memory is None:
-            # The plain forecast alone (a one-expert mixture is the plain forecast).
-            self.combiner = Combiner([], "zscore", 1.0, s.episode_horizon, None)
+            # The plain forecast and the classical experts, mixed as a memory's default would.
+            default = MemoryConfig()
+            mixture = (
+                default.mixture_decay,
+                default.mixture_eta,
+                default.mixture_fast_decay,
+                default.mixture_rule,
+            )
+            self.combiner = Combiner(
+                [], "zscore", 1.0, s.episode_horizon, mixture if classical else None, classical
+            )
             return
-        mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay)
+        mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay, mem.mixture_rule)
         self.combiner = Combiner(
             mem.expert_names(),
             mem.alignment,  # type: ignore[arg-type]
             mem.blend,
             s.episode_horizon,
             mixture if mem.strategy == "mixture" else None,
+            classical,
         )
         weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
         gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
@@ -201,6 +218,8 @@ class Pipeline:
         }
         if self.recaller is not None and self.recorder is not None:
             parts |= {"recall": self.recaller, "recorder": self.recorder}
+        if self.bank is not None:
+            parts |= self.bank.components()
         return parts
 
     @property
@@ -215,13 +234,17 @@ class Pipeline:
         obs.observe(values)
         stream.n += 1
         n = stream.n
+        if self.bank is not None:  # absorbs a block at every multiple of the stride
+            self.bank.advance(obs.history, n)
         if n < self.settings.delays:
+            self._score_early(n)
             return
         if obs.ref_mean is None:
             obs.anchor()
         dyn.push(obs.newest())
         refit = dyn.refit_due(n)
         if dyn.ready_at is None:
+            self._score_early(n)
             return
         since = n - dyn.ready_at
         if since == 0 and self.recorder is not None:
@@ -292,6 +315,58 @@ class Pipeline:
             )
         )
 
+    # ------------------------------------------------------------------ before the first fit
+    def _score_early(self, n: int) -> None:
+        """Before the operator's first fit, score the classical experts at block boundaries.
+
+        So their weights are learned, and forecasts are theirs rather than the last
+        value, while the operator still waits for its window (short series).
+        """
+        if self.bank is None or n % self.settings.config.stride:
+            return
+        obs, horizon = self.obs, self.settings.episode_horizon
+        self.scorer.advance(n - 1, obs.history, self.combiner.learner, None, self.calibrator)
+        issued, spread, tracks, available = self._combine_early(horizon)
+        scale = obs.scaler.current()[1]  # no reference standardisation yet
+        half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
+        self.scorer.open(
+            PendingScore(
+                origin=n - 1,
+                tracks=tracks,
+                available=available,
+                issued=issued,
+                spread=spread,
+                lower=issued - half,
+                upper=issued + half,
+                ref_scale=scale.copy(),
+                realised=np.zeros_like(issued),
+            )
+        )
+
+    def _combine_early(self, steps: int) -> tuple[np.ndarray, ...]:
+        assert self.bank is not None
+        history, n = self.obs.history, self.stream.n
+        classical = self.bank.forecast(history, n, steps)
+        plain = np.zeros((steps, history.last(1).shape[1]))
+        return self.combiner.combine(plain, None, _no_context, classical, plain_ready=False)
+
+    def early_forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, half-width)`` from the classical experts before the first fit.
+
+        ``None`` while no classical expert but the last value can forecast.
+        """
+        if self.bank is None or self.stream.n < 1:
+            return None
+        mean, spread, _, available = self._combine_early(horizon)
+        if not any(
+            a
+            for a, name in zip(available, self.combiner.expert_names, strict=True)
+            if name not in ("plain", "last")
+        ):
+            return None
+        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
+        return mean, half
+
     # ------------------------------------------------------------------ forecasting
     def present(self, observe: bool = False) -> Present:
         """Fit, query and recall at the current tick (cached per tick).
@@ -335,7 +410,9 @@ class Pipeline:
                 stabilize=self.dyn.stabilize,
             )
 
-        return self.combiner.combine(plain, present.recall, context)
+        bank = self.bank
+        classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
+        return self.combiner.combine(plain, present.recall, context, classical)
 
     def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
         """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
@@ -364,3 +441,7 @@ class Pipeline:
         fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
         path = fit.propagate(snaps[-1], horizon, self.obs.embedding.readout, self.dyn.stabilize)
         return self.obs.to_raw(path)
+
+
+def _no_context() -> RecallContext:
+    raise AssertionError("no recall before the first fit")

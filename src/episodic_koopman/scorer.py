@@ -74,6 +74,7 @@ class ForecastScorer:
         # them lands in one call, exactly as one by one; a repeated step starts a new run.
         steps: list[np.ndarray] = []
         losses: list[np.ndarray] = []
+        regrets: list[np.ndarray] = []
         masks: list[np.ndarray] = []
         taken: set[int] = set()
         for score in self.pending:  # oldest first: each loss lands in time order
@@ -84,21 +85,25 @@ class ForecastScorer:
             score.realised[k0:k1] = rows
             if mixture is not None:
                 if not taken.isdisjoint(range(k0, k1)):
-                    _update_mixture(mixture, steps, losses, masks)
+                    _update_mixture(mixture, steps, losses, regrets, masks)
                     taken.clear()
                 taken.update(range(k0, k1))
-                errors = np.abs(rows[None] - score.tracks[:, k0:k1]) / score.ref_scale
+                tracks, issued = score.tracks[:, k0:k1], score.issued[k0:k1]
+                errors = np.abs(rows[None] - tracks) / score.ref_scale
+                # Regret against each expert: the issued forecast's loss less the expert's.
+                issued_loss = (np.abs(rows - issued) / score.ref_scale).mean(axis=1)
                 steps.append(np.arange(k0, k1))
                 # errors.mean(axis=2) as NumPy computes it (sum, then divide), and the
                 # availability repeated per step: the same values, a third of the calls.
                 losses.append((np.add.reduce(errors, axis=2) / errors.shape[2]).T)
+                regrets.append(issued_loss[:, None] - losses[-1])
                 masks.append(score.available[None, :].repeat(k1 - k0, axis=0))
             if k0 == 0 and gate is not None:
                 error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
                 gate.update(error, at=score.origin + 1)
             score.n_realised = k1
         if mixture is not None:
-            _update_mixture(mixture, steps, losses, masks)
+            _update_mixture(mixture, steps, losses, regrets, masks)
         while self.pending and self.pending[0].n_realised >= horizon:
             score = self.pending.pop(0)
             calibrator.update(
@@ -130,15 +135,20 @@ def _update_mixture(
     mixture: ExpertMixture,
     steps: list[np.ndarray],
     losses: list[np.ndarray],
+    regrets: list[np.ndarray],
     masks: list[np.ndarray],
 ) -> None:
     """Apply (and empty) a run of updates of distinct steps ahead as one `update_many`."""
     if not steps:
         return
     if len(steps) == 1:
-        mixture.update_many(steps[0], losses[0], masks[0])
+        mixture.update_many(steps[0], losses[0], masks[0], regrets[0])
     else:
-        mixture.update_many(np.concatenate(steps), np.concatenate(losses), np.concatenate(masks))
-    steps.clear()
-    losses.clear()
-    masks.clear()
+        mixture.update_many(
+            np.concatenate(steps),
+            np.concatenate(losses),
+            np.concatenate(masks),
+            np.concatenate(regrets),
+        )
+    for pieces in (steps, losses, regrets, masks):
+        pieces.clear()

@@ -1,0 +1,414 @@
+"""Cheap classical experts: the last value, seasonal naives, damped trend, local AR.
+
+Each expert is a small component that forecasts every channel on its own from the
+raw history. Their state moves in *blocks*: at every observation count that is a
+multiple of ``block`` (the model's scoring stride), the block of ``block``
+observations since the previous boundary is absorbed in one step. Boundaries are
+fixed by the count alone, so the state is a function of the observations, whatever
+the chunking or the times forecasts are asked for; a forecast between boundaries
+rolls the state forward over the newest observations without keeping the result.
+
+Costs (per observation, amortised over a block): the last value and the seasonal
+naive keep no state; damped trend is one small matrix product per block; the
+local AR is a rank-``block`` update of its ``(p+1)^2`` normal equations per block
+(exponentially weighted recursive least squares in information form) and one
+``(p+1)``-system solve.
+
+>>> import numpy as np
+>>> from episodic_koopman.embedding import History
+>>> h = History(length=64, n_channels=1)
+>>> trend = DampedTrend(block=4, alpha=0.5, beta=0.5, phi=1.0)
+>>> for t in range(16):
+...     h.append(np.array([2.0 * t]))
+...     if (t + 1) % 4 == 0:
+...         trend.advance(h, t + 1)
+>>> trend.forecast(h, 16, 3)[:, 0].round(6).tolist()
+[32.0, 34.0, 36.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from .components import State
+from .embedding import History
+
+
+class Expert(Protocol):
+    """A classical expert: block updates at boundaries, forecasts from the history."""
+
+    name: str
+
+    def advance(self, history: History, n: int) -> None:
+        """Absorb the block ending at observation count ``n`` (a boundary)."""
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        """``(steps, c)`` forecast after ``n`` observations (``None``: not ready)."""
+
+    def get_state(self) -> State: ...
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
+
+
+class LastValue:
+    """The newest observation, for every step ahead (exact on a constant)."""
+
+    name = "last"
+
+    def advance(self, history: History, n: int) -> None:
+        pass
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        if n < 1:
+            return None
+        return np.repeat(history.last(1), steps, axis=0)
+
+    def get_state(self) -> State:
+        return {}, {}
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+
+class SeasonalNaive:
+    """The value one period earlier (exact on a pure season of that period).
+
+    The period is read from ``period_of()`` (a `PeriodFinder` slot) at each forecast;
+    with no period known the expert abstains. With ``drift``, each season ahead adds
+    the change of level between the last two seasons (their means), as a seasonal
+    random walk with drift does (exact on a season plus a linear trend).
+    """
+
+    def __init__(self, name: str, period_of: Any, drift: bool = False) -> None:
+        self.name = name
+        self.period_of = period_of
+        self.drift = drift
+
+    def advance(self, history: History, n: int) -> None:
+        pass
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        period = self.period_of()
+        span = 2 * period if period is not None and self.drift else period
+        if period is None or span is None or n < span or history.length < span:
+            return None
+        ahead = np.arange(steps)
+        if not self.drift:
+            return history.last(period)[ahead % period]
+        both = history.last(span)
+        season = both[period:]
+        change = (season.sum(axis=0) - both[:period].sum(axis=0)) / period  # of the mean
+        # Season k ahead (k = 1, 2, ...) sits k changes of level above the last one.
+        lifts = (ahead // period + 1)[:, None] * change[None, :]
+        return season[ahead % period] + lifts
+
+    def get_state(self) -> State:
+        return {}, {}
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+
+class DampedTrend:
+    """Additive damped-trend exponential smoothing with fixed smoothing parameters.
+
+    ``level_t = a y_t + (1-a)(level + phi trend)``,
+    ``trend_t = b (level_t - level) + (1-b) phi trend``: a linear recursion in
+    ``(level, trend)``, so a block of ``k`` observations is absorbed by one product
+    with precomputed powers of its transition matrix. Forecast ``h`` steps ahead:
+    ``level + (phi + ... + phi^h) trend`` (exact on a linear trend with ``phi = 1``).
+    """
+
+    def __init__(
+        self, block: int, alpha: float, beta: float, phi: float, name: str = "damped"
+    ) -> None:
+        self.name, self.block, self.phi = name, block, phi
+        self.transition = np.array(
+            [[1 - alpha, (1 - alpha) * phi], [-alpha * beta, phi * (1 - alpha * beta)]]
+        )
+        self.gain = np.array([alpha, alpha * beta])
+        # k -> (A^k, (2, k) weights of k new rows, oldest first): made once per k used.
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.state: np.ndarray | None = None  # (2, c): level and trend
+
+    def _rolled(self, state: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        k = rows.shape[0]
+        if k == 0:
+            return state
+        block = self._blocks.get(k)
+        if block is None:
+            powers = [np.linalg.matrix_power(self.transition, j) for j in range(k + 1)]
+            weights = np.stack([powers[k - 1 - j] @ self.gain for j in range(k)], axis=1)
+            block = self._blocks[k] = (powers[k], weights.reshape(2, k))
+        return block[0] @ state + block[1] @ rows
+
+    def advance(self, history: History, n: int) -> None:
+        if self.state is None:
+            rows = history.last(min(n, self.block))
+            start = np.stack([rows[0], np.zeros_like(rows[0])])
+            self.state = self._rolled(start, rows[1:])
+        else:
+            self.state = self._rolled(self.state, history.last(self.block))
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        if self.state is None:
+            return None
+        since = n % self.block
+        state = self._rolled(self.state, history.last(since)) if since else self.state
+        damping = np.cumsum(self.phi ** np.arange(1, steps + 1))
+        return state[0][None, :] + damping[:, None] * state[1][None, :]
+
+    def get_state(self) -> State:
+        return {"ready": self.state is not None}, (
+            {} if self.state is None else {"state": self.state.copy()}
+        )
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.state = np.array(arrays["state"], dtype=np.float64) if meta["ready"] else None
+
+
+class LocalAR:
+    """A per-channel AR(``order``) with intercept, by exponentially weighted least squares.
+
+    The normal equations ``R = sum lam^(n-t) x_t x_t'``, ``r = sum lam^(n-t) x_t y_t``
+    (``x_t = [1, y_{t-1}, ..., y_{t-order}]`` less an anchor, the first value seen) are
+    updated by one rank-``block`` product per block, and the coefficients re-solved
+    then (with a tiny ridge for conditioning). The forecast iterates the recursion
+    (exact on a noiseless AR(``order``) process once it is identified).
+    """
+
+    def __init__(self, block: int, order: int, forgetting: float, name: str = "ar") -> None:
+        self.name, self.block, self.order, self.forgetting = name, block, order, forgetting
+        self.decay = forgetting ** np.arange(block - 1, -1, -1, dtype=np.float64)
+        self.anchor: np.ndarray | None = None  # (c,)
+        self.normal: np.ndarray | None = None  # (c, p+1, p+1)
+        self.moment: np.ndarray | None = None  # (c, p+1)
+        self.coef: np.ndarray | None = None  # (c, p+1), None until enough rows
+        self.seen = 0  # rows absorbed into the normal equations
+        self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
+
+    def advance(self, history: History, n: int) -> None:
+        p = self.order
+        if self.anchor is None:
+            self.anchor = history.last(min(n, self.block))[0].copy()
+            c = self.anchor.size
+            self.normal = np.zeros((c, p + 1, p + 1))
+            self.moment = np.zeros((c, p + 1))
+        assert self.normal is not None and self.moment is not None
+        k = min(self.block, n - p)  # rows of this block that have p lags behind them
+        if k <= 0:
+            return
+        rows = history.last(k + p) - self.anchor  # (k + p, c)
+        c = rows.shape[1]
+        # x_t = [1, y_{t-1}, ..., y_{t-p}] for the k newest t, per channel: (c, k, p+1)
+        lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
+        x = np.empty((c, k, p + 1))
+        x[:, :, 0] = 1.0
+        x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
+        y = rows[p:].T[:, :, None]  # (c, k, 1)
+        w = self.decay[self.block - k :]
+        shrink = self.forgetting**k
+        xw_t = (x * w[None, :, None]).transpose(0, 2, 1)  # (c, p+1, k)
+        self.normal = shrink * self.normal + xw_t @ x
+        self.moment = shrink * self.moment + (xw_t @ y)[:, :, 0]
+        self.seen += k
+        if self.seen >= 2 * (p + 1):
+            trace = np.trace(self.normal, axis1=1, axis2=2)
+            ridge = 1e-9 * (trace + 1.0) / (p + 1)
+            system = self.normal + ridge[:, None, None] * np.eye(p + 1)
+            self.coef = np.linalg.solve(system, self.moment[:, :, None])[:, :, 0]
+            self.powers = None
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        if self.coef is None or self.anchor is None:
+            return None
+        p = self.order
+        paths = self._paths(steps)  # (c, >= steps, p+1)
+        lags = (history.last(p) - self.anchor)[::-1].T  # (c, p): newest first
+        z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
+        return np.einsum("chi,ci->hc", paths[:, :steps], z) + self.anchor
+
+    def _paths(self, steps: int) -> np.ndarray:
+        """Row ``h`` maps the state ``[1, y_n, ..., y_{n-p+1}]`` to the forecast ``h+1`` ahead.
+
+        The rows are the second rows of the companion matrix's powers, by doubling
+        (a few batched products per new coefficient set). A longer request only
+        appends powers, so earlier rows never change.
+        """
+        if self.powers is None:
+            assert self.coef is not None
+            c, p = self.coef.shape[0], self.order
+            companion = np.zeros((c, p + 1, p + 1))
+            companion[:, 0, 0] = 1.0
+            companion[:, 1, :] = self.coef
+            for i in range(1, p):
+                companion[:, i + 1, i] = 1.0
+            self.powers = companion[:, None]  # (c, m, p+1, p+1): F^1..F^m
+        while self.powers.shape[1] < steps:
+            top = self.powers[:, -1:]  # F^m
+            self.powers = np.concatenate([self.powers, top @ self.powers], axis=1)
+        return self.powers[:, :, 1, :]
+
+    def get_state(self) -> State:
+        meta = {"anchored": self.anchor is not None, "fitted": self.coef is not None}
+        meta["seen"] = self.seen
+        arrays: dict[str, np.ndarray] = {}
+        if self.anchor is not None:
+            assert self.normal is not None and self.moment is not None
+            arrays |= {"anchor": self.anchor, "normal": self.normal, "moment": self.moment}
+        if self.coef is not None:
+            arrays["coef"] = self.coef
+        return meta, {k: v.copy() for k, v in arrays.items()}
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        def read(name: str) -> np.ndarray:
+            return np.array(arrays[name], dtype=np.float64)
+
+        self.seen = int(meta["seen"])
+        self.powers = None
+        self.anchor = self.normal = self.moment = self.coef = None
+        if meta["anchored"]:
+            self.anchor, self.normal, self.moment = read("anchor"), read("normal"), read("moment")
+        if meta["fitted"]:
+            self.coef = read("coef")
+
+
+class PeriodFinder:
+    """The dominant periods of the newest observations, from their autocorrelation.
+
+    Every ``every`` observations (a multiple of the block) the autocorrelation of
+    the newest ``min(n, window)`` observations (standardised per channel, averaged
+    over channels) is computed by FFT; its highest local maxima at lags from 2 to a
+    third of the span, above ``threshold``, are the periods (the second one away
+    from the first and its double). A pure function of the history at fixed counts.
+    """
+
+    def __init__(self, slots: int, every: int, window: int, threshold: float = 0.25) -> None:
+        self.slots, self.every, self.window, self.threshold = slots, every, window, threshold
+        self.periods: list[int] = []
+
+    def period(self, slot: int) -> int | None:
+        return self.periods[slot] if slot < len(self.periods) else None
+
+    def advance(self, history: History, n: int) -> None:
+        if n % self.every:
+            return
+        span = min(n, history.length, self.window)
+        if span < 12:
+            return
+        self.periods = dominant_periods(history.last(span), self.slots, self.threshold)
+
+    def get_state(self) -> State:
+        return {"periods": list(self.periods)}, {}
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.periods = [int(p) for p in meta["periods"]]
+
+
+def autocorrelation(values: np.ndarray) -> np.ndarray:
+    """Autocorrelation of ``(n, c)`` values at lags ``0..n-1``, averaged over channels."""
+    n = values.shape[0]
+    centred = values - values.mean(axis=0)
+    spectrum = np.fft.rfft(centred, n=2 * n, axis=0)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=2 * n, axis=0)[:n]
+    zero = acov[0]
+    acf = np.where(zero > 0, acov / np.where(zero > 0, zero, 1.0), 0.0)
+    return acf.mean(axis=1)
+
+
+def dominant_periods(values: np.ndarray, slots: int, threshold: float = 0.25) -> list[int]:
+    """Up to ``slots`` periods of ``(n, c)`` values: the best autocorrelation peaks.
+
+    >>> t = np.arange(240.0)
+    >>> dominant_periods(np.sin(2 * np.pi * t / 12)[:, None], 1)
+    [12]
+    """
+    acf = autocorrelation(values)
+    top = values.shape[0] // 3
+    if top < 3:
+        return []
+    lags = np.arange(2, top)
+    inner = acf[lags]
+    peaks = (inner > acf[lags - 1]) & (inner >= acf[lags + 1]) & (inner > threshold)
+    order = lags[peaks][np.argsort(-inner[peaks], kind="stable")]
+    chosen: list[int] = []
+    for lag in order.tolist():
+        if all(abs(lag - p) > 2 and abs(lag - 2 * p) > 2 for p in chosen):
+            chosen.append(int(lag))
+        if len(chosen) == slots:
+            break
+    return chosen
+
+
+#: The classical experts a model can use (``ModelConfig.classical_experts``).
+CLASSICAL_EXPERTS = ("last", "seasonal", "seasonal_drift", "damped", "ar")
+#: Seasonal naive experts (one per detected period), the AR order and its forgetting factor.
+SEASONAL_SLOTS = 2
+AR_ORDER = 8
+AR_FORGETTING = 0.995
+#: Damped trend: level and trend smoothing, and the damping of the trend.
+DAMPED = (0.5, 0.1, 0.9)
+#: Observations the period finder reads, and how often it looks (in blocks).
+PERIOD_WINDOW = 600
+PERIOD_BLOCKS = 8
+
+
+class ExpertBank:
+    """The classical experts of a model, advanced together at block boundaries."""
+
+    def __init__(self, kinds: list[str], block: int) -> None:
+        self.block = block
+        self.finder = PeriodFinder(SEASONAL_SLOTS, block * PERIOD_BLOCKS, PERIOD_WINDOW)
+        self.experts: list[Expert] = []
+        for kind in kinds:
+            if kind == "last":
+                self.experts.append(LastValue())
+            elif kind == "seasonal":
+                for slot in range(SEASONAL_SLOTS):
+                    name = f"seasonal{slot + 1}"
+                    self.experts.append(SeasonalNaive(name, _slot(self.finder, slot)))
+            elif kind == "seasonal_drift":
+                for slot in range(SEASONAL_SLOTS):
+                    name = f"seasonal_drift{slot + 1}"
+                    self.experts.append(SeasonalNaive(name, _slot(self.finder, slot), drift=True))
+            elif kind == "damped":
+                self.experts.append(DampedTrend(block, *DAMPED))
+            elif kind == "ar":
+                self.experts.append(LocalAR(block, AR_ORDER, AR_FORGETTING))
+            else:
+                raise ValueError(f"unknown classical expert {kind!r}; known: {CLASSICAL_EXPERTS}")
+        self.names = [e.name for e in self.experts]
+        self.seasonal = "seasonal" in kinds or "seasonal_drift" in kinds
+
+    def advance(self, history: History, n: int) -> None:
+        """Call after every observation: absorbs a block when ``n`` is a boundary."""
+        if n % self.block:
+            return
+        if self.seasonal:
+            self.finder.advance(history, n)
+        for expert in self.experts:
+            expert.advance(history, n)
+
+    def forecast(self, history: History, n: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(tracks (E, steps, c), available (E,))``; zeros where an expert abstains."""
+        c = history.last(1).shape[1]
+        tracks = np.zeros((len(self.experts), steps, c))
+        available = np.zeros(len(self.experts), dtype=bool)
+        for i, expert in enumerate(self.experts):
+            path = expert.forecast(history, n, steps)
+            if path is not None:
+                tracks[i], available[i] = path, True
+        return tracks, available
+
+    def components(self) -> dict[str, Any]:
+        """Each expert, and the period finder, as a component of the model."""
+        parts: dict[str, Any] = {f"expert_{e.name}": e for e in self.experts}
+        if self.seasonal:
+            parts["periods"] = self.finder
+        return parts
+
+
+def _slot(finder: PeriodFinder, slot: int) -> Any:
+    return lambda: finder.period(slot)
