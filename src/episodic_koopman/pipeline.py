@@ -297,20 +297,32 @@ class Pipeline:
         """Issue a forecast at this origin, to be scored when its horizon has passed."""
         horizon, obs = self.settings.episode_horizon, self.obs
         issued, spread, tracks, available = self.combine(present, horizon)
-        half = self.calibrator.half_width(
-            self.settings.level, spread, horizon, obs.scaler.current()[1]
-        )
         assert obs.ref_scale is not None
+        self._open(self.stream.n - 1, issued, spread, tracks, available, obs.ref_scale)
+
+    def _open(
+        self,
+        origin: int,
+        issued: np.ndarray,
+        spread: np.ndarray,
+        tracks: np.ndarray,
+        available: np.ndarray,
+        ref_scale: np.ndarray,
+    ) -> None:
+        """Open the score of a forecast issued at ``origin``, with its interval."""
+        horizon = self.settings.episode_horizon
+        scale = self.obs.scaler.current()[1]
+        half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
         self.scorer.open(
             PendingScore(
-                origin=self.stream.n - 1,
+                origin=origin,
                 tracks=tracks,
                 available=available,
                 issued=issued,
                 spread=spread,
                 lower=issued - half,
                 upper=issued + half,
-                ref_scale=obs.ref_scale.copy(),
+                ref_scale=ref_scale.copy(),
                 realised=np.zeros_like(issued),
             )
         )
@@ -327,21 +339,8 @@ class Pipeline:
         obs, horizon = self.obs, self.settings.episode_horizon
         self.scorer.advance(n - 1, obs.history, self.combiner.learner, None, self.calibrator)
         issued, spread, tracks, available = self._combine_early(horizon)
-        scale = obs.scaler.current()[1]  # no reference standardisation yet
-        half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
-        self.scorer.open(
-            PendingScore(
-                origin=n - 1,
-                tracks=tracks,
-                available=available,
-                issued=issued,
-                spread=spread,
-                lower=issued - half,
-                upper=issued + half,
-                ref_scale=scale.copy(),
-                realised=np.zeros_like(issued),
-            )
-        )
+        # No reference standardisation yet: errors are in units of the running scale.
+        self._open(n - 1, issued, spread, tracks, available, obs.scaler.current()[1])
 
     def _combine_early(self, steps: int) -> tuple[np.ndarray, ...]:
         assert self.bank is not None
