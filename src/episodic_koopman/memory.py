@@ -57,71 +57,12 @@ from typing import Any
 import faiss
 import numpy as np
 
+from .key_codec import KeyCodec
 from .threads import single_threaded
 
 #: FAISS is brought up to date each time the stored id count reaches a multiple of this;
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
-_FP16 = faiss.ScalarQuantizer.QT_fp16
-_SQ8 = faiss.ScalarQuantizer.QT_8bit
-
-
-class KeyCodec:
-    """How keys are rounded to the index's codes: 8 bits over fixed bounds, or float16."""
-
-    def __init__(self, dim: int, bounds: np.ndarray | None) -> None:
-        self.dim = dim
-        self.bounds = None if bounds is None else np.asarray(bounds, dtype=np.float32)
-        if self.bounds is not None:
-            if self.bounds.shape != (dim,) or not np.all(np.isfinite(self.bounds)):
-                raise ValueError(f"key_bounds needs {dim} finite values")
-            if np.any(self.bounds <= 0):
-                raise ValueError("key_bounds must be positive")
-        self.qtype = _FP16 if self.bounds is None else _SQ8
-        self._sq = faiss.ScalarQuantizer(dim, self.qtype)
-        self._train(self._sq)
-
-    def _train(self, sq: faiss.ScalarQuantizer) -> None:
-        if self.bounds is not None:  # QT_8bit: per-coordinate minimum, then range
-            trained = np.concatenate([-self.bounds, 2 * self.bounds]).astype(np.float32)
-            faiss.copy_array_to_vector(trained, sq.trained)
-
-    def new_index(self, hnsw_m: int | None) -> faiss.Index:
-        """An empty flat (``hnsw_m=None``) or HNSW index holding these codes."""
-        if hnsw_m is None:
-            index = faiss.IndexScalarQuantizer(self.dim, self.qtype)
-            storage = index
-        else:
-            index = faiss.IndexHNSWSQ(self.dim, self.qtype, hnsw_m)
-            storage = faiss.downcast_index(index.storage)
-        self._train(storage.sq)
-        storage.is_trained = index.is_trained = True
-        return index
-
-    def round(self, keys: np.ndarray) -> np.ndarray:
-        """Keys as the index stores them, as float32 ``(n, dim)``."""
-        keys = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
-        if self.bounds is None:
-            return keys.astype(np.float16).astype(np.float32)
-        return self._sq.decode(self.encode(keys))
-
-    def encode(self, keys: np.ndarray) -> np.ndarray:
-        """The codes of keys: ``(n, code_size)`` bytes."""
-        keys = np.ascontiguousarray(keys, dtype=np.float32).reshape(-1, self.dim)
-        if self.bounds is None:
-            return keys.astype(np.float16).view(np.uint8)
-        if keys.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.uint8)
-        return self._sq.compute_codes(keys)
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Keys from `encode`'s codes."""
-        codes = np.ascontiguousarray(codes, dtype=np.uint8)
-        if self.bounds is None:
-            return codes.view(np.float16).astype(np.float32).reshape(-1, self.dim)
-        if codes.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self._sq.decode(codes)
 
 
 _search_local = threading.local()
