@@ -302,7 +302,14 @@ def forecast_check(y: np.ndarray) -> str:
     """The incremental operator's forecast against an SVD fit of its own window, if the
     model still offers that reference (it is not public API)."""
     model = EpisodicKoopman.from_flat(
-        {"delays": DELAYS, "window": WINDOW, "memory": False, "refit_every": 10**9}
+        # The operator alone: no memory and no classical experts in the mixture.
+        {
+            "delays": DELAYS,
+            "window": WINDOW,
+            "memory": False,
+            "classical_experts": "",
+            "refit_every": 10**9,
+        }
     )
     model.learn_many(y)
     reference = getattr(model, "reference_forecast", None)
