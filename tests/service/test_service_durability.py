@@ -35,18 +35,34 @@ from service.storage import open_storage
 pytestmark = pytest.mark.both_backends
 
 
+def ingest_with_snapshots_then_a_tail(client, values: np.ndarray, tail_from: int) -> dict[str, int]:
+    """Push ``values`` to series ``s`` in pushes of 70, the apply path requesting snapshots as
+    the settings say until ``tail_from``; then stop the snapshot writer and push the rest,
+    so that the tail is in no snapshot whatever the writer's timing. Returns the stored
+    snapshots (incarnation -> seq)."""
+    registry = client.app.state.service.registry
+    client.put("/v1/series/s", json={"params": SMALL})
+    for start in range(0, tail_from, 70):
+        end = min(start + 70, tail_from)
+        client.post("/v1/series/s/observations", json=batch(values[start:end], start))
+    client.get("/v1/series/s/forecast")  # read-your-writes: all applied
+    # Snapshots are written by their own thread: wait for the ones requested so far.
+    assert registry.wait_for_snapshots(60)
+    stored = stored_snapshots(client.app.state.service.settings)
+    registry.snapshot_writer.close(60)  # later requests are refused
+    for start in range(tail_from, len(values), 70):
+        end = min(start + 70, len(values))
+        client.post("/v1/series/s/observations", json=batch(values[start:end], start))
+    return stored
+
+
 def test_snapshot_then_replay_gives_the_identical_forecast(make_client, make_settings):
     values = wave(700)
     # Snapshot every 200 observations; none at shutdown, so a restart must replay the tail.
     first = make_client(snapshot_every=200, shutdown_snapshot_seconds=0)
-    first.put("/v1/series/s", json={"params": SMALL})
-    for start in range(0, 700, 70):
-        first.post("/v1/series/s/observations", json=batch(values[start : start + 70], start))
+    (seq,) = ingest_with_snapshots_then_a_tail(first, values, tail_from=630).values()
     before = first.get("/v1/series/s/forecast", params={"horizon": 10}).json()
-    # Snapshots are written by their own thread: wait for the ones requested so far.
-    assert first.app.state.service.registry.wait_for_snapshots(60)
-    (seq,) = stored_snapshots(make_settings()).values()  # older ones were replaced
-    assert 400 <= seq < 700  # so a restart replays the tail
+    assert 0 < seq <= 630  # older ones were replaced; a restart replays the tail
     first.__exit__(None, None, None)
 
     second = make_client(snapshot_every=200)
@@ -121,14 +137,11 @@ def test_a_server_on_a_new_data_dir_restores_from_the_databases_snapshots(
     them and replays only the observations after them."""
     values = wave(700)
     first = make_client(snapshot_every=200, shutdown_snapshot_seconds=0)
-    first.put("/v1/series/s", json={"params": SMALL})
-    for start in range(0, 700, 70):
-        first.post("/v1/series/s/observations", json=batch(values[start : start + 70], start))
+    (seq,) = ingest_with_snapshots_then_a_tail(first, values, tail_from=630).values()
     first.get("/v1/series/s/forecast")
-    assert first.app.state.service.registry.wait_for_snapshots(60)
     first.__exit__(None, None, None)
-    (seq,) = stored_snapshots(make_settings()).values()
-    assert 400 <= seq < 700
+    assert list(stored_snapshots(make_settings()).values()) == [seq]  # none at shutdown
+    assert 0 < seq <= 630
     assert not list((make_settings().snapshot_dir).glob("*"))  # no files at all
 
     elsewhere = tmp_path / "another-node"
