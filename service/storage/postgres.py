@@ -261,17 +261,18 @@ class PostgresSession(WriteSession):
         return row[0]
 
     def update_params(self, sid: int, params: str, incarnation: str) -> None:
-        # The old incarnation's snapshot is useless now: it goes in the same transaction.
-        self._conn.execute("DELETE FROM snapshots WHERE sid = %s", (sid,))
         self._conn.execute(
             "UPDATE series SET params = %s, incarnation = %s WHERE sid = %s",
             (params, incarnation, sid),
         )
+        # The old incarnation's snapshot is useless now. After the series row (a snapshot
+        # write share-locks it: service/storage/postgres_snapshots.py), so none slips in.
+        self._conn.execute("DELETE FROM snapshots WHERE sid = %s", (sid,))
 
     def delete_series(self, sid: int) -> None:
-        self._conn.execute("DELETE FROM snapshots WHERE sid = %s", (sid,))
         self._conn.execute("DELETE FROM chunks WHERE sid = %s", (sid,))
         self._conn.execute("DELETE FROM series WHERE sid = %s", (sid,))
+        self._conn.execute("DELETE FROM snapshots WHERE sid = %s", (sid,))  # as above
 
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True

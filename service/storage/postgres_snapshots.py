@@ -8,8 +8,10 @@ else. It runs in a transaction that first share-locks the series' ``shard_owner`
 and checks its epoch, as observation writes do (`service.storage.base`): an owner that
 was fenced off gets `StaleOwner` and stores nothing. The upsert only inserts for a series
 row with that ``sid`` and incarnation, so a snapshot that lost a race with a delete or a
-reconfiguration is not stored; deleting or reconfiguring a series deletes its snapshot
-in the committer's transaction (`PostgresSession`).
+reconfiguration is not stored. Deleting or reconfiguring a series deletes its snapshot
+in the committer's transaction (`PostgresSession`), after changing the series row: the
+upsert share-locks that row, so either the change waits for the snapshot's commit and
+then deletes it, or the upsert waits for the change and finds no row to snapshot.
 
 Rows carry their series' shard, so a server (or a Ray shard actor) indexes, and discards
 as unknown, only the snapshots of the shards it owns. The index (incarnation -> seq,
@@ -36,10 +38,11 @@ from .records import shard_of
 log = logging.getLogger("episodic_koopman.service")
 
 #: Insert, or replace an older snapshot of the incarnation (RETURNING nothing: not stored).
+#: The series row is share-locked until the commit (see the module docstring).
 _UPSERT = """
 INSERT INTO snapshots (incarnation, sid, shard, seq, size, model)
 SELECT %(incarnation)s, sid, %(shard)s, %(seq)s, %(size)s, %(model)b FROM series
-WHERE sid = %(sid)s AND incarnation = %(incarnation)s
+WHERE sid = %(sid)s AND incarnation = %(incarnation)s FOR SHARE
 ON CONFLICT (incarnation) DO UPDATE
 SET seq = excluded.seq, size = excluded.size, model = excluded.model
 WHERE snapshots.seq < excluded.seq

@@ -8,6 +8,7 @@ of series that are gone.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,34 @@ def test_a_store_sees_only_the_snapshots_of_its_shards(
         assert mine.candidates(a.incarnation, 10**9) == [2]
     finally:
         mine.close()
+
+
+def test_a_snapshot_racing_a_delete_is_not_left_behind(
+    storage, store_backend, make_committer, tmp_path
+):
+    """A delete whose transaction is open while a snapshot is written: whichever commits
+    first, no snapshot of the deleted series remains (the upsert share-locks the series row,
+    and the delete removes snapshots after the series row)."""
+    _postgres_only(store_backend)
+    committer, _ = make_committer()
+    push(committer, "s", numeric([1.0, 2.0]))
+    record = storage.load_records()["s"]
+    store = storage.snapshot_store(tmp_path / "snapshots", _epochs(storage))
+    session = storage.writer()
+    try:
+        session.begin()
+        session.delete_series(record.sid)  # holds the series row until it commits
+        outcome: list[bool] = []
+        writer = threading.Thread(
+            target=lambda: outcome.append(
+                store.save_bytes("s", record.sid, record.incarnation, 2, model_bytes(2))
+            )
+        )
+        writer.start()
+        session.commit()
+        writer.join(60)
+        assert not writer.is_alive()
+        assert outcome == [False] and store.stored() == {}
+    finally:
+        session.close()
+        store.close()
