@@ -29,7 +29,6 @@ from .middleware import ServiceMiddleware
 from .registry import Registry
 from .schemas import Observation, ObservationBatch, SeriesConfig
 from .settings import Settings
-from .snapshots import SnapshotStore
 from .storage import Committer, Storage, open_storage, owner_name
 
 log = logging.getLogger("episodic_koopman.service")
@@ -113,7 +112,7 @@ async def _running_local(state: ServiceState, storage: Storage) -> AsyncIterator
     epochs = await asyncio.to_thread(storage.acquire_shards, owner_name())
     records = await asyncio.to_thread(storage.load_records)
     reader = storage.reader()
-    snapshots = await asyncio.to_thread(SnapshotStore, settings.snapshot_dir)
+    snapshots = await asyncio.to_thread(storage.snapshot_store, settings.snapshot_dir, epochs)
     registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
     committer = Committer(
         await asyncio.to_thread(storage.writer),

@@ -120,6 +120,10 @@ class Series:
         return self.record.id
 
     @property
+    def sid(self) -> int:
+        return self.record.sid
+
+    @property
     def current_incarnation(self) -> str:
         return self.record.incarnation
 
@@ -477,6 +481,7 @@ class Registry:
         before = self.snapshot_writer.written
         dropped = self.snapshot_writer.close(max(deadline - time.monotonic(), 0.0))
         written = self.snapshot_writer.written - before
+        self.snapshots.close()
         log.info(
             "shutdown: %d snapshots written, %d dropped; the rest replays from the database",
             written,

@@ -3,7 +3,9 @@
 Applies and reads never wait behind disk I/O. For each requested series the
 writer takes the series' lock only to copy the model's state
 (`episodic_koopman.persistence.capture`, a memory copy), then encodes the file
-and writes, fsyncs and renames it (`SnapshotStore.save_bytes`) without the lock.
+and stores it (`SnapshotStore.save_bytes`: a file, or a database row) without the
+lock. A store that refuses the write (the series is gone; this server no longer
+owns its shard) leaves the series' snapshot state as it was.
 
 Encoding holds the GIL (a few milliseconds a model), which every request on the
 event loop needs too: back to back, a burst of snapshots would slow every read
@@ -32,6 +34,7 @@ from episodic_koopman import pin_threads
 from episodic_koopman.persistence import CapturedModel, capture
 
 from .snapshots import SnapshotStore
+from .storage.base import StaleOwner
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -53,6 +56,9 @@ class Snapshottable(Protocol):
     def id(self) -> str: ...
 
     @property
+    def sid(self) -> int: ...
+
+    @property
     def current_incarnation(self) -> str: ...
 
 
@@ -61,6 +67,7 @@ class Captured:
     """One series' model state, copied under its lock."""
 
     state: CapturedModel
+    sid: int
     incarnation: str
     seq: int
 
@@ -164,12 +171,18 @@ class SnapshotWriter:
         captured = self._capture(series)
         if captured is None:
             return
-        incarnation, seq = captured.incarnation, captured.seq
+        sid, incarnation, seq = captured.sid, captured.incarnation, captured.seq
         data = captured.state.to_bytes()
         del captured  # the state's copies can go before the file is written
         if self.before_write is not None:
             self.before_write(series)
-        self.store.save_bytes(incarnation, seq, data)
+        try:
+            stored = self.store.save_bytes(series.id, sid, incarnation, seq, data)
+        except StaleOwner as exc:
+            log.warning("series %r: snapshot not written: %s", series.id, exc.detail)
+            return
+        if not stored:
+            return
         self.written += 1
         if series.deleted or series.current_incarnation != incarnation:
             self.store.discard(incarnation)  # lost a race with a delete or reconfigure
@@ -190,4 +203,4 @@ class SnapshotWriter:
                 return None
             if seq <= series.snapshot_seq:
                 return None
-            return Captured(capture(model), incarnation, seq)
+            return Captured(capture(model), series.sid, incarnation, seq)

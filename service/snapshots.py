@@ -1,18 +1,22 @@
-"""Model snapshots in the library's file format, written atomically and durably.
+"""Model snapshots in the library's file format: the interface, and its files store.
 
-A snapshot of a series is ``<incarnation>-<seq>.ekm`` in the snapshot dir: the
-model after its first ``seq`` observations. The incarnation (a random id that
-changes when the series is created or reconfigured) ties a file to one life of
-one series, so a snapshot can never be applied to the wrong model. Writing goes
-to a temporary name (``.tmp-<name>.part``), is fsynced, then renamed over, and the
-directory is fsynced; older snapshots of the same incarnation are removed
-afterwards. What to write and when is decided elsewhere (`service.snapshot_writer`,
-`service.snapshot_policy`). At start-up the
-newest loadable snapshot is used, and every later observation is replayed.
+A snapshot of a series is the model after its first ``seq`` observations, kept
+under the series' incarnation (a random id that changes when the series is created
+or reconfigured), so a snapshot can never be applied to the wrong model. What to
+write and when is decided elsewhere (`service.snapshot_writer`,
+`service.snapshot_policy`). At start-up the newest loadable snapshot is used, and
+every later observation is replayed.
+
+Two stores implement `SnapshotStore`: `FileSnapshotStore` (here; the default, and
+SQLite's) keeps ``<incarnation>-<seq>.ekm`` files in a local dir, and
+`service.storage.postgres_snapshots.PostgresSnapshotStore` keeps one row per
+incarnation in the PostgreSQL database, so that a server on any node restores
+from it. `service.storage.base.Storage.snapshot_store` picks one.
 """
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import ctypes.util
 import logging
@@ -22,7 +26,6 @@ import threading
 from pathlib import Path
 
 from episodic_koopman import EpisodicKoopman
-from episodic_koopman.persistence import model_to_bytes
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -52,8 +55,61 @@ def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
         return False
 
 
-class SnapshotStore:
-    """Snapshot files of every series, indexed by incarnation."""
+class SnapshotStore(abc.ABC):
+    """The snapshots of a server's series, indexed by incarnation (any thread).
+
+    Only the newest snapshot of an incarnation is worth keeping: a write removes the
+    older ones. A write is fenced where the store is shared: a server that no longer
+    owns the series' shard gets `service.storage.StaleOwner` and stores nothing.
+    """
+
+    @abc.abstractmethod
+    def incarnations(self) -> set[str]:
+        """The incarnations with snapshots (of this server's shards)."""
+
+    @abc.abstractmethod
+    def candidates(self, incarnation: str, at_most: int) -> list[int]:
+        """Snapshot sequence numbers of an incarnation, newest first, up to ``at_most``."""
+
+    @abc.abstractmethod
+    def load(self, incarnation: str, seq: int) -> EpisodicKoopman:
+        """The model of a snapshot (raises if it is missing or unreadable)."""
+
+    @abc.abstractmethod
+    def size(self, incarnation: str, seq: int) -> int:
+        """The size of a snapshot in bytes (0 if it is gone)."""
+
+    @abc.abstractmethod
+    def save_bytes(self, series_id: str, sid: int, incarnation: str, seq: int, data: bytes) -> bool:
+        """Store a model file's bytes durably as snapshot ``seq`` of the series' incarnation
+        and drop its older ones. False if it was not stored (the series is gone or has a
+        newer snapshot); `service.storage.StaleOwner` if this server lost its shard."""
+
+    @abc.abstractmethod
+    def discard(self, incarnation: str) -> None:
+        """Remove every snapshot of an incarnation (its series was deleted or reconfigured)."""
+
+    @abc.abstractmethod
+    def discard_invalid(self, incarnation: str, seq: int) -> None:
+        """Remove one snapshot that could not be restored."""
+
+    @abc.abstractmethod
+    def stored(self) -> dict[str, list[int]]:
+        """What the backing store holds now, read afresh (not the index): sequence numbers
+        by incarnation, ascending (diagnostics and tests)."""
+
+    def close(self) -> None:  # noqa: B027 (optional: only a database store has connections)
+        """Release connections, if the store has any."""
+
+
+class FileSnapshotStore(SnapshotStore):
+    """Snapshot files in a local dir: ``<incarnation>-<seq>.ekm``.
+
+    Writing goes to a temporary name (``.tmp-<name>.part``), is fsynced, then renamed
+    over, and the directory is fsynced; older snapshots of the same incarnation are
+    removed afterwards. Nothing is fenced: the dir belongs to one server (the data
+    dir's lock, or one dir per Ray actor).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -85,20 +141,13 @@ class SnapshotStore:
         return EpisodicKoopman.load(self.path(incarnation, seq))
 
     def size(self, incarnation: str, seq: int) -> int:
-        """The size of a snapshot file in bytes (0 if it is gone)."""
         try:
             return self.path(incarnation, seq).stat().st_size
         except FileNotFoundError:
             return 0
 
-    def save(self, model: EpisodicKoopman, incarnation: str, seq: int) -> int:
-        """Write ``model`` as the snapshot ``seq`` of ``incarnation``; returns its size."""
-        data = model_to_bytes(model)
-        self.save_bytes(incarnation, seq, data)
-        return len(data)
-
-    def save_bytes(self, incarnation: str, seq: int, data: bytes) -> None:
-        """Write a model file's bytes durably: temporary file, fsync, rename, directory fsync."""
+    def save_bytes(self, series_id: str, sid: int, incarnation: str, seq: int, data: bytes) -> bool:
+        """Temporary file, fsync, rename, directory fsync; then the older files go."""
         final = self.path(incarnation, seq)
         tmp = self.directory / f".tmp-{final.name}.part"
         try:
@@ -117,9 +166,9 @@ class SnapshotStore:
             self._index[incarnation] = sorted({s for s in seqs if s >= seq} | {seq})
         for s in older:
             self.path(incarnation, s).unlink(missing_ok=True)
+        return True
 
     def discard(self, incarnation: str) -> None:
-        """Remove every snapshot of an incarnation (its series was deleted or reconfigured)."""
         with self._lock:
             seqs = self._index.pop(incarnation, [])
         for s in seqs:
@@ -131,6 +180,14 @@ class SnapshotStore:
             if seq in seqs:
                 seqs.remove(seq)
         self.path(incarnation, seq).unlink(missing_ok=True)
+
+    def stored(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for path in self.directory.iterdir():
+            match = _NAME.match(path.name)
+            if match:
+                out.setdefault(match.group(1), []).append(int(match.group(2)))
+        return {incarnation: sorted(seqs) for incarnation, seqs in out.items()}
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)

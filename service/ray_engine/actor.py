@@ -38,7 +38,6 @@ from ..errors import ApiError
 from ..metrics import Family, Metrics, families
 from ..registry import Registry
 from ..settings import Settings
-from ..snapshots import SnapshotStore
 from ..storage import Committer, open_storage, owner_name
 from ..storage.records import shard_of
 
@@ -121,8 +120,12 @@ class ShardActor:
             if shard_of(series_id, storage.n_shards) in mine
         }
         self.reader = storage.reader()
-        # A snapshot dir per actor: a registry discards snapshots of series it does not know.
-        snapshots = SnapshotStore(self.settings.snapshot_dir / f"ray-{index}-of-{n_actors}")
+        # Snapshots of this actor's shards: in the database when it is PostgreSQL (any node
+        # restores them), else in a dir per actor (a registry discards snapshots of series
+        # it does not know).
+        snapshots = storage.snapshot_store(
+            self.settings.snapshot_dir / f"ray-{index}-of-{n_actors}", epochs
+        )
         self.metrics = Metrics()
         self.registry = Registry(self.settings, records, self.reader, snapshots, self.metrics, loop)
         self.committer = Committer(

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ApiError
+from ..snapshots import FileSnapshotStore, SnapshotStore
 from ..timestamps import TimeKey
 from . import chunks
 from .chunks import StoredChunk
@@ -225,3 +227,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def writer(self) -> WriteSession: ...
+
+    def snapshot_store(self, directory: Path, epochs: dict[int, int]) -> SnapshotStore:
+        """Where this server keeps its models' snapshots, for the shards it holds with
+        ``epochs``: files in ``directory`` unless the backend keeps them (it is shared)."""
+        return FileSnapshotStore(directory)

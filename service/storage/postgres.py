@@ -22,12 +22,14 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ..snapshots import SnapshotStore
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
 from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
@@ -35,7 +37,8 @@ from .records import SeriesRecord, record_from_columns
 
 log = logging.getLogger("episodic_koopman.service")
 
-SCHEMA_VERSION = 2  # 2: observations in chunks (one row per push), series state in them
+#: 2: observations in chunks (one row per push), series state in them; 3: snapshots.
+SCHEMA_VERSION = 3
 #: Serialises schema creation between servers starting at once (an advisory lock key).
 _INIT_LOCK = 0x6B6F6F70
 _SCHEMA = """
@@ -98,6 +101,18 @@ CREATE TABLE IF NOT EXISTS shard_owner (
     owner text NOT NULL,
     epoch bigint NOT NULL        -- bumped by every acquisition (fencing)
 );
+CREATE TABLE IF NOT EXISTS snapshots (     -- service/storage/postgres_snapshots.py
+    incarnation text PRIMARY KEY,  -- one row per incarnation: its newest snapshot
+    sid bigint NOT NULL,
+    shard integer NOT NULL,      -- the series' ownership shard (records.shard_of)
+    seq bigint NOT NULL CHECK (seq > 0),
+    size integer NOT NULL,
+    model bytea NOT NULL         -- a model file (episodic_koopman.persistence)
+);
+CREATE INDEX IF NOT EXISTS snapshots_shard ON snapshots (shard);
+CREATE INDEX IF NOT EXISTS snapshots_sid ON snapshots (sid);
+-- Out of line, uncompressed: float arrays barely compress, and pglz would cost every write.
+ALTER TABLE snapshots ALTER COLUMN model SET STORAGE EXTERNAL;
 """
 
 #: Every series with its state: from its newest chunk (none: nothing stored yet).
@@ -145,8 +160,8 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=30)
 
 
-class PostgresReader(Reader):
-    """Read-only queries from any thread (one connection per thread, reopened if broken)."""
+class ConnectionPerThread:
+    """One connection per thread, reopened if broken; `close` closes them all."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -154,7 +169,7 @@ class PostgresReader(Reader):
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
 
-    def _conn(self) -> psycopg.Connection[Any]:
+    def get(self) -> psycopg.Connection[Any]:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
             conn = connect(self.url)
@@ -163,16 +178,27 @@ class PostgresReader(Reader):
                 self._all.append(conn)
         return conn
 
-    def fetch_chunks(
-        self, sid: int, seq: int, max_chunks: int, values: bool = True
-    ) -> list[StoredChunk]:
-        return _fetch(self._conn(), sid, seq, max_chunks, values)
-
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+class PostgresReader(Reader):
+    """Read-only queries from any thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conns = ConnectionPerThread(url)
+
+    def fetch_chunks(
+        self, sid: int, seq: int, max_chunks: int, values: bool = True
+    ) -> list[StoredChunk]:
+        return _fetch(self._conns.get(), sid, seq, max_chunks, values)
+
+    def close(self) -> None:
+        self._conns.close()
 
 
 class PostgresSession(WriteSession):
@@ -239,10 +265,14 @@ class PostgresSession(WriteSession):
             "UPDATE series SET params = %s, incarnation = %s WHERE sid = %s",
             (params, incarnation, sid),
         )
+        # The old incarnation's snapshot is useless now. After the series row (a snapshot
+        # write share-locks it: service/storage/postgres_snapshots.py), so none slips in.
+        self._conn.execute("DELETE FROM snapshots WHERE sid = %s", (sid,))
 
     def delete_series(self, sid: int) -> None:
         self._conn.execute("DELETE FROM chunks WHERE sid = %s", (sid,))
         self._conn.execute("DELETE FROM series WHERE sid = %s", (sid,))
+        self._conn.execute("DELETE FROM snapshots WHERE sid = %s", (sid,))  # as above
 
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True
@@ -369,6 +399,7 @@ class PostgresStorage(Storage):
                     f"{self.describe()} has schema version {version}; "
                     f"this server reads up to {SCHEMA_VERSION}"
                 )
+            # Schema 2 -> 3 is the new snapshots table: _SCHEMA creates what is missing.
             conn.execute(_SCHEMA)
             (old,) = conn.execute("SELECT to_regclass('observations') IS NOT NULL").fetchone()
             if old:
@@ -431,6 +462,12 @@ class PostgresStorage(Storage):
 
     def reader(self) -> PostgresReader:
         return PostgresReader(self.url)
+
+    def snapshot_store(self, directory: Path, epochs: dict[int, int]) -> SnapshotStore:
+        """Snapshots in the database (``directory`` is not used), fenced with ``epochs``."""
+        from .postgres_snapshots import PostgresSnapshotStore  # it imports this module
+
+        return PostgresSnapshotStore(self.url, epochs, self.n_shards)
 
     def writer(self) -> PostgresSession:
         return PostgresSession(self.url)

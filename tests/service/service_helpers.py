@@ -18,6 +18,7 @@ import uvicorn
 from episodic_koopman import EpisodicKoopman, pin_threads
 from service.main import create_app
 from service.settings import Settings
+from service.storage import open_storage
 
 # Reference models run in the main thread: FAISS's OpenMP pool is per thread.
 pin_threads()
@@ -189,3 +190,29 @@ def wait_for(condition, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
+
+
+def stored_snapshots(settings: Settings) -> dict[str, int]:
+    """The newest stored snapshot's seq of each incarnation, read afresh from wherever the
+    settings' backend keeps them (files beside SQLite, rows in PostgreSQL)."""
+    storage = open_storage(settings)
+    storage.initialise()
+    epochs = {shard: epoch for shard, (_, epoch) in storage.owners().items()}
+    store = storage.snapshot_store(settings.snapshot_dir, epochs)
+    try:
+        return {incarnation: seqs[-1] for incarnation, seqs in store.stored().items()}
+    finally:
+        store.close()
+
+
+def corrupt_snapshots(settings: Settings) -> int:
+    """Overwrite every stored snapshot with bytes that are no model; returns how many."""
+    if not settings.database:
+        paths = list(settings.snapshot_dir.glob("*.ekm"))
+        for path in paths:
+            path.write_bytes(b"not a model")
+        return len(paths)
+    import psycopg
+
+    with psycopg.connect(settings.database, autocommit=True) as conn:
+        return conn.execute("UPDATE snapshots SET model = 'not a model'::bytea").rowcount

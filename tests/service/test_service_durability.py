@@ -18,9 +18,12 @@ from service_helpers import (
     SMALL,
     assert_same_forecast,
     batch,
+    corrupt_snapshots,
     free_port,
+    metric,
     reference_forecast,
     serve_command,
+    stored_snapshots,
     wait_until_ready,
     wave,
 )
@@ -32,22 +35,34 @@ from service.storage import open_storage
 pytestmark = pytest.mark.both_backends
 
 
-def snapshot_files(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "snapshots").glob("*.ekm"))
+def ingest_with_snapshots_then_a_tail(client, values: np.ndarray, tail_from: int) -> dict[str, int]:
+    """Push ``values`` to series ``s`` in pushes of 70, the apply path requesting snapshots as
+    the settings say until ``tail_from``; then stop the snapshot writer and push the rest,
+    so that the tail is in no snapshot whatever the writer's timing. Returns the stored
+    snapshots (incarnation -> seq)."""
+    registry = client.app.state.service.registry
+    client.put("/v1/series/s", json={"params": SMALL})
+    for start in range(0, tail_from, 70):
+        end = min(start + 70, tail_from)
+        client.post("/v1/series/s/observations", json=batch(values[start:end], start))
+    client.get("/v1/series/s/forecast")  # read-your-writes: all applied
+    # Snapshots are written by their own thread: wait for the ones requested so far.
+    assert registry.wait_for_snapshots(60)
+    stored = stored_snapshots(client.app.state.service.settings)
+    registry.snapshot_writer.close(60)  # later requests are refused
+    for start in range(tail_from, len(values), 70):
+        end = min(start + 70, len(values))
+        client.post("/v1/series/s/observations", json=batch(values[start:end], start))
+    return stored
 
 
-def test_snapshot_then_replay_gives_the_identical_forecast(make_client, data_dir):
+def test_snapshot_then_replay_gives_the_identical_forecast(make_client, make_settings):
     values = wave(700)
     # Snapshot every 200 observations; none at shutdown, so a restart must replay the tail.
     first = make_client(snapshot_every=200, shutdown_snapshot_seconds=0)
-    first.put("/v1/series/s", json={"params": SMALL})
-    for start in range(0, 700, 70):
-        first.post("/v1/series/s/observations", json=batch(values[start : start + 70], start))
+    (seq,) = ingest_with_snapshots_then_a_tail(first, values, tail_from=630).values()
     before = first.get("/v1/series/s/forecast", params={"horizon": 10}).json()
-    # Snapshots are written by their own thread: wait for the ones requested so far.
-    assert first.app.state.service.registry.wait_for_snapshots(60)
-    (snapshot,) = snapshot_files(data_dir)  # older ones were replaced
-    assert 400 <= int(snapshot.stem.split("-")[1]) < 700  # so a restart replays the tail
+    assert 0 < seq <= 630  # older ones were replaced; a restart replays the tail
     first.__exit__(None, None, None)
 
     second = make_client(snapshot_every=200)
@@ -63,13 +78,13 @@ def test_snapshot_then_replay_gives_the_identical_forecast(make_client, data_dir
     )
 
 
-def test_shutdown_snapshots_and_restart_needs_no_replay(make_client, data_dir):
+def test_shutdown_snapshots_and_restart_needs_no_replay(make_client, make_settings):
     values = wave(300)
     first = make_client()
     first.put("/v1/series/s", json={"params": SMALL})
     first.post("/v1/series/s/observations", json=batch(values))
     first.__exit__(None, None, None)
-    assert [int(f.stem.split("-")[1]) for f in snapshot_files(data_dir)] == [300]
+    assert list(stored_snapshots(make_settings()).values()) == [300]
     second = make_client()
     text = second.get("/metrics").text
     assert_same_forecast(
@@ -79,31 +94,32 @@ def test_shutdown_snapshots_and_restart_needs_no_replay(make_client, data_dir):
     assert "episodic_koopman_observations_applied_total 0.0" in text
 
 
-def test_unreadable_snapshot_falls_back_to_full_replay(make_client, data_dir):
+def test_unreadable_snapshot_falls_back_to_full_replay(make_client, make_settings):
     values = wave(300)
     first = make_client()
     first.post("/v1/series/s/observations", json=batch(values))
     first.__exit__(None, None, None)
-    (snapshot,) = snapshot_files(data_dir)
-    snapshot.write_bytes(b"not a model")
+    assert corrupt_snapshots(make_settings()) == 1
     second = make_client()
     assert_same_forecast(
         second.get("/v1/series/s/forecast").json(), reference_forecast({}, values, 24)
     )
-    assert not snapshot.exists()
+    assert stored_snapshots(make_settings()) == {}  # the invalid one was discarded
+    replayed = metric(second.get("/metrics").text, "episodic_koopman_observations_replayed_total")
+    assert replayed == 300
 
 
-def test_deleted_and_reconfigured_series_leave_no_snapshots(make_client, data_dir):
+def test_deleted_and_reconfigured_series_leave_no_snapshots(make_client, make_settings):
     first = make_client()
     first.put("/v1/series/a", json={"params": SMALL})
     first.post("/v1/series/a/observations", json=batch(wave(100)))
     first.post("/v1/series/b/observations", json=batch(wave(100)))
     first.__exit__(None, None, None)
-    assert len(snapshot_files(data_dir)) == 2
+    assert len(stored_snapshots(make_settings())) == 2
     second = make_client()
     second.delete("/v1/series/b")
     second.put("/v1/series/a", json={"params": {**SMALL, "delays": 6}})
-    assert snapshot_files(data_dir) == []
+    assert stored_snapshots(make_settings()) == {}
     second.__exit__(None, None, None)
     third = make_client()
     assert [s["id"] for s in third.get("/v1/series").json()["items"]] == ["a"]
@@ -111,6 +127,48 @@ def test_deleted_and_reconfigured_series_leave_no_snapshots(make_client, data_di
         third.get("/v1/series/a/forecast").json(),
         reference_forecast({**SMALL, "delays": 6}, wave(100), 24),
     )
+
+
+@pytest.mark.parametrize("service_backend", ["postgres"], indirect=True)
+def test_a_server_on_a_new_data_dir_restores_from_the_databases_snapshots(
+    make_client, make_settings, tmp_path
+):
+    """Snapshots live in PostgreSQL: a server on another node (an empty data dir) loads
+    them and replays only the observations after them."""
+    values = wave(700)
+    first = make_client(snapshot_every=200, shutdown_snapshot_seconds=0)
+    (seq,) = ingest_with_snapshots_then_a_tail(first, values, tail_from=630).values()
+    first.get("/v1/series/s/forecast")
+    first.__exit__(None, None, None)
+    assert list(stored_snapshots(make_settings()).values()) == [seq]  # none at shutdown
+    assert 0 < seq <= 630
+    assert not list((make_settings().snapshot_dir).glob("*"))  # no files at all
+
+    elsewhere = tmp_path / "another-node"
+    second = make_client(data_dir=elsewhere, snapshot_every=10**6)
+    after = second.get("/v1/series/s/forecast", params={"horizon": 10}).json()
+    assert_same_forecast(after, reference_forecast(SMALL, values, 10))
+    assert after["n_observations"] == 700
+    text = second.get("/metrics").text
+    assert metric(text, "episodic_koopman_observations_replayed_total") == 700 - seq
+    assert not (elsewhere / "snapshots").exists() or not list((elsewhere / "snapshots").iterdir())
+
+
+@pytest.mark.parametrize("service_backend", ["postgres"], indirect=True)
+def test_a_fenced_off_server_cannot_write_a_snapshot(make_client, make_settings):
+    client = make_client()
+    registry = client.app.state.service.registry
+    client.put("/v1/series/s", json={"params": SMALL})
+    client.post("/v1/series/s/observations", json=batch(wave(120)))
+    client.get("/v1/series/s/forecast")
+    storage = open_storage(make_settings())
+    storage.initialise()
+    storage.acquire_shards("a newer server")  # fences this one off every shard
+    assert registry.snapshot_dirty() == 1
+    assert registry.wait_for_snapshots(30)
+    assert registry.snapshot_writer.written == 0
+    assert registry.catalog["s"].snapshot_seq == 0
+    assert stored_snapshots(make_settings()) == {}
 
 
 @pytest.mark.parametrize("service_backend", ["sqlite"], indirect=True)
@@ -267,7 +325,8 @@ def test_sigkill_mid_stream_loses_no_acknowledged_observation(tmp_path, database
                 assert served["n_observations"] == len(values)
                 assert_same_forecast(served, reference_forecast(SMALL, values, 12))
     # SIGTERM stops gracefully: every model is snapshotted at its full length.
-    seqs = sorted(int(f.stem.split("-")[1]) for f in snapshot_files(data_dir))
+    settings = Settings(data_dir=data_dir, database=database_url)
+    seqs = sorted(stored_snapshots(settings).values())
     assert seqs == sorted(len(stored[series_id]) for series_id in series_ids)
 
 

@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import math
 import threading
-from pathlib import Path
 
-from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wait_for, wave
+import pytest
+from service_helpers import (
+    SMALL,
+    assert_same_forecast,
+    batch,
+    reference_forecast,
+    stored_snapshots,
+    wait_for,
+    wave,
+)
 
 from service.snapshot_policy import SnapshotPolicy
 
-
-def snapshot_seqs(data_dir: Path) -> dict[str, int]:
-    """Snapshot files by incarnation: their sequence numbers."""
-    out: dict[str, int] = {}
-    for path in (data_dir / "snapshots").glob("*.ekm"):
-        incarnation, seq = path.stem.split("-")
-        out[incarnation] = int(seq)
-    return out
+# The same policy and writer whichever store keeps the snapshots (files or PostgreSQL).
+pytestmark = pytest.mark.both_backends
 
 
 class Gate:
-    """Blocks the snapshot writer before it writes a file, until released."""
+    """Blocks the snapshot writer before it stores a snapshot, until released."""
 
     def __init__(self) -> None:
         self.entered = threading.Event()
@@ -36,7 +38,7 @@ class Gate:
         assert self.release.wait(60), "the test never released the snapshot writer"
 
 
-def test_a_read_is_served_while_a_snapshot_write_is_blocked(make_client, data_dir):
+def test_a_read_is_served_while_a_snapshot_write_is_blocked(make_client, make_settings):
     client = make_client()
     registry = client.app.state.service.registry
     client.put("/v1/series/s", json={"params": SMALL})
@@ -53,11 +55,12 @@ def test_a_read_is_served_while_a_snapshot_write_is_blocked(make_client, data_di
         forecast = client.get("/v1/series/s/forecast").json()
         assert forecast["n_observations"] == 350
         assert_same_forecast(forecast, reference_forecast(SMALL, values, 24))
-        assert snapshot_seqs(data_dir) == {}
+        assert stored_snapshots(make_settings()) == {}
     finally:
         gate.release.set()
     assert registry.wait_for_snapshots(30)
-    assert list(snapshot_seqs(data_dir).values()) == [300]  # the state when it was captured
+    # The state when it was captured.
+    assert list(stored_snapshots(make_settings()).values()) == [300]
 
 
 def test_policy_due_by_bytes_count_and_age() -> None:
@@ -69,7 +72,7 @@ def test_policy_due_by_bytes_count_and_age() -> None:
     assert not policy.due(1, 10**9, 59.9) and policy.due(1, 10**9, 60)
 
 
-def test_the_service_snapshots_when_the_new_observations_pay_for_it(make_client, data_dir):
+def test_the_service_snapshots_when_the_new_observations_pay_for_it(make_client, make_settings):
     client = make_client(snapshot_bytes_per_observation=1000.0)
     registry = client.app.state.service.registry
     client.put("/v1/series/s", json={"params": SMALL})
@@ -79,10 +82,8 @@ def test_the_service_snapshots_when_the_new_observations_pay_for_it(make_client,
     assert registry.wait_for_snapshots(30)
     series = registry.catalog["s"]
     size = series.snapshot_bytes
-    assert (
-        size
-        == (data_dir / "snapshots" / f"{series.model_incarnation}-{200:012d}.ekm").stat().st_size
-    )
+    assert stored_snapshots(make_settings()) == {series.model_incarnation: 200}
+    assert size == registry.snapshots.size(series.model_incarnation, 200) > 0
     needed = math.ceil(size / 1000.0)
     values = wave(200 + needed)
     client.post("/v1/series/s/observations", json=batch(values[200 : 199 + needed], 200))
@@ -92,7 +93,8 @@ def test_the_service_snapshots_when_the_new_observations_pay_for_it(make_client,
     client.get("/v1/series/s/forecast")
     assert registry.snapshot_dirty() == 1
     assert registry.wait_for_snapshots(30)
-    assert list(snapshot_seqs(data_dir).values()) == [200 + needed]  # the older one is gone
+    # The older one is gone.
+    assert list(stored_snapshots(make_settings()).values()) == [200 + needed]
     # Few new observations, but the last snapshot is old: due by age.
     client.post("/v1/series/s/observations", json=batch(wave(1, start=200 + needed), 200 + needed))
     client.get("/v1/series/s/forecast")
@@ -100,20 +102,20 @@ def test_the_service_snapshots_when_the_new_observations_pay_for_it(make_client,
     series.snapshot_at -= registry.settings.snapshot_max_age_seconds
     assert registry.snapshot_dirty() == 1
     assert registry.wait_for_snapshots(30)
-    assert list(snapshot_seqs(data_dir).values()) == [201 + needed]
+    assert list(stored_snapshots(make_settings()).values()) == [201 + needed]
 
 
-def test_snapshot_every_bounds_replay_whatever_the_byte_budget(make_client, data_dir):
+def test_snapshot_every_bounds_replay_whatever_the_byte_budget(make_client, make_settings):
     client = make_client(snapshot_every=100, snapshot_bytes_per_observation=1e-3)
     registry = client.app.state.service.registry
     client.put("/v1/series/s", json={"params": SMALL})
     client.post("/v1/series/s/observations", json=batch(wave(100)))
     client.get("/v1/series/s/forecast")
     assert registry.wait_for_snapshots(30)  # requested by the apply path, no periodic check
-    assert list(snapshot_seqs(data_dir).values()) == [100]
+    assert list(stored_snapshots(make_settings()).values()) == [100]
 
 
-def test_shutdown_flushes_pending_snapshots(make_client, data_dir):
+def test_shutdown_flushes_pending_snapshots(make_client, make_settings):
     client = make_client()
     registry = client.app.state.service.registry
     for name in "abc":
@@ -136,7 +138,7 @@ def test_shutdown_flushes_pending_snapshots(make_client, data_dir):
     stopping.join(60)
     assert not stopping.is_alive()
     incarnations = {registry.catalog[n].model_incarnation for n in "abc"}
-    assert snapshot_seqs(data_dir) == dict.fromkeys(incarnations, 120)
+    assert stored_snapshots(make_settings()) == dict.fromkeys(incarnations, 120)
     restarted = make_client()
     assert_same_forecast(
         restarted.get("/v1/series/b/forecast").json(), reference_forecast(SMALL, wave(120), 24)

@@ -160,7 +160,53 @@ def test_schema_1_migrates_to_chunks_with_nothing_lost(v1_database):
     assert stored(storage, "num")[-1] == (_N, float(_N), [7.0])
 
 
-def test_a_newer_schema_is_refused_with_a_clear_error(storage, open_store):
+def test_schema_2_gains_the_snapshots_table(storage, store_backend, open_store, tmp_path):
+    """PostgreSQL's schema 3 adds the snapshots table (SQLite's snapshots are files)."""
+    if store_backend != "postgres":
+        pytest.skip("SQLite's schema has no snapshots table (its snapshots are files)")
+    committer, _ = _committer(storage)
+    try:
+        push(committer, "s", timed([(0, 1.0), (1, 2.0)]))
+    finally:
+        committer.stop()
+        committer.publisher.close()  # type: ignore[attr-defined]
+    import psycopg
+
+    # Schema 2 is schema 3 without the snapshots table.
+    with psycopg.connect(storage.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute("DROP TABLE snapshots")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    migrated = open_store()
+    with psycopg.connect(storage.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == "3"
+    record = migrated.load_records()["s"]
+    assert stored(migrated, "s") == [(0, 0.0, [1.0]), (1, 1.0, [2.0])]
+    epochs = migrated.acquire_shards("after migration")
+    store = migrated.snapshot_store(tmp_path / "unused", epochs)
+    try:
+        assert store.stored() == {}
+        assert store.save_bytes("s", record.sid, record.incarnation, 2, b"a model file")
+        assert store.stored() == {record.incarnation: [2]}
+    finally:
+        store.close()
+
+
+def _committer(storage):
+    recorder = Recorder(storage)
+    committer = Committer(
+        storage.writer(),
+        storage.load_records(),
+        recorder,
+        100,
+        epochs=storage.acquire_shards("test"),
+        n_shards=storage.n_shards,
+    )
+    committer.start()
+    return committer, recorder
+
+
+def test_a_newer_schema_is_refused_with_a_clear_error(storage, store_backend, open_store):
     session = storage.writer()
     try:
         session.begin()
@@ -170,5 +216,6 @@ def test_a_newer_schema_is_refused_with_a_clear_error(storage, open_store):
         session.commit()
     finally:
         session.close()
-    with pytest.raises(RuntimeError, match="schema version 99; this server reads up to 2"):
+    newest = 3 if store_backend == "postgres" else 2  # PostgreSQL's 3 added snapshots
+    with pytest.raises(RuntimeError, match=f"schema version 99; this server reads up to {newest}"):
         open_store()
