@@ -45,7 +45,7 @@ from service.ray_engine import actor_of
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from postgres_server import PostgresServer, postgres_bin  # noqa: E402
+from postgres_server import throwaway_server  # noqa: E402
 
 SMALL = {"delays": 8, "window": 32, "episode_horizon": 8, "stride": 2, "capacity": 500}
 
@@ -277,13 +277,8 @@ def main() -> None:
     parser.add_argument("--forecasts", type=int, default=2000)
     args = parser.parse_args()
 
-    pg = None
+    pg = throwaway_server(args.database)
     base_url = args.database
-    if not base_url:
-        bin_dir = postgres_bin()
-        if bin_dir is None:
-            sys.exit("no PostgreSQL binaries: apt-get install postgresql, or pass --database")
-        pg = PostgresServer(bin_dir, fsync=True).start()
     postmaster = None
     if pg is not None:
         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])

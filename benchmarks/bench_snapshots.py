@@ -26,7 +26,7 @@ from service.storage import Storage, storage_for_url
 from service.storage.records import Configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from postgres_server import PostgresServer, postgres_bin
+from postgres_server import throwaway_server
 
 
 def model_file(n: int, seed: int) -> bytes:
@@ -83,14 +83,8 @@ def main() -> None:
     sizes = [len(d) for d in data]
     print(f"{args.series} models after {args.observations} observations: "
           f"{statistics.median(sizes) / 1e6:.2f} MB each (median)")  # fmt: skip
-    server = None
-    url = args.database
-    if not url:
-        bin_dir = postgres_bin()
-        if bin_dir is None:
-            sys.exit("no PostgreSQL binaries (apt-get install postgresql), and no --database")
-        server = PostgresServer(bin_dir, fsync=True).start()
-        url = server.fresh_url()
+    server = throwaway_server(args.database)
+    url = server.fresh_url() if server is not None else args.database
     try:
         with tempfile.TemporaryDirectory(prefix="bench-snapshots-", dir=".") as tmp:
             root = Path(tmp)

@@ -36,7 +36,7 @@ from service.timestamps import parse_t
 
 # The tests' throwaway server (a fresh cluster on a free port) serves here too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from postgres_server import PostgresServer, postgres_bin
+from postgres_server import throwaway_server
 
 
 class Discard:
@@ -106,14 +106,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="observations per push")
     args = parser.parse_args()
 
-    server = None
-    url = args.database
-    if not url:
-        bin_dir = postgres_bin()
-        if bin_dir is None:
-            sys.exit("no PostgreSQL binaries: apt-get install postgresql, or pass --database")
-        server = PostgresServer(bin_dir, fsync=True).start()
-        url = server.url
+    server = throwaway_server(args.database)
+    url = server.url if server is not None else args.database
     workdir = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     try:
         backends = {

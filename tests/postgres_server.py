@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -109,3 +110,14 @@ class PostgresServer:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
         return f"{self.url}?options=-csearch_path%3D{schema}"
+
+
+def throwaway_server(database: str) -> PostgresServer | None:
+    """For benchmarks: None when ``database`` (a URL) is given, else a started throwaway
+    server with fsync on, as a real one; exits saying why when none can start."""
+    if database:
+        return None
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        sys.exit("no PostgreSQL binaries: apt-get install postgresql, or pass --database")
+    return PostgresServer(bin_dir, fsync=True).start()
