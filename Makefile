@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[service,batch,plot,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[service,batch,plot,dev,peers]'
 	touch $(STAMP)
 
 serve: $(STAMP)
