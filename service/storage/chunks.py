@@ -8,8 +8,9 @@ series pushed to, instead of a row per observation plus an index entry each (the
 page writes are what a write-ahead log and its checkpoints copy, whatever the row
 size). The key columns of the first and last observation bound each chunk, and the
 database refuses a chunk that does not extend its series (contiguous ``start``,
-``t_first`` above the previous chunk's ``t_last``): idempotency on ``(series, t)``
-does not rest on the committer alone.
+``t_first`` above the previous chunk's ``t_last``), and `encode_keys` refuses keys
+that do not strictly increase within one: idempotency on ``(series, t)`` does not
+rest on the committer alone.
 
 Lookups by ``seq`` use the primary key ``(sid, start)``; lookups by time bisect over
 chunks (keys grow with ``seq``), so no second index is written on every push. This
@@ -64,9 +65,17 @@ Fetch = Callable[[int, int, int, bool], list[StoredChunk]]
 
 
 def encode_keys(keys: list[TimeKey]) -> bytes:
-    """Time keys as one array: ``int64`` if they are ints (ISO), else ``float64``."""
+    """Time keys as one array: ``int64`` if they are ints (ISO), else ``float64``.
+
+    Every chunk is encoded here on its way into either database, so this is where keys
+    that do not strictly increase within a chunk are refused (the database bounds only
+    a chunk's ends).
+    """
     dtype = "<i8" if isinstance(keys[0], int) else "<f8"
-    return np.asarray(keys, dtype=dtype).tobytes()
+    array = np.asarray(keys, dtype=dtype)
+    if array.size > 1 and not np.all(array[1:] > array[:-1]):
+        raise ValueError("the time keys of a chunk must strictly increase")
+    return array.tobytes()
 
 
 def decode_keys(t_first: TimeKey, blob: bytes) -> list[TimeKey]:

@@ -333,7 +333,14 @@ def _fetch(
 def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
     """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
     chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
-    row, and the old table goes."""
+    row, and the old table goes.
+
+    Servers of the old schema may still be pushing: they do not take the init lock.
+    Locking both tables first waits for their open pushes and blocks new ones until the
+    migration commits (then they fail on the dropped table, unacknowledged), so no
+    acknowledged observation is read before it commits and dropped after.
+    """
+    conn.execute("LOCK TABLE series, observations IN EXCLUSIVE MODE")
     series = conn.execute("SELECT sid, tz, step_int, step_num, run FROM series").fetchall()
     for sid, tz, step_int, step_num, run in series:
         rows = conn.execute(

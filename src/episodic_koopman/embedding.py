@@ -210,6 +210,7 @@ class History:
 
     def last(self, k: int) -> np.ndarray:
         """The newest ``k`` rows, oldest first (``k <= min(length, count)``)."""
+        assert k <= min(self.length, self.count), "history holds fewer rows"
         end = self.count - self._start
         return self._buffer[end - k : end]
 

@@ -84,10 +84,15 @@ def test_the_database_itself_refuses_a_chunk_that_does_not_extend_its_series(
     sid = storage.load_records()["s"].sid
     session = storage.writer()
     try:
-        for start, keys in [(2, [1.0]), (1, [5.0]), (3, [5.0]), (2, [6.0, 5.0])]:
-            session.begin()  # new seq with an old t; an old seq; a gap; t going back
+        for start, keys in [(2, [1.0]), (1, [5.0]), (3, [5.0])]:
+            session.begin()  # new seq with an old t; an old seq; a gap
             with pytest.raises(session.errors):
                 append_raw(session, sid, start, keys)
+            session.rollback()
+        for keys in ([6.0, 5.0], [5.0, 5.0, 6.0], [5.0, 7.0, 6.0]):  # t going back inside
+            session.begin()
+            with pytest.raises(ValueError, match="strictly increase"):
+                append_raw(session, sid, 2, keys)
             session.rollback()
         session.begin()
         append_raw(session, sid, 2, [5.0, 6.0])  # what extends it is taken

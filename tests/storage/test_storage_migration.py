@@ -160,6 +160,53 @@ def test_schema_1_migrates_to_chunks_with_nothing_lost(v1_database):
     assert stored(storage, "num")[-1] == (_N, float(_N), [7.0])
 
 
+def test_a_push_of_an_old_server_in_flight_during_the_migration_is_kept(
+    store_backend, open_store, request
+):
+    """An old-schema server's push that commits while the migration runs is migrated."""
+    if store_backend != "postgres":
+        pytest.skip("SQLite's migration holds the write lock (BEGIN IMMEDIATE) throughout")
+    import threading
+
+    import psycopg
+
+    url = request.getfixturevalue("postgres_url")
+    _write_v1(store_backend, url)
+    old_server = psycopg.connect(url)
+    try:
+        # A push in flight: written, not committed yet.
+        old_server.execute(
+            "INSERT INTO observations (sid, seq, t_num, y) VALUES (1, %s, %s, %b)",
+            (_N, float(_N), _f64(9.0)),
+        )
+        old_server.execute(
+            "UPDATE series SET count = %s, last_key_num = %s WHERE sid = 1", (_N + 1, float(_N))
+        )
+        opened: list[object] = []
+        migration = threading.Thread(target=lambda: opened.append(open_store()), daemon=True)
+        migration.start()
+        # Commit only once the migration waits on a lock, as the race needs.
+        with psycopg.connect(url, autocommit=True) as watcher:
+            waiting = False
+            for _ in range(6000):
+                (waiting,) = watcher.execute(
+                    "SELECT count(*) > 0 FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchone()
+                if waiting or not migration.is_alive():
+                    break
+                watcher.execute("SELECT pg_sleep(0.01)")
+        assert waiting, "the migration never waited for the push in flight"
+        old_server.commit()
+        migration.join(timeout=120)
+        assert opened, "the migration did not finish"
+    finally:
+        old_server.close()
+    storage = opened[0]
+    assert storage.load_records()["num"].count == _N + 1  # type: ignore[attr-defined]
+    assert stored(storage, "num")[-1] == (_N, float(_N), [9.0])
+
+
 def test_schema_2_gains_the_snapshots_table(storage, store_backend, open_store, tmp_path):
     """PostgreSQL's schema 3 adds the snapshots table (SQLite's snapshots are files)."""
     if store_backend != "postgres":
