@@ -58,6 +58,7 @@ class Combiner:
         context: Callable[[], RecallContext],
         classical: tuple[np.ndarray, np.ndarray] | None = None,
         plain_ready: bool = True,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every expert's forecast and their combination.
 
@@ -67,6 +68,7 @@ class Combiner:
         recall is admitted). ``classical`` is the classical experts' ``(tracks,
         available)`` (`ExpertBank.forecast`); ``plain_ready`` is false before the
         operator's first fit (the classical experts forecast alone then).
+        ``bounds`` (low, high per channel) clips every expert's forecast (`envelope`).
         """
         tracks = np.zeros((len(self.expert_names), *plain.shape))
         spreads = np.zeros_like(tracks)
@@ -82,6 +84,8 @@ class Combiner:
         if classical is not None:
             first = 1 + len(self.memory_names)
             tracks[first:], available[first:] = classical
+        if bounds is not None:
+            np.clip(tracks, bounds[0], bounds[1], out=tracks)
         if self.mixture is None:
             chosen = 1 if available[-1] and len(available) > 1 else 0
             return tracks[chosen], spreads[chosen], tracks, available

@@ -233,6 +233,11 @@ class ModelConfig(_JsonConfig):
         periods), ``seasonal_drift`` (the same, plus the change of level between the
         last two seasons), ``damped`` (damped-trend exponential smoothing), ``ar`` (local AR by
         recursive least squares); ``""`` for none. See `episodic_koopman.experts`.
+    envelope
+        Every expert's forecast is clipped to the range of the last ``window + delays - 1``
+        observations, widened on each side by this fraction of that range (``None``: no
+        clipping). 1.0 still lets a forecast double the recent range within its horizon.
+        See `episodic_koopman.envelope`.
     """
 
     max_rank: int = 16
@@ -244,6 +249,7 @@ class ModelConfig(_JsonConfig):
     bandwidth: float = 2.0
     calibration_window: int = 200
     classical_experts: str = "last,seasonal,seasonal_drift,damped,ar"
+    envelope: float | None = 1.0
 
     def __post_init__(self) -> None:
         v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
@@ -256,6 +262,8 @@ class ModelConfig(_JsonConfig):
         _positive_number("bandwidth", self.bandwidth)
         v.check_positive_int("calibration_window", self.calibration_window, 1, 1_000_000)
         self.classical_names()  # validates
+        if self.envelope is not None:
+            _non_negative_number("envelope", self.envelope)
 
     def classical_names(self) -> list[str]:
         """The classical experts, in the order given."""
@@ -358,6 +366,7 @@ FLAT_NAMES = (
     "level",
     "calibration_window",
     "classical_experts",
+    "envelope",
     "stabilize",
     "refit_every",
     "lifting",

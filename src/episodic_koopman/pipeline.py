@@ -15,6 +15,7 @@ from .components import ArraysOnly, Component
 from .config import MAX_FEATURES, MemoryConfig, ModelConfig
 from .dynamics import Dynamics
 from .embedding import make_lifting
+from .envelope import recent_envelope
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .intervals import ConformalCalibrator
@@ -347,7 +348,9 @@ class Pipeline:
         history, n = self.obs.history, self.stream.n
         classical = self.bank.forecast(history, n, steps)
         plain = np.zeros((steps, history.last(1).shape[1]))
-        return self.combiner.combine(plain, None, _no_context, classical, plain_ready=False)
+        return self.combiner.combine(
+            plain, None, _no_context, classical, plain_ready=False, bounds=self.envelope()
+        )
 
     def early_forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray] | None:
         """``(mean, half-width)`` from the classical experts before the first fit.
@@ -411,7 +414,22 @@ class Pipeline:
 
         bank = self.bank
         classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
-        return self.combiner.combine(plain, present.recall, context, classical)
+        return self.combiner.combine(
+            plain, present.recall, context, classical, bounds=self.envelope()
+        )
+
+    def envelope(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where experts' forecasts are clipped (see `envelope`), ``None`` for nowhere.
+
+        The range is that of the operator's span, ``window + delays - 1`` observations,
+        once the history holds them.
+        """
+        margin, history = self.settings.config.envelope, self.obs.history
+        span = self.settings.window + self.settings.delays - 1
+        # A shorter history may not span a cycle yet: its range says little.
+        if margin is None or history.count < span:
+            return None
+        return recent_envelope(history.last(span), margin)
 
     def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
         """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
