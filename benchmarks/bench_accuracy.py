@@ -193,8 +193,10 @@ def mae_table(docs: list[dict]) -> list[str]:
     peers = (*RIVER_PEERS, *STATSFORECAST_PEERS)
     models = (*EK_MODELS, *peers)
     lines = [
-        "| dataset | h | " + " | ".join(models) + " | ek / ek-nomem | best peer | ek / best peer |",
-        "|---|---|" + "---|" * (len(models) + 3),
+        "| dataset | h | "
+        + " | ".join(models)
+        + " | ek / ek-nomem | best peer | ek / best peer | ek learn_one µs/obs |",
+        "|---|---|" + "---|" * (len(models) + 4),
     ]
     for doc in docs:
         if "skipped" in doc:
@@ -215,9 +217,15 @@ def mae_table(docs: list[dict]) -> list[str]:
         lines.append(
             f"| {label(doc)} | {doc['horizon']} | "
             + " | ".join(cells)
-            + f" | {ratio:.3f} | {peer[0]} | {rows['ek']['mae'] / peer[1]:.3f} |"
+            + f" | {ratio:.3f} | {peer[0]} | {rows['ek']['mae'] / peer[1]:.3f}"
+            + f" | {_us(rows['ek'])} |"
         )
     return lines
+
+
+def _us(row: dict) -> str:
+    us = row.get("learn_us_per_obs")
+    return "-" if us is None else f"{us:.0f}"
 
 
 def interval_table(docs: list[dict]) -> list[str]:

@@ -96,6 +96,7 @@ class ModelRun:
     intervals: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
     channel_forecasts: np.ndarray | None = None
     fallbacks: int | None = None
+    n_learned: int = 0  # observations learned, for the cost per observation
 
 
 @dataclass
@@ -136,6 +137,9 @@ class BacktestResult:
                 **{coverage_key(level): None for level in WIS_LEVELS},
                 "fallbacks": run.fallbacks,
                 "seconds": run.seconds_learn + run.seconds_forecast,
+                "learn_us_per_obs": (
+                    1e6 * run.seconds_learn / run.n_learned if run.n_learned else None
+                ),
                 "recall_rate": None,
             }
             if run.lower is not None and run.upper is not None and err.size:
@@ -302,6 +306,7 @@ def run_model(
         upper=main[1][..., target] if main is not None else None,
         seconds_learn=seconds_learn,
         seconds_forecast=seconds_forecast,
+        n_learned=last + 1,
         recalls=recalls,
         intervals=(
             {lv: (lo[..., target], hi[..., target]) for lv, (lo, hi) in bands.items()}
