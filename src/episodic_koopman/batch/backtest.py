@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation import coverage, mae, seasonal_naive_scale, smape
 from ..forecaster import EpisodicKoopman
+from ..point_scores import coverage, mae, seasonal_naive_scale, smape
 from ..threads import single_threaded
 from .config import MEMORY_SCOPES
 from .shared_memory import new_memory
