@@ -33,21 +33,33 @@ def _gaussian_smooth(values: np.ndarray, sigma: float, half_width: int) -> np.nd
     return np.convolve(np.pad(values, half_width, mode="edge"), kernel, mode="valid")
 
 
+#: The three two-tone regimes of `recurring_oscillators` and `regime_panel`: each
+#: regime's two periods (steps) and their amplitudes.
+TWO_TONE_PERIODS = np.array([[11.0, 29.0], [17.0, 7.3], [23.0, 13.0]])
+TWO_TONE_AMPLITUDES = np.array([[1.0, 0.6], [1.6, 0.4], [0.7, 1.1]])
+
+
+def _noisy(
+    generator: Callable[..., Series],
+    values: np.ndarray,
+    labels: np.ndarray,
+    noise: float,
+    rng: np.random.Generator,
+) -> Series:
+    """``values`` plus Gaussian noise, drawn last from ``rng`` (so a seed keeps its series),
+    as a `Series` named and described after ``generator``."""
+    values += noise * rng.standard_normal(values.size)
+    return Series(generator.__name__, values, description=generator.__doc__ or "", regimes=labels)
+
+
 def recurring_oscillators(n: int = 6000, seed: int = 0, noise: float = 0.05) -> Series:
     """Two-tone oscillations switching among three recurring regimes (phase-continuous)."""
     rng = np.random.default_rng(seed)
-    periods = np.array([[11.0, 29.0], [17.0, 7.3], [23.0, 13.0]])
-    amplitudes = np.array([[1.0, 0.6], [1.6, 0.4], [0.7, 1.1]])
+    periods, amplitudes = TWO_TONE_PERIODS, TWO_TONE_AMPLITUDES
     labels = _regime_sequence(rng, n, 3, 200, 500)
     phase = np.cumsum(2 * np.pi / periods[labels], axis=0)
     values = np.sum(amplitudes[labels] * np.sin(phase), axis=1)
-    values += noise * rng.standard_normal(n)
-    return Series(
-        "recurring_oscillators",
-        values,
-        description=recurring_oscillators.__doc__ or "",
-        regimes=labels,
-    )
+    return _noisy(recurring_oscillators, values, labels, noise, rng)
 
 
 def switching_rotations(n: int = 6000, seed: int = 1, noise: float = 0.03) -> Series:
@@ -62,10 +74,7 @@ def switching_rotations(n: int = 6000, seed: int = 1, noise: float = 0.03) -> Se
     x1, x2 = np.cos(angle[:, 0]), np.sin(angle[:, 0])
     x3, x4 = np.cos(angle[:, 1]), np.sin(angle[:, 1])
     values = np.tanh(1.5 * x1) + 0.5 * x3 + 0.3 * x2 * x4
-    values += noise * rng.standard_normal(n)
-    return Series(
-        "switching_rotations", values, description=switching_rotations.__doc__ or "", regimes=labels
-    )
+    return _noisy(switching_rotations, values, labels, noise, rng)
 
 
 def drifting_van_der_pol(n: int = 6000, seed: int = 2, noise: float = 0.02) -> Series:
@@ -89,13 +98,7 @@ def drifting_van_der_pol(n: int = 6000, seed: int = 2, noise: float = 0.02) -> S
             k4 = field(state + h * k3, mu[k])
             state = state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         values[k] = state[0]
-    values += noise * rng.standard_normal(n)
-    return Series(
-        "drifting_van_der_pol",
-        values,
-        description=drifting_van_der_pol.__doc__ or "",
-        regimes=labels,
-    )
+    return _noisy(drifting_van_der_pol, values, labels, noise, rng)
 
 
 def stationary_control(n: int = 6000, seed: int = 3) -> Series:
@@ -116,8 +119,7 @@ def regime_panel(
 ) -> list[Series]:
     """Series sharing three regimes, each at its own scale, level, phase and regime order."""
     rng = np.random.default_rng(seed)
-    periods = np.array([[11.0, 29.0], [17.0, 7.3], [23.0, 13.0]])
-    amplitudes = np.array([[1.0, 0.6], [1.6, 0.4], [0.7, 1.1]])
+    periods, amplitudes = TWO_TONE_PERIODS, TWO_TONE_AMPLITUDES
     panel = []
     for i in range(n_series):
         labels = _regime_sequence(rng, n, 3, 200, 500)
