@@ -120,7 +120,7 @@ def test_copy_and_fetch_keep_ett_files_byte_for_byte(tmp_path, monkeypatch):
     def fake_download(url: str, timeout: float = 60.0) -> bytes:
         return b"CC BY-ND 4.0" if url.endswith("LICENSE") else payload
 
-    monkeypatch.setattr(datasets, "_download", fake_download)
+    monkeypatch.setattr(datasets.fetching, "_download", fake_download)
     written = datasets.fetch_ett(tmp_path / "fetched")
     assert [p.name for p in written] == ["ETTh1.csv", "ETTh2.csv", datasets.ETT_LICENSE]
     assert written[0].read_bytes() == payload

@@ -23,11 +23,8 @@ Metrics (over all origins and steps ahead):
 * ``mae_by_channel`` in a multichannel backtest;
 * ``seconds``: learning plus forecasting time.
 
->>> import numpy as np
->>> truth = np.array([[1.0, 2.0], [3.0, 4.0]])
->>> pred = np.array([[1.0, 3.0], [2.0, 4.0]])
->>> float(mae(truth, pred)), float(rmse(truth, pred))
-(0.5, 0.7071067811865476)
+The scores themselves are in `episodic_koopman.point_scores` and
+`episodic_koopman.interval_scores`.
 """
 
 from __future__ import annotations
@@ -42,35 +39,7 @@ from typing import Any
 import numpy as np
 
 from .interval_scores import WIS_LEVELS, weighted_interval_score
-
-# -- metrics ---------------------------------------------------------------------------
-
-
-def mae(truth: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean(np.abs(truth - pred)))
-
-
-def rmse(truth: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((truth - pred) ** 2)))
-
-
-def smape(truth: np.ndarray, pred: np.ndarray) -> float:
-    denom = np.abs(truth) + np.abs(pred)
-    ratio = np.divide(2 * np.abs(truth - pred), denom, out=np.zeros_like(denom), where=denom > 0)
-    return float(100 * np.mean(ratio))
-
-
-def seasonal_naive_scale(history: np.ndarray, season: int | None) -> float:
-    """In-sample MAE of the seasonal naive forecast (the MASE denominator)."""
-    lag = season if season and season > 1 and history.size > season else 1
-    if history.size <= lag:
-        return float("nan")
-    return float(np.mean(np.abs(history[lag:] - history[:-lag])))
-
-
-def coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
-    return float(np.mean((truth >= lower) & (truth <= upper)))
-
+from .point_scores import coverage, mae, rmse, seasonal_naive_scale, smape
 
 # -- backtest --------------------------------------------------------------------------
 
