@@ -276,7 +276,7 @@ class ModelConfig(_JsonConfig):
 
 
 def check_constructor(
-    delays: int,
+    delays: int | None,
     window: int,
     rank: RankRule,
     memory: MemoryConfig | None,
@@ -287,7 +287,8 @@ def check_constructor(
     config: ModelConfig | None,
 ) -> None:
     """Validate `EpisodicKoopman`'s own parameters (each config validates itself)."""
-    v.check_positive_int("delays", delays, 1, MAX_FEATURES)
+    if delays is not None:  # None: chosen from the data (`episodic_koopman.auto_embedding`)
+        v.check_positive_int("delays", delays, 1, MAX_FEATURES)
     v.check_positive_int("window", window, 2, 1_000_000)
     validate_rank_rule(rank)
     if memory is not None and not isinstance(memory, MemoryConfig):
