@@ -34,6 +34,7 @@ import numpy as np
 
 from .components import State
 from .embedding import History
+from .koopman_expert import KoopmanExpert
 
 
 class Expert(Protocol):
@@ -342,8 +343,17 @@ def dominant_periods(values: np.ndarray, slots: int, threshold: float = 0.25) ->
     return chosen
 
 
+#: Delay embeddings offered as extra Koopman experts (``koopman<delays>``), off by default.
+KOOPMAN_SCALES = (12, 16, 24, 48)
 #: The classical experts a model can use (``ModelConfig.classical_experts``).
-CLASSICAL_EXPERTS = ("last", "seasonal", "seasonal_drift", "damped", "ar")
+CLASSICAL_EXPERTS = (
+    "last",
+    "seasonal",
+    "seasonal_drift",
+    "damped",
+    "ar",
+    *(f"koopman{d}" for d in KOOPMAN_SCALES),
+)
 #: Seasonal naive experts (one per detected period), the AR order and its forgetting factor.
 SEASONAL_SLOTS = 2
 AR_ORDER = 8
@@ -377,6 +387,8 @@ class ExpertBank:
                 self.experts.append(DampedTrend(block, *DAMPED))
             elif kind == "ar":
                 self.experts.append(LocalAR(block, AR_ORDER, AR_FORGETTING))
+            elif kind.startswith("koopman") and kind in CLASSICAL_EXPERTS:
+                self.experts.append(KoopmanExpert(kind, int(kind.removeprefix("koopman")), block))
             else:
                 raise ValueError(f"unknown classical expert {kind!r}; known: {CLASSICAL_EXPERTS}")
         self.names = [e.name for e in self.experts]

@@ -6,6 +6,7 @@ This module validates parameters and input and wires the components
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from river.time_series.base import Forecaster
 
+from . import auto_embedding
 from . import validation as v
 from .components import Component, State
 from .config import (
@@ -70,7 +72,10 @@ class EpisodicKoopman(Forecaster):
     Parameters
     ----------
     delays
-        Lags per channel in the delay embedding.
+        Lags per channel in the delay embedding, or ``None`` to choose them from the
+        data: they grow with the series (8, 16, then 32 lags), so a short one gets a
+        fit after 24 observations (see `episodic_koopman.auto_embedding` and
+        `current_delays`). Not the default: it did not improve the real suite.
     window
         Snapshot pairs in the sliding DMD window.
     rank
@@ -113,7 +118,7 @@ class EpisodicKoopman(Forecaster):
 
     def __init__(
         self,
-        delays: int = 32,
+        delays: int | None = 32,
         window: int = 256,
         rank: RankRule = "gd",
         memory: MemoryConfig | None = MemoryConfig(),  # noqa: B008 (frozen, compared by value)
@@ -169,18 +174,50 @@ class EpisodicKoopman(Forecaster):
         self._pipeline: Pipeline | None = None  # built at the first observation
         self._attached_memory: EpisodeMemory | None = getattr(self, "_attached_memory", None)
         self._source: int = getattr(self, "_source", 0)
+        self._schedule(self._start_delays())
+
+    def _start_delays(self) -> int | None:
+        """The automatic embedding's delays before any data (``None``: ``delays`` is given)."""
+        if self.delays is not None:
+            return None
+        if self._attached_memory is not None:
+            # Growing replays every episode, which a shared memory cannot take back:
+            # a model sharing one starts at the last stage (the keys' size is fixed).
+            return auto_embedding.final_delays()
+        return auto_embedding.first_delays()
+
+    def _schedule(self, auto_delays: int | None) -> None:
+        """Adopt the automatic embedding's delays, and the count at which they change next."""
+        self._auto_delays = auto_delays
+        grows = auto_delays is not None and self._attached_memory is None
+        self._tick = auto_embedding.next_tick(auto_delays) if grows else None  # type: ignore[arg-type]
+
+    @property
+    def current_delays(self) -> int:
+        """The delays in force: ``delays``, or those the automatic embedding chose so far."""
+        if self.delays is not None:
+            return self.delays
+        assert self._auto_delays is not None
+        return self._auto_delays
 
     @property
     def _settings(self) -> Settings:
-        own = (self.delays, self.window, self.rank, self.episode_horizon, self.level, self.seed)
-        return Settings(*own, self.memory, self._cfg)
+        own = (self.current_delays, self.window, self.rank, self.episode_horizon)
+        return Settings(*own, self.level, self.seed, self.memory, self._cfg)
+
+    @property
+    def _final_settings(self) -> Settings:
+        """The settings at the last stage of an automatic embedding (else `_settings`)."""
+        if self.delays is not None:
+            return self._settings
+        return dataclasses.replace(self._settings, delays=auto_embedding.final_delays())
 
     def _setup(self, n_channels: int) -> Pipeline:
-        memory = self._attached_memory
+        memory, settings = self._attached_memory, self._settings
         if memory is None and self.memory is not None:
-            memory = self.new_memory(n_channels)
+            memory = self._empty_memory(settings, n_channels)
             memory.holds_copies = False  # its own: episodes refer to this model's history
-        self._pipeline = Pipeline(self._settings, n_channels, self._stream, memory, self._source)
+        self._pipeline = Pipeline(settings, n_channels, self._stream, memory, self._source)
         return self._pipeline
 
     def get_state(self) -> State:
@@ -192,11 +229,14 @@ class EpisodicKoopman(Forecaster):
         if self._pipeline is not None:
             self._pipeline.catch_up()
         meta, arrays = self._stream.get_state()
-        return meta | {"ready": self._pipeline is not None}, arrays
+        own = {"ready": self._pipeline is not None, "auto_delays": self._auto_delays}
+        return meta | own, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Restore the stream's part and rebuild the components (then restore `components`)."""
         self._reset()
+        if self.delays is None:  # files from before automatic embeddings had given delays
+            self._schedule(int(meta["auto_delays"]))
         self._stream.set_state(meta, arrays)
         if meta["ready"]:
             channels = self._stream.channels
@@ -268,7 +308,9 @@ class EpisodicKoopman(Forecaster):
         Until then, forecasts come from the classical experts (or are the last value
         while they cannot forecast either).
         """
-        return self.delays + min(self.window, 2 * self.delays)
+        start = self._start_delays()  # an automatic embedding fits first at its first stage
+        delays = start if start is not None else self.current_delays
+        return delays + min(self.window, 2 * delays)
 
     def new_memory(self, n_channels: int = 1) -> EpisodeMemory:
         """An empty memory that models with these parameters (and channel count) can share.
@@ -281,11 +323,16 @@ class EpisodicKoopman(Forecaster):
         v.check_positive_int("n_channels", n_channels, 1, MAX_FEATURES)
         if self.memory is None:
             raise ValueError("this model was built with memory=None")
+        # A model sharing it keeps the last stage of an automatic embedding throughout.
+        return self._empty_memory(self._final_settings, n_channels)
+
+    def _empty_memory(self, settings: Settings, n_channels: int) -> EpisodeMemory:
+        assert self.memory is not None
         return EpisodeMemory(
-            self._settings.key_dimension(n_channels),
+            settings.key_dimension(n_channels),
             capacity=self.memory.capacity,
             hnsw_threshold=self.memory.hnsw_threshold,
-            key_bounds=self._settings.key_bounds(n_channels),
+            key_bounds=settings.key_bounds(n_channels),
         )
 
     def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:
@@ -311,6 +358,7 @@ class EpisodicKoopman(Forecaster):
             )
         self._attached_memory = memory
         self._source = int(source)
+        self._schedule(self._start_delays())
 
     def learn_one(self, y: float | dict[str, float], x: dict | None = None) -> None:
         """Learn one observation: a number, or a dict of channel to number.
@@ -324,6 +372,8 @@ class EpisodicKoopman(Forecaster):
             value = float(y)
             if math.isfinite(value) and abs(value) <= v.MAX_ABS_VALUE:
                 pipeline.step(np.array([value]))
+                if stream.n == self._tick:
+                    self._grow()
                 return
         values, channels, scalar = v.coerce_observation(y, stream.channels, stream.scalar)
         self._learn_rows(values[None, :], channels, scalar, batch=False)
@@ -444,17 +494,45 @@ class EpisodicKoopman(Forecaster):
         if self._stream.scalar is None:
             self._stream.scalar, self._stream.channels = scalar, channels
         pipeline = self._pipeline or self._setup(rows.shape[1])
+        stream = self._stream
         if not batch:
             pipeline.step(kept[0])
+            if stream.n == self._tick:
+                self._grow()
             return
         with single_threaded():  # pinned once for the batch rather than at every step
             for row in kept:
                 pipeline.step(row)
+                if stream.n == self._tick:
+                    self._grow()
+                    pipeline = self._pipeline
+
+    def _grow(self) -> None:
+        """At a tick of the automatic embedding: rebuild with the next delays, replaying history.
+
+        The rebuilt model is then exactly the model with those delays fixed, fed the
+        same observations. A history too short to replay (a tiny ``window`` without
+        classical experts) keeps the delays in force.
+        """
+        stream, pipeline = self._stream, self._pipeline
+        assert pipeline is not None and self._auto_delays is not None
+        n = stream.n
+        history = pipeline.obs.history
+        if history.length < n:
+            self._tick = None  # (after a load, the tick is past: it does not come again)
+            return
+        rows = history.last(n).copy()
+        self._schedule(auto_embedding.stage_delays(n))
+        stream.n = 0
+        fresh = self._setup(rows.shape[1])
+        with single_threaded():
+            for row in rows:
+                fresh.step(row)
 
     def _check_layout(self, n_channels: int) -> None:
         """Reject a channel count the model cannot hold, before anything changes."""
-        if self._pipeline is None:
-            check_layout(self._settings, n_channels, self._attached_memory)
+        if self._pipeline is None:  # an automatic embedding must hold its last stage too
+            check_layout(self._final_settings, n_channels, self._attached_memory)
 
     def _fallback(self, horizon: int, level: float) -> Forecast:
         """Before the first fit: the last value, with a Gaussian interval when possible."""
