@@ -23,7 +23,7 @@ def season(n: int, period: int, seed: int = 0) -> np.ndarray:
 def test_the_schedule_grows_at_fixed_counts_and_stops_at_the_last_stage():
     assert [stage_delays(n) for n in (1, 23, 47, 48, 95, 96, 5000)] == [8, 8, 8, 16, 16, 32, 32]
     assert TICKS == [48, 96] and next_tick(final_delays()) is None
-    model = EpisodicKoopman(delays=None)
+    model = EpisodicKoopman()
     assert model.delays is None and model.min_observations == 3 * STAGES[0]
     seen = []
     for k, value in enumerate(season(120, 12)):
@@ -37,7 +37,7 @@ def test_the_schedule_grows_at_fixed_counts_and_stops_at_the_last_stage():
 def test_a_known_period_is_forecast_early(period, n):
     """A 60-point monthly-like series has a fit after 24 points; the season is forecast well."""
     values = season(n + period, period)
-    auto, fixed = EpisodicKoopman(delays=None), EpisodicKoopman(delays=32)
+    auto, fixed = EpisodicKoopman(), EpisodicKoopman(delays=32)
     auto.learn_many(values[:n])
     fixed.learn_many(values[:n])
     assert auto.is_fitted
@@ -57,7 +57,7 @@ def test_a_known_period_is_forecast_early(period, n):
 def test_the_auto_model_is_the_fixed_model_of_its_current_delays(n, memory):
     """After a tick the history is replayed: the model equals the one with those delays fixed."""
     values = noisy_sines(n, seed=2) * 3 + 10
-    auto = EpisodicKoopman.from_flat({"memory": memory, "delays": None})
+    auto = EpisodicKoopman.from_flat({"memory": memory})
     auto.learn_many(values)
     fixed = EpisodicKoopman.from_flat({"memory": memory, "delays": auto.current_delays})
     fixed.learn_many(values)
@@ -70,12 +70,12 @@ def test_the_auto_model_is_the_fixed_model_of_its_current_delays(n, memory):
 
 def test_chunkings_across_the_ticks_give_the_same_state():
     values = noisy_sines(140, seed=4) * 2 + 5
-    one = EpisodicKoopman(delays=None)
+    one = EpisodicKoopman()
     for value in values:
         one.learn_one(float(value))
     reference = state_fingerprint(one)
     for cuts in ([47, 48, 49, 96], [10, 95, 97], [48, 96], [1, 2, 139]):
-        model = EpisodicKoopman(delays=None)
+        model = EpisodicKoopman()
         for chunk in np.split(values, cuts):
             model.learn_many(chunk)
             model.forecast(3)  # reads in between change nothing
@@ -86,7 +86,7 @@ def test_chunkings_across_the_ticks_give_the_same_state():
 @pytest.mark.parametrize("saved_at", [20, 40, 48, 60, 100])
 def test_save_load_across_a_tick_continues_identically(saved_at, tmp_path):
     values = noisy_sines(160, seed=6) * 3 + 10
-    model = EpisodicKoopman(delays=None)
+    model = EpisodicKoopman()
     model.learn_many(values[:saved_at])
     path = tmp_path / "auto.ekm"
     model.save(path)
@@ -104,7 +104,7 @@ def test_save_load_across_a_tick_continues_identically(saved_at, tmp_path):
 def test_multichannel_grows_too():
     t = np.arange(110, dtype=np.float64)
     data = {"a": np.sin(2 * np.pi * t / 12), "b": np.cos(2 * np.pi * t / 12)}
-    model = EpisodicKoopman(delays=None)
+    model = EpisodicKoopman()
     model.learn_many({k: v[:50] for k, v in data.items()})
     assert model.current_delays == 16 and model.is_fitted
     model.learn_many({k: v[50:] for k, v in data.items()})
@@ -115,10 +115,10 @@ def test_multichannel_grows_too():
 
 def test_a_shared_memory_fixes_the_last_stage():
     """Growing replays episodes, which a shared memory cannot take back: no growth there."""
-    first = EpisodicKoopman(delays=None)
+    first = EpisodicKoopman()
     shared = first.new_memory()
     assert shared.dim == EpisodicKoopman(delays=final_delays()).new_memory().dim
-    models = [EpisodicKoopman(delays=None), EpisodicKoopman(delays=None)]
+    models = [EpisodicKoopman(), EpisodicKoopman()]
     for source, model in enumerate(models):
         model.attach_memory(shared, source=source)
         assert model.current_delays == final_delays()
@@ -129,7 +129,7 @@ def test_a_shared_memory_fixes_the_last_stage():
 
 
 def test_a_history_too_short_to_replay_keeps_the_first_stage(tmp_path):
-    params = {"delays": None, "window": 16, "memory": False, "classical_experts": ""}
+    params = {"window": 16, "memory": False, "classical_experts": ""}
     model = EpisodicKoopman.from_flat(params)
     values = noisy_sines(120, seed=3)
     model.learn_many(values[:60])
@@ -144,8 +144,7 @@ def test_a_history_too_short_to_replay_keeps_the_first_stage(tmp_path):
 
 
 def test_flat_form_clone_and_cli_express_auto():
-    assert EpisodicKoopman().delays == 32  # the default stays the fixed embedding
-    model = EpisodicKoopman(delays=None)
+    model = EpisodicKoopman()
     flat = model.to_flat()
     assert flat["delays"] is None and flat["window"] == 256
     assert EpisodicKoopman.from_flat(flat).delays is None

@@ -28,7 +28,7 @@ CONFIGS = {
     "no-classical": dict(delays=12, window=64, classical_experts=""),
     "no-memory-no-classical": dict(delays=12, window=64, memory=False, classical_experts=""),
     "bank-stride-5": dict(delays=6, window=32, memory=False, stride=5),
-    "auto-embedding": dict(delays=None, window=64, episode_horizon=12),
+    "auto-embedding": dict(window=64, episode_horizon=12),
 }
 
 

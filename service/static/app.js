@@ -223,7 +223,8 @@ function episodeValues(state, from, to) {
 /** Past points drawn: four horizons (at least 48), at most the fit's window. */
 function viewLength(state, horizon) {
   const params = state.info.params;
-  const fitWindow = params.window + params.delays;
+  // delays is null under an automatic embedding, which ends at 32 lags.
+  const fitWindow = params.window + (params.delays ?? 32);
   return Math.min(MAX_VIEW, Math.max(2 * horizon, Math.min(fitWindow, Math.max(4 * horizon, 48))));
 }
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from episodic_koopman import EpisodicKoopman
+from episodic_koopman.auto_embedding import final_delays
 from episodic_koopman.forecaster import MAX_FEATURES
 
 from ..errors import ApiError, invalid
@@ -94,7 +95,9 @@ def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
 def check_layout(params: dict[str, Any], first: float | dict[str, float]) -> None:
     """Reject a channel count the model cannot hold (before anything is stored)."""
     n_channels = len(first) if isinstance(first, dict) else 1
-    n_features = params["delays"] * n_channels
+    # No delays: an automatic embedding, which must hold its last (largest) stage.
+    delays = params["delays"] if params["delays"] is not None else final_delays()
+    n_features = delays * n_channels
     if params["lifting"] == "rff":
         n_features += params["n_components"]
     if n_features > MAX_FEATURES:

@@ -15,14 +15,6 @@ At a tick the model is rebuilt with the new delays and its history is replayed
 through it: from then on it is exactly the model with those delays fixed, fed the
 same observations (its operator, mixture, intervals and memory included). The
 ticks come early (the last at 96), so a replay costs a few hundred steps once.
-A model sharing a memory (`EpisodicKoopman.attach_memory`) keeps the last stage
-throughout: a replay would file its episodes twice.
-
-It is an opt-in, not the default (which stays 32 lags). Measured with
-bench_accuracy's protocol on airline, the only real series short enough for it
-to matter (every other one is scored after observation 96, where the automatic
-model *is* the 32-lag one): first half MAE 26.35 -> 24.17, but second half
-21.48 -> 22.03 with memory (22.02 -> 21.69 without).
 
 >>> [stage_delays(n) for n in (0, 23, 24, 47, 48, 95, 96, 10_000)]
 [8, 8, 8, 8, 16, 16, 32, 32]

@@ -72,10 +72,9 @@ class EpisodicKoopman(Forecaster):
     Parameters
     ----------
     delays
-        Lags per channel in the delay embedding, or ``None`` to choose them from the
-        data: they grow with the series (8, 16, then 32 lags), so a short one gets a
-        fit after 24 observations (see `episodic_koopman.auto_embedding` and
-        `current_delays`). Not the default: it did not improve the real suite.
+        Lags per channel in the delay embedding, or ``None`` (the default) to choose
+        them from the data: they grow with the series, so a short one gets a fit
+        early (see `episodic_koopman.auto_embedding` and `current_delays`).
     window
         Snapshot pairs in the sliding DMD window.
     rank
@@ -118,7 +117,7 @@ class EpisodicKoopman(Forecaster):
 
     def __init__(
         self,
-        delays: int | None = 32,
+        delays: int | None = None,
         window: int = 256,
         rank: RankRule = "gd",
         memory: MemoryConfig | None = MemoryConfig(),  # noqa: B008 (frozen, compared by value)
