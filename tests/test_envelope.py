@@ -40,7 +40,7 @@ def test_every_expert_stays_in_the_envelope_after_an_outage(memory: bool) -> Non
         assert pipeline is not None and free is not None
         low, high = pipeline.envelope()
         # The envelope is the last window + delays - 1 observations, widened by their range.
-        recent = y[i + 1 - (model.window + model.delays - 1) : i + 1]
+        recent = y[i + 1 - (model.window + model.current_delays - 1) : i + 1]
         span = recent.max() - recent.min()
         assert low[0] == recent.min() - span and high[0] == recent.max() + span
         present = pipeline.present()
