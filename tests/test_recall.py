@@ -146,7 +146,8 @@ def test_recurring_regime_recalls_an_episode_from_its_first_occurrence():
     assert forecast.recalled, "memory should have matched something"
     best = forecast.recalled[0]
     assert best.origin < 600, f"best match at {best.origin} is not from the first A regime"
-    assert all(r.origin < 600 for r in forecast.recalled[:3])
+    # The episode at origin 600 has 15 of its 16 state steps in the first A regime.
+    assert all(r.origin <= 600 for r in forecast.recalled[:3])
 
 
 @pytest.mark.parametrize("state_delays,n_channels", [(2, 1), (8, 1), (32, 1), (5, 3)])

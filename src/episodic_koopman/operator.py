@@ -192,6 +192,24 @@ class KoopmanFit:
         return out
 
 
+#: The arrays that make a `KoopmanFit` (with ``n_pairs``): what a saved fit holds.
+FIT_FIELDS = ("basis", "sigma", "reduced", "eigenvalues", "eigenvectors", "inverse_eigenvectors")
+
+
+def fit_arrays(fit: KoopmanFit) -> dict[str, np.ndarray]:
+    """A fit as named arrays (`fit_from_arrays` restores it exactly)."""
+    arrays = {name: getattr(fit, name) for name in FIT_FIELDS}
+    arrays["n_pairs"] = np.array(fit.n_pairs, dtype=np.int64)
+    return arrays
+
+
+def fit_from_arrays(arrays: dict[str, np.ndarray]) -> KoopmanFit:
+    """Inverse of `fit_arrays`: the same floats, so the same forecasts."""
+    return KoopmanFit(
+        **{name: np.array(arrays[name]) for name in FIT_FIELDS}, n_pairs=int(arrays["n_pairs"])
+    )
+
+
 def propagate_many(
     fit: KoopmanFit, psis: np.ndarray, steps: int, rows: slice, stabilize: Stabilize = "clip"
 ) -> np.ndarray:

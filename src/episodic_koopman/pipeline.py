@@ -17,13 +17,14 @@ from .dynamics import Dynamics
 from .embedding import make_lifting
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
+from .in_force import InForce, advanced_records
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .observables import Observables
-from .operator import KoopmanFit, batch_dmd
+from .operator import batch_dmd
 from .rank import RankRule
 from .recall import DriftGate, KeyWeights, RecallContext, key_bounds, key_dimension
-from .recaller import Query, Recall, Recaller
+from .recaller import Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore
 from .stream import Stream
@@ -88,17 +89,6 @@ def check_layout(settings: Settings, n_channels: int, attached: EpisodeMemory | 
             )
 
 
-@dataclass(frozen=True)
-class Present:
-    """Everything derived from the state at one tick (cached until the next update)."""
-
-    n: int
-    memory_version: int  # episodes ever filed when the recall was made: the cache's other key
-    fit: KoopmanFit
-    query: Query | None  # only with a memory
-    recall: Recall | None
-
-
 class Pipeline:
     """The components of a model of ``n_channels`` channels, and the order they run in.
 
@@ -117,9 +107,10 @@ class Pipeline:
         s, cfg, mem, c = settings, settings.config, settings.memory, n_channels
         self.settings, self.stream = s, stream
         lifting = make_lifting(cfg.lifting, cfg.n_components, cfg.bandwidth, s.seed)
-        # Batched episodes read back up to `stride` steps beyond a state or a continuation.
+        # Batched episodes read back up to `stride` steps beyond a state or a continuation,
+        # and `reference_forecast` the window of a fit up to `stride` steps old.
         history_length = working = max(
-            s.window + s.delays,
+            s.window + s.delays + cfg.stride,
             s.episode_horizon + cfg.stride + 1,
             s.state_delays + cfg.stride + 1,
         )
@@ -149,7 +140,10 @@ class Pipeline:
         self.scorer = ForecastScorer(s.episode_horizon)
         self.recaller: Recaller | None = None
         self.recorder: EpisodeRecorder | None = None
-        self.cache: Present | None = None
+        self.in_force = InForce()
+        # The combined forecast of this tick for one horizon (the one scored at a scored
+        # tick): a forecast asking for it again reads it. Derived, never saved.
+        self._combined: tuple[int, int, np.ndarray, np.ndarray] | None = None
         classical = self.bank.names if self.bank is not None else []
         if mem is None or memory is None:
             # The plain forecast and the classical experts, mixed as a memory's default would.
@@ -215,6 +209,7 @@ class Pipeline:
             "intervals": ArraysOnly(self.calibrator),
             "scorer": self.scorer,
             "combiner": self.combiner,
+            "in_force": self.in_force,
         }
         if self.recaller is not None and self.recorder is not None:
             parts |= {"recall": self.recaller, "recorder": self.recorder}
@@ -261,44 +256,66 @@ class Pipeline:
                 obs.anchor()
                 dyn.dmd.replace_snapshots(obs.snapshots(dyn.dmd.n_snapshots))
             if scored:
-                present = self.present(observe=True)
-                if self.recorder is not None and present.query is not None:
-                    self.recorder.remember(present.fit, present.query.signature)
-                self._open_score(present)
+                self._score_tick(n)
+            else:  # the held fit was in the old standardisation: take the refit's
+                self.in_force.refit(n, dyn.fit())
+
+    def _score_tick(self, n: int) -> None:
+        """Fit, query and recall (the best match distance feeds the adaptive threshold
+        first), put them in force until the next scored tick, and issue the scored
+        forecast."""
+        fit = self.dyn.fit()
+        recall = None
+        if self.recaller is not None:
+            obs = self.obs
+            query = self.recaller.query(fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+            recall = self.recaller.recall(query, n - 1, observe=True)
+            if self.recorder is not None:
+                self.recorder.remember(fit, query.signature)
+        self.in_force.take(n, fit, recall)
+        horizon, obs = self.settings.episode_horizon, self.obs
+        issued, spread, tracks, available = self.combine(horizon)
+        assert obs.ref_scale is not None
+        self._open(n - 1, issued, spread, tracks, available, obs.ref_scale)
+        issued.flags.writeable = spread.flags.writeable = False  # kept for this tick's reads
+        self._combined = (n, horizon, issued, spread)
 
     def catch_up(self) -> None:
-        """Make and file the episodes of every observation so far (see `flush`)."""
+        """Make and file the episodes of every observation so far (see `file_episodes`)."""
         if self.is_fitted:
             with single_threaded():
-                self.flush(upto=self.stream.n - 1)
+                self.file_episodes(upto=self.stream.n - 1)
 
     def flush(self, upto: int) -> None:
-        """Bring episodes up to date, in batches.
+        """Bring episodes and scores up to date, in batches (at scored steps and refits).
 
         Make the episodes of origins up to ``upto``, score pending forecasts against
         every observation since they were last scored, and file episodes whose
-        continuation is complete into memory. This runs at every scored step and
-        refit, and before any read. The result does not depend on when it runs:
-        each piece is a function of the state at its origin, and every update lands
-        in the order the observations came.
+        continuation is complete into memory. Each piece is a function of the state
+        at its origin, and every update lands in the order the observations came.
+        Scores (the mixture's track records, the intervals' calibration, the drift
+        gate) move only here, at ticks fixed by the observation count, so what a
+        forecast reads of them is the same whatever was read before it.
         """
-        ready_at = self.dyn.ready_at
-        if ready_at is None:
+        if self.dyn.ready_at is None:
             return
-        n, obs, dyn = self.stream.n, self.obs, self.dyn
-        if self.recorder is not None:
-            self.recorder.make(upto, n, ready_at, obs, dyn)
+        n, obs = self.stream.n, self.obs
+        self.file_episodes(upto)
         gate = self.recaller.gate if self.recaller is not None else None
         self.scorer.advance(n - 1, obs.history, self.combiner.learner, gate, self.calibrator)
-        if self.recorder is not None:
-            self.recorder.file(n, obs, dyn)
 
-    def _open_score(self, present: Present) -> None:
-        """Issue a forecast at this origin, to be scored when its horizon has passed."""
-        horizon, obs = self.settings.episode_horizon, self.obs
-        issued, spread, tracks, available = self.combine(present, horizon)
-        assert obs.ref_scale is not None
-        self._open(self.stream.n - 1, issued, spread, tracks, available, obs.ref_scale)
+    def file_episodes(self, upto: int) -> None:
+        """Make the episodes of origins up to ``upto`` and file the complete ones.
+
+        Also before any read, so that reads see every episode so far: the result does
+        not depend on when it runs, and recall reads memory only at scored ticks.
+        """
+        ready_at = self.dyn.ready_at
+        if self.recorder is None or ready_at is None:
+            return
+        n, obs, dyn = self.stream.n, self.obs, self.dyn
+        self.recorder.make(upto, n, ready_at, obs, dyn)
+        self.recorder.file(n, obs, dyn)
 
     def _open(
         self,
@@ -367,35 +384,17 @@ class Pipeline:
         return mean, half
 
     # ------------------------------------------------------------------ forecasting
-    def present(self, observe: bool = False) -> Present:
-        """Fit, query and recall at the current tick (cached per tick).
+    def combine(self, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every expert's forecast and their combination (see `Combiner.combine`).
 
-        ``observe`` (scored ticks only) feeds the best match distance to the
-        adaptive threshold before deciding, so a `predict` at the same tick agrees
-        with the forecast that was scored.
+        The fit and recall in force (`InForce`): the plain forecast propagates the fit
+        from the current delay state, and the analog experts replay the recalled
+        episodes ``k`` ticks on, ``k`` the ticks since the recall.
         """
-        n = self.stream.n
-        version = self.recaller.memory.next_id if self.recaller is not None else 0
-        cached = self.cache
-        if cached is not None and not observe and (cached.n, cached.memory_version) == (n, version):
-            return cached
-        fit = self.dyn.fit()
-        query = recall = None
-        if self.recaller is not None:
-            obs = self.obs
-            query = self.recaller.query(fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
-            recall = self.recaller.recall(query, n - 1, observe)
-        present = Present(n, version, fit, query, recall)
-        self.cache = present
-        return present
-
-    def combine(
-        self, present: Present, steps: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every expert's forecast and their combination (see `Combiner.combine`)."""
-        obs = self.obs
+        obs, held = self.obs, self.in_force
+        assert held.fit is not None and held.recall_tick is not None
         readout = obs.embedding.readout
-        plain = obs.to_raw(self.dyn.propagate(present.fit, steps, readout))
+        plain = obs.to_raw(self.dyn.propagate(held.fit, steps, readout))
 
         def context() -> RecallContext:
             assert obs.ref_mean is not None and obs.ref_scale is not None
@@ -409,36 +408,56 @@ class Pipeline:
                 stabilize=self.dyn.stabilize,
             )
 
+        recall, k = held.recall, self.stream.n - held.recall_tick
+
+        def advanced() -> dict[str, np.ndarray]:
+            assert recall is not None and self.recaller is not None
+            own = not self.recaller.memory.holds_copies
+            return advanced_records(recall.records, k, self.recaller.refs if own else None)
+
         bank = self.bank
         classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
-        return self.combiner.combine(plain, present.recall, context, classical)
+        return self.combiner.combine(plain, recall, context, classical, advanced=advanced)
 
-    def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
-        """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
-        present, mean, spread = self._forecast(horizon)
+    def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, InForce]:
+        """``(mean, half-width, in force)`` of the forecast ``horizon`` steps ahead."""
+        mean, spread = self._forecast(horizon)
         half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
-        return mean, half, present
+        return mean, half, self.in_force
 
     def point_forecast(self, horizon: int) -> np.ndarray:
         """The mean of `forecast` alone, ``(horizon, c)``."""
-        return self._forecast(horizon)[1]
+        return self._forecast(horizon)[0]
 
-    def _forecast(self, horizon: int) -> tuple[Present, np.ndarray, np.ndarray]:
-        # A forecast reads the episodes that can be filed (origins a full episode horizon
-        # old) and the scores. Younger episodes cannot be recalled yet, so they are left
-        # to the next batch, which makes them the same (see `flush`): making one at every
-        # forecast cost more than the rest of the flush.
-        self.flush(upto=self.stream.n - 1 - self.settings.episode_horizon)
-        present = self.present()
-        mean, spread, _, _ = self.combine(present, horizon)
-        return present, mean, spread
+    def _forecast(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, spread)``, read-only: a forecast changes nothing in the model.
+
+        It reads the fit and recall in force, the classical experts and the scores as
+        the last scored tick left them: no episode is filed and nothing is scored.
+        """
+        n = self.stream.n
+        cached = self._combined
+        if cached is not None and cached[:2] == (n, horizon):
+            return cached[2], cached[3]
+        mean, spread, _, _ = self.combine(horizon)
+        mean.flags.writeable = spread.flags.writeable = False
+        self._combined = (n, horizon, mean, spread)
+        return mean, spread
 
     def reference_forecast(self, horizon: int) -> np.ndarray:
-        """The plain forecast from an exact SVD refit of the current window, ``(horizon, c)``."""
-        snaps = self.dyn.dmd.snapshots()
+        """The plain forecast by an exact SVD refit, ``(horizon, c)``: of the window the fit
+        in force was taken on (at the last scored tick or exact refit), propagated from
+        the current delay state."""
+        dmd, held = self.dyn.dmd, self.in_force
+        assert held.fit_tick is not None
+        since = self.stream.n - held.fit_tick
+        # The window of the fit's tick: snapshots in the current standardisation, which
+        # is the fit's (an exact refit since would have put a new fit in force).
+        n_snapshots = min(dmd.n_pushed - since, dmd.window + 1)
+        snaps = self.obs.snapshots(n_snapshots + since)[:n_snapshots]
         s = self.settings
         fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
-        path = fit.propagate(snaps[-1], horizon, self.obs.embedding.readout, self.dyn.stabilize)
+        path = fit.propagate(dmd.newest(), horizon, self.obs.embedding.readout, self.dyn.stabilize)
         return self.obs.to_raw(path)
 
 
