@@ -18,7 +18,7 @@ from .recall import (
     KeyWeights,
     attention_weights,
     episode_key,
-    exact_distances,
+    nearest_exact,
     normalized_state,
     signature_keys,
 )
@@ -106,17 +106,9 @@ class Recaller:
         if ids.size == 0:
             return None
         records = self.records(ids)
-        distances = exact_distances(
-            query.signature,
-            query.state,
-            records["eigenvalues"],
-            records["modes"],
-            records["state"],
-            self.key_weights,
-            records["rank"],
+        order, ranked = nearest_exact(
+            query.signature, query.state, ids, records, self.key_weights, self.top_k
         )
-        order = np.lexsort((ids, distances))[: self.top_k]
-        ranked = distances[order]
         best = float(ranked[0])
         if observe:
             self.threshold.observe(best)
