@@ -256,12 +256,22 @@ def complex_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, v
 
 
+def _singular_error(err: object, flag: object) -> None:
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+def complex_inv(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.inv(a)`` of a complex matrix: the same LAPACK gufunc, without the wrapper."""
+    with np.errstate(call=_singular_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+        return _umath_linalg.inv(a, signature="D->D")
+
+
 def _reduced_fit(
     basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
 ) -> KoopmanFit:
     eigenvalues, eigenvectors = complex_eig(reduced)
     try:
-        inverse = np.linalg.inv(eigenvectors)
+        inverse = complex_inv(eigenvectors)
     except np.linalg.LinAlgError:
         inverse = np.full_like(eigenvectors, np.inf)  # defective: propagate() avoids modes
     return KoopmanFit(
