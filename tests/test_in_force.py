@@ -4,8 +4,6 @@ import numpy as np
 from helpers import noisy_sines
 
 from episodic_koopman import EpisodicKoopman
-from episodic_koopman.in_force import advanced_records
-from episodic_koopman.recall import align
 
 PLAIN = {"delays": 12, "window": 64, "memory": False, "classical_experts": ""}
 
@@ -42,61 +40,34 @@ def test_the_plain_forecast_is_the_scored_ticks_fit_propagated_from_the_current_
     assert pipeline.in_force.fit is pipeline.dyn.fit()
 
 
-def _admitted_model(
-    y: np.ndarray, n: int, shared: bool = False
-) -> tuple[EpisodicKoopman, int, np.ndarray]:
-    """A default-memory model after ``n`` observations: ``(model, ticks since the scored
-    tick, origins of the recalled episodes)``."""
+def test_between_scored_ticks_the_recall_is_the_presents_with_the_fit_in_force():
+    """The query is the fit in force seen from the current delay state, with the newest
+    state window, matched against every episode filed by now (not fed to the threshold)."""
+    y = noisy_sines(1200, seed=7) * 3 + 10
     model = EpisodicKoopman(delays=12, window=64, episode_horizon=12)
-    if shared:
-        model.attach_memory(model.new_memory())
-    model.learn_many(y[:n])
-    held = model._pipeline.in_force
-    assert held.recall is not None and held.recall.admitted
-    k = n - held.recall_tick
-    return model, k, held.recall.records["origin"]
-
-
-def test_recalled_episodes_are_replayed_as_many_ticks_on_read_from_the_history():
-    y = noisy_sines(1200, seed=7) * 3 + 10
-    for n in (1005, 1008, 1011):  # k = 1, 4, 7 ticks after the scored tick 1004
-        model, k, origins = _admitted_model(y, n)
-        assert k == n - 1004
-        pipeline = model._pipeline
-        ds, horizon = 12, 12
-        records = pipeline.in_force.recall.records
-        now = advanced_records(records, k, pipeline.recaller.refs)
-        for i, origin in enumerate(origins):
-            o = int(origin) + k  # the episode's counterpart of tick n
-            assert o + horizon <= n - 1  # observed by now
-            np.testing.assert_array_equal(now["continuation"][i, :, 0], y[o + 1 : o + 1 + horizon])
-            np.testing.assert_array_equal(now["history"][i, :, 0], y[o - ds + 1 : o + 1])
-        # The analog expert replays them aligned onto the current window, as at a scored tick.
-        tracks = pipeline.combine(horizon)[2]
-        weights = pipeline.in_force.recall.weights
-        aligned = align(now["continuation"], now["history"], y[n - ds : n, None], "zscore")
-        expected = np.einsum("e,ehc->hc", weights, aligned)
-        np.testing.assert_array_equal(tracks[1], expected)
-
-
-def test_a_shared_memory_replays_within_its_copies():
-    y = noisy_sines(1200, seed=7) * 3 + 10
-    model, k, origins = _admitted_model(y, 1009, shared=True)
-    records = model._pipeline.in_force.recall.records
-    now = advanced_records(records, k, None)
-    assert now["continuation"].shape[1] == 12 - k  # what the copies hold
-    for i, origin in enumerate(origins):
-        o = int(origin) + k
-        np.testing.assert_array_equal(now["continuation"][i, :, 0], y[o + 1 : o + 13 - k])
-        np.testing.assert_array_equal(now["history"][i, :, 0], y[o - 11 : o + 1])
-    assert np.all(np.isfinite(model.forecast(24)))
-
-
-def test_at_a_scored_tick_nothing_is_advanced():
-    y = noisy_sines(1200, seed=7) * 3 + 10
-    model, k, _ = _admitted_model(y, 1004)
-    records = model._pipeline.in_force.recall.records
-    assert k == 0 and advanced_records(records, 0, model._pipeline.recaller.refs) is records
+    model.learn_many(y[:1004])  # a scored tick (the first fit came at 36, stride 8)
+    pipeline = model._pipeline
+    held = pipeline.in_force
+    assert held.recall_tick == 1004
+    fit, threshold = held.fit, pipeline.recaller.threshold.get_state()
+    seen = [[r.id for r in model.predict(12).recalled]]
+    for k in range(1, 8):
+        n = 1004 + k
+        model.learn_one(float(y[n - 1]))
+        forecast = model.predict(12)
+        memory = model.episode_memory
+        newest = memory.get(np.array([memory.next_id - 1]))["origin"][0]
+        assert newest == n - 1 - 12  # every due episode is filed
+        obs = pipeline.obs
+        state = obs.lift(obs.history.last(obs.delays))
+        query = pipeline.recaller.query(fit, state, obs.embedding, obs.history)
+        expected = pipeline.recaller.recall(query, n - 1, observe=False)
+        assert [r.id for r in forecast.recalled] == expected.ids.tolist()
+        assert [r.weight for r in forecast.recalled] == expected.weights.tolist()
+        assert held.fit is fit and held.recall_tick == 1004
+        seen.append(expected.ids.tolist())
+    np.testing.assert_array_equal(pipeline.recaller.threshold.get_state(), threshold)
+    assert len({tuple(ids) for ids in seen}) > 1  # the recall follows the present
 
 
 def test_an_exact_refit_between_scored_ticks_puts_its_fit_in_force():

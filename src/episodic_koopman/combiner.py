@@ -58,7 +58,6 @@ class Combiner:
         context: Callable[[], RecallContext],
         classical: tuple[np.ndarray, np.ndarray] | None = None,
         plain_ready: bool = True,
-        advanced: Callable[[], dict[str, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every expert's forecast and their combination.
 
@@ -68,8 +67,6 @@ class Combiner:
         recall is admitted). ``classical`` is the classical experts' ``(tracks,
         available)`` (`ExpertBank.forecast`); ``plain_ready`` is false before the
         operator's first fit (the classical experts forecast alone then).
-        ``advanced`` gives the recalled records with their windows as of the current
-        tick, for the corrections that advance (``None``: as recalled).
         """
         tracks = np.zeros((len(self.expert_names), *plain.shape))
         spreads = np.zeros_like(tracks)
@@ -77,14 +74,10 @@ class Combiner:
         tracks[0], available[0] = plain, plain_ready
         if recall is not None and recall.admitted:
             present = context()
-            now: dict[str, np.ndarray] | None = None
             for i, name in enumerate(self.memory_names, start=1):
-                correction = self.corrections[name]
-                records = recall.records
-                if correction.advances and advanced is not None:
-                    now = advanced() if now is None else now
-                    records = now
-                tracks[i], spreads[i] = correction.correct(present, records, recall.weights)
+                tracks[i], spreads[i] = self.corrections[name].correct(
+                    present, recall.records, recall.weights
+                )
                 available[i] = True
         if classical is not None:
             first = 1 + len(self.memory_names)

@@ -61,9 +61,9 @@ class EpisodicKoopman(Forecaster):
 
     Forecasts are scored every ``ModelConfig.stride`` steps: the mixture and the
     conformal intervals learn from their errors. A scored tick also takes the
-    operator's eigendecomposition and the memory's recall, which stay in force
-    until the next one: in between, the plain forecast propagates that fit from the
-    current delay state, and the recalled episodes are replayed as many ticks on
+    operator's eigendecomposition, which stays in force until the next one: in
+    between, the plain forecast propagates that fit from the current delay state,
+    and the memory is queried with it from the current state
     (`episodic_koopman.in_force`). Before the first fit (after
     `min_observations`), forecasts are the classical experts' mixture once one of
     them besides the last value can forecast, and the last value until then (0.0
@@ -374,10 +374,8 @@ class EpisodicKoopman(Forecaster):
                 shape(mean), shape(mean - half), shape(mean + half), level, self.channels
             )
         with single_threaded():
-            mean, half, held = pipeline.forecast(horizon, level)
-            assert held.fit is not None
-            spectrum = pipeline.dyn.spectrum(held.fit, float(self.dt))
-        recall = held.recall
+            mean, half, fit, recall = pipeline.forecast(horizon, level)
+            spectrum = pipeline.dyn.spectrum(fit, float(self.dt))
         return Forecast(
             mean=self._shape(mean),
             lower=self._shape(mean - half),
@@ -387,7 +385,7 @@ class EpisodicKoopman(Forecaster):
             recalled=recalled_episodes(recall),
             recall_applied=bool(recall is not None and recall.admitted),
             spectrum=spectrum,
-            n_clipped=pipeline.dyn.n_clipped(held.fit),
+            n_clipped=pipeline.dyn.n_clipped(fit),
         )
 
     def reference_forecast(self, horizon: int) -> np.ndarray:

@@ -1,20 +1,18 @@
-"""The in-force component: the fit and the recall of the last scored tick, kept until the next.
+"""The in-force component: the operator's fit of the last scored tick, kept until the next.
 
-The operator's eigendecomposition and the memory's recall cost most of a forecast,
-and between two scored ticks (every ``ModelConfig.stride`` observations) they are
-not taken again. A forecast at tick ``n = s + k`` (``s`` the last scored tick,
-``0 <= k < stride``) uses:
+The eigendecomposition of the operator costs much of a forecast, and between two
+scored ticks (every ``ModelConfig.stride`` observations) it is not taken again. A
+forecast at tick ``n = s + k`` (``s`` the last scored tick, ``0 <= k < stride``)
+propagates the fit of tick ``s`` (or of an exact refit since, which re-standardises
+the window, so its fit is taken then) from the *current* delay state: every new
+observation still moves the forecast. The memory's query is that fit seen from the
+current state, with the newest state window, and the recall is made against the
+memory as it is at ``n`` (`Pipeline.recall_now`); the recall of the scored tick
+itself is kept too (it fed the adaptive threshold).
 
-* the fit of tick ``s`` (or of an exact refit since, which re-standardises the
-  window and so is taken again), propagated from the *current* delay state, so
-  every new observation still moves the forecast;
-* the episodes recalled at ``s``, with their weights, each read ``k`` ticks further
-  on in the history (`advanced_records`): the episode's counterpart of tick ``n``.
-
-Both are saved with the model (the Gram matrices of tick ``s`` are gone by ``n``,
-and the memory may hold more episodes than it did), so a forecast is a pure
-function of the parameters and the observations, whatever the chunking, the
-reads or the save/load in between.
+Both are saved with the model (the Gram matrices of tick ``s`` are gone by ``n``),
+so a forecast is a pure function of the parameters and the observations, whatever
+the chunking, the reads or the save/load in between.
 """
 
 from __future__ import annotations
@@ -24,13 +22,12 @@ from typing import Any
 import numpy as np
 
 from .components import State, prefixed, unprefixed
-from .episode_refs import EpisodeRefs
 from .operator import KoopmanFit, fit_arrays, fit_from_arrays
 from .recaller import Recall
 
 
 class InForce:
-    """The fit and recall in force: taken at scored ticks (the fit also at exact refits)."""
+    """The fit in force and the scored tick's recall (the fit also taken at exact refits)."""
 
     def __init__(self) -> None:
         self.fit_tick: int | None = None  # observation count when the fit was taken
@@ -77,29 +74,3 @@ class InForce:
                 records={name: np.array(records[name]) for name in meta["records"]},
                 admitted=bool(meta["admitted"]),
             )
-
-
-def advanced_records(
-    records: dict[str, np.ndarray], k: int, refs: EpisodeRefs | None
-) -> dict[str, np.ndarray]:
-    """Recalled ``records`` with their windows ``k`` ticks later: state window and continuation.
-
-    An episode recalled at tick ``s`` has origin ``o`` with ``o + horizon <= s - 1``,
-    so its counterpart of tick ``s + k`` (origin ``o + k``) has a continuation ending
-    by ``s + k - 1``: observed, and held by the history (which reaches back as far
-    from ``s + k`` as it did from ``s``). ``refs`` reads them from this model's
-    history; ``None`` (a shared memory holding copies) shifts within the copies,
-    which leaves a continuation shorter by ``k`` (the analog expert carries its
-    offset from the plain forecast beyond it).
-    """
-    if k == 0:
-        return records
-    history, continuation = records["history"], records["continuation"]
-    if refs is not None:
-        history, continuation = refs.windows(records["origin"] + k)
-    else:
-        shift = min(k, continuation.shape[1] - 1)  # keep one step of continuation
-        both = np.concatenate([history, continuation], axis=1)
-        width = history.shape[1]
-        history, continuation = both[:, shift : shift + width], both[:, shift + width :]
-    return records | {"history": history, "continuation": continuation}

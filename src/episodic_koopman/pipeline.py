@@ -17,14 +17,14 @@ from .dynamics import Dynamics
 from .embedding import make_lifting
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
-from .in_force import InForce, advanced_records
+from .in_force import InForce
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .observables import Observables
-from .operator import batch_dmd
+from .operator import KoopmanFit, batch_dmd
 from .rank import RankRule
 from .recall import DriftGate, KeyWeights, RecallContext, key_bounds, key_dimension
-from .recaller import Recaller
+from .recaller import Recall, Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore
 from .stream import Stream
@@ -142,8 +142,9 @@ class Pipeline:
         self.recorder: EpisodeRecorder | None = None
         self.in_force = InForce()
         # The combined forecast of this tick for one horizon (the one scored at a scored
-        # tick): a forecast asking for it again reads it. Derived, never saved.
+        # tick), and the recall between scored ticks: derived per tick, never saved.
         self._combined: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._recall: tuple[int, int, Recall | None] | None = None
         classical = self.bank.names if self.bank is not None else []
         if mem is None or memory is None:
             # The plain forecast and the classical experts, mixed as a memory's default would.
@@ -274,48 +275,38 @@ class Pipeline:
                 self.recorder.remember(fit, query.signature)
         self.in_force.take(n, fit, recall)
         horizon, obs = self.settings.episode_horizon, self.obs
-        issued, spread, tracks, available = self.combine(horizon)
+        issued, spread, tracks, available = self.combine(horizon, recall)
         assert obs.ref_scale is not None
         self._open(n - 1, issued, spread, tracks, available, obs.ref_scale)
         issued.flags.writeable = spread.flags.writeable = False  # kept for this tick's reads
         self._combined = (n, horizon, issued, spread)
 
     def catch_up(self) -> None:
-        """Make and file the episodes of every observation so far (see `file_episodes`)."""
+        """Make and file the episodes of every observation so far (see `flush`)."""
         if self.is_fitted:
             with single_threaded():
-                self.file_episodes(upto=self.stream.n - 1)
+                self.flush(upto=self.stream.n - 1)
 
     def flush(self, upto: int) -> None:
-        """Bring episodes and scores up to date, in batches (at scored steps and refits).
+        """Bring episodes up to date, in batches.
 
         Make the episodes of origins up to ``upto``, score pending forecasts against
         every observation since they were last scored, and file episodes whose
-        continuation is complete into memory. Each piece is a function of the state
-        at its origin, and every update lands in the order the observations came.
-        Scores (the mixture's track records, the intervals' calibration, the drift
-        gate) move only here, at ticks fixed by the observation count, so what a
-        forecast reads of them is the same whatever was read before it.
-        """
-        if self.dyn.ready_at is None:
-            return
-        n, obs = self.stream.n, self.obs
-        self.file_episodes(upto)
-        gate = self.recaller.gate if self.recaller is not None else None
-        self.scorer.advance(n - 1, obs.history, self.combiner.learner, gate, self.calibrator)
-
-    def file_episodes(self, upto: int) -> None:
-        """Make the episodes of origins up to ``upto`` and file the complete ones.
-
-        Also before any read, so that reads see every episode so far: the result does
-        not depend on when it runs, and recall reads memory only at scored ticks.
+        continuation is complete into memory. This runs at every scored step and
+        refit, and before any read. The result does not depend on when it runs:
+        each piece is a function of the state at its origin, and every update lands
+        in the order the observations came.
         """
         ready_at = self.dyn.ready_at
-        if self.recorder is None or ready_at is None:
+        if ready_at is None:
             return
         n, obs, dyn = self.stream.n, self.obs, self.dyn
-        self.recorder.make(upto, n, ready_at, obs, dyn)
-        self.recorder.file(n, obs, dyn)
+        if self.recorder is not None:
+            self.recorder.make(upto, n, ready_at, obs, dyn)
+        gate = self.recaller.gate if self.recaller is not None else None
+        self.scorer.advance(n - 1, obs.history, self.combiner.learner, gate, self.calibrator)
+        if self.recorder is not None:
+            self.recorder.file(n, obs, dyn)
 
     def _open(
         self,
@@ -384,17 +375,18 @@ class Pipeline:
         return mean, half
 
     # ------------------------------------------------------------------ forecasting
-    def combine(self, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def combine(
+        self, steps: int, recall: Recall | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every expert's forecast and their combination (see `Combiner.combine`).
 
-        The fit and recall in force (`InForce`): the plain forecast propagates the fit
-        from the current delay state, and the analog experts replay the recalled
-        episodes ``k`` ticks on, ``k`` the ticks since the recall.
+        The plain forecast propagates the fit in force (`InForce`) from the current
+        delay state; ``recall`` is the present's (`recall_now`).
         """
-        obs, held = self.obs, self.in_force
-        assert held.fit is not None and held.recall_tick is not None
+        obs, fit = self.obs, self.in_force.fit
+        assert fit is not None
         readout = obs.embedding.readout
-        plain = obs.to_raw(self.dyn.propagate(held.fit, steps, readout))
+        plain = obs.to_raw(self.dyn.propagate(fit, steps, readout))
 
         def context() -> RecallContext:
             assert obs.ref_mean is not None and obs.ref_scale is not None
@@ -408,38 +400,58 @@ class Pipeline:
                 stabilize=self.dyn.stabilize,
             )
 
-        recall, k = held.recall, self.stream.n - held.recall_tick
-
-        def advanced() -> dict[str, np.ndarray]:
-            assert recall is not None and self.recaller is not None
-            own = not self.recaller.memory.holds_copies
-            return advanced_records(recall.records, k, self.recaller.refs if own else None)
-
         bank = self.bank
         classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
-        return self.combiner.combine(plain, recall, context, classical, advanced=advanced)
+        return self.combiner.combine(plain, recall, context, classical)
 
-    def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, InForce]:
-        """``(mean, half-width, in force)`` of the forecast ``horizon`` steps ahead."""
+    def recall_now(self) -> Recall | None:
+        """The episodes recalled for the current tick (after `flush`; cached per tick).
+
+        At a scored tick, the recall made then. In between, the present's query (the
+        fit in force seen from the current delay state, and the newest state window)
+        is matched against the memory as it is now, without feeding the threshold.
+        """
+        held, recaller = self.in_force, self.recaller
+        n = self.stream.n
+        if recaller is None or n == held.recall_tick:
+            return held.recall
+        version = recaller.memory.next_id  # episodes ever filed: the cache's other key
+        cached = self._recall
+        if cached is not None and cached[:2] == (n, version):
+            return cached[2]
+        assert held.fit is not None
+        obs = self.obs
+        query = recaller.query(held.fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+        recall = recaller.recall(query, n - 1, observe=False)
+        self._recall = (n, version, recall)
+        return recall
+
+    def forecast(
+        self, horizon: int, level: float
+    ) -> tuple[np.ndarray, np.ndarray, KoopmanFit, Recall | None]:
+        """``(mean, half-width, fit, recall)`` of the forecast ``horizon`` steps ahead."""
         mean, spread = self._forecast(horizon)
         half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
-        return mean, half, self.in_force
+        fit = self.in_force.fit
+        assert fit is not None
+        return mean, half, fit, self.recall_now()
 
     def point_forecast(self, horizon: int) -> np.ndarray:
         """The mean of `forecast` alone, ``(horizon, c)``."""
         return self._forecast(horizon)[0]
 
     def _forecast(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean, spread)``, read-only: a forecast changes nothing in the model.
-
-        It reads the fit and recall in force, the classical experts and the scores as
-        the last scored tick left them: no episode is filed and nothing is scored.
-        """
+        """``(mean, spread)`` (read-only arrays, cached per tick and horizon)."""
+        # A forecast reads the episodes that can be filed (origins a full episode horizon
+        # old) and the scores. Younger episodes cannot be recalled yet, so they are left
+        # to the next batch, which makes them the same (see `flush`): making one at every
+        # forecast cost more than the rest of the flush.
         n = self.stream.n
+        self.flush(upto=n - 1 - self.settings.episode_horizon)
         cached = self._combined
         if cached is not None and cached[:2] == (n, horizon):
             return cached[2], cached[3]
-        mean, spread, _, _ = self.combine(horizon)
+        mean, spread, _, _ = self.combine(horizon, self.recall_now())
         mean.flags.writeable = spread.flags.writeable = False
         self._combined = (n, horizon, mean, spread)
         return mean, spread

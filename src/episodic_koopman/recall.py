@@ -302,14 +302,9 @@ class RecallContext:
 
 
 class Correction(Protocol):
-    """Turns matched episodes and attention weights into ``(mean, spread)``, each ``(H, c)``.
-
-    ``advances``: whether it reads the episodes' windows as of the current tick
-    (`episodic_koopman.in_force.advanced_records`) rather than as recalled.
-    """
+    """Turns matched episodes and attention weights into ``(mean, spread)``, each ``(H, c)``."""
 
     name: str
-    advances: bool
 
     def correct(
         self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
@@ -382,7 +377,6 @@ class Residual:
     """
 
     name = "residual"
-    advances = False  # errors by step ahead from the episode's own origin
 
     def correct(
         self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
@@ -402,7 +396,6 @@ class Analog:
     """
 
     name = "analog"
-    advances = True  # replays what followed the episode's counterpart of the current tick
 
     def __init__(self, alignment: Alignment = "zscore", blend: float = 1.0) -> None:
         self.alignment = alignment
@@ -433,7 +426,6 @@ class Transfer:
     """
 
     name = "transfer"
-    advances = False  # propagates the current state: no window of the episode
 
     def correct(
         self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
