@@ -84,11 +84,14 @@ class Recaller:
     ) -> Query:
         """The query of the present: ``fit`` seen from snapshot ``psi``, and the newest state."""
         n_inputs = embedding.dimension
+        # At a zero mode weight, mode shapes are in neither keys nor distances: skip them.
+        uses_modes = self.key_weights.modes > 0
+        modes = fit.modes[:n_inputs] if uses_modes else np.zeros((0, fit.rank), np.complex128)
         signature = make_signature(
             fit.eigenvalues,
             fit.amplitudes(psi),
-            fit.modes[:n_inputs],
-            mode_rows=slice(n_inputs - self.mode_length, n_inputs),
+            modes,
+            mode_rows=slice(n_inputs - self.mode_length, n_inputs) if uses_modes else slice(0, 0),
             reference_rows=slice(self.mode_length - embedding.n_channels, None),
             r_max=self.max_rank,
         )
