@@ -106,18 +106,31 @@ def test_drift_stays_small_without_refits_and_vanishes_with_one():
     assert np.max(np.abs(gram - exact)) / np.max(np.abs(exact)) < 1e-14
 
 
-def test_model_forecast_equals_batch_svd_dmd_of_its_window():
-    y = noisy_sines(3000, seed=4)
+def test_model_forecast_equals_batch_svd_dmd_of_the_window_in_force():
+    """At a scored tick (3000 here), the plain forecast is an SVD fit of the current window;
+    at the 7 ticks after it, an SVD fit of that tick's window propagated from the current
+    delay state (`reference_forecast` gives both)."""
+    y = noisy_sines(3008, seed=4)
     model = EpisodicKoopman(
         delays=32,
         window=256,
         memory=None,
         config=ModelConfig(refit_every=10**9, classical_experts=""),
     )
-    model.learn_many(y)
-    ours = np.array(model.forecast(horizon=48))
-    theirs = model.reference_forecast(48)[:, 0]
-    assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < 1e-6
+    model.learn_many(y[:3000])
+    assert model._pipeline.in_force.recall_tick == 3000
+    snaps = model._pipeline.dyn.dmd.snapshots()  # the current window: the fit's at 3000
+    for k in range(8):
+        if k:
+            model.learn_one(float(y[2999 + k]))
+        ours = np.array(model.forecast(horizon=48))
+        theirs = model.reference_forecast(48)[:, 0]
+        assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < 1e-6
+        # The reference itself: that window, refitted by SVD, from the current state.
+        pipeline = model._pipeline
+        fit = batch_dmd(snaps[:-1].T, snaps[1:].T, "gd", 16)
+        path = fit.propagate(pipeline.dyn.dmd.newest(), 48, pipeline.obs.embedding.readout)
+        np.testing.assert_allclose(pipeline.obs.to_raw(path)[:, 0], theirs, rtol=0, atol=1e-9)
 
 
 def test_stabilisation_pulls_unstable_eigenvalues_to_the_unit_circle():

@@ -62,7 +62,11 @@ class EpisodicKoopman(Forecaster):
     with a regret guarantee (BOA by default; `episodic_koopman.mixture`).
 
     Forecasts are scored every ``ModelConfig.stride`` steps: the mixture and the
-    conformal intervals learn from their errors. Before the first fit (after
+    conformal intervals learn from their errors. A scored tick also takes the
+    operator's eigendecomposition, which stays in force until the next one: in
+    between, the plain forecast propagates that fit from the current delay state,
+    and the memory is queried with it from the current state
+    (`episodic_koopman.in_force`). Before the first fit (after
     `min_observations`), forecasts are the classical experts' mixture once one of
     them besides the last value can forecast, and the last value until then (0.0
     before any data; `Forecast.fallback` says so).
@@ -419,9 +423,8 @@ class EpisodicKoopman(Forecaster):
                 shape(mean), shape(mean - half), shape(mean + half), level, self.channels
             )
         with single_threaded():
-            mean, half, present = pipeline.forecast(horizon, level)
-            spectrum = pipeline.dyn.spectrum(present.fit, float(self.dt))
-        recall = present.recall
+            mean, half, fit, recall = pipeline.forecast(horizon, level)
+            spectrum = pipeline.dyn.spectrum(fit, float(self.dt))
         return Forecast(
             mean=self._shape(mean),
             lower=self._shape(mean - half),
@@ -431,14 +434,17 @@ class EpisodicKoopman(Forecaster):
             recalled=recalled_episodes(recall),
             recall_applied=bool(recall is not None and recall.admitted),
             spectrum=spectrum,
-            n_clipped=pipeline.dyn.n_clipped(present.fit),
+            n_clipped=pipeline.dyn.n_clipped(fit),
         )
 
     def reference_forecast(self, horizon: int) -> np.ndarray:
-        """The plain forecast from an exact SVD refit of the current window, ``(horizon, c)``.
+        """The plain forecast from an exact SVD refit, ``(horizon, c)``.
 
-        For verification: it equals the incrementally maintained operator's plain
-        forecast to rounding (the memory plays no part in either).
+        The refit is of the window the fit in force was taken on: the last scored tick
+        (every ``ModelConfig.stride`` observations), or an exact refit since. It is
+        propagated from the current delay state. For verification: it equals the
+        incrementally maintained operator's plain forecast to rounding (the memory
+        plays no part in either). At a scored tick that window is the current one.
         """
         horizon = v.check_horizon(horizon, MAX_HORIZON)
         if self._pipeline is None or not self._pipeline.is_fitted:
@@ -447,12 +453,15 @@ class EpisodicKoopman(Forecaster):
             return self._pipeline.reference_forecast(horizon)
 
     def spectrum(self) -> Spectrum | None:
-        """The current fit's spectrum (``None`` before the first fit)."""
+        """The spectrum forecasts use (``None`` before the first fit): the fit in force,
+        taken at the last scored tick (or exact refit), with the current state's
+        amplitudes."""
         pipeline = self._pipeline
         if pipeline is None or not pipeline.is_fitted:
             return None
+        fit = pipeline.in_force.fit
+        assert fit is not None
         with single_threaded():
-            fit = pipeline.dyn.fit()  # no recall: a read must not cache one (see Present)
             return pipeline.dyn.spectrum(fit, float(self.dt))
 
     def episodes(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:

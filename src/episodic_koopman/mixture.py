@@ -90,8 +90,10 @@ class ExpertMixture:
 
     def losses(self) -> np.ndarray:
         """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self._mass > 0, self._loss / self._mass, np.nan)
+        # The same quotients where there is mass, without dividing by zero elsewhere (and
+        # so without an errstate context, which costs more than the division).
+        scored = self._mass > 0
+        return np.where(scored, self._loss / np.where(scored, self._mass, 1.0), np.nan)
 
     def update(
         self,

@@ -192,6 +192,24 @@ class KoopmanFit:
         return out
 
 
+#: The arrays that make a `KoopmanFit` (with ``n_pairs``): what a saved fit holds.
+FIT_FIELDS = ("basis", "sigma", "reduced", "eigenvalues", "eigenvectors", "inverse_eigenvectors")
+
+
+def fit_arrays(fit: KoopmanFit) -> dict[str, np.ndarray]:
+    """A fit as named arrays (`fit_from_arrays` restores it exactly)."""
+    arrays = {name: getattr(fit, name) for name in FIT_FIELDS}
+    arrays["n_pairs"] = np.array(fit.n_pairs, dtype=np.int64)
+    return arrays
+
+
+def fit_from_arrays(arrays: dict[str, np.ndarray]) -> KoopmanFit:
+    """Inverse of `fit_arrays`: the same floats, so the same forecasts."""
+    return KoopmanFit(
+        **{name: np.array(arrays[name]) for name in FIT_FIELDS}, n_pairs=int(arrays["n_pairs"])
+    )
+
+
 def propagate_many(
     fit: KoopmanFit, psis: np.ndarray, steps: int, rows: slice, stabilize: Stabilize = "clip"
 ) -> np.ndarray:
@@ -238,12 +256,22 @@ def complex_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, v
 
 
+def _singular_error(err: object, flag: object) -> None:
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+def complex_inv(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.inv(a)`` of a complex matrix: the same LAPACK gufunc, without the wrapper."""
+    with np.errstate(call=_singular_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+        return _umath_linalg.inv(a, signature="D->D")
+
+
 def _reduced_fit(
     basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
 ) -> KoopmanFit:
     eigenvalues, eigenvectors = complex_eig(reduced)
     try:
-        inverse = np.linalg.inv(eigenvectors)
+        inverse = complex_inv(eigenvectors)
     except np.linalg.LinAlgError:
         inverse = np.full_like(eigenvectors, np.inf)  # defective: propagate() avoids modes
     return KoopmanFit(

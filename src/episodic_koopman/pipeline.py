@@ -18,13 +18,14 @@ from .embedding import make_lifting
 from .envelope import recent_envelope
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
+from .in_force import InForce
 from .intervals import ConformalCalibrator
 from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, batch_dmd
 from .rank import RankRule
 from .recall import DriftGate, KeyWeights, RecallContext, key_bounds, key_dimension
-from .recaller import Query, Recall, Recaller
+from .recaller import Recall, Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore
 from .stream import Stream
@@ -89,17 +90,6 @@ def check_layout(settings: Settings, n_channels: int, attached: EpisodeMemory | 
             )
 
 
-@dataclass(frozen=True)
-class Present:
-    """Everything derived from the state at one tick (cached until the next update)."""
-
-    n: int
-    memory_version: int  # episodes ever filed when the recall was made: the cache's other key
-    fit: KoopmanFit
-    query: Query | None  # only with a memory
-    recall: Recall | None
-
-
 class Pipeline:
     """The components of a model of ``n_channels`` channels, and the order they run in.
 
@@ -118,9 +108,10 @@ class Pipeline:
         s, cfg, mem, c = settings, settings.config, settings.memory, n_channels
         self.settings, self.stream = s, stream
         lifting = make_lifting(cfg.lifting, cfg.n_components, cfg.bandwidth, s.seed)
-        # Batched episodes read back up to `stride` steps beyond a state or a continuation.
+        # Batched episodes read back up to `stride` steps beyond a state or a continuation,
+        # and `reference_forecast` the window of a fit up to `stride` steps old.
         history_length = working = max(
-            s.window + s.delays,
+            s.window + s.delays + cfg.stride,
             s.episode_horizon + cfg.stride + 1,
             s.state_delays + cfg.stride + 1,
         )
@@ -150,7 +141,11 @@ class Pipeline:
         self.scorer = ForecastScorer(s.episode_horizon)
         self.recaller: Recaller | None = None
         self.recorder: EpisodeRecorder | None = None
-        self.cache: Present | None = None
+        self.in_force = InForce()
+        # The combined forecast of this tick for one horizon (the one scored at a scored
+        # tick), and the recall between scored ticks: derived per tick, never saved.
+        self._combined: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._recall: tuple[int, int, Recall | None] | None = None
         classical = self.bank.names if self.bank is not None else []
         if mem is None or memory is None:
             # The plain forecast and the classical experts, mixed as a memory's default would.
@@ -216,6 +211,7 @@ class Pipeline:
             "intervals": ArraysOnly(self.calibrator),
             "scorer": self.scorer,
             "combiner": self.combiner,
+            "in_force": self.in_force,
         }
         if self.recaller is not None and self.recorder is not None:
             parts |= {"recall": self.recaller, "recorder": self.recorder}
@@ -262,10 +258,29 @@ class Pipeline:
                 obs.anchor()
                 dyn.dmd.replace_snapshots(obs.snapshots(dyn.dmd.n_snapshots))
             if scored:
-                present = self.present(observe=True)
-                if self.recorder is not None and present.query is not None:
-                    self.recorder.remember(present.fit, present.query.signature)
-                self._open_score(present)
+                self._score_tick(n)
+            else:  # the held fit was in the old standardisation: take the refit's
+                self.in_force.refit(n, dyn.fit())
+
+    def _score_tick(self, n: int) -> None:
+        """Fit, query and recall (the best match distance feeds the adaptive threshold
+        first), put them in force until the next scored tick, and issue the scored
+        forecast."""
+        fit = self.dyn.fit()
+        recall = None
+        if self.recaller is not None:
+            obs = self.obs
+            query = self.recaller.query(fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+            recall = self.recaller.recall(query, n - 1, observe=True)
+            if self.recorder is not None:
+                self.recorder.remember(fit, query.signature)
+        self.in_force.take(n, fit, recall)
+        horizon, obs = self.settings.episode_horizon, self.obs
+        issued, spread, tracks, available = self.combine(horizon, recall)
+        assert obs.ref_scale is not None
+        self._open(n - 1, issued, spread, tracks, available, obs.ref_scale)
+        issued.flags.writeable = spread.flags.writeable = False  # kept for this tick's reads
+        self._combined = (n, horizon, issued, spread)
 
     def catch_up(self) -> None:
         """Make and file the episodes of every observation so far (see `flush`)."""
@@ -293,13 +308,6 @@ class Pipeline:
         self.scorer.advance(n - 1, obs.history, self.combiner.learner, gate, self.calibrator)
         if self.recorder is not None:
             self.recorder.file(n, obs, dyn)
-
-    def _open_score(self, present: Present) -> None:
-        """Issue a forecast at this origin, to be scored when its horizon has passed."""
-        horizon, obs = self.settings.episode_horizon, self.obs
-        issued, spread, tracks, available = self.combine(present, horizon)
-        assert obs.ref_scale is not None
-        self._open(self.stream.n - 1, issued, spread, tracks, available, obs.ref_scale)
 
     def _open(
         self,
@@ -370,35 +378,18 @@ class Pipeline:
         return mean, half
 
     # ------------------------------------------------------------------ forecasting
-    def present(self, observe: bool = False) -> Present:
-        """Fit, query and recall at the current tick (cached per tick).
-
-        ``observe`` (scored ticks only) feeds the best match distance to the
-        adaptive threshold before deciding, so a `predict` at the same tick agrees
-        with the forecast that was scored.
-        """
-        n = self.stream.n
-        version = self.recaller.memory.next_id if self.recaller is not None else 0
-        cached = self.cache
-        if cached is not None and not observe and (cached.n, cached.memory_version) == (n, version):
-            return cached
-        fit = self.dyn.fit()
-        query = recall = None
-        if self.recaller is not None:
-            obs = self.obs
-            query = self.recaller.query(fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
-            recall = self.recaller.recall(query, n - 1, observe)
-        present = Present(n, version, fit, query, recall)
-        self.cache = present
-        return present
-
     def combine(
-        self, present: Present, steps: int
+        self, steps: int, recall: Recall | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every expert's forecast and their combination (see `Combiner.combine`)."""
-        obs = self.obs
+        """Every expert's forecast and their combination (see `Combiner.combine`).
+
+        The plain forecast propagates the fit in force (`InForce`) from the current
+        delay state; ``recall`` is the present's (`recall_now`).
+        """
+        obs, fit = self.obs, self.in_force.fit
+        assert fit is not None
         readout = obs.embedding.readout
-        plain = obs.to_raw(self.dyn.propagate(present.fit, steps, readout))
+        plain = obs.to_raw(self.dyn.propagate(fit, steps, readout))
 
         def context() -> RecallContext:
             assert obs.ref_mean is not None and obs.ref_scale is not None
@@ -415,7 +406,7 @@ class Pipeline:
         bank = self.bank
         classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
         return self.combiner.combine(
-            plain, present.recall, context, classical, bounds=self.envelope()
+            plain, recall, context, classical, bounds=self.envelope()
         )
 
     def envelope(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -431,32 +422,72 @@ class Pipeline:
             return None
         return recent_envelope(history.last(span), margin)
 
-    def forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, Present]:
-        """``(mean, half-width, present)`` of the forecast ``horizon`` steps ahead."""
-        present, mean, spread = self._forecast(horizon)
+    def recall_now(self) -> Recall | None:
+        """The episodes recalled for the current tick (after `flush`; cached per tick).
+
+        At a scored tick, the recall made then. In between, the present's query (the
+        fit in force seen from the current delay state, and the newest state window)
+        is matched against the memory as it is now, without feeding the threshold.
+        """
+        held, recaller = self.in_force, self.recaller
+        n = self.stream.n
+        if recaller is None or n == held.recall_tick:
+            return held.recall
+        version = recaller.memory.next_id  # episodes ever filed: the cache's other key
+        cached = self._recall
+        if cached is not None and cached[:2] == (n, version):
+            return cached[2]
+        assert held.fit is not None
+        obs = self.obs
+        query = recaller.query(held.fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+        recall = recaller.recall(query, n - 1, observe=False)
+        self._recall = (n, version, recall)
+        return recall
+
+    def forecast(
+        self, horizon: int, level: float
+    ) -> tuple[np.ndarray, np.ndarray, KoopmanFit, Recall | None]:
+        """``(mean, half-width, fit, recall)`` of the forecast ``horizon`` steps ahead."""
+        mean, spread = self._forecast(horizon)
         half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
-        return mean, half, present
+        fit = self.in_force.fit
+        assert fit is not None
+        return mean, half, fit, self.recall_now()
 
     def point_forecast(self, horizon: int) -> np.ndarray:
         """The mean of `forecast` alone, ``(horizon, c)``."""
-        return self._forecast(horizon)[1]
+        return self._forecast(horizon)[0]
 
-    def _forecast(self, horizon: int) -> tuple[Present, np.ndarray, np.ndarray]:
+    def _forecast(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, spread)`` (read-only arrays, cached per tick and horizon)."""
         # A forecast reads the episodes that can be filed (origins a full episode horizon
         # old) and the scores. Younger episodes cannot be recalled yet, so they are left
         # to the next batch, which makes them the same (see `flush`): making one at every
         # forecast cost more than the rest of the flush.
-        self.flush(upto=self.stream.n - 1 - self.settings.episode_horizon)
-        present = self.present()
-        mean, spread, _, _ = self.combine(present, horizon)
-        return present, mean, spread
+        n = self.stream.n
+        self.flush(upto=n - 1 - self.settings.episode_horizon)
+        cached = self._combined
+        if cached is not None and cached[:2] == (n, horizon):
+            return cached[2], cached[3]
+        mean, spread, _, _ = self.combine(horizon, self.recall_now())
+        mean.flags.writeable = spread.flags.writeable = False
+        self._combined = (n, horizon, mean, spread)
+        return mean, spread
 
     def reference_forecast(self, horizon: int) -> np.ndarray:
-        """The plain forecast from an exact SVD refit of the current window, ``(horizon, c)``."""
-        snaps = self.dyn.dmd.snapshots()
+        """The plain forecast by an exact SVD refit, ``(horizon, c)``: of the window the fit
+        in force was taken on (at the last scored tick or exact refit), propagated from
+        the current delay state."""
+        dmd, held = self.dyn.dmd, self.in_force
+        assert held.fit_tick is not None
+        since = self.stream.n - held.fit_tick
+        # The window of the fit's tick: snapshots in the current standardisation, which
+        # is the fit's (an exact refit since would have put a new fit in force).
+        n_snapshots = min(dmd.n_pushed - since, dmd.window + 1)
+        snaps = self.obs.snapshots(n_snapshots + since)[:n_snapshots]
         s = self.settings
         fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
-        path = fit.propagate(snaps[-1], horizon, self.obs.embedding.readout, self.dyn.stabilize)
+        path = fit.propagate(dmd.newest(), horizon, self.obs.embedding.readout, self.dyn.stabilize)
         return self.obs.to_raw(path)
 
 

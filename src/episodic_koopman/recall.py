@@ -179,6 +179,56 @@ def exact_distances(
     return np.sqrt(total)
 
 
+def nearest_exact(
+    signature: Signature,
+    state: np.ndarray,
+    ids: np.ndarray,
+    records: dict[str, np.ndarray],
+    weights: KeyWeights,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the ``k`` candidates nearest by `exact_distances` (ties by id), and those
+    distances: what ranking every candidate gives, with fewer optimal assignments.
+
+    The state term alone bounds a distance from below (the other terms add non-negative
+    amounts), and costs no assignment. Candidates are taken in order of that bound;
+    once ``k`` exact distances are known, a candidate whose bound exceeds the ``k``-th
+    of them cannot be among the nearest. `exact_distances` treats every row on its
+    own, so the distances are those of ranking all candidates at once.
+    """
+
+    def exact(rows: np.ndarray) -> np.ndarray:
+        return exact_distances(
+            signature,
+            state,
+            records["eigenvalues"][rows],
+            records["modes"][rows],
+            records["state"][rows],
+            weights,
+            records["rank"][rows],
+        )
+
+    n = ids.shape[0]
+    if n <= k or not state.size or weights.state <= 0:
+        distances = exact(np.arange(n))
+        order = np.lexsort((ids, distances))[:k]
+        return order, distances[order]
+    gap = records["state"] - state
+    # Shrunk by a relative 1e-12: a bound, whatever the rounding of the exact sum.
+    floor = weights.state * np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
+    floor *= 1.0 - 1e-12
+    by_floor = np.argsort(floor, kind="stable")
+    rows = by_floor[:k]
+    distances = exact(rows)
+    rest = by_floor[k:]
+    rest = rest[floor[rest] <= distances.max()]
+    if rest.size:
+        rows = np.concatenate([rows, rest])
+        distances = np.concatenate([distances, exact(rest)])
+    order = np.lexsort((ids[rows], distances))[:k]
+    return rows[order], distances[order]
+
+
 def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.ndarray:
     """Softmax of ``-distance / (tau * scale)``; ``scale`` makes ``tau`` unit-free."""
     logits = -(distances - distances.min()) / max(tau * scale, 1e-12)

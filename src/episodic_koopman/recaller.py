@@ -18,7 +18,7 @@ from .recall import (
     KeyWeights,
     attention_weights,
     episode_key,
-    exact_distances,
+    nearest_exact,
     normalized_state,
     signature_keys,
 )
@@ -84,11 +84,14 @@ class Recaller:
     ) -> Query:
         """The query of the present: ``fit`` seen from snapshot ``psi``, and the newest state."""
         n_inputs = embedding.dimension
+        # At a zero mode weight, mode shapes are in neither keys nor distances: skip them.
+        uses_modes = self.key_weights.modes > 0
+        modes = fit.modes[:n_inputs] if uses_modes else np.zeros((0, fit.rank), np.complex128)
         signature = make_signature(
             fit.eigenvalues,
             fit.amplitudes(psi),
-            fit.modes[:n_inputs],
-            mode_rows=slice(n_inputs - self.mode_length, n_inputs),
+            modes,
+            mode_rows=slice(n_inputs - self.mode_length, n_inputs) if uses_modes else slice(0, 0),
             reference_rows=slice(self.mode_length - embedding.n_channels, None),
             r_max=self.max_rank,
         )
@@ -106,17 +109,9 @@ class Recaller:
         if ids.size == 0:
             return None
         records = self.records(ids)
-        distances = exact_distances(
-            query.signature,
-            query.state,
-            records["eigenvalues"],
-            records["modes"],
-            records["state"],
-            self.key_weights,
-            records["rank"],
+        order, ranked = nearest_exact(
+            query.signature, query.state, ids, records, self.key_weights, self.top_k
         )
-        order = np.lexsort((ids, distances))[: self.top_k]
-        ranked = distances[order]
         best = float(ranked[0])
         if observe:
             self.threshold.observe(best)

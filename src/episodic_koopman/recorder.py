@@ -7,16 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from .components import State
+from .components import State, prefixed, unprefixed
 from .dynamics import Dynamics
 from .episode_refs import EpisodeRefs
 from .memory import EpisodeMemory
 from .observables import Observables
-from .operator import KoopmanFit, propagate_many
+from .operator import KoopmanFit, fit_arrays, fit_from_arrays, propagate_many
 from .recall import KeyWeights, episode_keys, normalized_states
 from .spectrum import Signature
-
-_FIT_FIELDS = ("basis", "sigma", "reduced", "eigenvalues", "eigenvectors", "inverse_eigenvectors")
 
 
 @dataclass
@@ -236,8 +234,7 @@ class EpisodeRecorder:
                 f"pending.{name}": getattr(self.pending, name) for name in self.pending.FIELDS
             }
         if self.last_fit is not None:
-            arrays |= {f"last_fit.{name}": getattr(self.last_fit, name) for name in _FIT_FIELDS}
-            arrays["last_fit.n_pairs"] = np.array(self.last_fit.n_pairs, dtype=np.int64)
+            arrays |= prefixed("last_fit", fit_arrays(self.last_fit))
         if self.last_signature is not None:
             sig = self.last_signature
             arrays["last_signature.eigenvalues"] = sig.eigenvalues
@@ -254,10 +251,7 @@ class EpisodeRecorder:
             )
         self.last_fit = None
         if meta["has_last_fit"]:
-            self.last_fit = KoopmanFit(
-                **{name: np.array(arrays[f"last_fit.{name}"]) for name in _FIT_FIELDS},
-                n_pairs=int(arrays["last_fit.n_pairs"]),
-            )
+            self.last_fit = fit_from_arrays(unprefixed("last_fit", arrays))
         self.last_signature = None
         if meta["has_last_signature"]:
             self.last_signature = Signature(
