@@ -144,12 +144,15 @@ def test_stabilisation_pulls_unstable_eigenvalues_to_the_unit_circle():
 def test_growing_series_forecast_is_bounded_when_stabilised():
     t = np.arange(300)
     y = np.exp(0.01 * t) * np.sin(0.3 * t)
-    clipped = EpisodicKoopman(delays=10, window=80, memory=None, config=PLAIN)
+    # No envelope (`episodic_koopman.envelope`): this is what the operator alone does.
+    clipped = EpisodicKoopman(
+        delays=10, window=80, memory=None, config=ModelConfig(classical_experts="", envelope=None)
+    )
     free = EpisodicKoopman(
         delays=10,
         window=80,
         memory=None,
-        config=ModelConfig(stabilize="none", classical_experts=""),
+        config=ModelConfig(stabilize="none", classical_experts="", envelope=None),
     )
     clipped.learn_many(y)
     free.learn_many(y)
