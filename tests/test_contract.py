@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from episodic_koopman import EpisodicKoopman
-from episodic_koopman.persistence import capture, model_from_bytes
+from episodic_koopman.persistence import capture, model_from_bytes, model_to_bytes
 
 CONFIGS = {
     "default-small": dict(delays=12, window=64, episode_horizon=12),
@@ -89,6 +89,8 @@ def test_saved_file_is_versioned_and_pickle_free(config, tmp_path):
     for name, (dtype, shape, offset) in manifest["arrays"].items():
         assert np.dtype(dtype) != object and not np.dtype(dtype).fields, name
         assert offset % 8 == 0 and offset + math.prod(shape) * np.dtype(dtype).itemsize <= size
+    # Canonical: the loaded model saves to the same bytes.
+    assert model_to_bytes(EpisodicKoopman.load(path)) == path.read_bytes()
 
 
 def _format_4_bytes(model: EpisodicKoopman) -> bytes:

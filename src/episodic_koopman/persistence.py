@@ -139,8 +139,8 @@ def capture(model: EpisodicKoopman) -> CapturedModel:
     copies: list[np.ndarray] = []
     layout: dict[str, list[Any]] = {}
     offset = 0
-    for name, array in arrays.items():
-        array = np.asarray(array)
+    for name in sorted(arrays):  # by name: equal states give equal bytes
+        array = np.asarray(arrays[name])
         if array.dtype.hasobject or array.dtype.fields is not None:
             raise TypeError(f"{name}: only plain arrays are saved, not {array.dtype}")
         dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
