@@ -116,6 +116,13 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, 
     print(f"series: {n} x {fleet.source}")
     meta: dict[str, Any] = {"series_source": fleet.source}
     interval_env = {"EPISODIC_KOOPMAN_SNAPSHOT_INTERVAL_SECONDS": str(args.snapshot_interval)}
+    if args.snapshot_bytes_per_observation is not None:
+        # A large budget forces snapshots of every changed model at every check: the
+        # read-your-writes row then has probes during snapshots (the default budget of
+        # 100 B/obs snapshots none of these series within the steady ingest).
+        interval_env["EPISODIC_KOOPMAN_SNAPSHOT_BYTES_PER_OBSERVATION"] = str(
+            args.snapshot_bytes_per_observation
+        )
 
     # 1. Server 1, default snapshot interval.
     server = ServerProcess(data_dir)
@@ -385,6 +392,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--series", type=int, default=40)
     parser.add_argument("--snapshot-interval", type=float, default=5.0, help="seconds (phase 2)")
+    parser.add_argument(
+        "--snapshot-bytes-per-observation",
+        type=float,
+        default=None,
+        help="the snapshot budget of phases 2 and 3 (default: the server's); e.g. 1e6 "
+        "snapshots every changed series at every check",
+    )
     parser.add_argument("--steady-rate", type=float, default=2000.0, help="obs/s in all")
     parser.add_argument("--steady-seconds", type=float, default=31.0)
     parser.add_argument("--batch", type=int, default=10, help="obs per steady push")

@@ -226,3 +226,48 @@ def test_key_bounds_must_fit_the_keys():
     with pytest.raises(ValueError, match="finite"):
         mem.add(np.array([np.nan, 0.0]), {"value": np.zeros(1)})
     assert len(mem) == 0
+
+
+def test_fit_signatures_are_saved_without_their_rank_padding():
+    """Eigenvalues (and modes) padded to the largest rank are saved ragged and padded
+    again bit for bit; padding that is not all-zero bits is saved whole."""
+    from episodic_koopman.episode_refs import _padded, _ragged
+
+    rng = np.random.default_rng(3)
+    rank = np.array([2, 0, 4, 1])
+    eigenvalues = rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4))
+    modes = rng.normal(size=(4, 4, 3)) + 0j
+    for column in (eigenvalues, modes):
+        column[np.arange(4) >= rank[:, None]] = 0
+    arrays = {"rank": rank, "eigenvalues": eigenvalues, "modes": modes, "ref_mean": rank * 1.0}
+    cut, widths = _ragged(arrays)
+    assert widths == {"eigenvalues": 4, "modes": 4}
+    assert cut["eigenvalues"].shape == (7,) and cut["modes"].shape == (7, 3)
+    back = _padded(cut, widths)
+    for name, column in arrays.items():
+        assert back[name].dtype == column.dtype
+        assert back[name].tobytes() == column.tobytes(), name
+
+    signed = eigenvalues.copy()
+    signed[1, 0] = complex(-0.0, 0.0)  # equal to zero, not the same bits
+    cut, widths = _ragged({"rank": rank, "eigenvalues": signed})
+    assert widths == {} and cut["eigenvalues"] is signed
+
+
+def test_a_saved_memory_model_stores_each_fit_at_its_rank(tmp_path):
+    import json
+    import zipfile
+
+    from episodic_koopman import EpisodicKoopman
+
+    model = EpisodicKoopman(delays=12, window=64)
+    model.learn_many(np.sin(np.arange(900) * 0.3) + 0.01 * np.arange(900) % 7)
+    model.save(tmp_path / "m.ekm")
+    with zipfile.ZipFile(tmp_path / "m.ekm") as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    layout = manifest["arrays"]
+    ranks = layout["recall.refs.fits.rank"][1][0]
+    assert ranks > 0
+    assert len(layout["recall.refs.fits.eigenvalues"][1]) == 1  # ragged: one axis
+    loaded = EpisodicKoopman.load(tmp_path / "m.ekm")
+    assert loaded.forecast(horizon=12) == model.forecast(horizon=12)

@@ -172,14 +172,66 @@ class EpisodeRefs:
 
     def get_state(self) -> State:
         fits_meta, fits_arrays = self.fits.get_state()
+        fits_arrays, ragged = _ragged(fits_arrays)
         succ_meta, succ_arrays = self.successors.get_state()
         arrays = prefixed("fits", fits_arrays) | prefixed("successors", succ_arrays)
-        return {"source": self.source, "fits": fits_meta, "successors": succ_meta}, arrays
+        meta = {"source": self.source, "fits": fits_meta, "successors": succ_meta}
+        if ragged:
+            meta["fits_ragged"] = ragged
+        return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.source = int(meta["source"])
-        self.fits.set_state(meta["fits"], unprefixed("fits", arrays))
+        fits = _padded(unprefixed("fits", arrays), meta.get("fits_ragged", {}))
+        self.fits.set_state(meta["fits"], fits)
         self.successors.set_state(meta["successors"], unprefixed("successors", arrays))
+
+
+#: Columns of the fits table padded to the largest rank along their second axis: a saved
+#: model keeps only each fit's first ``rank`` entries (the mean rank is a third of the
+#: largest at service defaults, and the eigenvalues were a third of a full model's file).
+_PADDED_TO_RANK = ("eigenvalues", "modes")
+
+
+def _ragged(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The fits columns with their padding cut, and each cut column's padded width.
+
+    Only padding that is exactly zero (all bits) is cut, so `_padded` restores the
+    columns bit for bit; anything else is kept whole.
+    """
+    if "rank" not in arrays:
+        return arrays, {}
+    rank = np.asarray(arrays["rank"])
+    out, widths = dict(arrays), {}
+    for name in _PADDED_TO_RANK:
+        column = arrays.get(name)
+        if column is None or column.ndim < 2 or column.shape[0] != rank.shape[0]:
+            continue
+        width = column.shape[1]
+        if rank.size and (rank.min() < 0 or rank.max() > width):
+            continue
+        kept = np.arange(width) < rank[:, None]
+        if np.ascontiguousarray(column[~kept]).view(np.uint8).any():
+            continue
+        out[name] = np.ascontiguousarray(column[kept])
+        widths[name] = int(width)
+    return out, widths
+
+
+def _padded(arrays: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Inverse of `_ragged`."""
+    if not widths:
+        return arrays
+    rank = np.asarray(arrays["rank"], dtype=np.int64)
+    out = dict(arrays)
+    for name, width in widths.items():
+        values = np.asarray(arrays[name])
+        if values.shape[0] != int(rank.sum()) or (rank.size and rank.max() > width):
+            raise ValueError(f"fits.{name}: saved entries do not match the ranks")
+        column = np.zeros((rank.shape[0], int(width), *values.shape[1:]), dtype=values.dtype)
+        column[np.arange(width) < rank[:, None]] = values
+        out[name] = column
+    return out
 
 
 def _no_modes(eigenvalues: np.ndarray) -> np.ndarray:

@@ -1,17 +1,22 @@
 """Saving and loading models: a versioned single file, without pickle.
 
-A saved model is a ZIP archive (stored, not compressed) of:
+A saved model (format version 5) is a ZIP archive (stored, not compressed) of:
 
 ``manifest.json``
     ``{"format": "episodic-koopman", "format_version": 5, "class": ..., "params": {...},
-    "state": {"model": {...}, "components": {name: {...}}}}``: the model's flat
-    parameters (`EpisodicKoopman.to_flat`), and each component's JSON metadata.
-``state.npz``
-    Every array of the learned state, named ``<component>.<array>`` (NumPy format,
-    loaded with ``allow_pickle=False``).
-``<component>.<...>.faiss``
-    FAISS indexes in FAISS's own format (``faiss.serialize_index``), one member per
-    array whose name ends in ``faiss_index``.
+    "state": {"model": {...}, "components": {name: {...}}}, "arrays": {...}}``: the
+    model's flat parameters (`EpisodicKoopman.to_flat`), each component's JSON
+    metadata, and where each array lies in ``arrays.bin``: ``name: [dtype, shape,
+    offset]`` (dtype as NumPy's little-endian string, e.g. ``"<f8"``).
+``arrays.bin``
+    Every array of the learned state, named ``<component>.<array>``, C-ordered and
+    8-byte aligned, one after another (FAISS indexes, where saved, are ``uint8`` arrays
+    in FAISS's own format, ``faiss.serialize_index``).
+
+One raw member instead of an ``.npz`` (format 4: a ZIP inside the ZIP, a member and an
+``ast``-parsed header per array) makes a model's load and save a few slices: loading
+snapshots is most of a service's restart, and encoding one holds the GIL that reads
+need.
 
 The model and its components each own their state (`episodic_koopman.components`):
 this module only iterates over them. Files are written to a temporary name and
@@ -23,9 +28,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
-import re
-import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -34,15 +38,22 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .components import prefixed, unprefixed
+from .components import prefixed
 
 if TYPE_CHECKING:
     from .forecaster import EpisodicKoopman
 
 FORMAT = "episodic-koopman"
-FORMAT_VERSION = 5  # 5: the fit and recall in force (`in_force`)
+#: 5: one raw arrays member; the fit and recall in force (`in_force`); the intervals'
+#: local scales and p-values.
+FORMAT_VERSION = 5
+#: The oldest format this library reads. A format-4 model lacks state that version 5
+#: forecasts from (the fit in force, the intervals' scales): it is refitted from its
+#: observations (the service replays them).
+OLDEST_FORMAT_VERSION = 5
+_ALIGN = 8
+_ARRAYS_MEMBER = "arrays.bin"
 _INDEX_SUFFIX = "faiss_index"
-_INDEX_MEMBER = ".faiss"
 
 
 def model_state(model: EpisodicKoopman) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -61,7 +72,11 @@ def restore_state(
     model: EpisodicKoopman, meta: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> None:
     """Inverse of `model_state` on a freshly constructed model with the same parameters."""
-    model.set_state(meta["model"], unprefixed("model", arrays))
+    by_owner: dict[str, dict[str, np.ndarray]] = {}
+    for name, array in arrays.items():  # one pass, not one per component
+        owner, _, rest = name.partition(".")
+        by_owner.setdefault(owner, {})[rest] = array
+    model.set_state(meta["model"], by_owner.get("model", {}))
     components = model.components()
     if sorted(components) != sorted(meta["components"]):
         raise ValueError(
@@ -69,7 +84,7 @@ def restore_state(
             f"{sorted(components)}"
         )
     for name, component in components.items():
-        component.set_state(meta["components"][name], unprefixed(name, arrays))
+        component.set_state(meta["components"][name], by_owner.get(name, {}))
 
 
 def save_model(model: EpisodicKoopman, path: str | Path) -> None:
@@ -90,39 +105,50 @@ def save_model(model: EpisodicKoopman, path: str | Path) -> None:
 class CapturedModel:
     """A model's saved form, frozen: copies of its state, independent of the live model.
 
-    `capture` is the only step that reads the model; `to_bytes` (ZIP and npz
-    encoding) can then run anywhere, e.g. outside the lock that guards the model.
+    `capture` is the only step that reads the model; `to_bytes` (laying the arrays out
+    and writing the ZIP) can then run anywhere, e.g. outside the lock that guards the
+    model.
     """
 
-    def __init__(self, manifest: str, arrays: dict[str, np.ndarray], indexes: dict[str, bytes]):
+    def __init__(self, manifest: str, arrays: list[np.ndarray]) -> None:
         self.manifest = manifest
-        self.arrays = arrays
-        self.indexes = indexes
+        self.arrays = arrays  # in ``arrays.bin`` order, each C-contiguous little-endian
 
     def to_bytes(self) -> bytes:
         """The model file's bytes, exactly as `save_model` writes them."""
-        buffer = io.BytesIO()
-        np.savez(buffer, **self.arrays)
+        parts: list[bytes | memoryview] = []
+        size = 0
+        for array in self.arrays:
+            pad = -size % _ALIGN
+            if pad:
+                parts.append(bytes(pad))
+            parts.append(memoryview(array).cast("B") if array.size else b"")
+            size += pad + array.nbytes
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr("manifest.json", self.manifest)
-            zf.writestr("state.npz", buffer.getbuffer())
-            for member, index in self.indexes.items():
-                zf.writestr(member, index)
+            zf.writestr(_ARRAYS_MEMBER, b"".join(parts))
         return out.getvalue()
 
 
 def capture(model: EpisodicKoopman) -> CapturedModel:
     """Copy the model's state (its arrays may be views into live buffers)."""
     meta, arrays = model_state(model)
-    indexes = {
-        name.removesuffix(_INDEX_SUFFIX) + _INDEX_MEMBER.lstrip("."): np.asarray(
-            arrays.pop(name), dtype=np.uint8
-        ).tobytes()
-        for name in [k for k in arrays if k.endswith(_INDEX_SUFFIX)]
-    }
     params = model.to_flat()
     json.dumps(params)  # every parameter is a plain JSON value
+    copies: list[np.ndarray] = []
+    layout: dict[str, list[Any]] = {}
+    offset = 0
+    for name in sorted(arrays):  # by name: equal states give equal bytes
+        array = np.asarray(arrays[name])
+        if array.dtype.hasobject or array.dtype.fields is not None:
+            raise TypeError(f"{name}: only plain arrays are saved, not {array.dtype}")
+        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        copy = np.array(array, dtype=dtype, order="C", copy=True)
+        offset += -offset % _ALIGN
+        layout[name] = [copy.dtype.str, list(copy.shape), offset]
+        offset += copy.nbytes
+        copies.append(copy)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,62 +156,25 @@ def capture(model: EpisodicKoopman) -> CapturedModel:
         "class": type(model).__name__,
         "params": params,
         "state": meta,
+        "arrays": layout,
     }
-    copies = {name: np.array(array, copy=True) for name, array in arrays.items()}
-    return CapturedModel(json.dumps(manifest, indent=1), copies, indexes)
+    return CapturedModel(json.dumps(manifest, separators=(",", ":")), copies)
 
 
-# The header `np.savez` writes for a plain array (NumPy's format, version 1.0 to 3.0).
-_NPY_HEADER = re.compile(
-    r"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}"
-)
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... name length, extra length
-
-
-def read_npz(data: bytes) -> dict[str, np.ndarray]:
-    """The arrays of an uncompressed ``.npz`` as `np.savez` writes them (what `np.load`
-    returns, without pickle), read straight from the buffer.
-
-    A model file holds some fifty small arrays, and `np.load` parses each header with
-    ``ast.literal_eval``: that was a third of a model's load. Anything else than plain
-    arrays in stored members goes through `np.load`.
-    """
-    view = memoryview(data)
+def read_arrays(data: bytes, layout: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    """The arrays of an ``arrays.bin`` member, as its manifest lays them out (copies:
+    writable, and independent of ``data``)."""
     arrays: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist():
-            array = None
-            if info.compress_type == zipfile.ZIP_STORED and info.filename.endswith(".npy"):
-                array = _stored_array(view, info)
-            if array is None:
-                with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                    return {name: npz[name] for name in npz.files}
-            arrays[info.filename.removesuffix(".npy")] = array
+    for name, (dtype_str, shape, offset) in layout.items():
+        dtype = np.dtype(dtype_str)
+        if dtype.hasobject or dtype.fields is not None:
+            raise ValueError(f"{name}: not a plain array ({dtype_str})")
+        count = math.prod(shape)  # (np.prod costs microseconds per call: fifty arrays)
+        if offset < 0 or offset + count * dtype.itemsize > len(data):
+            raise ValueError(f"{name} lies outside the saved arrays")
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        arrays[name] = array.reshape(shape).copy()
     return arrays
-
-
-def _stored_array(view: memoryview, info: zipfile.ZipInfo) -> np.ndarray | None:
-    at = info.header_offset
-    signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(view, at)
-    if signature != b"PK\x03\x04":
-        return None
-    start = at + _LOCAL_HEADER.size + name_length + extra_length
-    member = view[start : start + info.file_size]
-    if bytes(member[:6]) != b"\x93NUMPY" or member[6] not in (1, 2, 3):
-        return None
-    size_bytes = 2 if member[6] == 1 else 4
-    header_length = int.from_bytes(member[8 : 8 + size_bytes], "little")
-    body = 8 + size_bytes + header_length
-    match = _NPY_HEADER.match(bytes(member[8 + size_bytes : body]).decode("latin1"))
-    if match is None:
-        return None
-    dtype = np.dtype(match.group(1))
-    shape = tuple(int(part) for part in match.group(2).split(",") if part.strip())
-    count = int(np.prod(shape, dtype=np.int64))
-    if dtype.hasobject or body + count * dtype.itemsize != info.file_size:
-        return None
-    # A copy, as `np.load` gives: writable, and independent of the file's bytes.
-    return np.frombuffer(member, dtype=dtype, count=count, offset=body).reshape(shape).copy()
 
 
 def model_to_bytes(model: EpisodicKoopman) -> bytes:
@@ -209,7 +198,7 @@ def load_model(path: str | Path | IO[bytes]) -> EpisodicKoopman:
         raise ValueError(f"{where} is not an episodic-koopman model file") from None
     with zf:
         names = set(zf.namelist())
-        if "manifest.json" not in names or "state.npz" not in names:
+        if "manifest.json" not in names:
             raise ValueError(f"{where} is not an episodic-koopman model file")
         manifest = json.loads(zf.read("manifest.json"))
         if manifest.get("format") != FORMAT:
@@ -219,17 +208,15 @@ def load_model(path: str | Path | IO[bytes]) -> EpisodicKoopman:
             raise ValueError(
                 f"{where} has format version {version}; this library reads up to {FORMAT_VERSION}"
             )
-        if version < FORMAT_VERSION:
+        if version < OLDEST_FORMAT_VERSION:
             raise ValueError(
                 f"{where} has format version {version}, written by an older episodic-koopman "
-                f"(before {__version__}); this library reads version {FORMAT_VERSION}: "
-                "refit the model from its observations"
+                f"(before {__version__}); this library reads versions {OLDEST_FORMAT_VERSION} "
+                f"to {FORMAT_VERSION}: refit the model from its observations"
             )
-        arrays = read_npz(zf.read("state.npz"))
-        for member in names:
-            if member.endswith(_INDEX_MEMBER):
-                name = member.removesuffix(_INDEX_MEMBER) + "." + _INDEX_SUFFIX
-                arrays[name] = np.frombuffer(zf.read(member), dtype=np.uint8)
+        if _ARRAYS_MEMBER not in names or not isinstance(manifest.get("arrays"), dict):
+            raise ValueError(f"{where} is not an episodic-koopman model file")
+        arrays = read_arrays(zf.read(_ARRAYS_MEMBER), manifest["arrays"])
     if manifest.get("class") != EpisodicKoopman.__name__:
         raise ValueError(f"{where} holds a {manifest.get('class')}, not an EpisodicKoopman")
     model = EpisodicKoopman.from_flat(manifest["params"])

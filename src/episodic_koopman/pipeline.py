@@ -405,9 +405,7 @@ class Pipeline:
 
         bank = self.bank
         classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
-        return self.combiner.combine(
-            plain, recall, context, classical, bounds=self.envelope()
-        )
+        return self.combiner.combine(plain, recall, context, classical, bounds=self.envelope())
 
     def envelope(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Where experts' forecasts are clipped (see `envelope`), ``None`` for nowhere.
