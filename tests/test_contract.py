@@ -63,6 +63,10 @@ def test_save_load_forecasts_bit_identically_and_continues_identically(config, t
     model.learn_many(more)
     loaded.learn_many(more)
     assert model.forecast(horizon=30) == loaded.forecast(horizon=30)
+    # The intervals' state (scores, p-values, pending local scales) continues identically too.
+    a, b = model.predict(horizon=30, level=0.8), loaded.predict(horizon=30, level=0.8)
+    assert np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper)
+    assert model.coverage == loaded.coverage
 
 
 def test_a_capture_is_the_model_at_capture_time(config):
@@ -83,7 +87,7 @@ def test_saved_file_is_versioned_and_pickle_free(config, tmp_path):
     model.save(path)
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("manifest.json"))
-        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 4
+        assert manifest["format"] == "episodic-koopman" and manifest["format_version"] == 5
         with np.load(zf.open("state.npz"), allow_pickle=False) as npz:
             assert all(npz[name].dtype != object for name in npz.files)
 

@@ -3,7 +3,7 @@
 A saved model is a ZIP archive (stored, not compressed) of:
 
 ``manifest.json``
-    ``{"format": "episodic-koopman", "format_version": 4, "class": ..., "params": {...},
+    ``{"format": "episodic-koopman", "format_version": 5, "class": ..., "params": {...},
     "state": {"model": {...}, "components": {name: {...}}}}``: the model's flat
     parameters (`EpisodicKoopman.to_flat`), and each component's JSON metadata.
 ``state.npz``
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .forecaster import EpisodicKoopman
 
 FORMAT = "episodic-koopman"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 _INDEX_SUFFIX = "faiss_index"
 _INDEX_MEMBER = ".faiss"
 
