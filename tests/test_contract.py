@@ -64,6 +64,10 @@ def test_save_load_forecasts_bit_identically_and_continues_identically(config, t
     model.learn_many(more)
     loaded.learn_many(more)
     assert model.forecast(horizon=30) == loaded.forecast(horizon=30)
+    # The intervals' state (scores, p-values, pending local scales) continues identically too.
+    a, b = model.predict(horizon=30, level=0.8), loaded.predict(horizon=30, level=0.8)
+    assert np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper)
+    assert model.coverage == loaded.coverage
 
 
 def test_a_capture_is_the_model_at_capture_time(config):

@@ -1,18 +1,42 @@
 import numpy as np
 import pytest
 
-from episodic_koopman import EpisodicKoopman, ModelConfig
-from episodic_koopman.intervals import ConformalCalibrator
+from episodic_koopman import EpisodicKoopman, ModelConfig, intervals
+from episodic_koopman.intervals import ConformalCalibrator, local_scale
+
+ONE = np.ones(1)
 
 
-def test_conformal_quantile_is_the_finite_sample_order_statistic():
+def test_conformal_quantile_interpolates_the_order_statistics():
+    # min_samples = 19: no p-values are taken, so no recalibration either.
+    cal = ConformalCalibrator(horizon=1, n_channels=1, window=100, min_samples=19)
+    for e in np.arange(1, 20, dtype=float):  # 19 scores: 1..19
+        cal.update(np.array([[e]]), np.zeros((1, 1)), ONE)
+
+    def width(level: float) -> float:
+        return float(cal.half_width(level, np.zeros((1, 1)), 1, ONE)[0, 0])
+
+    # Rank (19 + 1) * level: 18 at 0.9, 17.5 between the 17th and 18th at 0.875.
+    assert width(0.9) == pytest.approx(18.0)
+    assert width(0.875) == pytest.approx(17.5)
+    assert width(0.99) == 19.0  # beyond the largest score: the largest
+    assert width(0.01) == 1.0
+
+
+def test_scores_are_in_units_of_the_local_scale():
     cal = ConformalCalibrator(horizon=1, n_channels=1, window=100, min_samples=1)
-    errors = np.arange(1, 20, dtype=float)  # 19 scores: 1..19
-    for e in errors:
-        cal.update(np.array([[e]]), np.zeros((1, 1)))
-    # ceil((19 + 1) * 0.9) = 18th smallest score = 18.
-    hw = cal.half_width(0.9, np.zeros((1, 1)), steps=1, fallback_scale=np.ones(1))
-    assert hw[0, 0] == 18.0
+    for e in np.linspace(1.0, 2.0, 50):
+        cal.update(np.array([[e]]), np.zeros((1, 1)), ONE)
+    base = cal.half_width(0.8, np.zeros((1, 1)), 1, ONE)[0, 0]
+    assert cal.half_width(0.8, np.zeros((1, 1)), 1, 3 * ONE)[0, 0] == pytest.approx(3 * base)
+
+
+def test_local_scale_is_the_median_absolute_change_with_a_floor():
+    rows = np.array([[0.0, 5.0], [1.0, 5.0], [3.0, 5.0], [6.0, 5.0]])
+    running = np.array([10.0, 10.0])
+    # Changes 1, 2, 3 (median 2); a constant channel gets 1% of its running scale.
+    np.testing.assert_array_equal(local_scale(rows, running), [2.0, 0.1])
+    np.testing.assert_array_equal(local_scale(rows[:1], running), running)
 
 
 def test_spread_widens_and_narrows_the_interval():
@@ -20,18 +44,88 @@ def test_spread_widens_and_narrows_the_interval():
     rng = np.random.default_rng(0)
     for _ in range(100):
         s = rng.uniform(0.5, 1.5)
-        cal.update(np.array([[rng.normal() * (1 + s)]]), np.array([[s]]))
-    narrow = cal.half_width(0.9, np.zeros((1, 1)), 1, np.ones(1))[0, 0]
-    wide = cal.half_width(0.9, np.array([[3.0]]), 1, np.ones(1))[0, 0]
+        cal.update(np.array([[rng.normal() * (1 + s)]]), np.array([[s]]), ONE)
+    narrow = cal.half_width(0.9, np.zeros((1, 1)), 1, ONE)[0, 0]
+    wide = cal.half_width(0.9, np.array([[3.0]]), 1, ONE)[0, 0]
     assert wide > 2 * narrow
 
 
 def test_beyond_the_calibrated_horizon_width_grows_as_sqrt():
     cal = ConformalCalibrator(horizon=2, n_channels=1, window=10, min_samples=1)
     for _ in range(10):
-        cal.update(np.array([[1.0], [1.0]]), np.zeros((2, 1)))
-    hw = cal.half_width(0.5, np.zeros((2, 1)), steps=8, fallback_scale=np.ones(1))
+        cal.update(np.array([[1.0], [1.0]]), np.zeros((2, 1)), ONE)
+    hw = cal.half_width(0.5, np.zeros((2, 1)), steps=8, scale=ONE)
     np.testing.assert_allclose(hw[:, 0], np.sqrt(np.maximum(np.arange(1, 9) / 2, 1.0)))
+
+
+def _coverage(errors: np.ndarray, scales: np.ndarray, levels=(0.5, 0.8, 0.95), **kw) -> dict:
+    """Online coverage of each level: an interval is issued before each error is scored."""
+    horizon = errors.shape[1]
+    cal = ConformalCalibrator(horizon=horizon, n_channels=1, **kw)
+    hits = {level: [] for level in levels}
+    for error, scale in zip(errors, scales, strict=True):
+        for level in levels:
+            half = cal.half_width(level, np.zeros((horizon, 1)), horizon, np.array([scale]))
+            hits[level].append(np.abs(error) <= half)
+        cal.update(error, np.zeros((horizon, 1)), np.array([scale]))
+    return {level: float(np.mean(h[50:])) for level, h in hits.items()}
+
+
+def test_coverage_is_nominal_on_iid_noise():
+    errors = np.random.default_rng(1).standard_normal((3000, 2, 1))
+    for level, cov in _coverage(errors, np.ones(3000), window=200).items():
+        assert cov == pytest.approx(level, abs=0.02)
+
+
+def test_coverage_is_nominal_under_an_exponentially_growing_scale():
+    """Scores in units of a (lagging) local scale keep up with growth; raw ones do not."""
+    t = np.arange(2000)
+    growth = np.exp(t / 100.0)
+    errors = np.random.default_rng(2).standard_normal((2000, 2, 1)) * growth[:, None, None]
+    lagging = np.exp((t - 20) / 100.0)  # a scale measured over a trailing span
+    for level, cov in _coverage(errors, lagging, window=200).items():
+        assert cov == pytest.approx(level, abs=0.03)
+    raw = _coverage(errors, np.ones(2000), levels=(0.9,), window=200)[0.9]
+    assert raw < 0.86
+
+
+def test_recalibration_corrects_an_interval_left_too_wide_by_old_scores(monkeypatch):
+    """Errors halve; the window still holds the wide ones, so the raw quantile over-covers."""
+    rng = np.random.default_rng(3)
+    errors = (
+        rng.standard_normal((1200, 1, 1)) * np.where(np.arange(1200) < 400, 1.0, 0.5)[:, None, None]
+    )
+    recalibrated = _coverage(errors[:1000], np.ones(1000), levels=(0.5,), window=1000)
+    monkeypatch.setattr(intervals, "_RECALIBRATION_PRIOR", 1e18)
+    raw = _coverage(errors[:1000], np.ones(1000), levels=(0.5,), window=1000)
+    assert raw[0.5] > 0.6  # far too wide
+    assert abs(recalibrated[0.5] - 0.5) < abs(raw[0.5] - 0.5) - 0.03
+
+
+def test_state_round_trip_continues_bit_identically():
+    rng = np.random.default_rng(4)
+    a = ConformalCalibrator(horizon=3, n_channels=2, window=30, min_samples=5)
+    for _ in range(40):
+        a.update(rng.standard_normal((3, 2)), rng.uniform(0, 1, (3, 2)), rng.uniform(1, 2, 2))
+    b = ConformalCalibrator(horizon=3, n_channels=2, window=30, min_samples=5)
+    b.set_state({k: v.copy() for k, v in a.get_state().items()})
+    for _ in range(10):
+        errors, spread, scale = rng.standard_normal((3, 2)), np.zeros((3, 2)), np.ones(2)
+        a.update(errors, spread, scale)
+        b.update(errors, spread, scale)
+        for level in (0.5, 0.9):
+            assert np.array_equal(
+                a.half_width(level, spread, 5, scale), b.half_width(level, spread, 5, scale)
+            )
+
+
+def test_few_scores_give_a_gaussian_interval_that_follows_them():
+    cal = ConformalCalibrator(horizon=1, n_channels=1, window=100, min_samples=20)
+    for _ in range(10):
+        cal.update(np.array([[0.01]]), np.zeros((1, 1)), ONE)
+    few = cal.half_width(0.9, np.zeros((1, 1)), 1, ONE)[0, 0]
+    # The random-walk prior (one pseudo-score, about 1.48 local scales) is outweighed.
+    assert 0.01 < few < 0.9
 
 
 def test_model_coverage_is_near_nominal_on_noisy_seasonal_series():
@@ -45,3 +139,13 @@ def test_model_coverage_is_near_nominal_on_noisy_seasonal_series():
     assert model.coverage == pytest.approx(0.9, abs=0.04)
     f = model.predict(horizon=24, level=0.8)
     assert np.all(f.upper > f.mean) and np.all(f.lower < f.mean)
+
+
+def test_model_coverage_is_near_nominal_under_exponential_growth():
+    """The issue's case: intervals used to lag the growing scale (68% at 90%)."""
+    rng = np.random.default_rng(3)
+    t = np.arange(3000)
+    y = np.exp(t / 800.0) * (5 + np.sin(2 * np.pi * t / 24) + 0.3 * rng.standard_normal(t.size))
+    model = EpisodicKoopman(memory=None, level=0.9)
+    model.learn_many(y)
+    assert model.coverage == pytest.approx(0.9, abs=0.04)

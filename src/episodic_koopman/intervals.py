@@ -2,25 +2,45 @@
 
 Every episode issues a forecast for ``1..H`` steps. Once its horizon has
 passed, its absolute errors become nonconformity scores, one per step ahead and
-channel. The scores are *normalised* (Papadopoulos et al. 2008) by
-``u = 1 + s / s_bar``. Here ``s`` is the spread (weighted standard deviation)
-of the recalled episodes' corrections at that origin (0 without recall), and
-``s_bar`` is its running mean. The half-width at step ``h`` is the conformal
-quantile of the last ``window`` scores at ``h``, times the present ``u``. So
-intervals widen when the recalled pasts disagree and narrow when they agree,
-and the coverage guarantee of normalised conformal prediction is kept.
+channel. The scores are *normalised* (Papadopoulos et al. 2008) by two factors
+known at the forecast's origin:
 
+* the series' *local scale* ``d``: the median absolute change over the last
+  `LOCAL_SCALE_SPAN` observations (`local_scale`). So the intervals follow a
+  scale that grows or shrinks (exponential growth), while a median ignores a
+  short burst of volatility (a flood);
+* ``u = 1 + s / s_bar``, where ``s`` is the spread (weighted standard deviation)
+  of the recalled episodes' corrections at that origin (0 without recall), and
+  ``s_bar`` is its running mean. So intervals widen when the recalled pasts
+  disagree and narrow when they agree.
+
+The half-width at step ``h`` is the conformal quantile of the last ``window``
+scores at ``h``, times the present ``d * u``. The quantile interpolates between
+order statistics at rank ``(n + 1) level``, so that its expected coverage is the
+level itself rather than the next multiple of ``1 / (n + 1)`` above it.
+
+The level is then *recalibrated* from the intervals' own record: each score's
+p-value (the least level whose interval, as calibrated just before, held it) is
+kept, and a requested level ``a`` is served at the ``a``-quantile of the past
+p-values, per step ahead and channel (Kuleshov et al. 2018), shrunk towards
+``a`` while the p-values are few. Uniform p-values leave ``a`` as it is; scores
+whose distribution has drifted or changed shape (heavy tails) move it. This is
+what adaptive conformal inference (Gibbs and Candes 2021) does for one level, at
+every level at once.
+
+With fewer than ``min_samples`` scores the scores are too few for a quantile: the
+interval is Gaussian, with the scores' root mean square shrunk towards that of a
+Gaussian random walk whose changes have the local scale as median absolute
+value (``sqrt(h) / 0.6745`` in units of ``d``).
 Beyond the calibrated horizon ``H`` the half-width grows as ``sqrt(h / H)``.
-Before ``min_samples`` episodes have been scored, the interval is the Gaussian
-one, ``z * (running standard deviation of the series)``.
 
 >>> import numpy as np
->>> cal = ConformalCalibrator(horizon=2, n_channels=1, window=50, min_samples=5)
+>>> cal = ConformalCalibrator(horizon=2, n_channels=1, window=50, min_samples=6)
 >>> for e in [0.1, -0.2, 0.3, -0.1, 0.2, 0.15]:
-...     cal.update(np.full((2, 1), e), spread=np.zeros((2, 1)))
->>> hw = cal.half_width(0.8, spread=np.zeros((2, 1)), steps=2, fallback_scale=np.ones(1))
->>> hw.ravel().tolist()
-[0.3, 0.3]
+...     cal.update(np.full((2, 1), e), spread=np.zeros((2, 1)), scale=np.ones(1))
+>>> hw = cal.half_width(0.8, spread=np.zeros((2, 1)), steps=2, scale=np.ones(1))
+>>> [round(x, 6) for x in hw.ravel().tolist()]
+[0.26, 0.26]
 """
 
 from __future__ import annotations
@@ -31,6 +51,31 @@ from statistics import NormalDist
 import numpy as np
 
 _SPREAD_SMOOTHING = 0.05
+#: Observations over which the local scale (median absolute change) is taken: long
+#: enough to ignore a burst of volatility, short enough to follow growth.
+LOCAL_SCALE_SPAN = 576
+#: The local scale's floor, as a fraction of the series' running standard deviation
+#: (a constant stretch would otherwise make every later score infinite).
+_SCALE_FLOOR = 0.01
+#: Pseudo-scores of the random-walk prior in the Gaussian interval of few scores.
+_PRIOR_WEIGHT = 1.0
+#: The median of ``|Z|`` for a standard normal ``Z``.
+_MEDIAN_ABS_NORMAL = 0.6744897501960817
+#: Pseudo-episodes of the identity in the recalibration of levels.
+_RECALIBRATION_PRIOR = 30.0
+
+
+def local_scale(recent: np.ndarray, running_scale: np.ndarray) -> np.ndarray:
+    """The local scale ``(c,)`` of the newest rows ``recent`` ``(k, c)``, oldest first.
+
+    The median absolute change between consecutive rows, floored at a small
+    fraction of ``running_scale`` (the running standard deviation), which stands
+    in alone before two rows are known.
+    """
+    if recent.shape[0] < 2:
+        return running_scale.copy()
+    changes = np.median(np.abs(np.diff(recent, axis=0)), axis=0)
+    return np.maximum(changes, _SCALE_FLOOR * running_scale)
 
 
 class ConformalCalibrator:
@@ -43,10 +88,14 @@ class ConformalCalibrator:
         self.min_samples = min_samples
         self._scores = np.zeros((window, horizon, n_channels))
         self._count = 0
+        self._n_p_values = 0  # p-values taken (only once the scores are enough for a quantile)
         self._spread_mean = np.zeros((horizon, n_channels))
         self._hits = np.zeros((horizon, n_channels))
         self._scored = 0
         self._sorted: np.ndarray | None = None  # scores sorted per step, until the next update
+        # Each score's p-value under the calibration in force before it (see `_p_values`).
+        self._p_values = np.zeros((window, horizon, n_channels))
+        self._sorted_p: np.ndarray | None = None  # p-values sorted per step, until the next update
 
     @property
     def n_samples(self) -> int:
@@ -60,14 +109,24 @@ class ConformalCalibrator:
         self,
         errors: np.ndarray,
         spread: np.ndarray,
+        scale: np.ndarray,
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
         realised: np.ndarray | None = None,
     ) -> None:
-        """Score one episode's errors ``(H, c)``; count its interval's hits if given."""
-        self._scores[self._count % self.window] = np.abs(errors) / self._normalizer(spread)
+        """Score one episode's errors ``(H, c)`` at its origin's local ``scale`` ``(c,)``.
+
+        The hits of its interval are counted if ``lower``, ``upper`` and ``realised``
+        are given.
+        """
+        normalizer = self._normalizer(spread) * scale[None, :]
+        scores = np.abs(errors) / normalizer
+        if self.n_samples >= self.min_samples:
+            self._p_values[self._n_p_values % self.window] = self._p_value(scores)
+            self._n_p_values += 1
+        self._scores[self._count % self.window] = scores
         self._count += 1
-        self._sorted = None
+        self._sorted = self._sorted_p = None
         if np.any(spread > 0):
             seen = self._spread_mean > 0
             self._spread_mean = np.where(
@@ -80,26 +139,83 @@ class ConformalCalibrator:
             self._scored += 1
 
     def half_width(
-        self, level: float, spread: np.ndarray, steps: int, fallback_scale: np.ndarray
+        self, level: float, spread: np.ndarray, steps: int, scale: np.ndarray
     ) -> np.ndarray:
-        """Half-widths ``(steps, c)`` of intervals at ``level`` for the present spread."""
-        if self.n_samples < self.min_samples:
-            z = NormalDist().inv_cdf(0.5 + level / 2)
-            return np.repeat(z * fallback_scale[None, :], steps, axis=0)
-        n = self.n_samples
-        if self._sorted is None:
-            self._sorted = np.sort(self._scores[:n], axis=0)
-        # Split-conformal quantile: the ceil((n + 1) level)-th smallest score.
-        rank = min(math.ceil((n + 1) * level), n)
-        scores = self._sorted[rank - 1]
-        normalizer = self._normalizer(_pad(spread, self.horizon))
+        """Half-widths ``(steps, c)`` of intervals at ``level`` for the present spread and scale."""
+        quantile = self._quantile(self._recalibrated(level))
+        normalizer = self._normalizer(_pad(spread, self.horizon)) * scale[None, :]
         widths = np.empty((steps, self.n_channels))
         calibrated = min(steps, self.horizon)
-        widths[:calibrated] = scores[:calibrated] * normalizer[:calibrated]
+        widths[:calibrated] = quantile[:calibrated] * normalizer[:calibrated]
         if steps > self.horizon:
             growth = np.sqrt(np.arange(self.horizon + 1, steps + 1) / self.horizon)
             widths[self.horizon :] = widths[self.horizon - 1] * growth[:, None]
         return widths
+
+    def _quantile(self, levels: np.ndarray) -> np.ndarray:
+        """The normalised half-widths ``(H, c)`` at ``levels`` ``(H, c)``."""
+        if self.n_samples < self.min_samples:
+            z = np.vectorize(lambda lv: NormalDist().inv_cdf(0.5 + lv / 2))(levels)
+            return z * self._rms()
+        return _interpolated_order_statistic(self._ordered(), levels)
+
+    def _ordered(self) -> np.ndarray:
+        if self._sorted is None:
+            self._sorted = np.sort(self._scores[: self.n_samples], axis=0)
+        return self._sorted
+
+    def _rms(self) -> np.ndarray:
+        """``(H, c)``: the scores' root mean square, shrunk towards a random walk's."""
+        n = self.n_samples
+        # A Gaussian random walk's h-step mean square error, in units of its median
+        # absolute change (the standard deviation of a change is 1 / 0.6745 of it).
+        prior = np.arange(1, self.horizon + 1, dtype=np.float64) / _MEDIAN_ABS_NORMAL**2
+        mean_square = np.square(self._scores[:n]).sum(axis=0)
+        return np.sqrt((_PRIOR_WEIGHT * prior[:, None] + mean_square) / (_PRIOR_WEIGHT + n))
+
+    def _p_value(self, scores: np.ndarray) -> np.ndarray:
+        """``(H, c)``: the least level whose interval, as calibrated now, holds ``scores``.
+
+        The inverse of the conformal quantile (taken only once there are
+        ``min_samples`` scores). Were the calibration right, these would be
+        uniform on ``[0, 1]``.
+        """
+        ordered = self._ordered()
+        n = ordered.shape[0]
+        below = (ordered < scores[None]).sum(axis=0)  # order statistics under each score
+        lo = ordered[np.maximum(below - 1, 0), *_grid(scores.shape)]
+        hi = ordered[np.minimum(below, n - 1), *_grid(scores.shape)]
+        gap = hi - lo
+        fraction = np.where(gap > 0, (scores - lo) / np.where(gap > 0, gap, 1.0), 1.0)
+        # Rank r (1-based) is level r / (n + 1); under the smallest score, from 0.
+        rank = np.where(
+            below == 0, np.where(hi > 0, scores / np.where(hi > 0, hi, 1.0), 1.0), below + fraction
+        )
+        return np.where(below >= n, 1.0, np.minimum(rank / (n + 1), 1.0))
+
+    def _recalibrated(self, level: float) -> np.ndarray:
+        """``(H, c)``: the levels whose intervals held ``level`` of the past outcomes.
+
+        Per step ahead and channel, the empirical quantile of the past p-values
+        (Kuleshov et al. 2018), shrunk towards ``level`` itself while there are
+        few. This corrects a calibration that is systematically too wide or too
+        narrow at a level (scores whose distribution drifts or changes shape, or
+        few of them), as adaptive conformal inference does for one level, at
+        every level at once.
+        """
+        m = min(self._n_p_values, self.window)
+        flat = np.full((self.horizon, self.n_channels), level)
+        if m == 0:
+            return flat
+        if self._sorted_p is None:
+            newest = (self._n_p_values - 1 - np.arange(m)) % self.window
+            self._sorted_p = np.sort(self._p_values[newest], axis=0)
+        position = level * (m - 1)
+        below = math.floor(position)
+        above = min(below + 1, m - 1)
+        ordered = self._sorted_p
+        empirical = ordered[below] + (position - below) * (ordered[above] - ordered[below])
+        return (_RECALIBRATION_PRIOR * flat + m * empirical) / (_RECALIBRATION_PRIOR + m)
 
     def coverage(self) -> float | None:
         """Fraction of realised values inside the intervals issued at episode origins."""
@@ -115,17 +231,39 @@ class ConformalCalibrator:
     def get_state(self) -> dict[str, np.ndarray]:
         return {
             "scores": self._scores.copy(),
-            "counts": np.array([self._count, self._scored], dtype=np.int64),
+            "counts": np.array([self._count, self._scored, self._n_p_values], dtype=np.int64),
             "spread_mean": self._spread_mean.copy(),
             "hits": self._hits.copy(),
+            "p_values": self._p_values.copy(),
         }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._scores = np.array(state["scores"], dtype=np.float64)
-        self._count, self._scored = (int(v) for v in state["counts"])
+        self._count, self._scored, self._n_p_values = (int(v) for v in state["counts"])
         self._spread_mean = np.array(state["spread_mean"], dtype=np.float64)
         self._hits = np.array(state["hits"], dtype=np.float64)
-        self._sorted = None
+        self._p_values = np.array(state["p_values"], dtype=np.float64)
+        self._sorted = self._sorted_p = None
+
+
+def _interpolated_order_statistic(ordered: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Per cell, the score at 1-based rank ``(n + 1) level`` of ``ordered`` ``(n, H, c)``.
+
+    Interpolated between order statistics; below rank 1 the smallest score, above
+    rank ``n`` the largest.
+    """
+    n = ordered.shape[0]
+    position = np.clip((n + 1) * levels, 1.0, float(n)) - 1.0  # 0-based
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, n - 1)
+    cells = _grid(levels.shape)
+    low, high = ordered[below, *cells], ordered[above, *cells]
+    return low + (position - below) * (high - low)
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Index arrays selecting every cell of ``shape``, to pick one row per cell."""
+    return tuple(np.indices(shape))
 
 
 def _pad(values: np.ndarray, length: int) -> np.ndarray:

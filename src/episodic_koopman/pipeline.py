@@ -19,7 +19,7 @@ from .envelope import recent_envelope
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .in_force import InForce
-from .intervals import ConformalCalibrator
+from .intervals import LOCAL_SCALE_SPAN, ConformalCalibrator, local_scale
 from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, batch_dmd
@@ -320,7 +320,7 @@ class Pipeline:
     ) -> None:
         """Open the score of a forecast issued at ``origin``, with its interval."""
         horizon = self.settings.episode_horizon
-        scale = self.obs.scaler.current()[1]
+        scale = self.interval_scale()
         half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
         self.scorer.open(
             PendingScore(
@@ -332,6 +332,7 @@ class Pipeline:
                 lower=issued - half,
                 upper=issued + half,
                 ref_scale=ref_scale.copy(),
+                local_scale=scale,
                 realised=np.zeros_like(issued),
             )
         )
@@ -374,8 +375,14 @@ class Pipeline:
             if name not in ("plain", "last")
         ):
             return None
-        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
+        half = self.calibrator.half_width(level, spread, horizon, self.interval_scale())
         return mean, half
+
+    def interval_scale(self) -> np.ndarray:
+        """The series' local scale now, ``(c,)``: the unit of the intervals' scores."""
+        obs = self.obs
+        recent = obs.history.last(min(LOCAL_SCALE_SPAN + 1, obs.history.count, obs.history.length))
+        return local_scale(recent, obs.scaler.current()[1])
 
     # ------------------------------------------------------------------ forecasting
     def combine(
@@ -447,7 +454,7 @@ class Pipeline:
     ) -> tuple[np.ndarray, np.ndarray, KoopmanFit, Recall | None]:
         """``(mean, half-width, fit, recall)`` of the forecast ``horizon`` steps ahead."""
         mean, spread = self._forecast(horizon)
-        half = self.calibrator.half_width(level, spread, horizon, self.obs.scaler.current()[1])
+        half = self.calibrator.half_width(level, spread, horizon, self.interval_scale())
         fit = self.in_force.fit
         assert fit is not None
         return mean, half, fit, self.recall_now()

@@ -21,6 +21,7 @@ _SCORE_FIELDS = (
     "lower",
     "upper",
     "ref_scale",
+    "local_scale",
     "realised",
 )
 
@@ -37,6 +38,7 @@ class PendingScore:
     lower: np.ndarray
     upper: np.ndarray
     ref_scale: np.ndarray
+    local_scale: np.ndarray  # (c,) the series' local scale at the origin (see intervals)
     realised: np.ndarray
     n_realised: int = 0
 
@@ -109,6 +111,7 @@ class ForecastScorer:
             calibrator.update(
                 score.realised - score.issued,
                 score.spread,
+                score.local_scale,
                 score.lower,
                 score.upper,
                 score.realised,
