@@ -187,6 +187,15 @@ class WriteSession(abc.ABC):
         """Store a series' channels and time kind (fixed by its first observations)."""
 
 
+def check_schema_version(meta: dict[str, str], supported: int, where: str) -> None:
+    """Refuse a database whose stored schema is newer than ``supported`` (a newer server's)."""
+    version = meta.get("schema_version")
+    if version is not None and int(version) > supported:
+        raise RuntimeError(
+            f"{where} has schema version {version}; this server reads up to {supported}"
+        )
+
+
 class Storage(abc.ABC):
     """A database the service keeps its series and observations in."""
 

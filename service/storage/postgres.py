@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..snapshots import SnapshotStore
 from ..timestamps import TimeKey
-from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
+from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession, check_schema_version
 from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 
@@ -400,12 +400,7 @@ class PostgresStorage(Storage):
             meta = {}
             if has_meta:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            version = meta.get("schema_version")
-            if version is not None and int(version) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.describe()} has schema version {version}; "
-                    f"this server reads up to {SCHEMA_VERSION}"
-                )
+            check_schema_version(meta, SCHEMA_VERSION, self.describe())
             # Schema 2 -> 3 is the new snapshots table: _SCHEMA creates what is missing.
             conn.execute(_SCHEMA)
             (old,) = conn.execute("SELECT to_regclass('observations') IS NOT NULL").fetchone()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..timestamps import TimeKey
-from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
+from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession, check_schema_version
 from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 
@@ -353,12 +353,7 @@ class SqliteStorage(Storage):
                 meta = {}
                 if "meta" in old:
                     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                version = meta.get("schema_version")
-                if version is not None and int(version) > SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path} has schema version {version}; "
-                        f"this server reads up to {SCHEMA_VERSION}"
-                    )
+                check_schema_version(meta, SCHEMA_VERSION, str(self.path))
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
                 if "observations" in old:
