@@ -4,7 +4,8 @@
    whose memory is full (10,000 episodes), against refitting DMD by SVD at every step
    (plain numpy below, independent of the library's code):
    ``learn_one``; ``learn_one`` + ``forecast(24)``; ``forecast(24)`` alone; RAM per
-   series (RSS growth over N filled models); the saved file's size.
+   series (RSS growth over N filled models); the saved file's size; ``load_model`` per
+   series at the service's defaults (2,000 and 10,000 observations).
 2. ``learn_one`` variants from an empty model (operator only, no memory, defaults,
    river's SNARIMAX), against the same baseline.
 3. Memory queries (FAISS top-k, then the exact rerank) at 10^4 and 10^5 episodes
@@ -43,6 +44,7 @@ from measure import (
 from memory_queries import bench_memory
 
 from episodic_koopman import EpisodicKoopman, pin_threads
+from episodic_koopman.persistence import model_from_bytes, model_to_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DELAYS, WINDOW, HORIZON, FULL_MEMORY = 32, 256, 24, 10_000
@@ -250,6 +252,50 @@ def ram_and_file_rows(y: np.ndarray, n_models: int, tmp: Path) -> list[Row]:
     ]
 
 
+#: The service's model defaults (EPISODIC_KOOPMAN_MODEL_DEFAULTS), as bench_service_rows.
+SERVICE_DEFAULTS = {"capacity": 4000}
+
+
+def load_rows(y: np.ndarray, repeats: int, copies: int = 100) -> list[Row]:
+    """``load_model`` per series at service defaults, as at a restart: ``copies`` distinct
+    files' bytes loaded once each and kept (a warm loop over one file would flatter it),
+    against learning the same observations again (what a series without a snapshot costs)."""
+    rows = []
+    for n_obs in (2000, 10_000):
+        model = EpisodicKoopman.from_flat(SERVICE_DEFAULTS)
+        begun = time.perf_counter()
+        model.learn_many(y[:n_obs])
+        replay = time.perf_counter() - begun
+        data = model_to_bytes(model)
+        model_from_bytes(data)  # one-time costs (imports, FAISS) are not a series'
+
+        def load_all(data: bytes) -> float:
+            blobs = [bytes(bytearray(data)) for _ in range(copies)]
+            begun = time.perf_counter()
+            kept = [model_from_bytes(blob) for blob in blobs]
+            seconds = (time.perf_counter() - begun) / copies
+            del kept
+            return seconds
+
+        seconds = statistics.median(load_all(data) for _ in range(repeats))
+        rows.append(
+            Row(
+                f"load_model per series, {n_obs:,} obs, service defaults",
+                seconds * 1e3,
+                "ms",
+                baseline=replay * 1e3,
+                bar=5.0,
+                goal=2.0,
+                note=(
+                    f"{model.memory_size} episodes, {len(data) / 1e3:.0f} kB file; {copies} "
+                    f"distinct copies each, median of {repeats}; baseline: learn_many of the "
+                    "same observations (bar and goal: issue 8's 1,000 series in 5 s and 2 s)"
+                ),
+            )
+        )
+    return rows
+
+
 # -- 2. learn_one from an empty model ---------------------------------------------------
 
 
@@ -335,8 +381,16 @@ def main() -> None:
     parser.add_argument("--ef", default="32,64,128")
     parser.add_argument("--skip-memory", action="store_true", help="skip 3.")
     parser.add_argument("--json", default=str(ROOT / "results" / "bench_core.json"))
+    parser.add_argument(
+        "--load-only", action="store_true", help="only the load_model rows (no JSON written)"
+    )
     args = parser.parse_args()
     pin_threads()
+    if args.load_only:
+        y, source = realistic_series(10_000)
+        print(f"series: {source}; threads pinned to 1; {os.cpu_count()} cores")
+        print_table("load_model per series (service defaults)", load_rows(y, args.repeats))
+        return
     began = time.perf_counter()
     n_needed = FULL_MEMORY + WINDOW + 3 * DELAYS + HORIZON + 100 + args.steps
     y, source = realistic_series(n_needed)
@@ -345,6 +399,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp:
         rows = full_memory_rows(y, args.steps, args.repeats, Path(tmp))
         rows += ram_and_file_rows(y, args.models, Path(tmp))
+    rows += load_rows(y, args.repeats)
     print_table("1. issue-8 library rows (defaults: d=32, w=256, memory on)", rows)
 
     fresh_rows, check = fresh_learn_one_rows(y, args.fresh_steps, args.repeats)

@@ -41,3 +41,26 @@ def test_state_is_the_rows_held_whatever_the_margin():
     for state in states[1:]:
         np.testing.assert_array_equal(state["rows"], states[0]["rows"])
     np.testing.assert_array_equal(states[0]["rows"], values[-30:])
+
+
+@pytest.mark.parametrize("margin", [1, 5, None])
+def test_windows_equal_the_gathered_rows(margin):
+    rng = np.random.default_rng(2)
+    length, width = 40, 6
+    history = History(length, 2, margin)
+    for _ in range(97):
+        history.append(rng.standard_normal(2))
+    oldest = history.count - length + width - 1  # the first end whose window is held
+    for ends in (
+        np.arange(oldest, history.count),  # consecutive: the strided copy
+        np.arange(oldest + 3, oldest + 4),  # one
+        np.array([oldest, oldest + 2, oldest + 3]),  # a gap: the gather
+    ):
+        windows = history.windows(ends, width)
+        expected = history.rows(ends[:, None] + np.arange(1 - width, 1))
+        assert windows.flags.c_contiguous and windows.shape == (ends.size, width, 2)
+        np.testing.assert_array_equal(windows, expected)
+    with pytest.raises(IndexError):
+        history.windows(np.arange(oldest - 1, oldest + 5), width)
+    with pytest.raises(IndexError):
+        history.windows(np.arange(history.count - 3, history.count + 1), width)

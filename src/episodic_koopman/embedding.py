@@ -223,6 +223,23 @@ class History:
             raise IndexError("history row is no longer (or not yet) held")
         return self._buffer[indices - self._start]
 
+    def windows(self, ends: np.ndarray, width: int) -> np.ndarray:
+        """The ``width`` rows ending at each of ``ends``: ``(B, width, c)``, a new array.
+
+        Equal to ``rows(ends[:, None] + arange(1 - width, 1))``; consecutive ends (a
+        model's episodes, one per origin) are one strided copy instead of a gather
+        through a ``(B, width)`` index array.
+        """
+        ends = np.asarray(ends, dtype=np.int64).ravel()
+        if ends.size < 2 or ends[-1] - ends[0] != ends.size - 1 or np.any(np.diff(ends) != 1):
+            return self.rows(ends[:, None] + np.arange(1 - width, 1))
+        first, last = int(ends[0]) - width + 1, int(ends[-1])
+        if first < self.count - self.length or last >= self.count:
+            raise IndexError("history row is no longer (or not yet) held")
+        held = self._buffer[first - self._start : last + 1 - self._start]
+        view = np.lib.stride_tricks.sliding_window_view(held, width, axis=0)  # (B, c, width)
+        return np.ascontiguousarray(view.transpose(0, 2, 1))
+
     def get_state(self) -> dict[str, np.ndarray]:
         # The rows held, oldest first: where the buffer was last shifted leaves no trace.
         held = self.last(min(self.count, self.length)).copy()

@@ -20,7 +20,7 @@ import numpy as np
 
 from .components import State, prefixed, unprefixed
 from .embedding import History
-from .recall import normalized_states
+from .recall import KeyWeights, normalized_states, signature_columns, state_columns
 
 
 class RowTable:
@@ -136,16 +136,24 @@ class EpisodeRefs:
         after = origins + np.arange(1, self.horizon + 1)
         return self.history.rows(before), self.history.rows(after)
 
-    def key_parts(
-        self, records: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What the keys of episodes are made of: eigenvalues, modes and normalised states
-        (the values `expand` gives, without reading the continuations)."""
-        fits = self.fits.rows(records["fit"])
-        origins = np.asarray(records["origin"], dtype=np.int64)[:, None]
-        states = normalized_states(self.history.rows(origins + np.arange(1 - self.state_delays, 1)))
+    def keys(self, records: dict[str, np.ndarray], weights: KeyWeights) -> np.ndarray:
+        """The keys of episodes (at least one), made again from their references: the same
+        products of the same values as when they were filed, so bit-identical.
+
+        The signature coordinates are made once per fit and gathered (a few hundred fits
+        for thousands of episodes); the states' windows are one strided copy.
+        """
+        rows = np.asarray(records["fit"], dtype=np.int64)
+        low = int(rows.min())
+        fits = self.fits.rows(np.arange(low, int(rows.max()) + 1))
         modes = fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"])
-        return fits["eigenvalues"], modes, states
+        signature = signature_columns(fits["eigenvalues"], modes, weights)
+        states = normalized_states(self.history.windows(records["origin"], self.state_delays))
+        width = signature.shape[1]
+        keys = np.empty((rows.size, width + states.shape[1]), dtype=np.float32)
+        keys[:, :width] = signature[rows - low]
+        keys[:, width:] = state_columns(states, weights)
+        return keys
 
     def expand(self, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Full records (signature, state, windows...) from references (``fit``, ``origin``)."""

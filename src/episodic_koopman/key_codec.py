@@ -37,6 +37,14 @@ class KeyCodec:
         self.qtype = _FP16 if self.bounds is None else _SQ8
         self._sq = faiss.ScalarQuantizer(dim, self.qtype)
         self._train(self._sq)
+        #: The code of the zero key, ``(1, code_size)``.
+        self.zero_code = self.encode(np.zeros((1, dim), dtype=np.float32))
+
+    def same_bounds(self, bounds: np.ndarray | None) -> bool:
+        """Whether ``bounds`` make this codec (so that it need not be made again)."""
+        if bounds is None or self.bounds is None:
+            return bounds is None and self.bounds is None
+        return bool(np.array_equal(np.asarray(bounds, dtype=np.float32), self.bounds))
 
     def _train(self, sq: faiss.ScalarQuantizer) -> None:
         if self.bounds is not None:  # QT_8bit: per-coordinate minimum, then range

@@ -374,7 +374,9 @@ class EpisodeMemory:
         self._indexed_to = int(meta["indexed_to"])
         self.n_rebuilds = int(meta["n_rebuilds"])
         self.holds_copies = bool(meta["holds_copies"])
-        self.codec = KeyCodec(self.dim, arrays.get("key_bounds"))
+        bounds = arrays.get("key_bounds")
+        if not self.codec.same_bounds(bounds):  # (a model's own memory has its bounds already)
+            self.codec = KeyCodec(self.dim, bounds)
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
         self._slot_count = min(self.next_id, self.capacity)
         self._tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
@@ -384,14 +386,15 @@ class EpisodeMemory:
             if keys_of is None:
                 raise ValueError("this memory was saved without its index: its keys are needed")
             # The same codes at the same labels. Evicted entries are never returned or
-            # read again (searches select live ids only), so zeros stand in for them.
+            # read again (searches select live ids only), so zero keys stand in for them.
+            # Codes go in as they are: adding keys would encode them a second time.
             self._index = self._new_index(hnsw=False)
             live = np.arange(self.oldest_id, self._indexed_to, dtype=np.int64)
-            keys = np.zeros((self._indexed_to - self._indexed_from, self.dim), dtype=np.float32)
+            n_dead = self._indexed_to - self._indexed_from - live.size
+            if n_dead:
+                self._index.add_sa_codes(np.repeat(self.codec.zero_code, n_dead, axis=0))
             if live.size:
-                keys[live[0] - self._indexed_from :] = self.codec.round(keys_of(live))
-            if keys.shape[0]:
-                self._index.add(keys)
+                self._index.add_sa_codes(self.codec.encode(keys_of(live)))
             self._hnsw = False
             return
         # deserialize_index returns the concrete class, owning its data (a downcast

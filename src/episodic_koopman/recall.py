@@ -87,17 +87,34 @@ def signature_keys(
     ``eigenvalues`` is ``(B or 1, r_max)``, ``modes`` ``(B or 1, r_max, q)``: every
     coordinate is the same product as `episode_keys` computes, so the keys are too.
     """
+    signature = signature_columns(eigenvalues, modes, weights)
+    keys = np.empty((states.shape[0], signature.shape[1] + states.shape[1]), dtype=np.float32)
+    keys[:, : signature.shape[1]] = signature
+    keys[:, signature.shape[1] :] = state_columns(states, weights)
+    return keys
+
+
+def signature_columns(
+    eigenvalues: np.ndarray, modes: np.ndarray, weights: KeyWeights
+) -> np.ndarray:
+    """The eigenvalue and mode coordinates of keys, one row per signature: ``(F, 2 r_max +
+    modes)`` float32. A key's coordinates are each a product of one value, so the rows of
+    many episodes sharing few fits can be made per fit and gathered (the same values)."""
     r_max = eigenvalues.shape[1]
     n_modes = 2 * modes.shape[1] * modes.shape[2] if weights.modes > 0 else 0
-    keys = np.empty((states.shape[0], 2 * r_max + n_modes + states.shape[1]), dtype=np.float32)
+    columns = np.empty((eigenvalues.shape[0], 2 * r_max + n_modes), dtype=np.float32)
     eig_scale = weights.eigenvalues / np.sqrt(r_max)
-    keys[:, 0 : 2 * r_max : 2] = eigenvalues.real * eig_scale
-    keys[:, 1 : 2 * r_max : 2] = eigenvalues.imag * eig_scale
+    columns[:, 0 : 2 * r_max : 2] = eigenvalues.real * eig_scale
+    columns[:, 1 : 2 * r_max : 2] = eigenvalues.imag * eig_scale
     if n_modes:
         flat = np.ascontiguousarray(modes).view(np.float64).reshape(modes.shape[0], -1)
-        keys[:, 2 * r_max : 2 * r_max + n_modes] = flat * (weights.modes / np.sqrt(r_max))
-    keys[:, 2 * r_max + n_modes :] = states * (weights.state / np.sqrt(max(states.shape[1], 1)))
-    return keys
+        columns[:, 2 * r_max :] = flat * (weights.modes / np.sqrt(r_max))
+    return columns
+
+
+def state_columns(states: np.ndarray, weights: KeyWeights) -> np.ndarray:
+    """The state coordinates of keys (float64: rounded to float32 where they are stored)."""
+    return states * (weights.state / np.sqrt(max(states.shape[1], 1)))
 
 
 #: Eigenvalue moduli past this are rare (unstable modes are clipped when forecasting);
@@ -281,7 +298,10 @@ class AdaptiveThreshold:
         return np.fromiter(self._recent, float)
 
     def set_state(self, values: np.ndarray) -> None:
-        self._recent = deque((float(v) for v in values), maxlen=self.window)
+        # tolist gives the same Python floats as float() of each, without a loop.
+        self._recent = deque(
+            np.asarray(values, dtype=np.float64).ravel().tolist(), maxlen=self.window
+        )
         self._refresh()
 
 

@@ -20,7 +20,6 @@ from .recall import (
     episode_key,
     nearest_exact,
     normalized_state,
-    signature_keys,
 )
 from .spectrum import Signature, make_signature
 
@@ -170,9 +169,7 @@ class Recaller:
 
         The same functions of the same values as when they were made: bit-identical.
         """
-        eigenvalues, modes, states = self.refs.key_parts(self.memory.get(ids))
-        keys = signature_keys(eigenvalues, modes, states, self.key_weights)
-        return keys
+        return self.refs.keys(self.memory.get(ids), self.key_weights)
 
     def get_state(self) -> State:
         # The own memory's flat index is made again from the references at load.
