@@ -204,7 +204,8 @@ class SqliteSession(WriteSession):
         values: np.ndarray,
         state: SeriesRecord | None,
     ) -> None:
-        t = encode_keys(keys)  # refuses keys that do not increase, before anything is written
+        # Refuses keys that do not increase before anything is written; even keys are left out.
+        t = encode_keys(keys, leave_out_even=True)
         self.pending.check_extends(sid, start, keys[0], keys[-1])
         cursor = self._conn.execute(
             "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
@@ -250,8 +251,8 @@ def _fetch(conn: sqlite3.Connection, sid: int, cids: list[int], values: bool) ->
         return []
     y = "y" if values else "x''"
     rows = conn.execute(
-        f"SELECT start, t_first, t, {y} FROM chunks WHERE cid IN ({_marks(cids)}) AND sid = ? "
-        "ORDER BY cid",
+        f"SELECT start, n, t_first, t_last, t, {y} FROM chunks "
+        f"WHERE cid IN ({_marks(cids)}) AND sid = ? ORDER BY cid",
         [*cids, sid],
     ).fetchall()
     return [StoredChunk(*row) for row in rows]

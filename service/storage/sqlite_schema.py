@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS chunks (         -- service/storage/chunks.py
     n INTEGER NOT NULL CHECK (n > 0),
     t_first NOT NULL,                       -- untyped: INTEGER for ISO times, REAL for numbers
     t_last NOT NULL,
-    t BLOB NOT NULL,                        -- n keys, int64 or float64 (as t_first's type)
+    t BLOB NOT NULL,                        -- n keys, int64 or float64 (as t_first's type);
+                                            -- empty if evenly spaced (chunks.encode_keys)
     y BLOB NOT NULL,                        -- n x channels float64, row-major
     tz INTEGER,                             -- the series' state after this chunk: zone,
     step,                                   -- spacing step

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
 from storage_helpers import Recorder, append_raw, numeric, push, stored, timed
 
 from service.storage import Committer, SqliteStorage
+from service.storage.chunks import StoredChunk, encode_keys
 from service.storage.records import Delete
 
 # Schema 2's chunks index and trigger, as schema 2 created them (the rest is unchanged).
@@ -142,3 +144,41 @@ def test_a_rejected_command_leaves_no_chunk_in_the_directory(tmp_path):
         push_session.close()
     assert stored(storage, "s") == [(0, 3.0, [0.0])]
     assert storage.load_records()["s"].count == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "left_out"),
+    [
+        ([5.0], True),
+        ([0.0, 1.0, 2.0, 3.0], True),
+        ([0.1, 0.2, 0.3, 0.4], None),  # kept unless float64 arithmetic rebuilds them exactly
+        ([-0.0, 1.0], False),  # -0.0 + 0 * step is +0.0: kept
+        ([1.0, 2.0, 4.0], False),
+        ([1_293_836_400_000_000 + 3_600_000_000 * i for i in range(24)], True),  # hourly ISO
+        ([0, 3, 5], False),
+    ],
+)
+def test_keys_left_out_when_even_come_back_bit_for_bit(keys, left_out):
+    blob = encode_keys(keys, leave_out_even=True)
+    back = StoredChunk(0, len(keys), keys[0], keys[-1], blob, b"").keys()
+    assert [type(k) for k in back] == [type(k) for k in keys]
+    dtype = "<i8" if isinstance(keys[0], int) else "<f8"
+    assert np.asarray(back, dtype).tobytes() == np.asarray(keys, dtype).tobytes()
+    if left_out is not None:
+        assert (blob == b"") == left_out
+
+
+def test_a_series_of_even_and_uneven_pushes_reads_back_exactly(tmp_path):
+    storage = _open(tmp_path / "observations.sqlite3")
+    committer = _committer(storage)
+    pushes = [[(0, 1.0), (1, 2.0), (2, 3.0)], [(2.5, 4.0), (10, 5.0), (11, 6.0)], [(11.1, 7.0)]]
+    try:
+        for pairs in pushes:
+            push(committer, "s", timed(pairs))
+    finally:
+        _stop(committer)
+    with sqlite3.connect(storage.path) as conn:
+        sizes = [len(t) for (t,) in conn.execute("SELECT t FROM chunks ORDER BY cid")]
+    assert sizes == [0, 24, 0]  # the uneven chunk keeps its keys
+    expected = [(float(t), y) for pairs in pushes for t, y in pairs]
+    assert [(t, y) for _, t, [y] in stored(storage, "s")] == expected
