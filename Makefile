@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint bench bench-core bench-service bench-sensitivity bench-accuracy bench-batch bench-shared bench-storage bench-snapshots bench-scale demo docs-examples clean
+.PHONY: serve test lint bench bench-core bench-service bench-sensitivity bench-accuracy bench-batch bench-shared bench-storage bench-storage-disk bench-snapshots bench-scale demo docs-examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-shared: $(STAMP)
 # SQLite vs PostgreSQL commits (a throwaway PostgreSQL server; needs apt-get install postgresql).
 bench-storage: $(STAMP)
 	$(BIN)/python benchmarks/bench_storage.py
+
+# Disk bytes per observation of the SQLite committer alone (the steady ingest's pushes).
+bench-storage-disk: $(STAMP)
+	$(BIN)/python benchmarks/bench_storage_disk.py
 
 # Snapshot write/load per series: files vs PostgreSQL rows (docs/storage.md).
 bench-snapshots: $(STAMP)

@@ -7,13 +7,14 @@ then costs the database one small row, so a commit dirties about one page per
 series pushed to, instead of a row per observation plus an index entry each (the
 page writes are what a write-ahead log and its checkpoints copy, whatever the row
 size). The key columns of the first and last observation bound each chunk, and the
-database refuses a chunk that does not extend its series (contiguous ``start``,
+storage refuses a chunk that does not extend its series (contiguous ``start``,
 ``t_first`` above the previous chunk's ``t_last``), and `encode_keys` refuses keys
 that do not strictly increase within one: idempotency on ``(series, t)`` does not
 rest on the committer alone.
 
-Lookups by ``seq`` use the primary key ``(sid, start)``; lookups by time bisect over
-chunks (keys grow with ``seq``), so no second index is written on every push. This
+Lookups by ``seq`` use PostgreSQL's primary key ``(sid, start)`` or SQLite's chunk
+directory (`service.storage.chunk_directory`: no index written on every push); lookups
+by time bisect over chunks (keys grow with ``seq``), so no time index is written. This
 module holds the backend-neutral part: encoding, and the queries built on one
 backend primitive, "the chunks from the one holding ``seq`` on".
 """
@@ -37,13 +38,11 @@ class StoredChunk:
     """One stored chunk as the database returns it."""
 
     start: int
+    n: int
     t_first: TimeKey
-    t: bytes
+    t_last: TimeKey
+    t: bytes  # empty: evenly spaced keys, left out (`encode_keys`)
     y: bytes
-
-    @property
-    def n(self) -> int:
-        return len(self.t) // 8
 
     @property
     def end(self) -> int:
@@ -51,7 +50,7 @@ class StoredChunk:
 
     def keys(self) -> list[TimeKey]:
         """The time keys, with their type: ``int`` for ISO times, ``float`` for numbers."""
-        return decode_keys(self.t_first, self.t)
+        return decode_keys(self.t_first, self.t_last, self.n, self.t)
 
     def values(self) -> np.ndarray:
         """``(n, c)`` float64."""
@@ -64,21 +63,38 @@ class StoredChunk:
 Fetch = Callable[[int, int, int, bool], list[StoredChunk]]
 
 
-def encode_keys(keys: list[TimeKey]) -> bytes:
+def encode_keys(keys: list[TimeKey], leave_out_even: bool = False) -> bytes:
     """Time keys as one array: ``int64`` if they are ints (ISO), else ``float64``.
 
     Every chunk is encoded here on its way into either database, so this is where keys
     that do not strictly increase within a chunk are refused (the database bounds only
-    a chunk's ends).
+    a chunk's ends). With ``leave_out_even``, keys that `even_keys` rebuilds bit for bit
+    from the chunk's first and last key and count are stored as nothing at all.
     """
     dtype = "<i8" if isinstance(keys[0], int) else "<f8"
     array = np.asarray(keys, dtype=dtype)
     if array.size > 1 and not np.all(array[1:] > array[:-1]):
         raise ValueError("the time keys of a chunk must strictly increase")
-    return array.tobytes()
+    blob = array.tobytes()
+    if leave_out_even and even_keys(keys[0], keys[-1], len(keys)).tobytes() == blob:
+        return b""
+    return blob
 
 
-def decode_keys(t_first: TimeKey, blob: bytes) -> list[TimeKey]:
+def even_keys(t_first: TimeKey, t_last: TimeKey, n: int) -> np.ndarray:
+    """``n`` evenly spaced keys from ``t_first`` to about ``t_last`` (exactly, for ints
+    whose span ``n - 1`` divides); the same arithmetic on every machine (IEEE float64)."""
+    steps = np.arange(n, dtype="<i8")
+    if isinstance(t_first, int):
+        step = (int(t_last) - t_first) // max(n - 1, 1)
+        return (t_first + steps * step).astype("<i8")
+    step = (float(t_last) - t_first) / max(n - 1, 1)
+    return (np.float64(t_first) + steps.astype("<f8") * np.float64(step)).astype("<f8")
+
+
+def decode_keys(t_first: TimeKey, t_last: TimeKey, n: int, blob: bytes) -> list[TimeKey]:
+    if not blob:
+        return even_keys(t_first, t_last, n).tolist()
     dtype = "<i8" if isinstance(t_first, int) else "<f8"
     return np.frombuffer(blob, dtype=dtype).tolist()
 

@@ -127,7 +127,7 @@ FROM series AS s LEFT JOIN LATERAL (
 
 #: The chunks of a series from the one holding ``seq`` on.
 _FETCH_CHUNKS = """
-SELECT start, t_first_int, t_first_num, t, {y} FROM chunks
+SELECT start, n, t_first_int, t_first_num, t_last_int, t_last_num, t, {y} FROM chunks
 WHERE sid = %(sid)s AND start >= coalesce(
     (SELECT start FROM chunks WHERE sid = %(sid)s AND start <= %(seq)s
      ORDER BY start DESC LIMIT 1), 0)
@@ -325,8 +325,10 @@ def _fetch(
 ) -> list[StoredChunk]:
     rows = conn.execute(_FETCH[values], {"sid": sid, "seq": seq, "limit": max_chunks})
     return [
-        StoredChunk(start, _join(t_int, t_num), bytes(t), bytes(y))  # type: ignore[arg-type]
-        for start, t_int, t_num, t, y in rows.fetchall()
+        StoredChunk(
+            start, n, _join(first_int, first_num), _join(last_int, last_num), bytes(t), bytes(y)
+        )  # type: ignore[arg-type]
+        for start, n, first_int, first_num, last_int, last_num, t, y in rows.fetchall()
     ]
 
 

@@ -5,6 +5,8 @@ committer's connection never checkpoints; a background thread does, so commits o
 ever sync the WAL. Readers use one connection per thread (WAL readers never block).
 One server per data dir (`service.main` locks it), so fencing here guards against a
 stale `Committer` in the same process; it is the same code path as PostgreSQL's.
+Chunks are found through an in-memory directory rather than an index
+(`service.storage.chunk_directory`).
 """
 
 from __future__ import annotations
@@ -19,99 +21,24 @@ from pathlib import Path
 import numpy as np
 
 from ..timestamps import TimeKey
-from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession, check_schema_version
-from .chunks import MAX_CHUNK, StoredChunk, encode_keys, encode_values
+from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
+from .chunk_directory import ChunkDirectory, Pending
+from .chunks import StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
+from .sqlite_schema import PAGE_SIZE, create_or_migrate
 
 log = logging.getLogger("episodic_koopman.service")
 
-SCHEMA_VERSION = 2  # 2: observations in chunks (one row per push), series state in them
-#: Page size of new databases (existing ones keep theirs). A commit writes every page it
-#: changes whole (to the WAL, then once more at a checkpoint), and a push changes about
-#: two: the newest page of ``chunks`` (shared by all series: rows go in arrival order)
-#: and its series' leaf of ``chunks_series``. Small pages keep that near the data's size.
-PAGE_SIZE = 512
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS series (
-    sid INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a stale sid cannot alias
-    id TEXT NOT NULL UNIQUE,
-    incarnation TEXT NOT NULL,              -- changes when the model must be rebuilt
-    params TEXT NOT NULL,                   -- every constructor parameter, as JSON
-    channels TEXT,                          -- JSON list, or NULL for a single series
-    time_kind TEXT,
-    -- Schema 1 kept the state here (rewriting this row on every push); from schema 2 the
-    -- newest chunk holds it, and these columns are left as migrated.
-    count INTEGER NOT NULL DEFAULT 0,
-    last_key,
-    tz INTEGER,
-    step,
-    run INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (         -- service/storage/chunks.py
-    cid INTEGER PRIMARY KEY,                -- arrival order: new rows go to the last page
-    sid INTEGER NOT NULL,
-    start INTEGER NOT NULL,                 -- seq (the library's index) of the first one
-    n INTEGER NOT NULL CHECK (n > 0),
-    t_first NOT NULL,                       -- untyped: INTEGER for ISO times, REAL for numbers
-    t_last NOT NULL,
-    t BLOB NOT NULL,                        -- n keys, int64 or float64 (as t_first's type)
-    y BLOB NOT NULL,                        -- n x channels float64, row-major
-    tz INTEGER,                             -- the series' state after this chunk: zone,
-    step,                                   -- spacing step
-    run INTEGER                             -- and run (NULL in chunks migrated from schema 1,
-                                            -- except each series' newest)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS chunks_series ON chunks (sid, start);
--- A chunk must extend its series: the next seq, and a first t above the stored last t.
-CREATE TRIGGER IF NOT EXISTS chunks_extend BEFORE INSERT ON chunks
-WHEN NEW.start IS NOT coalesce(
-        (SELECT start + n FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1), 0)
-    OR NEW.t_first <= (SELECT t_last FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1)
-    OR NEW.t_last < NEW.t_first
-BEGIN SELECT RAISE(ABORT, 'a chunk must extend its series (next seq, later t)'); END;
-CREATE TRIGGER IF NOT EXISTS chunks_append_only BEFORE UPDATE ON chunks
-BEGIN SELECT RAISE(ABORT, 'observations are append-only'); END;
-CREATE TABLE IF NOT EXISTS shard_owner (
-    shard INTEGER PRIMARY KEY,
-    owner TEXT NOT NULL,
-    epoch INTEGER NOT NULL                  -- bumped by every acquisition (fencing)
-);
-"""
-
-#: Every series with its state: from its newest chunk (none: nothing stored yet).
-_LOAD_RECORDS = """
-SELECT s.sid, s.id, s.incarnation, s.params, s.channels, s.time_kind,
-       coalesce(c.start + c.n, 0), c.t_last, c.tz, c.step, coalesce(c.run, 0), s.created_at
-FROM series AS s LEFT JOIN chunks AS c
-  ON c.sid = s.sid AND c.start = (SELECT max(start) FROM chunks WHERE sid = s.sid)
-"""
-
-#: The chunks of a series from the one holding ``seq`` on (?1 sid, ?2 seq, ?3 limit).
-_FETCH_CHUNKS = """
-SELECT start, t_first, t, {y} FROM chunks
-WHERE sid = ?1 AND start >= coalesce(
-    (SELECT start FROM chunks WHERE sid = ?1 AND start <= ?2 ORDER BY start DESC LIMIT 1), 0)
-ORDER BY start LIMIT ?3
-"""
-_FETCH = {True: _FETCH_CHUNKS.format(y="y"), False: _FETCH_CHUNKS.format(y="x''")}
+#: A series' state columns from its newest chunk, by ``cid`` (see `SqliteStorage.load_records`).
+_NEWEST_STATE = (
+    "SELECT sid, start + n, t_last, tz, step, coalesce(run, 0) FROM chunks WHERE cid IN "
+)
+_SERIES = "SELECT sid, id, incarnation, params, channels, time_kind, created_at FROM series"
 
 #: Seconds between background WAL checkpoints. A checkpoint copies every page changed
 #: since the last one into the database file: rarer ones copy each hot page once for
 #: many commits (the WAL grows meanwhile: about a kilobyte per push).
 CHECKPOINT_SECONDS = 30.0
-
-
-def _statements(script: str) -> list[str]:
-    """A script's statements (``executescript`` would commit the caller's transaction)."""
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -128,8 +55,9 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 class SqliteReader(Reader):
     """Read-only queries from any thread (one connection per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, directory: ChunkDirectory) -> None:
         self.path = path
+        self.directory = directory
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -146,7 +74,9 @@ class SqliteReader(Reader):
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True
     ) -> list[StoredChunk]:
-        return _fetch(self._conn(), sid, seq, max_chunks, values)
+        conn = self._conn()
+        self.directory.sync(conn)  # another handle on the file may have written
+        return _fetch(conn, sid, self.directory.locate(sid, seq, max_chunks), values)
 
     def close(self) -> None:
         with self._lock:
@@ -160,8 +90,10 @@ class SqliteSession(WriteSession):
 
     errors = (sqlite3.Error,)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, directory: ChunkDirectory) -> None:
         self.path = path
+        self.pending = Pending(directory)
+        self._data_version: int | None = None  # changes when another connection commits
         self._conn = connect(path)
         # Checkpoints (copying the WAL into the database) run in their own thread, so that
         # commits only ever sync the WAL.
@@ -197,17 +129,30 @@ class SqliteSession(WriteSession):
 
     def begin(self) -> None:
         self._conn.execute("BEGIN IMMEDIATE")  # the write lock now: epochs cannot move under us
+        self.pending.clear()
+        try:
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version:  # others committed: the directory catches up
+                self.pending.directory.refresh(self._conn)
+                self._data_version = version
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
+        self.pending.publish()  # before the committer acknowledges anything
 
     def rollback(self) -> None:
+        self.pending.clear()
         self._conn.execute("ROLLBACK")
 
     def savepoint(self) -> None:
         self._conn.execute("SAVEPOINT command")
+        self.pending.mark()
 
     def rollback_savepoint(self) -> None:
+        self.pending.rollback_to_mark()
         self._conn.execute("ROLLBACK TO command")
         self._conn.execute("RELEASE command")
 
@@ -239,13 +184,17 @@ class SqliteSession(WriteSession):
         )
 
     def delete_series(self, sid: int) -> None:
-        self._conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
+        cids = self.pending.locate(sid, 0, 2**62)
+        for at in range(0, len(cids), _BATCH):  # by cid: there is no index on sid
+            part = cids[at : at + _BATCH]
+            self._conn.execute(f"DELETE FROM chunks WHERE cid IN ({_marks(part)})", part)
         self._conn.execute("DELETE FROM series WHERE sid = ?", (sid,))
+        self.pending.drop(sid)
 
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True
     ) -> list[StoredChunk]:
-        return _fetch(self._conn, sid, seq, max_chunks, values)
+        return _fetch(self._conn, sid, self.pending.locate(sid, seq, max_chunks), values)
 
     def insert_chunk(
         self,
@@ -255,7 +204,10 @@ class SqliteSession(WriteSession):
         values: np.ndarray,
         state: SeriesRecord | None,
     ) -> None:
-        self._conn.execute(
+        # Refuses keys that do not increase before anything is written; even keys are left out.
+        t = encode_keys(keys, leave_out_even=True)
+        self.pending.check_extends(sid, start, keys[0], keys[-1])
+        cursor = self._conn.execute(
             "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -264,13 +216,15 @@ class SqliteSession(WriteSession):
                 len(keys),
                 keys[0],
                 keys[-1],
-                encode_keys(keys),
+                t,
                 encode_values(values),
                 None if state is None else state.tz,
                 None if state is None else state.spacing.step,
                 None if state is None else state.spacing.run,
             ),
         )
+        assert cursor.lastrowid is not None
+        self.pending.add(cursor.lastrowid, sid, start, len(keys), keys[-1])
 
     def set_layout(self, record: SeriesRecord) -> None:
         self._conn.execute(
@@ -283,43 +237,25 @@ class SqliteSession(WriteSession):
         )
 
 
-def _fetch(
-    conn: sqlite3.Connection, sid: int, seq: int, max_chunks: int, values: bool
-) -> list[StoredChunk]:
-    rows = conn.execute(_FETCH[values], (sid, seq, max_chunks)).fetchall()
+#: Rows read or deleted by ``cid`` per statement at most (under SQLite's variable limit).
+_BATCH = 500
+
+
+def _marks(items: list) -> str:
+    return ",".join("?" * len(items))
+
+
+def _fetch(conn: sqlite3.Connection, sid: int, cids: list[int], values: bool) -> list[StoredChunk]:
+    """The chunks with these ``cid``s (consecutive chunks of ``sid``), in order."""
+    if not cids:
+        return []
+    y = "y" if values else "x''"
+    rows = conn.execute(
+        f"SELECT start, n, t_first, t_last, t, {y} FROM chunks "
+        f"WHERE cid IN ({_marks(cids)}) AND sid = ? ORDER BY cid",
+        [*cids, sid],
+    ).fetchall()
     return [StoredChunk(*row) for row in rows]
-
-
-def _migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
-    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
-    row, and the old table goes."""
-    series = conn.execute("SELECT sid, tz, step, run FROM series").fetchall()
-    for sid, tz, step, run in series:
-        rows = conn.execute(
-            "SELECT seq, t_key, y FROM observations WHERE sid = ? ORDER BY seq", (sid,)
-        ).fetchall()
-        for at in range(0, len(rows), MAX_CHUNK):
-            part = rows[at : at + MAX_CHUNK]
-            keys = [key for _, key, _ in part]
-            newest = at + MAX_CHUNK >= len(rows)
-            conn.execute(
-                "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    sid,
-                    part[0][0],
-                    len(part),
-                    keys[0],
-                    keys[-1],
-                    encode_keys(keys),
-                    b"".join(y for _, _, y in part),
-                    tz if newest else None,
-                    step if newest else None,
-                    run if newest else None,
-                ),
-            )
-    conn.execute("DROP TABLE observations")
 
 
 class SqliteStorage(Storage):
@@ -330,6 +266,8 @@ class SqliteStorage(Storage):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._n_shards: int | None = None
+        self._directory: ChunkDirectory | None = None
+        self._directory_lock = threading.Lock()
 
     def describe(self) -> str:
         return str(self.path)
@@ -353,22 +291,7 @@ class SqliteStorage(Storage):
                 meta = {}
                 if "meta" in old:
                     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                check_schema_version(meta, SCHEMA_VERSION, str(self.path))
-                for statement in _statements(_SCHEMA):
-                    conn.execute(statement)
-                if "observations" in old:
-                    log.warning("%s: migrating observations to schema %d", self.path, 2)
-                    _migrate_from_1(conn)
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(SCHEMA_VERSION),),
-                )
-                if "shards" not in meta:  # databases from before fencing get it here too
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('shards', ?)",
-                        (str(DEFAULT_SHARDS),),
-                    )
+                create_or_migrate(conn, old, meta, str(self.path))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -377,13 +300,41 @@ class SqliteStorage(Storage):
         finally:
             conn.close()
 
+    def directory(self) -> ChunkDirectory:
+        """The chunk directory, built by one scan of the table at the first call."""
+        with self._directory_lock:
+            if self._directory is None:
+                directory = ChunkDirectory()
+                conn = connect(self.path, readonly=True)
+                try:
+                    directory.sync(conn)
+                finally:
+                    conn.close()
+                self._directory = directory
+            return self._directory
+
     def load_records(self) -> dict[str, SeriesRecord]:
-        conn = connect(self.path)
+        directory = self.directory()
+        conn = connect(self.path, readonly=True)
         try:
-            rows = conn.execute(_LOAD_RECORDS).fetchall()
+            conn.execute("BEGIN")  # one snapshot for the directory's catch-up and the rows
+            newest = list(directory.refresh(conn).values())
+            series = conn.execute(_SERIES).fetchall()
+            state: dict[int, tuple] = {}
+            for at in range(0, len(newest), _BATCH):
+                part = newest[at : at + _BATCH]
+                rows = conn.execute(_NEWEST_STATE + f"({_marks(part)})", part)
+                state.update((row[0], row[1:]) for row in rows)
+            conn.execute("COMMIT")
         finally:
             conn.close()
-        return {row[1]: record_from_columns(*row) for row in rows}
+        empty = (0, None, None, None, 0)
+        return {
+            id_: record_from_columns(
+                sid, id_, incarnation, params, channels, kind, *state.get(sid, empty), created
+            )
+            for sid, id_, incarnation, params, channels, kind, created in series
+        }
 
     def acquire_shards(self, owner: str, shards: Iterable[int] | None = None) -> dict[int, int]:
         wanted = sorted(set(range(self.n_shards) if shards is None else shards))
@@ -417,7 +368,7 @@ class SqliteStorage(Storage):
         return {shard: (owner, epoch) for shard, owner, epoch in rows}
 
     def reader(self) -> SqliteReader:
-        return SqliteReader(self.path)
+        return SqliteReader(self.path, self.directory())
 
     def writer(self) -> SqliteSession:
-        return SqliteSession(self.path)
+        return SqliteSession(self.path, self.directory())

@@ -1,0 +1,211 @@
+"""SQLite's chunk directory: where each series' chunks are, kept in memory instead of an index.
+
+From schema 3 the ``chunks`` table has no index on ``(sid, start)``: rows stay in arrival
+order (``cid``) and a push writes only the table's newest page, not also a leaf of an
+index per series pushed to (that leaf was a third of the bytes a commit wrote, and
+again at each checkpoint). Lookups by ``seq`` go through this directory instead: per
+series, the ``start`` and ``cid`` of each chunk, the next ``seq`` and the last time key.
+It is built by one scan in ``cid`` order when the storage is first used, and kept current
+by the writer, which publishes a transaction's chunks once it has committed (so readers
+never see a ``cid`` that is not committed, and the acknowledgement comes after).
+
+The directory is also what enforces that a chunk extends its series (the next ``seq``, a
+later ``t``): the writer checks it before each insert (`Pending.head`). Another
+connection's commits (another handle on the file, an acquisition of shards) are caught
+up with before the writer relies on it (`ChunkDirectory.refresh`, on a change of
+``PRAGMA data_version``) and before a reader does (`ChunkDirectory.sync`, when the newest
+row is not the one it knows). Sids are never reused and new rows always get a ``cid``
+above every existing row's, so dropping the series that are gone and reading the rows
+after the newest surviving ``cid`` is an exact catch-up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..timestamps import TimeKey
+
+#: ``(cid, sid, start, n, t_last)``: what the directory keeps of a row.
+_ROWS = "SELECT cid, sid, start, n, t_last FROM chunks WHERE cid > ? ORDER BY cid"
+
+
+@dataclass(slots=True)
+class SeriesChunks:
+    """One series' chunks in ``seq`` order (which is also ``cid`` order: appends only)."""
+
+    starts: array = field(default_factory=lambda: array("q"))
+    cids: array = field(default_factory=lambda: array("q"))
+    end: int = 0  # the next seq
+    t_last: TimeKey | None = None
+
+    def add(self, cid: int, start: int, n: int, t_last: TimeKey) -> None:
+        if self.cids and cid <= self.cids[-1]:
+            return  # known already (a reader caught up before the writer published it)
+        self.starts.append(start)
+        self.cids.append(cid)
+        self.end, self.t_last = start + n, t_last
+
+    def locate(self, seq: int, max_chunks: int) -> list[int]:
+        """``cid``s of the chunks from the one holding ``seq`` (or the last before it) on."""
+        at = max(bisect_right(self.starts, seq) - 1, 0)
+        return self.cids[at : at + max_chunks].tolist()
+
+
+class ChunkDirectory:
+    """The committed chunks of every series of one database, shared by its readers and writer."""
+
+    def __init__(self) -> None:
+        self._series: dict[int, SeriesChunks] = {}
+        self._tail: tuple[int, int] | None = None  # (cid, sid) of the newest row known
+        self._lock = threading.Lock()
+
+    # -- reads -----------------------------------------------------------------------------
+    def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
+        with self._lock:
+            chunks = self._series.get(sid)
+            return [] if chunks is None else chunks.locate(seq, max_chunks)
+
+    def head(self, sid: int) -> tuple[int, TimeKey | None]:
+        """The series' next ``seq`` and last time key (``0, None``: nothing stored)."""
+        with self._lock:
+            chunks = self._series.get(sid)
+            return (0, None) if chunks is None else (chunks.end, chunks.t_last)
+
+    def _newest(self) -> dict[int, int]:
+        return {sid: chunks.cids[-1] for sid, chunks in self._series.items() if chunks.cids}
+
+    def series_chunks(self, sid: int) -> SeriesChunks | None:
+        """A copy of one series' entry (for a writer's view over its own transaction)."""
+        with self._lock:
+            chunks = self._series.get(sid)
+            if chunks is None:
+                return None
+            return SeriesChunks(
+                array("q", chunks.starts), array("q", chunks.cids), chunks.end, chunks.t_last
+            )
+
+    # -- keeping it current ----------------------------------------------------------------
+    def refresh(self, conn: sqlite3.Connection) -> dict[int, int]:
+        """Catch up with every commit so far (``conn`` must be in a transaction, for one
+        snapshot): drop the series that are gone, read the rows after the newest survivor.
+
+        Returns each series' newest ``cid`` as of that snapshot (the directory may move on
+        as soon as this returns)."""
+        with self._lock:
+            live = {sid for (sid,) in conn.execute("SELECT sid FROM series")}
+            for sid in [sid for sid in self._series if sid not in live]:
+                del self._series[sid]
+            self._retail()
+            self._load(conn.execute(_ROWS, (0 if self._tail is None else self._tail[0],)))
+            return self._newest()
+
+    def sync(self, conn: sqlite3.Connection) -> None:
+        """Catch up if another connection has committed rows this directory has not seen
+        (``conn``: an autocommit connection, used for one read transaction if so)."""
+        row = conn.execute("SELECT cid, sid FROM chunks ORDER BY cid DESC LIMIT 1").fetchone()
+        with self._lock:
+            if (None if row is None else tuple(row)) == self._tail:
+                return
+        conn.execute("BEGIN")
+        try:
+            self.refresh(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def publish(
+        self, added: Iterable[tuple[int, int, int, int, TimeKey]], dropped: set[int]
+    ) -> None:
+        """Apply a committed transaction: its new chunks ``(cid, sid, start, n, t_last)``
+        in ``cid`` order, and its deleted series."""
+        with self._lock:
+            for sid in dropped:
+                self._series.pop(sid, None)
+            # A series created and deleted in one transaction: its chunks go too.
+            self._load(row for row in added if row[1] not in dropped)
+            if dropped:
+                self._retail()
+
+    def _load(self, rows: Iterable[tuple[int, int, int, int, TimeKey]]) -> None:
+        for cid, sid, start, n, t_last in rows:
+            chunks = self._series.get(sid)
+            if chunks is None:
+                chunks = self._series[sid] = SeriesChunks()
+            chunks.add(cid, start, n, t_last)
+            if self._tail is None or cid > self._tail[0]:
+                self._tail = (cid, sid)
+
+    def _retail(self) -> None:
+        """Recompute the newest row known (after series were dropped)."""
+        self._tail = None
+        for sid, chunks in self._series.items():
+            if chunks.cids and (self._tail is None or chunks.cids[-1] > self._tail[0]):
+                self._tail = (chunks.cids[-1], sid)
+
+
+class Pending:
+    """A writer's view: the committed directory plus its own transaction's changes, with
+    the one savepoint level the committer uses (a rejected command's chunks go)."""
+
+    def __init__(self, directory: ChunkDirectory) -> None:
+        self.directory = directory
+        self.added: list[tuple[int, int, int, int, TimeKey]] = []  # (cid, sid, start, n, t_last)
+        self.dropped: set[int] = set()
+        self._heads: dict[int, tuple[int, TimeKey]] = {}
+        self._mark: tuple[int, set[int]] = (0, set())
+
+    def clear(self) -> None:
+        self.added, self.dropped, self._heads = [], set(), {}
+        self._mark = (0, set())
+
+    def mark(self) -> None:
+        self._mark = (len(self.added), set(self.dropped))
+
+    def rollback_to_mark(self) -> None:
+        size, dropped = self._mark
+        del self.added[size:]
+        self.dropped = set(dropped)
+        self._heads = {sid: (start + n, t_last) for _, sid, start, n, t_last in self.added}
+
+    def head(self, sid: int) -> tuple[int, TimeKey | None]:
+        if sid in self.dropped:
+            return 0, None
+        if sid in self._heads:
+            return self._heads[sid]
+        return self.directory.head(sid)
+
+    def check_extends(self, sid: int, start: int, t_first: TimeKey, t_last: TimeKey) -> None:
+        """Refuse a chunk that does not continue its series (next seq, a later t), as
+        schema 2's trigger did: idempotency on ``(series, t)`` does not rest on the
+        committer's records alone."""
+        end, last = self.head(sid)
+        if start != end or (last is not None and t_first <= last) or t_last < t_first:
+            raise sqlite3.IntegrityError("a chunk must extend its series (next seq, later t)")
+
+    def add(self, cid: int, sid: int, start: int, n: int, t_last: TimeKey) -> None:
+        self.added.append((cid, sid, start, n, t_last))
+        self._heads[sid] = (start + n, t_last)
+
+    def drop(self, sid: int) -> None:
+        self.dropped.add(sid)
+        self._heads.pop(sid, None)
+
+    def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
+        if sid in self.dropped:
+            return []
+        if sid not in self._heads:
+            return self.directory.locate(sid, seq, max_chunks)
+        chunks = self.directory.series_chunks(sid) or SeriesChunks()
+        for cid, owner, start, n, t_last in self.added:
+            if owner == sid:
+                chunks.add(cid, start, n, t_last)
+        return chunks.locate(seq, max_chunks)
+
+    def publish(self) -> None:
+        """After COMMIT: the transaction's changes become the committed directory's."""
+        self.directory.publish(self.added, self.dropped)
+        self.clear()

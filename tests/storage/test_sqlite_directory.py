@@ -1,0 +1,184 @@
+"""SQLite schema 3: chunks without an index on (sid, start), found through the chunk
+directory (service/storage/chunk_directory.py). A schema-2 database migrates; another
+handle's commits are caught up with before a writer checks an append or a reader reads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from storage_helpers import Recorder, append_raw, numeric, push, stored, timed
+
+from service.storage import Committer, SqliteStorage
+from service.storage.chunks import StoredChunk, encode_keys
+from service.storage.records import Delete
+
+# Schema 2's chunks index and trigger, as schema 2 created them (the rest is unchanged).
+_SQLITE_V2_EXTRAS = """
+CREATE UNIQUE INDEX chunks_series ON chunks (sid, start);
+CREATE TRIGGER chunks_extend BEFORE INSERT ON chunks
+WHEN NEW.start IS NOT coalesce(
+        (SELECT start + n FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1), 0)
+    OR NEW.t_first <= (SELECT t_last FROM chunks WHERE sid = NEW.sid ORDER BY start DESC LIMIT 1)
+    OR NEW.t_last < NEW.t_first
+BEGIN SELECT RAISE(ABORT, 'a chunk must extend its series (next seq, later t)'); END;
+"""
+
+
+def _open(path) -> SqliteStorage:
+    storage = SqliteStorage(path)
+    storage.initialise()
+    return storage
+
+
+def _committer(storage: SqliteStorage) -> Committer:
+    committer = Committer(
+        storage.writer(),
+        storage.load_records(),
+        Recorder(storage),
+        100,
+        epochs=storage.acquire_shards("test"),
+        n_shards=storage.n_shards,
+    )
+    committer.start()
+    return committer
+
+
+def _stop(committer: Committer) -> None:
+    committer.stop()
+    committer.publisher.close()  # type: ignore[attr-defined]
+
+
+def _objects(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def test_schema_2_migrates_to_3_without_the_index_and_keeps_everything(tmp_path):
+    path = tmp_path / "observations.sqlite3"
+    storage = _open(path)
+    committer = _committer(storage)
+    try:
+        for start in range(0, 30, 3):  # interleaved pushes: chunks of a and b alternate
+            push(committer, "a", numeric([float(start + i) for i in range(3)], start))
+            push(committer, "b", numeric([-float(start + i) for i in range(3)], start))
+        push(committer, "c", numeric([1.0]))
+    finally:
+        _stop(committer)
+    with sqlite3.connect(path) as conn:  # make it schema 2 as schema 2 wrote it
+        conn.executescript(_SQLITE_V2_EXTRAS)
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    assert "chunks_series" in _objects(path)
+
+    migrated = _open(path)
+    assert not {"chunks_series", "chunks_extend"} & _objects(path)
+    assert "chunks_append_only" in _objects(path)
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == "3"
+    records = migrated.load_records()
+    assert {k: r.count for k, r in records.items()} == {"a": 30, "b": 30, "c": 1}
+    assert stored(migrated, "a") == [(i, float(i), [float(i)]) for i in range(30)]
+    assert stored(migrated, "b") == [(i, float(i), [-float(i)]) for i in range(30)]
+    reader = migrated.reader()
+    try:
+        assert reader.times(records["b"].sid, [0, 14, 29, 30]) == {0: 0.0, 14: 14.0, 29: 29.0}
+    finally:
+        reader.close()
+    committer = _committer(migrated)
+    try:
+        again = push(committer, "a", timed([(10, 10.0), (11, 11.0), (30, 30.0)]))  # re-sent, new
+        assert (again.accepted, again.duplicates, again.record.count) == (1, 2, 31)
+    finally:
+        _stop(committer)
+    assert _open(path).load_records()["a"].count == 31  # and it reopens as schema 3
+
+
+def test_a_stale_handle_catches_up_before_it_checks_an_append_or_reads(tmp_path):
+    """Two handles on one file: each one's directory sees what the other committed."""
+    path = tmp_path / "observations.sqlite3"
+    first, second = _open(path), _open(path)
+    committer = _committer(first)
+    try:
+        push(committer, "s", numeric([1.0, 2.0]))
+        push(committer, "gone", numeric([5.0]))
+        assert second.load_records()["s"].count == 2  # builds second's directory now
+        push(committer, "s", numeric([3.0], 2))  # second's directory does not know this one
+        assert committer.submit(Delete("gone")).result(timeout=60) is True
+    finally:
+        _stop(committer)
+    sid = second.load_records()["s"].sid
+    session = second.writer()
+    try:
+        session.begin()
+        with pytest.raises(sqlite3.IntegrityError, match="extend its series"):
+            append_raw(session, sid, 2, [9.0])  # seq 2 is taken (by the first handle)
+        session.rollback()
+        session.begin()
+        append_raw(session, sid, 3, [9.0])
+        session.commit()
+    finally:
+        session.close()
+    assert [y for _, _, y in stored(second, "s")] == [[1.0], [2.0], [3.0], [0.0]]
+    assert [y for _, _, y in stored(first, "s")] == [[1.0], [2.0], [3.0], [0.0]]
+    assert set(first.load_records()) == set(second.load_records()) == {"s"}
+
+
+def test_a_rejected_command_leaves_no_chunk_in_the_directory(tmp_path):
+    """A chunk inserted in a savepoint that is rolled back is forgotten with it."""
+    storage = _open(tmp_path / "observations.sqlite3")
+    push_session = storage.writer()
+    try:
+        push_session.begin()
+        sid = push_session.insert_series("s", "0" * 32, "{}", 0.0)
+        push_session.savepoint()
+        append_raw(push_session, sid, 0, [1.0, 2.0])
+        push_session.rollback_savepoint()
+        push_session.savepoint()
+        append_raw(push_session, sid, 0, [3.0])  # seq 0 again: the first was undone
+        push_session.release_savepoint()
+        push_session.commit()
+    finally:
+        push_session.close()
+    assert stored(storage, "s") == [(0, 3.0, [0.0])]
+    assert storage.load_records()["s"].count == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "left_out"),
+    [
+        ([5.0], True),
+        ([0.0, 1.0, 2.0, 3.0], True),
+        ([0.1, 0.2, 0.3, 0.4], None),  # kept unless float64 arithmetic rebuilds them exactly
+        ([-0.0, 1.0], False),  # -0.0 + 0 * step is +0.0: kept
+        ([1.0, 2.0, 4.0], False),
+        ([1_293_836_400_000_000 + 3_600_000_000 * i for i in range(24)], True),  # hourly ISO
+        ([0, 3, 5], False),
+    ],
+)
+def test_keys_left_out_when_even_come_back_bit_for_bit(keys, left_out):
+    blob = encode_keys(keys, leave_out_even=True)
+    back = StoredChunk(0, len(keys), keys[0], keys[-1], blob, b"").keys()
+    assert [type(k) for k in back] == [type(k) for k in keys]
+    dtype = "<i8" if isinstance(keys[0], int) else "<f8"
+    assert np.asarray(back, dtype).tobytes() == np.asarray(keys, dtype).tobytes()
+    if left_out is not None:
+        assert (blob == b"") == left_out
+
+
+def test_a_series_of_even_and_uneven_pushes_reads_back_exactly(tmp_path):
+    storage = _open(tmp_path / "observations.sqlite3")
+    committer = _committer(storage)
+    pushes = [[(0, 1.0), (1, 2.0), (2, 3.0)], [(2.5, 4.0), (10, 5.0), (11, 6.0)], [(11.1, 7.0)]]
+    try:
+        for pairs in pushes:
+            push(committer, "s", timed(pairs))
+    finally:
+        _stop(committer)
+    with sqlite3.connect(storage.path) as conn:
+        sizes = [len(t) for (t,) in conn.execute("SELECT t FROM chunks ORDER BY cid")]
+    assert sizes == [0, 24, 0]  # the uneven chunk keeps its keys
+    expected = [(float(t), y) for pairs in pushes for t, y in pairs]
+    assert [(t, y) for _, t, [y] in stored(storage, "s")] == expected
