@@ -88,6 +88,11 @@ class ExpertMixture:
         # every forecast in between asks for them again.
         self._weights: dict[bytes, np.ndarray] = {}
 
+    @property
+    def needs_regrets(self) -> bool:
+        """Whether `update_many` reads regrets (the hedge rule keeps loss averages only)."""
+        return self.rule != "hedge"
+
     def losses(self) -> np.ndarray:
         """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
         # The same quotients where there is mass, without dividing by zero elsewhere (and
@@ -129,8 +134,10 @@ class ExpertMixture:
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
         self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
         self._mass[:, steps] = np.where(mask, (1 - a) * old_mass + a, old_mass)
+        if self.fast_decay <= 0:
+            return
         first = np.flatnonzero(steps == 0)
-        if first.size and self.fast_decay > 0:
+        if first.size:
             f = self.fast_decay
             avail, loss = available[first[0]], losses[first[0]]
             self._fast[avail, 0] = (1 - f) * self._fast[avail, 0] + f * loss[avail]
