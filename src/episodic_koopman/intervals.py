@@ -46,6 +46,7 @@ Beyond the calibrated horizon ``H`` the half-width grows as ``sqrt(h / H)``.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import deque
 from statistics import NormalDist
@@ -106,20 +107,18 @@ class LocalScale:
         if k < 2:
             return running_scale.copy()
         arrived = history.count - self._count
-        if (
-            history is self._history
-            and 0 <= arrived < k
-            and history.last(arrived + 1)[0].tolist() == self._newest
-        ):
-            changes = np.abs(np.diff(history.last(arrived + 1), axis=0))
-            followed = self._follow(changes, k - 1)
+        rows = None  # the rows since the newest one followed, oldest first
+        if history is self._history and 0 <= arrived < k:
+            rows = history.last(arrived + 1).tolist()
+        if rows is not None and rows[0] == self._newest:
+            followed = self._follow(rows, k - 1)
         else:
             followed = self._restart(np.abs(np.diff(history.last(k), axis=0)))
+            rows = history.last(1).tolist()
         if not followed:  # not finite: sorting says nothing, np.median does
             self._history = None
             return local_scale(history.last(k), running_scale)
-        self._history, self._count = history, history.count
-        self._newest = history.last(1)[0].tolist()
+        self._history, self._count, self._newest = history, history.count, rows[-1]
         middle = [_middle(values) for values in self._sorted]
         return np.maximum(np.array(middle, dtype=np.float64), _SCALE_FLOOR * running_scale)
 
@@ -132,13 +131,14 @@ class LocalScale:
         self._sorted = [sorted(channel) for channel in columns]
         return True
 
-    def _follow(self, changes: np.ndarray, size: int) -> bool:
-        """Add the newest ``changes`` and drop the oldest beyond ``size`` per channel."""
-        if not np.isfinite(changes).all():
-            return False
-        columns = changes.T.tolist()
-        for new, window, ordered in zip(columns, self._changes, self._sorted, strict=True):
-            for value in new:
+    def _follow(self, rows: list[list[float]], size: int) -> bool:
+        """Add the changes between consecutive ``rows`` (the newest, and the one before them)
+        and drop the oldest beyond ``size``, per channel. Plain floats: a few per tick."""
+        for j, (window, ordered) in enumerate(zip(self._changes, self._sorted, strict=True)):
+            for before, after in itertools.pairwise(rows):
+                value = abs(after[j] - before[j])  # as np.abs(np.diff(...)), float for float
+                if not math.isfinite(value):
+                    return False
                 window.append(value)
                 bisect.insort(ordered, value)
             while len(window) > size:

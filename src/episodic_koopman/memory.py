@@ -320,6 +320,13 @@ class EpisodeMemory:
         slots = self._slots(ids)
         return {name: column[slots] for name, column in self._columns.items()}
 
+    def value(self, name: str, episode_id: int) -> Any:
+        """Column ``name`` of one live episode (``None`` when no episode has that column)."""
+        if not self.oldest_id <= episode_id < self.next_id:
+            raise KeyError("episode id is not in memory (evicted or never stored)")
+        column = self._columns.get(name)
+        return None if column is None else column[episode_id % self.capacity]
+
     def keys(self, ids: np.ndarray) -> np.ndarray:
         """The stored (rounded to their codes) keys of live episodes ``ids``, as float32."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
