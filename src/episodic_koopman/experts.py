@@ -244,9 +244,8 @@ class LocalAR:
         p = self.order
         paths = self._paths(steps)  # (c, >= steps, p+1)
         lags = (history.last(p) - self.anchor)[::-1].T  # (c, p): newest first
-        z = np.empty((lags.shape[0], p + 1))
-        z[:, 0] = 1.0
-        z[:, 1:] = lags
+        # (Its memory layout, which concatenate picks, sets einsum's order of summation.)
+        z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
         return np.einsum("chi,ci->hc", paths[:, :steps], z) + self.anchor
 
     def _paths(self, steps: int) -> np.ndarray:

@@ -99,7 +99,7 @@ class ForecastScorer:
                 loss = errors[:, :, 0] if c == 1 else np.add.reduce(errors, axis=2) / c
                 steps.append(np.arange(k0, k1))
                 losses.append(loss.T)
-                masks.append(np.broadcast_to(score.available, (k1 - k0, score.available.size)))
+                masks.append(score.available[None, :].repeat(k1 - k0, axis=0))
                 if regrets is not None:
                     # Regret against each expert: the issued forecast's loss less the expert's.
                     issued = np.abs(rows - score.issued[k0:k1]) / score.ref_scale
