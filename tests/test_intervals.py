@@ -167,3 +167,18 @@ def test_local_scale_followed_equals_a_new_median():
             k = min(26, history.count, history.length)
             expected = running.copy() if k < 2 else local_scale(history.last(k), running)
             np.testing.assert_array_equal(tracker.of(history, running), expected)
+
+
+def test_local_scale_restarts_on_another_history():
+    """A tracker handed another history (a reloaded model's) starts again from its rows."""
+    from episodic_koopman.embedding import History
+    from episodic_koopman.intervals import LocalScale, local_scale
+
+    rng = np.random.default_rng(6)
+    first, second = History(length=30, n_channels=1), History(length=30, n_channels=1)
+    for _ in range(50):
+        first.append(rng.standard_normal(1))
+        second.append(rng.standard_normal(1) * 10)
+    tracker = LocalScale(span=20)
+    tracker.of(first, ONE)
+    np.testing.assert_array_equal(tracker.of(second, ONE), local_scale(second.last(21), ONE))
