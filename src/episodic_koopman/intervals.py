@@ -275,10 +275,13 @@ class ConformalCalibrator:
         lo = ordered.take(start + np.maximum(below - 1, 0))
         hi = ordered.take(start + np.minimum(below, n - 1))
         gap = hi - lo
-        fraction = np.where(gap > 0, (scores - lo) / np.where(gap > 0, gap, 1.0), 1.0)
+        spaced, positive = gap > 0, hi > 0
+        fraction = np.where(spaced, (scores - lo) / np.where(spaced, gap, 1.0), 1.0)
         # Rank r (1-based) is level r / (n + 1); under the smallest score, from 0.
         rank = np.where(
-            below == 0, np.where(hi > 0, scores / np.where(hi > 0, hi, 1.0), 1.0), below + fraction
+            below == 0,
+            np.where(positive, scores / np.where(positive, hi, 1.0), 1.0),
+            below + fraction,
         )
         return np.where(below >= n, 1.0, np.minimum(rank / (n + 1), 1.0)).reshape(shape)
 
