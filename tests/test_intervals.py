@@ -149,3 +149,36 @@ def test_model_coverage_is_near_nominal_under_exponential_growth():
     model = EpisodicKoopman(memory=None, level=0.9)
     model.learn_many(y)
     assert model.coverage == pytest.approx(0.9, abs=0.04)
+
+
+def test_local_scale_followed_equals_a_new_median():
+    """The rolling local scale gives `local_scale`'s floats, however rows arrive."""
+    from episodic_koopman.embedding import History
+    from episodic_koopman.intervals import LocalScale, local_scale
+
+    rng = np.random.default_rng(5)
+    history = History(length=40, n_channels=2, margin=7)
+    tracker = LocalScale(span=25)
+    running = np.array([1.0, 2.0])
+    for step in range(300):
+        # Rounded values make ties, which the two middle changes must survive.
+        history.append(np.round(rng.standard_normal(2) * 3, 1))
+        if rng.random() < 0.3 or step < 5:
+            k = min(26, history.count, history.length)
+            expected = running.copy() if k < 2 else local_scale(history.last(k), running)
+            np.testing.assert_array_equal(tracker.of(history, running), expected)
+
+
+def test_local_scale_restarts_on_another_history():
+    """A tracker handed another history (a reloaded model's) starts again from its rows."""
+    from episodic_koopman.embedding import History
+    from episodic_koopman.intervals import LocalScale, local_scale
+
+    rng = np.random.default_rng(6)
+    first, second = History(length=30, n_channels=1), History(length=30, n_channels=1)
+    for _ in range(50):
+        first.append(rng.standard_normal(1))
+        second.append(rng.standard_normal(1) * 10)
+    tracker = LocalScale(span=20)
+    tracker.of(first, ONE)
+    np.testing.assert_array_equal(tracker.of(second, ONE), local_scale(second.last(21), ONE))

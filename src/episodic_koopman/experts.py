@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.linalg import _umath_linalg
 
 from .components import State
 from .embedding import History
@@ -86,6 +87,9 @@ class SeasonalNaive:
         self.name = name
         self.period_of = period_of
         self.drift = drift
+        # (steps, period) -> (row of each step ahead in the last season, its season count):
+        # the same few pairs come back at every scored step.
+        self._layout: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def advance(self, history: History, n: int) -> None:
         pass
@@ -95,15 +99,19 @@ class SeasonalNaive:
         span = 2 * period if period is not None and self.drift else period
         if period is None or span is None or n < span or history.length < span:
             return None
-        ahead = np.arange(steps)
+        layout = self._layout.get((steps, period))
+        if layout is None:
+            ahead = np.arange(steps)
+            layout = self._layout[steps, period] = (ahead % period, (ahead // period + 1)[:, None])
+        rows, seasons = layout
         if not self.drift:
-            return history.last(period)[ahead % period]
+            return history.last(period)[rows]
         both = history.last(span)
         season = both[period:]
         change = (season.sum(axis=0) - both[:period].sum(axis=0)) / period  # of the mean
         # Season k ahead (k = 1, 2, ...) sits k changes of level above the last one.
-        lifts = (ahead // period + 1)[:, None] * change[None, :]
-        return season[ahead % period] + lifts
+        lifts = seasons * change[None, :]
+        return season[rows] + lifts
 
     def get_state(self) -> State:
         return {}, {}
@@ -132,6 +140,7 @@ class DampedTrend:
         self.gain = np.array([alpha, alpha * beta])
         # k -> (A^k, (2, k) weights of k new rows, oldest first): made once per k used.
         self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._damping: dict[int, np.ndarray] = {}  # steps -> (steps, 1) phi + ... + phi^h
         self.state: np.ndarray | None = None  # (2, c): level and trend
 
     def _rolled(self, state: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -158,8 +167,10 @@ class DampedTrend:
             return None
         since = n % self.block
         state = self._rolled(self.state, history.last(since)) if since else self.state
-        damping = np.cumsum(self.phi ** np.arange(1, steps + 1))
-        return state[0][None, :] + damping[:, None] * state[1][None, :]
+        damping = self._damping.get(steps)
+        if damping is None:
+            damping = self._damping[steps] = np.cumsum(self.phi ** np.arange(1, steps + 1))[:, None]
+        return state[0][None, :] + damping * state[1][None, :]
 
     def get_state(self) -> State:
         return {"ready": self.state is not None}, (
@@ -189,6 +200,8 @@ class LocalAR:
         self.coef: np.ndarray | None = None  # (c, p+1), None until enough rows
         self.seen = 0  # rows absorbed into the normal equations
         self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
+        self._lags: dict[int, np.ndarray] = {}  # k -> row of each lag of k rows (fixed)
+        self._eye = np.eye(order + 1)
 
     def advance(self, history: History, n: int) -> None:
         p = self.order
@@ -204,7 +217,10 @@ class LocalAR:
         rows = history.last(k + p) - self.anchor  # (k + p, c)
         c = rows.shape[1]
         # x_t = [1, y_{t-1}, ..., y_{t-p}] for the k newest t, per channel: (c, k, p+1)
-        lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
+        lag_rows = self._lags.get(k)
+        if lag_rows is None:
+            lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
+            self._lags[k] = lag_rows
         x = np.empty((c, k, p + 1))
         x[:, :, 0] = 1.0
         x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
@@ -218,8 +234,8 @@ class LocalAR:
         if self.seen >= 2 * (p + 1):
             trace = np.trace(self.normal, axis1=1, axis2=2)
             ridge = 1e-9 * (trace + 1.0) / (p + 1)
-            system = self.normal + ridge[:, None, None] * np.eye(p + 1)
-            self.coef = np.linalg.solve(system, self.moment[:, :, None])[:, :, 0]
+            system = self.normal + ridge[:, None, None] * self._eye
+            self.coef = _solve(system, self.moment[:, :, None])[:, :, 0]
             self.powers = None
 
     def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
@@ -228,6 +244,7 @@ class LocalAR:
         p = self.order
         paths = self._paths(steps)  # (c, >= steps, p+1)
         lags = (history.last(p) - self.anchor)[::-1].T  # (c, p): newest first
+        # (Its memory layout, which concatenate picks, sets einsum's order of summation.)
         z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
         return np.einsum("chi,ci->hc", paths[:, :steps], z) + self.anchor
 
@@ -306,6 +323,19 @@ class PeriodFinder:
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.periods = [int(p) for p in meta["periods"]]
+
+
+def _singular(err: object, flag: object) -> None:
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)`` of stacked real ``(..., M, M)`` and ``(..., M, K)``: the same
+    LAPACK gufunc and error handling, without the wrapper (a tenth of the AR's block)."""
+    with np.errstate(
+        call=_singular, invalid="call", over="ignore", divide="ignore", under="ignore"
+    ):  # type: ignore[arg-type]
+        return _umath_linalg.solve(a, b, signature="dd->d")
 
 
 def autocorrelation(values: np.ndarray) -> np.ndarray:
@@ -407,12 +437,13 @@ class ExpertBank:
         """``(tracks (E, steps, c), available (E,))``; zeros where an expert abstains."""
         c = history.last(1).shape[1]
         tracks = np.zeros((len(self.experts), steps, c))
-        available = np.zeros(len(self.experts), dtype=bool)
+        ready = []
         for i, expert in enumerate(self.experts):
             path = expert.forecast(history, n, steps)
             if path is not None:
-                tracks[i], available[i] = path, True
-        return tracks, available
+                tracks[i] = path
+            ready.append(path is not None)
+        return tracks, np.array(ready, dtype=bool)
 
     def components(self) -> dict[str, Any]:
         """Each expert, and the period finder, as a component of the model."""

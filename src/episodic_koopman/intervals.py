@@ -45,10 +45,15 @@ Beyond the calibrated horizon ``H`` the half-width grows as ``sqrt(h / H)``.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections import deque
 from statistics import NormalDist
 
 import numpy as np
+
+from .embedding import History
 
 _SPREAD_SMOOTHING = 0.05
 #: Observations over which the local scale (median absolute change) is taken: long
@@ -78,6 +83,76 @@ def local_scale(recent: np.ndarray, running_scale: np.ndarray) -> np.ndarray:
     return np.maximum(changes, _SCALE_FLOOR * running_scale)
 
 
+class LocalScale:
+    """`local_scale` of a history's newest ``span + 1`` rows, kept up to date as rows arrive.
+
+    Between two scored ticks a few rows arrive and as many leave, so the absolute
+    changes are kept sorted per channel and moved one by one instead of taking a
+    new median of all of them: the same floats as `local_scale` (the middle change,
+    or the two middle ones averaged as ``np.median`` does). A cache derived from the
+    history alone, never saved: it is rebuilt whenever it cannot follow.
+    """
+
+    def __init__(self, span: int = LOCAL_SCALE_SPAN) -> None:
+        self.span = span
+        self._history: History | None = None
+        self._count = 0  # the history's count when last followed
+        self._newest: list[float] = []  # its newest row then
+        self._changes: list[deque[float]] = []  # per channel, oldest first
+        self._sorted: list[list[float]] = []  # per channel, ascending
+
+    def of(self, history: History, running_scale: np.ndarray) -> np.ndarray:
+        """``local_scale(history.last(k), running_scale)``, ``k = min(span + 1, held rows)``."""
+        k = min(self.span + 1, history.count, history.length)
+        if k < 2:
+            return running_scale.copy()
+        arrived = history.count - self._count
+        rows = None  # the rows since the newest one followed, oldest first
+        if history is self._history and 0 <= arrived < k:
+            rows = history.last(arrived + 1).tolist()
+        if rows is not None and rows[0] == self._newest:
+            followed = self._follow(rows, k - 1)
+        else:
+            followed = self._restart(np.abs(np.diff(history.last(k), axis=0)))
+            rows = history.last(1).tolist()
+        if not followed:  # not finite: sorting says nothing, np.median does
+            self._history = None
+            return local_scale(history.last(k), running_scale)
+        self._history, self._count, self._newest = history, history.count, rows[-1]
+        middle = [_middle(values) for values in self._sorted]
+        return np.maximum(np.array(middle, dtype=np.float64), _SCALE_FLOOR * running_scale)
+
+    def _restart(self, changes: np.ndarray) -> bool:
+        """Keep exactly ``changes`` ``(k - 1, c)``; ``False`` if any is not finite."""
+        if not np.isfinite(changes).all():
+            return False
+        columns = changes.T.tolist()
+        self._changes = [deque(channel) for channel in columns]
+        self._sorted = [sorted(channel) for channel in columns]
+        return True
+
+    def _follow(self, rows: list[list[float]], size: int) -> bool:
+        """Add the changes between consecutive ``rows`` (the newest, and the one before them)
+        and drop the oldest beyond ``size``, per channel. Plain floats: a few per tick."""
+        for j, (window, ordered) in enumerate(zip(self._changes, self._sorted, strict=True)):
+            for before, after in itertools.pairwise(rows):
+                value = abs(after[j] - before[j])  # as np.abs(np.diff(...)), float for float
+                if not math.isfinite(value):
+                    return False
+                window.append(value)
+                bisect.insort(ordered, value)
+            while len(window) > size:
+                del ordered[bisect.bisect_left(ordered, window.popleft())]
+        return True
+
+
+def _middle(ordered: list[float]) -> float:
+    """``np.median`` of sorted finite values: the middle one, or the two middle ones'
+    ``(a + b) / 2``."""
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
 class ConformalCalibrator:
     """Rolling per-horizon conformal calibration with empirical coverage tracking."""
 
@@ -92,18 +167,25 @@ class ConformalCalibrator:
         self._spread_mean = np.zeros((horizon, n_channels))
         self._hits = np.zeros((horizon, n_channels))
         self._scored = 0
-        self._sorted: np.ndarray | None = None  # scores sorted per step, until the next update
+        # Scores sorted per cell, one row per (step, channel): ``(H * c, n)``, until the next
+        # update. Rows are contiguous, which sorts faster than down the columns.
+        self._sorted: np.ndarray | None = None
+        self._spread_ref: tuple[np.ndarray, np.ndarray] | None = None  # see `_normalizer`
         # Each score's p-value under the calibration in force before it (see `_p_values`).
         self._p_values = np.zeros((window, horizon, n_channels))
-        self._sorted_p: np.ndarray | None = None  # p-values sorted per step, until the next update
+        self._sorted_p: np.ndarray | None = None  # p-values sorted as `_sorted`, until an update
+        self._cells = np.arange(horizon * n_channels)  # flat index of each cell
 
     @property
     def n_samples(self) -> int:
         return min(self._count, self.window)
 
     def _normalizer(self, spread: np.ndarray) -> np.ndarray:
-        ref = np.where(self._spread_mean > 0, self._spread_mean, 1.0)
-        return 1.0 + np.where(self._spread_mean > 0, spread / ref, 0.0)
+        if self._spread_ref is None:  # kept until the spread's mean moves
+            seen = self._spread_mean > 0
+            self._spread_ref = seen, np.where(seen, self._spread_mean, 1.0)
+        seen, ref = self._spread_ref
+        return 1.0 + np.where(seen, spread / ref, 0.0)
 
     def update(
         self,
@@ -127,7 +209,8 @@ class ConformalCalibrator:
         self._scores[self._count % self.window] = scores
         self._count += 1
         self._sorted = self._sorted_p = None
-        if np.any(spread > 0):
+        if (spread > 0).any():
+            self._spread_ref = None
             seen = self._spread_mean > 0
             self._spread_mean = np.where(
                 seen,
@@ -160,8 +243,10 @@ class ConformalCalibrator:
         return _interpolated_order_statistic(self._ordered(), levels)
 
     def _ordered(self) -> np.ndarray:
+        """The scores sorted per cell: ``(H * c, n)``."""
         if self._sorted is None:
-            self._sorted = np.sort(self._scores[: self.n_samples], axis=0)
+            n = self.n_samples
+            self._sorted = _sorted_rows(self._scores[:n].reshape(n, -1))
         return self._sorted
 
     def _rms(self) -> np.ndarray:
@@ -180,18 +265,25 @@ class ConformalCalibrator:
         ``min_samples`` scores). Were the calibration right, these would be
         uniform on ``[0, 1]``.
         """
+        shape = scores.shape
         ordered = self._ordered()
-        n = ordered.shape[0]
-        below = (ordered < scores[None]).sum(axis=0)  # order statistics under each score
-        lo = ordered[np.maximum(below - 1, 0), *_grid(scores.shape)]
-        hi = ordered[np.minimum(below, n - 1), *_grid(scores.shape)]
+        n = ordered.shape[1]
+        scores = scores.reshape(-1)
+        below = (ordered < scores[:, None]).sum(axis=1)  # order statistics under each score
+        # One flat take per bound (row k of `ordered` starts at k * n).
+        start = self._cells * n
+        lo = ordered.take(start + np.maximum(below - 1, 0))
+        hi = ordered.take(start + np.minimum(below, n - 1))
         gap = hi - lo
-        fraction = np.where(gap > 0, (scores - lo) / np.where(gap > 0, gap, 1.0), 1.0)
+        spaced, positive = gap > 0, hi > 0
+        fraction = np.where(spaced, (scores - lo) / np.where(spaced, gap, 1.0), 1.0)
         # Rank r (1-based) is level r / (n + 1); under the smallest score, from 0.
         rank = np.where(
-            below == 0, np.where(hi > 0, scores / np.where(hi > 0, hi, 1.0), 1.0), below + fraction
+            below == 0,
+            np.where(positive, scores / np.where(positive, hi, 1.0), 1.0),
+            below + fraction,
         )
-        return np.where(below >= n, 1.0, np.minimum(rank / (n + 1), 1.0))
+        return np.where(below >= n, 1.0, np.minimum(rank / (n + 1), 1.0)).reshape(shape)
 
     def _recalibrated(self, level: float) -> np.ndarray:
         """``(H, c)``: the levels whose intervals held ``level`` of the past outcomes.
@@ -208,13 +300,13 @@ class ConformalCalibrator:
         if m == 0:
             return flat
         if self._sorted_p is None:
-            newest = (self._n_p_values - 1 - np.arange(m)) % self.window
-            self._sorted_p = np.sort(self._p_values[newest], axis=0)
+            # The newest m p-values fill slots 0..m-1 of the ring (all of it once full).
+            self._sorted_p = _sorted_rows(self._p_values[:m].reshape(m, -1))
         position = level * (m - 1)
         below = math.floor(position)
         above = min(below + 1, m - 1)
-        ordered = self._sorted_p
-        empirical = ordered[below] + (position - below) * (ordered[above] - ordered[below])
+        low, high = self._sorted_p[:, below], self._sorted_p[:, above]
+        empirical = (low + (position - below) * (high - low)).reshape(flat.shape)
         return (_RECALIBRATION_PRIOR * flat + m * empirical) / (_RECALIBRATION_PRIOR + m)
 
     def coverage(self) -> float | None:
@@ -244,26 +336,30 @@ class ConformalCalibrator:
         self._hits = np.array(state["hits"], dtype=np.float64)
         self._p_values = np.array(state["p_values"], dtype=np.float64)
         self._sorted = self._sorted_p = None
+        self._spread_ref = None
+
+
+def _sorted_rows(values: np.ndarray) -> np.ndarray:
+    """``(n, K)`` values sorted per column, as contiguous rows ``(K, n)``."""
+    rows = np.ascontiguousarray(values.T)
+    rows.sort(axis=1)
+    return rows
 
 
 def _interpolated_order_statistic(ordered: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Per cell, the score at 1-based rank ``(n + 1) level`` of ``ordered`` ``(n, H, c)``.
+    """Per cell, the score at 1-based rank ``(n + 1) level`` of ``ordered`` ``(H * c, n)``
+    (one sorted row per cell of ``levels`` ``(H, c)``).
 
     Interpolated between order statistics; below rank 1 the smallest score, above
     rank ``n`` the largest.
     """
-    n = ordered.shape[0]
+    n = ordered.shape[1]
     position = np.clip((n + 1) * levels, 1.0, float(n)) - 1.0  # 0-based
     below = np.floor(position).astype(np.int64)
     above = np.minimum(below + 1, n - 1)
-    cells = _grid(levels.shape)
-    low, high = ordered[below, *cells], ordered[above, *cells]
+    start = np.arange(0, ordered.size, n).reshape(levels.shape)  # each row's first index
+    low, high = ordered.take(start + below), ordered.take(start + above)
     return low + (position - below) * (high - low)
-
-
-def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Index arrays selecting every cell of ``shape``, to pick one row per cell."""
-    return tuple(np.indices(shape))
 
 
 def _pad(values: np.ndarray, length: int) -> np.ndarray:

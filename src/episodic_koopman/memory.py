@@ -216,7 +216,7 @@ class EpisodeMemory:
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         stored = self.codec.round(keys)  # 8-bit codes clip, so check the keys as given too
-        if not (np.all(np.isfinite(keys)) and np.all(np.isfinite(stored))):
+        if not (np.isfinite(keys).all() and np.isfinite(stored).all()):
             raise ValueError("episode keys must be finite (and within float16 range)")
         columns = {name: np.asarray(value) for name, value in records.items()}
         if any(column.shape[0] != n for column in columns.values()):
@@ -227,11 +227,10 @@ class EpisodeMemory:
             columns = {name: column[-self.capacity :] for name, column in columns.items()}
             n = self.capacity
         needed = min(self.next_id + n, self.capacity)
-        first_row = {name: column[0] for name, column in columns.items()}
-        if self._slot_count < needed or not set(first_row) <= set(self._columns):
+        if self._slot_count < needed or not self._columns.keys() >= columns.keys():
             # Slots grow geometrically up to the capacity; after that the ring is fixed.
             size = max(self._slot_count, min(max(64, 2 * needed), self.capacity))
-            self._allocate(first_row, size)
+            self._allocate({name: column[0] for name, column in columns.items()}, size)
         ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
         # Store in chunks that end at sync points, exactly as single adds would.
         start = 0
@@ -319,6 +318,13 @@ class EpisodeMemory:
             raise KeyError("episode id is not in memory (evicted or never stored)")
         slots = self._slots(ids)
         return {name: column[slots] for name, column in self._columns.items()}
+
+    def value(self, name: str, episode_id: int) -> Any:
+        """Column ``name`` of one live episode (``None`` when no episode has that column)."""
+        if not self.oldest_id <= episode_id < self.next_id:
+            raise KeyError("episode id is not in memory (evicted or never stored)")
+        column = self._columns.get(name)
+        return None if column is None else column[episode_id % self.capacity]
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
         """The stored (rounded to their codes) keys of live episodes ``ids``, as float32."""

@@ -88,6 +88,11 @@ class ExpertMixture:
         # every forecast in between asks for them again.
         self._weights: dict[bytes, np.ndarray] = {}
 
+    @property
+    def needs_regrets(self) -> bool:
+        """Whether `update_many` reads regrets (the hedge rule keeps loss averages only)."""
+        return self.rule != "hedge"
+
     def losses(self) -> np.ndarray:
         """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
         # The same quotients where there is mass, without dividing by zero elsewhere (and
@@ -129,8 +134,10 @@ class ExpertMixture:
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
         self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
         self._mass[:, steps] = np.where(mask, (1 - a) * old_mass + a, old_mass)
+        if self.fast_decay <= 0:
+            return
         first = np.flatnonzero(steps == 0)
-        if first.size and self.fast_decay > 0:
+        if first.size:
             f = self.fast_decay
             avail, loss = available[first[0]], losses[first[0]]
             self._fast[avail, 0] = (1 - f) * self._fast[avail, 0] + f * loss[avail]
@@ -186,6 +193,10 @@ class ExpertMixture:
             return self._mlpoly_weights(np.asarray(available, dtype=bool))
         if self.rule == "boa":
             return self._boa_weights(np.asarray(available, dtype=bool))
+        if self.fast_decay <= 0 and available.all() and (self._mass > 0).all():
+            steady = self._steady_weights()
+            if steady is not None:
+                return steady
         losses = self.losses()
         if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
             losses = losses * self.regime_factor()[:, None]
@@ -199,6 +210,20 @@ class ExpertMixture:
         relative = filled / np.maximum(best, 1e-12)[None, :]
         logits = np.where(avail, -self.eta * (relative - 1.0), -np.inf)
         logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
+        w = np.exp(logits - logits.max(axis=0, keepdims=True))
+        out = w / w.sum(axis=0, keepdims=True)
+        out.flags.writeable = False
+        return out
+
+    def _steady_weights(self) -> np.ndarray | None:
+        """`_horizon_weights` when every expert is available and scored at every step (the
+        usual case): the same operations less those that only fill in what is missing
+        (``None`` if a loss is NaN: it would take the others' mean)."""
+        losses = self._loss / self._mass
+        if np.isnan(losses).any():
+            return None
+        relative = losses / np.maximum(losses.min(axis=0), 1e-12)[None, :]
+        logits = -self.eta * (relative - 1.0)
         w = np.exp(logits - logits.max(axis=0, keepdims=True))
         out = w / w.sum(axis=0, keepdims=True)
         out.flags.writeable = False

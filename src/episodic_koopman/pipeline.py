@@ -19,7 +19,7 @@ from .envelope import recent_envelope
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .in_force import InForce
-from .intervals import LOCAL_SCALE_SPAN, ConformalCalibrator, local_scale
+from .intervals import ConformalCalibrator, LocalScale
 from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, batch_dmd
@@ -139,6 +139,7 @@ class Pipeline:
         )
         self.calibrator = ConformalCalibrator(s.episode_horizon, c, cfg.calibration_window)
         self.scorer = ForecastScorer(s.episode_horizon)
+        self.local_scale = LocalScale()  # derived from the history, never saved
         self.recaller: Recaller | None = None
         self.recorder: EpisodeRecorder | None = None
         self.in_force = InForce()
@@ -380,9 +381,7 @@ class Pipeline:
 
     def interval_scale(self) -> np.ndarray:
         """The series' local scale now, ``(c,)``: the unit of the intervals' scores."""
-        obs = self.obs
-        recent = obs.history.last(min(LOCAL_SCALE_SPAN + 1, obs.history.count, obs.history.length))
-        return local_scale(recent, obs.scaler.current()[1])
+        return self.local_scale.of(self.obs.history, self.obs.scaler.current()[1])
 
     # ------------------------------------------------------------------ forecasting
     def combine(

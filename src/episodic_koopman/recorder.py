@@ -197,10 +197,10 @@ class EpisodeRecorder:
             fit_floor = min(fit_floor, int(self.pending.fits[0]))
         memory = self.memory
         if not memory.holds_copies and len(memory):
-            oldest = memory.get(np.array([memory.oldest_id]))
-            fit_floor = min(fit_floor, int(oldest["fit"][0]))
-            if "succ" in oldest:
-                succ_floor = min(succ_floor, int(oldest["succ"][0]))
+            fit_floor = min(fit_floor, int(memory.value("fit", memory.oldest_id)))
+            succ = memory.value("succ", memory.oldest_id)
+            if succ is not None:
+                succ_floor = min(succ_floor, int(succ))
         fits.drop_below(fit_floor)
         successors.drop_below(succ_floor)
 

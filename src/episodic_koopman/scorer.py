@@ -76,9 +76,11 @@ class ForecastScorer:
         # them lands in one call, exactly as one by one; a repeated step starts a new run.
         steps: list[np.ndarray] = []
         losses: list[np.ndarray] = []
-        regrets: list[np.ndarray] = []
+        regrets: list[np.ndarray] | None = None
         masks: list[np.ndarray] = []
         taken: set[int] = set()
+        if mixture is not None and mixture.needs_regrets:
+            regrets = []
         for score in self.pending:  # oldest first: each loss lands in time order
             k0, k1 = score.n_realised, min(horizon, newest - score.origin)
             if k1 <= k0:
@@ -90,16 +92,19 @@ class ForecastScorer:
                     _update_mixture(mixture, steps, losses, regrets, masks)
                     taken.clear()
                 taken.update(range(k0, k1))
-                tracks, issued = score.tracks[:, k0:k1], score.issued[k0:k1]
-                errors = np.abs(rows[None] - tracks) / score.ref_scale
-                # Regret against each expert: the issued forecast's loss less the expert's.
-                issued_loss = (np.abs(rows - issued) / score.ref_scale).mean(axis=1)
+                errors = np.abs(rows - score.tracks[:, k0:k1]) / score.ref_scale
+                c = errors.shape[2]
+                # errors.mean(axis=2) as NumPy computes it (sum, then divide); over one
+                # channel that is the errors themselves, exactly.
+                loss = errors[:, :, 0] if c == 1 else np.add.reduce(errors, axis=2) / c
                 steps.append(np.arange(k0, k1))
-                # errors.mean(axis=2) as NumPy computes it (sum, then divide), and the
-                # availability repeated per step: the same values, a third of the calls.
-                losses.append((np.add.reduce(errors, axis=2) / errors.shape[2]).T)
-                regrets.append(issued_loss[:, None] - losses[-1])
+                losses.append(loss.T)
                 masks.append(score.available[None, :].repeat(k1 - k0, axis=0))
+                if regrets is not None:
+                    # Regret against each expert: the issued forecast's loss less the expert's.
+                    issued = np.abs(rows - score.issued[k0:k1]) / score.ref_scale
+                    issued_loss = np.add.reduce(issued, axis=1) / c
+                    regrets.append(issued_loss[:, None] - losses[-1])
             if k0 == 0 and gate is not None:
                 error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
                 gate.update(error, at=score.origin + 1)
@@ -138,20 +143,25 @@ def _update_mixture(
     mixture: ExpertMixture,
     steps: list[np.ndarray],
     losses: list[np.ndarray],
-    regrets: list[np.ndarray],
+    regrets: list[np.ndarray] | None,
     masks: list[np.ndarray],
 ) -> None:
-    """Apply (and empty) a run of updates of distinct steps ahead as one `update_many`."""
+    """Apply (and empty) a run of updates of distinct steps ahead as one `update_many`.
+
+    ``regrets`` is ``None`` for a rule that does not read them.
+    """
     if not steps:
         return
     if len(steps) == 1:
-        mixture.update_many(steps[0], losses[0], masks[0], regrets[0])
+        more = None if regrets is None else regrets[0]
+        mixture.update_many(steps[0], losses[0], masks[0], more)
     else:
         mixture.update_many(
             np.concatenate(steps),
             np.concatenate(losses),
             np.concatenate(masks),
-            np.concatenate(regrets),
+            None if regrets is None else np.concatenate(regrets),
         )
     for pieces in (steps, losses, regrets, masks):
-        pieces.clear()
+        if pieces is not None:
+            pieces.clear()
