@@ -134,6 +134,25 @@ def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
     return 2 * r_max + 2 * r_max * mode_length + state_length
 
 
+#: Optimal assignments by the bytes of their cost matrix. Episodes made with one fit share
+#: its eigenvalues, and one fit is in force for several ticks, so the same matrices recur:
+#: an assignment is a function of its matrix, so reusing one changes nothing.
+_assignments: dict[bytes, np.ndarray] = {}
+_ASSIGNMENTS_KEPT = 1024
+
+
+def _assignment(cost: np.ndarray) -> np.ndarray:
+    """Columns of the optimal assignment of square ``cost`` (rows come back as 0..k-1)."""
+    key = cost.tobytes()
+    columns = _assignments.get(key)
+    if columns is None:
+        columns = linear_sum_assignment(cost)[1]
+        if len(_assignments) >= _ASSIGNMENTS_KEPT:
+            _assignments.clear()  # rarely: the matrices of a few fits recur, then move on
+        _assignments[key] = columns
+    return columns
+
+
 def exact_distances(
     signature: Signature,
     state: np.ndarray,
@@ -160,7 +179,7 @@ def exact_distances(
     perms[:] = np.arange(r)
     for i, rank in enumerate(cand_ranks):
         k = max(query_rank, rank)
-        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
+        perms[i, :k] = _assignment(cost[i, :k, :k])
     # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
     # the matched costs gathered by one index (take_along_axis builds the same, slower).
     matched = cost[np.arange(n)[:, None], np.arange(r), perms]
