@@ -65,9 +65,32 @@ def test_exact_distances_reuse_assignments_without_changing_them():
     state = rng.standard_normal(3)
     weights = KeyWeights()
     recall._assignments.clear()
+    recall._eigenvalue_terms_kept.clear()
     cold = exact_distances(query, state, eigs, modes, states, weights, ranks)
+    assert len(recall._eigenvalue_terms_kept) == 6  # rows 1 and 5 share a spectrum
     warm = exact_distances(query, state, eigs, modes, states, weights, ranks)
     np.testing.assert_array_equal(cold, warm)
+    # Each row alone (nothing kept) gives the distance it has in the batch.
+    for i in range(7):
+        recall._eigenvalue_terms_kept.clear()
+        alone = exact_distances(
+            query,
+            state,
+            eigs[i : i + 1],
+            modes[i : i + 1],
+            states[i : i + 1],
+            weights,
+            ranks[i : i + 1],
+        )
+        np.testing.assert_array_equal(alone, cold[i : i + 1])
+    # With mode shapes in the distance, the matchings are made again: the same distances
+    # where the shapes are equal (a zero-weight-like case with explicit zero modes).
+    with_modes = KeyWeights(modes=0.5)
+    query_m = Signature(query_eigs, np.zeros((r, 2), dtype=np.complex128), rank=4)
+    modes_m = np.zeros((7, r, 2), dtype=np.complex128)
+    np.testing.assert_array_equal(
+        exact_distances(query_m, state, eigs, modes_m, states, with_modes, ranks), cold
+    )
     # Each reused assignment is the one its matrix has.
     for key, columns in recall._assignments.items():
         k = int(np.sqrt(len(key) // 8))

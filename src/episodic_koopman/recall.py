@@ -138,7 +138,7 @@ def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
 #: its eigenvalues, and one fit is in force for several ticks, so the same matrices recur:
 #: an assignment is a function of its matrix, so reusing one changes nothing.
 _assignments: dict[bytes, np.ndarray] = {}
-_ASSIGNMENTS_KEPT = 1024
+_ASSIGNMENTS_KEPT = 256
 
 
 def _assignment(cost: np.ndarray) -> np.ndarray:
@@ -151,6 +151,69 @@ def _assignment(cost: np.ndarray) -> np.ndarray:
             _assignments.clear()  # rarely: the matrices of a few fits recur, then move on
         _assignments[key] = columns
     return columns
+
+
+def _matchings(
+    signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared distances between the query's and each candidate's eigenvalues ``(n, r, r)``,
+    and each candidate's optimal matching ``(n, r)``."""
+    n, r = eigenvalues.shape
+    diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
+    cost = diff.real**2 + diff.imag**2
+    perms = np.empty((n, r), dtype=np.intp)
+    perms[:] = np.arange(r)
+    for i, rank in enumerate(cand_ranks):
+        k = max(signature.rank, rank)
+        perms[i, :k] = _assignment(cost[i, :k, :k])
+    return cost, perms
+
+
+def _eigenvalue_term(cost: np.ndarray, perms: np.ndarray, weight: float) -> np.ndarray:
+    """``(weight * W2)^2`` per candidate from `_matchings` (each row on its own)."""
+    n, r = perms.shape
+    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
+    # the matched costs gathered by one index (take_along_axis builds the same, slower).
+    matched = cost[np.arange(n)[:, None], np.arange(r), perms]
+    return (weight * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
+
+
+#: Eigenvalue terms by query and candidate spectra. Candidates made with one fit share its
+#: eigenvalues, and one fit in force queries for several ticks, so the same pairs recur.
+_eigenvalue_terms_kept: dict[tuple[bytes, bytes, int, int, float], float] = {}
+_EIGENVALUE_TERMS_KEPT = 1024
+
+
+def _eigenvalue_terms(
+    signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int], weight: float
+) -> np.ndarray:
+    """`_eigenvalue_term` of each candidate, those of spectra seen before reused.
+
+    A row's term is a function of the two spectra alone (the same floats computed on
+    its own or in any batch), so reusing one changes nothing.
+    """
+    kept = _eigenvalue_terms_kept
+    query, query_rank = signature.eigenvalues.tobytes(), signature.rank
+    out = np.empty(eigenvalues.shape[0])
+    missing: list[int] = []
+    keys = []
+    for i, rank in enumerate(cand_ranks):
+        key = (query, eigenvalues[i].tobytes(), query_rank, rank, weight)
+        term = kept.get(key)
+        if term is None:
+            missing.append(i)
+            keys.append(key)
+        else:
+            out[i] = term
+    if missing:
+        rows = np.array(missing)
+        cost, perms = _matchings(signature, eigenvalues[rows], [cand_ranks[i] for i in missing])
+        terms = _eigenvalue_term(cost, perms, weight)
+        out[rows] = terms
+        if len(kept) + len(keys) > _EIGENVALUE_TERMS_KEPT:
+            kept.clear()  # the spectra of a few fits recur, then move on
+        kept.update(zip(keys, terms.tolist(), strict=True))
+    return out
 
 
 def exact_distances(
@@ -166,25 +229,17 @@ def exact_distances(
 
     ``ranks`` (the candidates' signature ranks) only saves counting their padding.
     """
-    n, r = eigenvalues.shape[0], eigenvalues.shape[1]
+    n = eigenvalues.shape[0]
     if n == 0:
         return np.zeros(0)
-    diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
-    cost = diff.real**2 + diff.imag**2
     # Signatures hold their eigenvalues first and zero padding after. Padding matches
     # padding at no cost, so only the leading max(rank_a, rank_b) square needs solving.
-    query_rank = signature.rank
     cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
-    perms = np.empty((n, r), dtype=np.intp)
-    perms[:] = np.arange(r)
-    for i, rank in enumerate(cand_ranks):
-        k = max(query_rank, rank)
-        perms[i, :k] = _assignment(cost[i, :k, :k])
-    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
-    # the matched costs gathered by one index (take_along_axis builds the same, slower).
-    matched = cost[np.arange(n)[:, None], np.arange(r), perms]
-    total = (weights.eigenvalues * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
-    if weights.modes > 0 and signature.modes.size:
+    if not (weights.modes > 0 and signature.modes.size):
+        total = _eigenvalue_terms(signature, eigenvalues, cand_ranks, weights.eigenvalues)
+    else:
+        cost, perms = _matchings(signature, eigenvalues, cand_ranks)
+        total = _eigenvalue_term(cost, perms, weights.eigenvalues)
         # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
         query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
         cand_modes = np.ascontiguousarray(modes).view(np.float64)[np.arange(n)[:, None], perms]
