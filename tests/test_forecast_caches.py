@@ -1,11 +1,10 @@
-"""What forecasts reuse between calls (conjugate groups, optimal assignments) changes nothing:
+"""What forecasts reuse between calls (conjugate groups, eigenvalue terms) changes nothing:
 each reuse is keyed on every value its result depends on, so no call order leaves a trace."""
 
 import itertools
 
 import numpy as np
 from helpers import noisy_sines
-from scipy.optimize import linear_sum_assignment
 
 from episodic_koopman import EpisodicKoopman, recall, spectrum
 from episodic_koopman.recall import KeyWeights, exact_distances
@@ -48,7 +47,7 @@ def test_canonical_order_keys_on_dtype_and_shape_not_only_bytes():
     np.testing.assert_array_equal(ours, _fresh_order(as_reals, np.arange(4.0)))
 
 
-def test_exact_distances_reuse_assignments_without_changing_them():
+def test_exact_distances_reuse_eigenvalue_terms_without_changing_them():
     rng = np.random.default_rng(11)
     r = 6
     query_eigs = np.zeros(r, dtype=np.complex128)
@@ -64,7 +63,6 @@ def test_exact_distances_reuse_assignments_without_changing_them():
     states = rng.standard_normal((7, 3))
     state = rng.standard_normal(3)
     weights = KeyWeights()
-    recall._assignments.clear()
     recall._eigenvalue_terms_kept.clear()
     cold = exact_distances(query, state, eigs, modes, states, weights, ranks)
     assert len(recall._eigenvalue_terms_kept) == 6  # rows 1 and 5 share a spectrum
@@ -91,15 +89,12 @@ def test_exact_distances_reuse_assignments_without_changing_them():
     np.testing.assert_array_equal(
         exact_distances(query_m, state, eigs, modes_m, states, with_modes, ranks), cold
     )
-    # Each reused assignment is the one its matrix has.
-    for key, columns in recall._assignments.items():
-        k = int(np.sqrt(len(key) // 8))
-        cost = np.frombuffer(key, dtype=np.float64).reshape(k, k)
-        np.testing.assert_array_equal(columns, linear_sum_assignment(cost)[1])
     # A full store is emptied rather than grown.
-    for i in range(recall._ASSIGNMENTS_KEPT + 5):
-        recall._assignment(np.array([[float(i)]]))
-    assert len(recall._assignments) <= recall._ASSIGNMENTS_KEPT
+    for i in range(recall._EIGENVALUE_TERMS_KEPT + 5):
+        eig = np.zeros((1, r), dtype=np.complex128)
+        eig[0, 0] = i + 1.0
+        exact_distances(query, state, eig, modes[:1], states[:1], weights, np.array([1]))
+    assert len(recall._eigenvalue_terms_kept) <= recall._EIGENVALUE_TERMS_KEPT
 
 
 def test_a_forecast_does_not_depend_on_the_forecasts_asked_for_before():

@@ -134,25 +134,6 @@ def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
     return 2 * r_max + 2 * r_max * mode_length + state_length
 
 
-#: Optimal assignments by the bytes of their cost matrix. Episodes made with one fit share
-#: its eigenvalues, and one fit is in force for several ticks, so the same matrices recur:
-#: an assignment is a function of its matrix, so reusing one changes nothing.
-_assignments: dict[bytes, np.ndarray] = {}
-_ASSIGNMENTS_KEPT = 256
-
-
-def _assignment(cost: np.ndarray) -> np.ndarray:
-    """Columns of the optimal assignment of square ``cost`` (rows come back as 0..k-1)."""
-    key = cost.tobytes()
-    columns = _assignments.get(key)
-    if columns is None:
-        columns = linear_sum_assignment(cost)[1]
-        if len(_assignments) >= _ASSIGNMENTS_KEPT:
-            _assignments.clear()  # rarely: the matrices of a few fits recur, then move on
-        _assignments[key] = columns
-    return columns
-
-
 def _matchings(
     signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +146,7 @@ def _matchings(
     perms[:] = np.arange(r)
     for i, rank in enumerate(cand_ranks):
         k = max(signature.rank, rank)
-        perms[i, :k] = _assignment(cost[i, :k, :k])
+        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
     return cost, perms
 
 
