@@ -18,6 +18,7 @@ assignment matches.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,10 @@ def _conjugate_groups(eigenvalues: np.ndarray) -> tuple[_Group, ...]:
     return frozen
 
 
+#: Groups sort by strength, then by their tie-break key (their members never compared).
+_strength_then_tie = operator.itemgetter(0, 1)
+
+
 def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
     """Indices ordering modes by amplitude, each conjugate pair adjacent (+freq first).
 
@@ -126,12 +131,18 @@ def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarr
     dozen eigenvalues, and NumPy's per-call overhead would dominate.
     """
     mags = np.abs(amplitudes).tolist()
-    groups = [
-        (-round(max([mags[k] for k in members]), 12), tie, members)
-        for members, tie in _conjugate_groups(np.asarray(eigenvalues))
-    ]
-    groups.sort(key=lambda g: (g[0], g[1]))
-    return np.array([i for g in groups for i in g[2]], dtype=np.int64)
+    groups = []
+    for members, tie in _conjugate_groups(np.asarray(eigenvalues)):
+        if len(members) == 1:
+            strength = mags[members[0]]
+        else:
+            strength = max(mags[members[0]], mags[members[1]])
+        groups.append((-round(strength, 12), tie, members))
+    groups.sort(key=_strength_then_tie)
+    order: list[int] = []
+    for group in groups:
+        order.extend(group[2])
+    return np.array(order, dtype=np.int64)
 
 
 def normalize_modes(modes: np.ndarray, reference_rows: slice) -> np.ndarray:
