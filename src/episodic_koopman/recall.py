@@ -205,10 +205,12 @@ def exact_distances(
     states: np.ndarray,
     weights: KeyWeights,
     ranks: np.ndarray | None = None,
+    state_terms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact rerank distances from the query to each candidate (rows of the arrays).
 
-    ``ranks`` (the candidates' signature ranks) only saves counting their padding.
+    ``ranks`` (the candidates' signature ranks) only saves counting their padding, and
+    ``state_terms`` (``state_weight * S`` per candidate, as computed here) the state term.
     """
     n = eigenvalues.shape[0]
     if n == 0:
@@ -227,11 +229,17 @@ def exact_distances(
         mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
         total = total + (weights.modes * mode_dist) ** 2
     if state.size:
-        gap = states - state
-        state_dist = np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
-        total = total + (weights.state * state_dist) ** 2
+        if state_terms is None:
+            state_terms = weights.state * _state_distances(states, state)
+        total = total + state_terms**2
     # A missing term adds +0.0, which changes no float: the same sum as all three.
     return np.sqrt(total)
+
+
+def _state_distances(states: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """RMS distance of each row of ``states`` to ``state`` (each row on its own)."""
+    gap = states - state
+    return np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
 
 
 def nearest_exact(
@@ -252,6 +260,8 @@ def nearest_exact(
     own, so the distances are those of ranking all candidates at once.
     """
 
+    state_terms: np.ndarray | None = None
+
     def exact(rows: np.ndarray) -> np.ndarray:
         return exact_distances(
             signature,
@@ -261,6 +271,7 @@ def nearest_exact(
             records["state"][rows],
             weights,
             records["rank"][rows],
+            None if state_terms is None else state_terms[rows],
         )
 
     n = ids.shape[0]
@@ -268,10 +279,10 @@ def nearest_exact(
         distances = exact(np.arange(n))
         order = np.lexsort((ids, distances))[:k]
         return order, distances[order]
-    gap = records["state"] - state
+    # Each row's state term, as `exact_distances` computes it, is kept for it.
+    state_terms = weights.state * _state_distances(records["state"], state)
     # Shrunk by a relative 1e-12: a bound, whatever the rounding of the exact sum.
-    floor = weights.state * np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
-    floor *= 1.0 - 1e-12
+    floor = state_terms * (1.0 - 1e-12)
     by_floor = np.argsort(floor, kind="stable")
     rows = by_floor[:k]
     distances = exact(rows)
