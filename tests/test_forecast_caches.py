@@ -114,3 +114,25 @@ def test_a_forecast_does_not_depend_on_the_forecasts_asked_for_before():
         np.testing.assert_array_equal(a.lower, b.lower)
         np.testing.assert_array_equal(a.upper, b.upper)
         assert [e.id for e in a.recalled] == [e.id for e in b.recalled]
+
+
+def test_the_rerank_reads_what_a_full_expansion_gives():
+    """Candidates are reranked on `match_parts`, and only the kept are expanded: the same
+    columns, in the same order, as expanding every candidate and keeping rows after."""
+    y = noisy_sines(900, seed=6) * 2 + 4
+    model = EpisodicKoopman(delays=12, window=64, episode_horizon=12)
+    model.learn_many(y)
+    recaller = model._pipeline.recaller
+    ids = recaller.memory.live_ids()[-40:]
+    stored = recaller.memory.get(ids)
+    full = recaller.refs.expand(stored)
+    parts = recaller.refs.match_parts(stored)
+    for name, column in parts.items():
+        np.testing.assert_array_equal(column, full[name])
+    order = np.array([5, 0, 17, 39])
+    kept = recaller.refs.expand(
+        {name: column[order] for name, column in stored.items()}, states=parts["state"][order]
+    )
+    assert list(kept) == list(full)
+    for name, column in full.items():
+        np.testing.assert_array_equal(kept[name], column[order])
