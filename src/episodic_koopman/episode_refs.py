@@ -72,12 +72,16 @@ class RowTable:
             np.array_equal(self._columns[name][position], value) for name, value in row.items()
         )
 
-    def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """The columns at rows ``indices`` (which must be kept)."""
+    def rows(
+        self, indices: np.ndarray, names: tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The columns (all, or ``names``) at rows ``indices`` (which must be kept)."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < self.first or indices.max() >= self.next):
             raise KeyError("row is not in the table (collected or never added)")
         positions = indices - self.base
+        if names is not None:
+            return {name: self._columns[name][positions] for name in names}
         return {name: column[positions] for name, column in self._columns.items()}
 
     def drop_below(self, index: int) -> None:
@@ -155,8 +159,30 @@ class EpisodeRefs:
         keys[:, width:] = state_columns(states, weights)
         return keys
 
-    def expand(self, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Full records (signature, state, windows...) from references (``fit``, ``origin``)."""
+    def match_parts(self, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What the exact rerank reads of episodes: ``rank``, ``eigenvalues``, ``modes`` and
+        ``state``, the values `expand` gives, without the windows and continuations that
+        only the few episodes kept need."""
+        fits = self.fits.rows(
+            records["fit"],
+            ("rank", "eigenvalues", "modes") if self.keep_modes else ("rank", "eigenvalues"),
+        )
+        origins = np.asarray(records["origin"], dtype=np.int64)[:, None]
+        histories = self.history.rows(origins + np.arange(1 - self.state_delays, 1))
+        return {
+            "rank": fits["rank"],
+            "eigenvalues": fits["eigenvalues"],
+            "modes": fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"]),
+            "state": normalized_states(histories),
+        }
+
+    def expand(
+        self, records: dict[str, np.ndarray], states: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Full records (signature, state, windows...) from references (``fit``, ``origin``).
+
+        ``states``: the episodes' normalised states if known (`match_parts`), else made.
+        """
         fits = self.fits.rows(records["fit"])
         histories, continuations = self.windows(records["origin"])
         out = {name: value for name, value in records.items() if name not in ("fit", "succ")}
@@ -170,7 +196,7 @@ class EpisodeRefs:
             "modes": fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"]),
             "ref_mean": fits["ref_mean"],
             "ref_scale": fits["ref_scale"],
-            "state": normalized_states(histories),
+            "state": normalized_states(histories) if states is None else states,
             "history": histories,
             "continuation": continuations,
         }

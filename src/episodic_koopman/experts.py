@@ -87,9 +87,6 @@ class SeasonalNaive:
         self.name = name
         self.period_of = period_of
         self.drift = drift
-        # (steps, period) -> (row of each step ahead in the last season, its season count):
-        # the same few pairs come back at every scored step.
-        self._layout: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def advance(self, history: History, n: int) -> None:
         pass
@@ -99,25 +96,39 @@ class SeasonalNaive:
         span = 2 * period if period is not None and self.drift else period
         if period is None or span is None or n < span or history.length < span:
             return None
-        layout = self._layout.get((steps, period))
-        if layout is None:
-            ahead = np.arange(steps)
-            layout = self._layout[steps, period] = (ahead % period, (ahead // period + 1)[:, None])
-        rows, seasons = layout
+        phase, seasons = _season_steps(steps, period)
         if not self.drift:
-            return history.last(period)[rows]
+            return history.last(period)[phase]
         both = history.last(span)
         season = both[period:]
         change = (season.sum(axis=0) - both[:period].sum(axis=0)) / period  # of the mean
         # Season k ahead (k = 1, 2, ...) sits k changes of level above the last one.
         lifts = seasons * change[None, :]
-        return season[rows] + lifts
+        return season[phase] + lifts
 
     def get_state(self) -> State:
         return {}, {}
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         pass
+
+
+#: `_season_steps` by ``(steps, period)``: every forecast asks for the same few.
+_SEASON_STEPS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _season_steps(steps: int, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of steps ``1..steps`` ahead: the phase in the last season, and the season count
+    ``(steps, 1)`` (read-only)."""
+    found = _SEASON_STEPS.get((steps, period))
+    if found is None:
+        ahead = np.arange(steps)
+        phase, seasons = ahead % period, (ahead // period + 1)[:, None]
+        phase.flags.writeable = seasons.flags.writeable = False
+        if len(_SEASON_STEPS) > 256:  # only from unusual horizons; cheap to make again
+            _SEASON_STEPS.clear()
+        found = _SEASON_STEPS[(steps, period)] = (phase, seasons)
+    return found
 
 
 class DampedTrend:
@@ -140,8 +151,8 @@ class DampedTrend:
         self.gain = np.array([alpha, alpha * beta])
         # k -> (A^k, (2, k) weights of k new rows, oldest first): made once per k used.
         self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._damping: dict[int, np.ndarray] = {}  # steps -> (steps, 1) phi + ... + phi^h
         self.state: np.ndarray | None = None  # (2, c): level and trend
+        self._damping: dict[int, np.ndarray] = {}  # steps -> (steps, 1) damped sums
 
     def _rolled(self, state: np.ndarray, rows: np.ndarray) -> np.ndarray:
         k = rows.shape[0]
@@ -168,7 +179,7 @@ class DampedTrend:
         since = n % self.block
         state = self._rolled(self.state, history.last(since)) if since else self.state
         damping = self._damping.get(steps)
-        if damping is None:
+        if damping is None:  # a function of phi and steps: made once per horizon asked
             damping = self._damping[steps] = np.cumsum(self.phi ** np.arange(1, steps + 1))[:, None]
         return state[0][None, :] + damping * state[1][None, :]
 

@@ -276,27 +276,36 @@ class EpisodeMemory:
         if len(self) == 0 or k < 1:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
-        tail_start = max(self._indexed_to, self.oldest_id)
-        found_ids, found_d2 = [], []
-        if tail_start > self.oldest_id:
+        oldest, next_id = self.oldest_id, self.next_id
+        tail_start = max(self._indexed_to, oldest)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if tail_start > oldest:
             offset = self._indexed_from
             params = _search_parameters(
-                self._hnsw, self.oldest_id - offset, tail_start - offset, max(self.ef_search, k)
+                self._hnsw, oldest - offset, tail_start - offset, max(self.ef_search, k)
             )
             with single_threaded():
-                d2, labels = self._index.search(
-                    query, min(k, tail_start - self.oldest_id), params=params
-                )
-            keep = labels[0] >= 0
-            found_ids.append(labels[0][keep].astype(np.int64) + offset)
-            found_d2.append(d2[0][keep].astype(np.float64))
-        if tail_start < self.next_id:
-            tail = np.arange(tail_start, self.next_id, dtype=np.int64)
-            diff = self._tail[tail % _INDEX_BATCH] - query
-            found_ids.append(tail)
-            found_d2.append(np.einsum("ij,ij->i", diff, diff).astype(np.float64))
-        ids = np.concatenate(found_ids)
-        d2 = np.concatenate(found_d2)
+                d2, labels = self._index.search(query, min(k, tail_start - oldest), params=params)
+            labels, d2 = labels[0], d2[0]
+            if labels.size and labels.min() < 0:  # fewer live episodes than asked for
+                keep = labels >= 0
+                labels, d2 = labels[keep], d2[keep]
+            parts.append((labels.astype(np.int64) + offset, d2.astype(np.float64)))
+        if tail_start < next_id:
+            first = tail_start % _INDEX_BATCH
+            count = next_id - tail_start
+            if first + count <= _INDEX_BATCH:  # stored since the last sync: one slice
+                rows = self._tail[first : first + count]
+            else:
+                rows = self._tail[np.arange(tail_start, next_id) % _INDEX_BATCH]
+            diff = rows - query
+            tail = np.arange(tail_start, next_id, dtype=np.int64)
+            parts.append((tail, np.einsum("ij,ij->i", diff, diff).astype(np.float64)))
+        if len(parts) == 1:
+            ids, d2 = parts[0]
+        else:
+            ids = np.concatenate([part[0] for part in parts])
+            d2 = np.concatenate([part[1] for part in parts])
         order = np.lexsort((ids, d2))[:k]
         return ids[order], d2[order]
 

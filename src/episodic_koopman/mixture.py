@@ -201,15 +201,23 @@ class ExpertMixture:
         if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
             losses = losses * self.regime_factor()[:, None]
         avail = available[:, None]
-        known = avail & ~np.isnan(losses)
-        n_known = known.sum(axis=0)
-        # An expert without a track record at some step gets the others' mean loss there.
-        mean_known = np.where(known, losses, 0.0).sum(axis=0) / np.maximum(n_known, 1)
-        filled = np.where(np.isnan(losses), mean_known[None, :], losses)
+        unscored = np.isnan(losses)
+        # Once every expert has a track record at every step (and one is available), the
+        # filling below changes nothing: the same floats, without its calls.
+        complete = not unscored.any() and available.any()
+        if complete:
+            filled = losses
+        else:
+            known = avail & ~unscored
+            n_known = known.sum(axis=0)
+            # An expert without a track record at some step gets the others' mean loss there.
+            mean_known = np.where(known, losses, 0.0).sum(axis=0) / np.maximum(n_known, 1)
+            filled = np.where(unscored, mean_known[None, :], losses)
         best = np.where(avail, filled, np.inf).min(axis=0)
         relative = filled / np.maximum(best, 1e-12)[None, :]
         logits = np.where(avail, -self.eta * (relative - 1.0), -np.inf)
-        logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
+        if not complete:
+            logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
         w = np.exp(logits - logits.max(axis=0, keepdims=True))
         out = w / w.sum(axis=0, keepdims=True)
         out.flags.writeable = False

@@ -151,6 +151,69 @@ def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
     return 2 * r_max + 2 * r_max * mode_length + state_length
 
 
+def _matchings(
+    signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared distances between the query's and each candidate's eigenvalues ``(n, r, r)``,
+    and each candidate's optimal matching ``(n, r)``."""
+    n, r = eigenvalues.shape
+    diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
+    cost = diff.real**2 + diff.imag**2
+    perms = np.empty((n, r), dtype=np.intp)
+    perms[:] = np.arange(r)
+    for i, rank in enumerate(cand_ranks):
+        k = max(signature.rank, rank)
+        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
+    return cost, perms
+
+
+def _eigenvalue_term(cost: np.ndarray, perms: np.ndarray, weight: float) -> np.ndarray:
+    """``(weight * W2)^2`` per candidate from `_matchings` (each row on its own)."""
+    n, r = perms.shape
+    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
+    # the matched costs gathered by one index (take_along_axis builds the same, slower).
+    matched = cost[np.arange(n)[:, None], np.arange(r), perms]
+    return (weight * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
+
+
+#: Eigenvalue terms by query and candidate spectra. Candidates made with one fit share its
+#: eigenvalues, and one fit in force queries for several ticks, so the same pairs recur.
+_eigenvalue_terms_kept: dict[tuple[bytes, bytes, int, int, float], float] = {}
+_EIGENVALUE_TERMS_KEPT = 1024
+
+
+def _eigenvalue_terms(
+    signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int], weight: float
+) -> np.ndarray:
+    """`_eigenvalue_term` of each candidate, those of spectra seen before reused.
+
+    A row's term is a function of the two spectra alone (the same floats computed on
+    its own or in any batch), so reusing one changes nothing.
+    """
+    kept = _eigenvalue_terms_kept
+    query, query_rank = signature.eigenvalues.tobytes(), signature.rank
+    out = np.empty(eigenvalues.shape[0])
+    missing: list[int] = []
+    keys = []
+    for i, rank in enumerate(cand_ranks):
+        key = (query, eigenvalues[i].tobytes(), query_rank, rank, weight)
+        term = kept.get(key)
+        if term is None:
+            missing.append(i)
+            keys.append(key)
+        else:
+            out[i] = term
+    if missing:
+        rows = np.array(missing)
+        cost, perms = _matchings(signature, eigenvalues[rows], [cand_ranks[i] for i in missing])
+        terms = _eigenvalue_term(cost, perms, weight)
+        out[rows] = terms
+        if len(kept) + len(keys) > _EIGENVALUE_TERMS_KEPT:
+            kept.clear()  # the spectra of a few fits recur, then move on
+        kept.update(zip(keys, terms.tolist(), strict=True))
+    return out
+
+
 def exact_distances(
     signature: Signature,
     state: np.ndarray,
@@ -159,41 +222,41 @@ def exact_distances(
     states: np.ndarray,
     weights: KeyWeights,
     ranks: np.ndarray | None = None,
+    state_terms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact rerank distances from the query to each candidate (rows of the arrays).
 
-    ``ranks`` (the candidates' signature ranks) only saves counting their padding.
+    ``ranks`` (the candidates' signature ranks) only saves counting their padding, and
+    ``state_terms`` (``state_weight * S`` per candidate, as computed here) the state term.
     """
-    n, r = eigenvalues.shape[0], eigenvalues.shape[1]
+    n = eigenvalues.shape[0]
     if n == 0:
         return np.zeros(0)
-    diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
-    cost = diff.real**2 + diff.imag**2
     # Signatures hold their eigenvalues first and zero padding after. Padding matches
     # padding at no cost, so only the leading max(rank_a, rank_b) square needs solving.
-    query_rank = signature.rank
     cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
-    perms = np.empty((n, r), dtype=np.intp)
-    perms[:] = np.arange(r)
-    for i, rank in enumerate(cand_ranks):
-        k = max(query_rank, rank)
-        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
-    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
-    # the matched costs gathered by one index (take_along_axis builds the same, slower).
-    matched = cost[np.arange(n)[:, None], np.arange(r), perms]
-    total = (weights.eigenvalues * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
-    if weights.modes > 0 and signature.modes.size:
+    if not (weights.modes > 0 and signature.modes.size):
+        total = _eigenvalue_terms(signature, eigenvalues, cand_ranks, weights.eigenvalues)
+    else:
+        cost, perms = _matchings(signature, eigenvalues, cand_ranks)
+        total = _eigenvalue_term(cost, perms, weights.eigenvalues)
         # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
         query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
         cand_modes = np.ascontiguousarray(modes).view(np.float64)[np.arange(n)[:, None], perms]
         mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
         total = total + (weights.modes * mode_dist) ** 2
     if state.size:
-        gap = states - state
-        state_dist = np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
-        total = total + (weights.state * state_dist) ** 2
+        if state_terms is None:
+            state_terms = weights.state * _state_distances(states, state)
+        total = total + state_terms**2
     # A missing term adds +0.0, which changes no float: the same sum as all three.
     return np.sqrt(total)
+
+
+def _state_distances(states: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """RMS distance of each row of ``states`` to ``state`` (each row on its own)."""
+    gap = states - state
+    return np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
 
 
 def nearest_exact(
@@ -214,6 +277,8 @@ def nearest_exact(
     own, so the distances are those of ranking all candidates at once.
     """
 
+    state_terms: np.ndarray | None = None
+
     def exact(rows: np.ndarray) -> np.ndarray:
         return exact_distances(
             signature,
@@ -223,6 +288,7 @@ def nearest_exact(
             records["state"][rows],
             weights,
             records["rank"][rows],
+            None if state_terms is None else state_terms[rows],
         )
 
     n = ids.shape[0]
@@ -230,10 +296,10 @@ def nearest_exact(
         distances = exact(np.arange(n))
         order = np.lexsort((ids, distances))[:k]
         return order, distances[order]
-    gap = records["state"] - state
+    # Each row's state term, as `exact_distances` computes it, is kept for it.
+    state_terms = weights.state * _state_distances(records["state"], state)
     # Shrunk by a relative 1e-12: a bound, whatever the rounding of the exact sum.
-    floor = weights.state * np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
-    floor *= 1.0 - 1e-12
+    floor = state_terms * (1.0 - 1e-12)
     by_floor = np.argsort(floor, kind="stable")
     rows = by_floor[:k]
     distances = exact(rows)

@@ -107,10 +107,21 @@ class Recaller:
         ids, _ = self.memory.search(query.key, self.candidates)
         if ids.size == 0:
             return None
-        records = self.records(ids)
+        stored = self.memory.get(ids)
+        # The rerank reads the signatures and states of every candidate; the windows
+        # and continuations are read for the episodes kept only.
+        if self.memory.holds_copies:
+            records = complete_copies(stored)
+        else:
+            records = self.refs.match_parts(stored)
         order, ranked = nearest_exact(
             query.signature, query.state, ids, records, self.key_weights, self.top_k
         )
+        if self.memory.holds_copies:
+            kept = {name: column[order] for name, column in records.items()}
+        else:
+            chosen = {name: column[order] for name, column in stored.items()}
+            kept = self.refs.expand(chosen, states=records["state"][order])
         best = float(ranked[0])
         if observe:
             self.threshold.observe(best)
@@ -121,7 +132,7 @@ class Recaller:
             ids=ids[order],
             distances=ranked,
             weights=weights,
-            records={name: column[order] for name, column in records.items()},
+            records=kept,
             admitted=admitted,
         )
 

@@ -18,6 +18,7 @@ assignment matches.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,22 +72,33 @@ class Spectrum:
         return rows
 
 
-def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
-    """Indices ordering modes by amplitude, each conjugate pair adjacent (+freq first).
+#: Members of a group of modes (a real eigenvalue or a conjugate pair), and its tie-break key.
+_Group = tuple[tuple[int, ...], float]
 
-    Ordering by amplitude rather than frequency keeps the leading entries stable
-    when the rank changes by a few weak noise modes. Ties (equal amplitudes up to
-    rounding) go to the higher frequency. Plain Python: there are at most a few
-    dozen eigenvalues, and NumPy's per-call overhead would dominate.
+#: The newest eigenvalue set's conjugate groups (`_conjugate_groups`): one fit in force
+#: is queried at every tick until the next scored tick, with new amplitudes each time.
+_last_groups: tuple[tuple[str, tuple[int, ...], bytes], tuple[_Group, ...]] | None = None
+
+
+def _conjugate_groups(eigenvalues: np.ndarray) -> tuple[_Group, ...]:
+    """The modes of `canonical_order` in groups, and each group's tie-break key.
+
+    A group is a real eigenvalue, a conjugate pair (positive frequency first) or an
+    unpaired one. The grouping is a function of the eigenvalues alone, so the last
+    set's is kept: a pure function, whatever was called before.
     """
+    global _last_groups
+    key = (eigenvalues.dtype.str, eigenvalues.shape, eigenvalues.tobytes())
+    cached = _last_groups
+    if cached is not None and cached[0] == key:
+        return cached[1]
     lams = eigenvalues.tolist()
-    mags = np.abs(amplitudes).tolist()
     is_real = [abs(z.imag) <= _REAL_TOL * max(abs(z), 1e-300) for z in lams]
     unmatched = [j for j, z in enumerate(lams) if not is_real[j] and z.imag <= 0]
-    groups: list[tuple[float, float, list[int]]] = []
+    groups: list[_Group] = []
     for i, z in enumerate(lams):
         if is_real[i]:
-            groups.append((-round(mags[i], 12), 0.0, [i]))
+            groups.append(((i,), 0.0))
         elif z.imag > 0:
             # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK puts it next).
             if unmatched:
@@ -97,14 +109,40 @@ def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarr
                 if j < 0:
                     j = min(unmatched, key=lambda k: abs(lams[k] - partner))
                 unmatched.remove(j)
-                members = [i, j]
+                groups.append(((i, j), -z.imag))
             else:
-                members = [i]
-            strength = max(mags[k] for k in members)
-            groups.append((-round(strength, 12), -z.imag, members))
-    groups.extend((-round(mags[j], 12), lams[j].imag, [j]) for j in unmatched)
-    groups.sort(key=lambda g: (g[0], g[1]))
-    return np.array([i for g in groups for i in g[2]], dtype=np.int64)
+                groups.append(((i,), -z.imag))
+    groups.extend(((j,), lams[j].imag) for j in unmatched)
+    frozen = tuple(groups)
+    _last_groups = (key, frozen)
+    return frozen
+
+
+#: Groups sort by strength, then by their tie-break key (their members never compared).
+_strength_then_tie = operator.itemgetter(0, 1)
+
+
+def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
+    """Indices ordering modes by amplitude, each conjugate pair adjacent (+freq first).
+
+    Ordering by amplitude rather than frequency keeps the leading entries stable
+    when the rank changes by a few weak noise modes. Ties (equal amplitudes up to
+    rounding) go to the higher frequency. Plain Python: there are at most a few
+    dozen eigenvalues, and NumPy's per-call overhead would dominate.
+    """
+    mags = np.abs(amplitudes).tolist()
+    groups = []
+    for members, tie in _conjugate_groups(np.asarray(eigenvalues)):
+        if len(members) == 1:
+            strength = mags[members[0]]
+        else:
+            strength = max(mags[members[0]], mags[members[1]])
+        groups.append((-round(strength, 12), tie, members))
+    groups.sort(key=_strength_then_tie)
+    order: list[int] = []
+    for group in groups:
+        order.extend(group[2])
+    return np.array(order, dtype=np.int64)
 
 
 def normalize_modes(modes: np.ndarray, reference_rows: slice) -> np.ndarray:
