@@ -193,10 +193,6 @@ class ExpertMixture:
             return self._mlpoly_weights(np.asarray(available, dtype=bool))
         if self.rule == "boa":
             return self._boa_weights(np.asarray(available, dtype=bool))
-        if self.fast_decay <= 0 and available.all() and (self._mass > 0).all():
-            steady = self._steady_weights()
-            if steady is not None:
-                return steady
         losses = self.losses()
         if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
             losses = losses * self.regime_factor()[:, None]
@@ -218,20 +214,6 @@ class ExpertMixture:
         logits = np.where(avail, -self.eta * (relative - 1.0), -np.inf)
         if not complete:
             logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
-        w = np.exp(logits - logits.max(axis=0, keepdims=True))
-        out = w / w.sum(axis=0, keepdims=True)
-        out.flags.writeable = False
-        return out
-
-    def _steady_weights(self) -> np.ndarray | None:
-        """`_horizon_weights` when every expert is available and scored at every step (the
-        usual case): the same operations less those that only fill in what is missing
-        (``None`` if a loss is NaN: it would take the others' mean)."""
-        losses = self._loss / self._mass
-        if np.isnan(losses).any():
-            return None
-        relative = losses / np.maximum(losses.min(axis=0), 1e-12)[None, :]
-        logits = -self.eta * (relative - 1.0)
         w = np.exp(logits - logits.max(axis=0, keepdims=True))
         out = w / w.sum(axis=0, keepdims=True)
         out.flags.writeable = False
