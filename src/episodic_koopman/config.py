@@ -233,8 +233,8 @@ class ModelConfig(_JsonConfig):
         periods), ``seasonal_drift`` (the same, plus the change of level between the
         last two seasons), ``damped`` (damped-trend exponential smoothing), ``ar`` (local
         AR by recursive least squares), ``seasonal_ar`` (the same AR on the differences at
-        the dominant period: a SARIMA with drift; in the default in place of
-        ``seasonal_drift``, 2.7% lower error over the real first halves),
+        each detected period: a SARIMA with drift; in the default in place of
+        ``seasonal_drift``, 3% lower error over the bench series' first halves),
         ``koopman12``/``16``/``24``/``48`` (the plain Koopman forecast at that many delays,
         refitted per stride; not in the default: within 1% either way on the real first
         halves); ``""`` for none. See `episodic_koopman.experts`.

@@ -12,8 +12,8 @@ Costs (per observation, amortised over a block): the last value and the seasonal
 naive keep no state; damped trend is one small matrix product per block; the
 local AR is a rank-``block`` update of its ``(p+1)^2`` normal equations per block
 (exponentially weighted recursive least squares in information form) and one
-``(p+1)``-system solve; the seasonal AR is the same on the differences at the
-dominant period (rebuilt from the history when that period changes, which is rare).
+``(p+1)``-system solve; the seasonal AR is the same on the differences at a
+detected period (rebuilt from the history when that period changes, which is rare).
 
 >>> import numpy as np
 >>> from episodic_koopman.embedding import History
@@ -288,7 +288,7 @@ class LocalAR:
 
 
 class SeasonalAR(LocalAR):
-    """A local AR on the seasonal differences ``y_t - y_{t-P}`` at the dominant period ``P``.
+    """A local AR on the seasonal differences ``y_t - y_{t-P}`` at a detected period ``P``.
 
     Differencing at the period removes a fixed season and turns a linear trend into
     a constant (the AR's intercept); a short AR models what is left, the season's
@@ -454,7 +454,7 @@ CLASSICAL_EXPERTS = (
 SEASONAL_SLOTS = 2
 AR_ORDER = 8
 AR_FORGETTING = 0.995
-#: The AR on seasonal differences: its order and forgetting factor.
+#: The AR on seasonal differences (one per detected period): its order and forgetting factor.
 SEASONAL_AR_ORDER = 2
 SEASONAL_AR_FORGETTING = 0.995
 #: Damped trend: level and trend smoothing, and the damping of the trend.
@@ -496,15 +496,16 @@ class ExpertBank:
             elif kind == "ar":
                 self.experts.append(LocalAR(block, AR_ORDER, AR_FORGETTING))
             elif kind == "seasonal_ar":
-                self.experts.append(
-                    SeasonalAR(
-                        "seasonal_ar1",
-                        _slot(self.finder, 0),
-                        block,
-                        SEASONAL_AR_ORDER,
-                        SEASONAL_AR_FORGETTING,
+                for slot in range(SEASONAL_SLOTS):
+                    self.experts.append(
+                        SeasonalAR(
+                            f"seasonal_ar{slot + 1}",
+                            _slot(self.finder, slot),
+                            block,
+                            SEASONAL_AR_ORDER,
+                            SEASONAL_AR_FORGETTING,
+                        )
                     )
-                )
             elif kind.startswith("koopman") and kind in CLASSICAL_EXPERTS:
                 self.experts.append(KoopmanExpert(kind, int(kind.removeprefix("koopman")), block))
             else:

@@ -58,7 +58,7 @@ class EpisodicKoopman(Forecaster):
 
     **Classical experts** (`ModelConfig.classical_experts`): the last value,
     seasonal naives at the detected periods, damped-trend exponential smoothing,
-    a local AR and a local AR on the differences at the dominant period join the
+    a local AR and local ARs on the differences at the detected periods join the
     mixture, weighted per step ahead by an online rule (`episodic_koopman.mixture`).
 
     Forecasts are scored every ``ModelConfig.stride`` steps: the mixture and the
