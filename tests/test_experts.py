@@ -10,12 +10,11 @@ from episodic_koopman.experts import (
     ExpertBank,
     LastValue,
     LocalAR,
-    PeriodFinder,
     SeasonalAR,
     SeasonalNaive,
-    dominant_periods,
 )
 from episodic_koopman.mixture import ExpertMixture
+from episodic_koopman.periods import PeriodFinder, dominant_periods
 
 BLOCK = 8
 
