@@ -10,11 +10,11 @@ from episodic_koopman.experts import (
     ExpertBank,
     LastValue,
     LocalAR,
-    PeriodFinder,
+    SeasonalAR,
     SeasonalNaive,
-    dominant_periods,
 )
 from episodic_koopman.mixture import ExpertMixture
+from episodic_koopman.periods import PeriodFinder, dominant_periods
 
 BLOCK = 8
 
@@ -92,12 +92,58 @@ def test_local_ar_is_exact_on_an_ar2_process():
     assert np.allclose(expert.forecast(history, 160, 40)[:, 0], y[160:200], atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [120, 125])  # at a block boundary, and between two
+def test_seasonal_ar_is_exact_on_a_season_plus_a_trend(n):
+    pattern = np.array([3.0, -1.0, 4.0, 1.0, -5.0, 9.0, 2.0, 0.5, -2.0, 6.0, 1.0, -3.0])
+    t = np.arange(n + 30)
+    values = 100.0 + 0.7 * t + pattern[t % 12]
+    expert = SeasonalAR("seasonal_ar1", lambda: 12, BLOCK, order=2, forgetting=0.995)
+    history = feed(expert, values[:n])
+    assert np.allclose(expert.forecast(history, n, 30)[:, 0], values[n:], atol=1e-6)
+
+
+def test_seasonal_ar_is_exact_when_the_seasonal_changes_follow_an_ar2():
+    # y_t = y_{t-12} + z_t, z_t = 0.5 + 1.2 z_{t-1} - 0.5 z_{t-2}: a season whose change from
+    # one year to the next oscillates towards a steady drift of 1.67 a year.
+    pattern = np.array([3.0, -1.0, 4.0, 1.0, -5.0, 9.0, 2.0, 0.5, -2.0, 6.0, 1.0, -3.0])
+    z = [2.0, -1.0]
+    for _ in range(198):
+        z.append(0.5 + 1.2 * z[-1] - 0.5 * z[-2])
+    y = list(pattern)
+    for k in range(200):
+        y.append(y[-12] + z[k])
+    values = np.array(y)
+    expert = SeasonalAR("seasonal_ar1", lambda: 12, BLOCK, order=2, forgetting=0.995)
+    history = feed(expert, values[:160])
+    assert expert.coef is not None
+    assert np.allclose(expert.coef[0, 1:], [1.2, -0.5], atol=1e-6)
+    assert np.allclose(expert.forecast(history, 160, 40)[:, 0], values[160:200], atol=1e-5)
+
+
+def test_seasonal_ar_follows_the_period_and_is_ready_once_one_is_found():
+    period: list[int | None] = [None]
+    expert = SeasonalAR("seasonal_ar1", lambda: period[0], BLOCK, order=2, forgetting=0.995)
+    pattern = np.array([1.0, 5.0, -2.0, 0.0, 3.0, 4.0, -1.0])
+    t = np.arange(200)
+    values = pattern[t % 7] + 0.25 * t
+    history = feed(expert, values[:96])
+    assert expert.forecast(history, 96, 5) is None  # no period: abstains
+    period[0] = 7  # found: the whole history is absorbed at the next boundary
+    expert.advance(history, 96)
+    assert np.allclose(expert.forecast(history, 96, 20)[:, 0], values[96:116], atol=1e-6)
+    period[0] = 14  # a multiple is right too, from a rebuild at the new period
+    expert.advance(history, 96)
+    assert expert.period == 14
+    assert np.allclose(expert.forecast(history, 96, 20)[:, 0], values[96:116], atol=1e-6)
+
+
 def test_expert_states_round_trip_exactly():
     rng = np.random.default_rng(0)
     values = np.cumsum(rng.standard_normal(203))
     for make in (
         lambda: DampedTrend(BLOCK, 0.5, 0.1, 0.9),
         lambda: LocalAR(BLOCK, 4, 0.99),
+        lambda: SeasonalAR("seasonal_ar1", lambda: 9, BLOCK, 3, 0.99),
         lambda: PeriodFinder(2, BLOCK, 200),
     ):
         expert = make()
@@ -122,6 +168,33 @@ def test_dominant_periods_finds_known_periods(periods, n, expected):
     values = sum(np.sin(2 * np.pi * t / p) for p in periods) + 0.2 * rng.standard_normal(n)
     found = dominant_periods(values[:, None], slots=len(expected))
     assert sorted(found) == sorted(expected)
+
+
+def test_detrending_finds_a_season_under_a_strong_trend():
+    # Over a few periods a steep trend swamps the autocorrelation: its peaks show only
+    # once the trend's line is removed.
+    t = np.arange(48.0)
+    rng = np.random.default_rng(0)
+    values = 100.0 + 3.0 * t + 10.0 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 1, t.size)
+    assert dominant_periods(values[:, None], 1) == []
+    assert dominant_periods(values[:, None], 1, detrend=True) == [12]
+
+
+def test_the_finder_looks_at_every_block_while_the_series_is_young():
+    t = np.arange(200.0)
+    values = 50.0 + np.sin(2 * np.pi * t / 12)
+    young = PeriodFinder(1, every=8 * BLOCK, window=600, early=16 * BLOCK)
+    late = PeriodFinder(1, every=8 * BLOCK, window=600)
+    history = History(length=600, n_channels=1)
+    found: dict[str, int] = {}
+    for n, value in enumerate(values, start=1):
+        history.append(np.array([value]))
+        if n % BLOCK == 0:
+            for name, finder in (("young", young), ("late", late)):
+                finder.advance(history, n)
+                if finder.periods and name not in found:
+                    found[name] = n
+    assert found == {"young": 40, "late": 64}  # the first boundary with three periods (36)
 
 
 def test_dominant_periods_of_white_noise_is_empty():
@@ -225,10 +298,10 @@ def test_the_model_weighs_the_classical_experts():
         "last",
         "seasonal1",
         "seasonal2",
-        "seasonal_drift1",
-        "seasonal_drift2",
         "damped",
         "ar",
+        "seasonal_ar1",
+        "seasonal_ar2",
     ]
     assert all(abs(sum(w[h] for w in weights.values()) - 1.0) < 1e-12 for h in range(24))
 

@@ -231,10 +231,13 @@ class ModelConfig(_JsonConfig):
         Cheap experts mixed with the operator's forecast (and memory's), comma-separated,
         from ``last`` (last value), ``seasonal`` (seasonal naives at the detected
         periods), ``seasonal_drift`` (the same, plus the change of level between the
-        last two seasons), ``damped`` (damped-trend exponential smoothing), ``ar`` (local AR by
-        recursive least squares), ``koopman12``/``16``/``24``/``48`` (the plain Koopman forecast
-        at that many delays, refitted per stride; not in the default: within 1% either way on
-        the real first halves); ``""`` for none. See `episodic_koopman.experts`.
+        last two seasons), ``damped`` (damped-trend exponential smoothing), ``ar`` (local
+        AR by recursive least squares), ``seasonal_ar`` (the same AR on the differences at
+        each detected period: a SARIMA with drift; in the default in place of
+        ``seasonal_drift``, 3% lower error over the bench series' first halves),
+        ``koopman12``/``16``/``24``/``48`` (the plain Koopman forecast at that many delays,
+        refitted per stride; not in the default: within 1% either way on the real first
+        halves); ``""`` for none. See `episodic_koopman.experts`.
     envelope
         Every expert's forecast is clipped to the range of the last ``window + delays - 1``
         observations, widened on each side by this fraction of that range (``None``: no
@@ -250,7 +253,7 @@ class ModelConfig(_JsonConfig):
     n_components: int = 64
     bandwidth: float = 2.0
     calibration_window: int = 200
-    classical_experts: str = "last,seasonal,seasonal_drift,damped,ar"
+    classical_experts: str = "last,seasonal,damped,ar,seasonal_ar"
     envelope: float | None = 1.0
 
     def __post_init__(self) -> None:

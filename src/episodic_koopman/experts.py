@@ -1,4 +1,4 @@
-"""Cheap classical experts: the last value, seasonal naives, damped trend, local AR.
+"""Cheap classical experts: the last value, seasonal naives, damped trend, local ARs.
 
 Each expert is a small component that forecasts every channel on its own from the
 raw history. Their state moves in *blocks*: at every observation count that is a
@@ -12,7 +12,8 @@ Costs (per observation, amortised over a block): the last value and the seasonal
 naive keep no state; damped trend is one small matrix product per block; the
 local AR is a rank-``block`` update of its ``(p+1)^2`` normal equations per block
 (exponentially weighted recursive least squares in information form) and one
-``(p+1)``-system solve.
+``(p+1)``-system solve; the seasonal AR is the same on the differences at a
+detected period (rebuilt from the history when that period changes, which is rare).
 
 >>> import numpy as np
 >>> from episodic_koopman.embedding import History
@@ -36,6 +37,7 @@ from numpy.linalg import _umath_linalg
 from .components import State
 from .embedding import History
 from .koopman_expert import KoopmanExpert
+from .periods import PeriodFinder
 
 
 class Expert(Protocol):
@@ -221,11 +223,15 @@ class LocalAR:
             c = self.anchor.size
             self.normal = np.zeros((c, p + 1, p + 1))
             self.moment = np.zeros((c, p + 1))
-        assert self.normal is not None and self.moment is not None
         k = min(self.block, n - p)  # rows of this block that have p lags behind them
         if k <= 0:
             return
-        rows = history.last(k + p) - self.anchor  # (k + p, c)
+        self._absorb(history.last(k + p) - self.anchor, k)
+
+    def _absorb(self, rows: np.ndarray, k: int) -> None:
+        """Add the newest ``k`` rows of ``rows (k + p, c)`` (lags first) and re-solve."""
+        p = self.order
+        assert self.normal is not None and self.moment is not None
         c = rows.shape[1]
         # x_t = [1, y_{t-1}, ..., y_{t-p}] for the k newest t, per channel: (c, k, p+1)
         lag_rows = self._lags.get(k)
@@ -236,7 +242,10 @@ class LocalAR:
         x[:, :, 0] = 1.0
         x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
         y = rows[p:].T[:, :, None]  # (c, k, 1)
-        w = self.decay[self.block - k :]
+        if k <= self.block:
+            w = self.decay[self.block - k :]
+        else:  # a rebuild from the history (`SeasonalAR`): the same weights, further back
+            w = self.forgetting ** np.arange(k - 1, -1, -1, dtype=np.float64)
         shrink = self.forgetting**k
         xw_t = (x * w[None, :, None]).transpose(0, 2, 1)  # (c, p+1, k)
         self.normal = shrink * self.normal + xw_t @ x
@@ -252,12 +261,15 @@ class LocalAR:
     def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
         if self.coef is None or self.anchor is None:
             return None
-        p = self.order
+        return self._ahead(history.last(self.order) - self.anchor, steps) + self.anchor
+
+    def _ahead(self, rows: np.ndarray, steps: int) -> np.ndarray:
+        """``(steps, c)`` iterated forecasts after the newest ``p`` rows ``(p, c)``."""
         paths = self._paths(steps)  # (c, >= steps, p+1)
-        lags = (history.last(p) - self.anchor)[::-1].T  # (c, p): newest first
+        lags = rows[::-1].T  # (c, p): newest first
         # (Its memory layout, which concatenate picks, sets einsum's order of summation.)
         z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
-        return np.einsum("chi,ci->hc", paths[:, :steps], z) + self.anchor
+        return np.einsum("chi,ci->hc", paths[:, :steps], z)
 
     def _paths(self, steps: int) -> np.ndarray:
         """Row ``h`` maps the state ``[1, y_n, ..., y_{n-p+1}]`` to the forecast ``h+1`` ahead.
@@ -304,36 +316,66 @@ class LocalAR:
             self.coef = read("coef")
 
 
-class PeriodFinder:
-    """The dominant periods of the newest observations, from their autocorrelation.
+class SeasonalAR(LocalAR):
+    """A local AR on the seasonal differences ``y_t - y_{t-P}`` at a detected period ``P``.
 
-    Every ``every`` observations (a multiple of the block) the autocorrelation of
-    the newest ``min(n, window)`` observations (standardised per channel, averaged
-    over channels) is computed by FFT; its highest local maxima at lags from 2 to a
-    third of the span, above ``threshold``, are the periods (the second one away
-    from the first and its double). A pure function of the history at fixed counts.
+    Differencing at the period removes a fixed season and turns a linear trend into
+    a constant (the AR's intercept); a short AR models what is left, the season's
+    year-on-year drift. It is a SARIMA(p,0,0)(0,1,0)_P with drift, fitted online by
+    `LocalAR`'s weighted least squares on the differences. The period is read from
+    ``period_of()`` at each boundary: when it first appears or changes, the normal
+    equations are rebuilt from every row the history holds, so the expert is ready
+    as soon as a period is. With no period it abstains. The forecast iterates the
+    AR on the differences and adds them back one period at a time (exact on a
+    season plus a linear trend, and on a season whose changes from one period to
+    the next follow an AR(``order``)).
     """
 
-    def __init__(self, slots: int, every: int, window: int, threshold: float = 0.25) -> None:
-        self.slots, self.every, self.window, self.threshold = slots, every, window, threshold
-        self.periods: list[int] = []
-
-    def period(self, slot: int) -> int | None:
-        return self.periods[slot] if slot < len(self.periods) else None
+    def __init__(
+        self, name: str, period_of: Any, block: int, order: int, forgetting: float
+    ) -> None:
+        super().__init__(block, order, forgetting, name)
+        self.period_of = period_of
+        self.period: int | None = None  # the period of the normal equations
 
     def advance(self, history: History, n: int) -> None:
-        if n % self.every:
+        period, p = self.period_of(), self.order
+        if period != self.period:  # start again at the new period, from the whole history
+            self.anchor = self.normal = self.moment = self.coef = self.powers = None
+            self.period, self.seen = period, 0
+            k = min(n, history.length) - (period or 0) - p
+        else:
+            k = min(self.block, n - (period or 0) - p)
+        if period is None or k <= 0:
             return
-        span = min(n, history.length, self.window)
-        if span < 12:
-            return
-        self.periods = dominant_periods(history.last(span), self.slots, self.threshold)
+        if self.anchor is None:  # differences need no anchor: zero keeps `LocalAR`'s state
+            c = history.last(1).shape[1]
+            self.anchor = np.zeros(c)
+            self.normal = np.zeros((c, p + 1, p + 1))
+            self.moment = np.zeros((c, p + 1))
+        rows = history.last(k + p + period)
+        self._absorb(rows[period:] - rows[:-period], k)
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        period, p = self.period, self.order
+        if self.coef is None or period is None or n < period + p:
+            return None
+        rows = history.last(period + p)
+        changes = self._ahead(rows[period:] - rows[:-period], steps)  # (steps, c)
+        out = np.empty_like(changes)
+        previous = rows[p:]  # the last period, then each forecast period in turn
+        for start in range(0, steps, period):
+            previous = previous[: min(period, steps - start)] + changes[start : start + period]
+            out[start : start + period] = previous
+        return out
 
     def get_state(self) -> State:
-        return {"periods": list(self.periods)}, {}
+        meta, arrays = super().get_state()
+        return meta | {"period": self.period}, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.periods = [int(p) for p in meta["periods"]]
+        super().set_state(meta, arrays)
+        self.period = None if meta["period"] is None else int(meta["period"])
 
 
 def _singular(err: object, flag: object) -> None:
@@ -349,41 +391,6 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _umath_linalg.solve(a, b, signature="dd->d")
 
 
-def autocorrelation(values: np.ndarray) -> np.ndarray:
-    """Autocorrelation of ``(n, c)`` values at lags ``0..n-1``, averaged over channels."""
-    n = values.shape[0]
-    centred = values - values.mean(axis=0)
-    spectrum = np.fft.rfft(centred, n=2 * n, axis=0)
-    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=2 * n, axis=0)[:n]
-    zero = acov[0]
-    acf = np.where(zero > 0, acov / np.where(zero > 0, zero, 1.0), 0.0)
-    return acf.mean(axis=1)
-
-
-def dominant_periods(values: np.ndarray, slots: int, threshold: float = 0.25) -> list[int]:
-    """Up to ``slots`` periods of ``(n, c)`` values: the best autocorrelation peaks.
-
-    >>> t = np.arange(240.0)
-    >>> dominant_periods(np.sin(2 * np.pi * t / 12)[:, None], 1)
-    [12]
-    """
-    acf = autocorrelation(values)
-    top = values.shape[0] // 3
-    if top < 3:
-        return []
-    lags = np.arange(2, top)
-    inner = acf[lags]
-    peaks = (inner > acf[lags - 1]) & (inner >= acf[lags + 1]) & (inner > threshold)
-    order = lags[peaks][np.argsort(-inner[peaks], kind="stable")]
-    chosen: list[int] = []
-    for lag in order.tolist():
-        if all(abs(lag - p) > 2 and abs(lag - 2 * p) > 2 for p in chosen):
-            chosen.append(int(lag))
-        if len(chosen) == slots:
-            break
-    return chosen
-
-
 #: Delay embeddings offered as extra Koopman experts (``koopman<delays>``), off by default.
 KOOPMAN_SCALES = (12, 16, 24, 48)
 #: The classical experts a model can use (``ModelConfig.classical_experts``).
@@ -393,17 +400,24 @@ CLASSICAL_EXPERTS = (
     "seasonal_drift",
     "damped",
     "ar",
+    "seasonal_ar",
     *(f"koopman{d}" for d in KOOPMAN_SCALES),
 )
 #: Seasonal naive experts (one per detected period), the AR order and its forgetting factor.
 SEASONAL_SLOTS = 2
 AR_ORDER = 8
 AR_FORGETTING = 0.995
+#: The AR on seasonal differences (one per detected period): its order and forgetting factor.
+SEASONAL_AR_ORDER = 2
+SEASONAL_AR_FORGETTING = 0.995
 #: Damped trend: level and trend smoothing, and the damping of the trend.
 DAMPED = (0.5, 0.1, 0.9)
 #: Observations the period finder reads, and how often it looks (in blocks).
 PERIOD_WINDOW = 600
 PERIOD_BLOCKS = 8
+#: Below this many blocks the finder looks at every block; and it removes a linear trend.
+PERIOD_EARLY_BLOCKS = 16
+PERIOD_DETREND = True
 
 
 class ExpertBank:
@@ -411,7 +425,13 @@ class ExpertBank:
 
     def __init__(self, kinds: list[str], block: int) -> None:
         self.block = block
-        self.finder = PeriodFinder(SEASONAL_SLOTS, block * PERIOD_BLOCKS, PERIOD_WINDOW)
+        self.finder = PeriodFinder(
+            SEASONAL_SLOTS,
+            block * PERIOD_BLOCKS,
+            PERIOD_WINDOW,
+            early=block * PERIOD_EARLY_BLOCKS,
+            detrend=PERIOD_DETREND,
+        )
         self.experts: list[Expert] = []
         for kind in kinds:
             if kind == "last":
@@ -428,12 +448,23 @@ class ExpertBank:
                 self.experts.append(DampedTrend(block, *DAMPED))
             elif kind == "ar":
                 self.experts.append(LocalAR(block, AR_ORDER, AR_FORGETTING))
+            elif kind == "seasonal_ar":
+                for slot in range(SEASONAL_SLOTS):
+                    self.experts.append(
+                        SeasonalAR(
+                            f"seasonal_ar{slot + 1}",
+                            _slot(self.finder, slot),
+                            block,
+                            SEASONAL_AR_ORDER,
+                            SEASONAL_AR_FORGETTING,
+                        )
+                    )
             elif kind.startswith("koopman") and kind in CLASSICAL_EXPERTS:
                 self.experts.append(KoopmanExpert(kind, int(kind.removeprefix("koopman")), block))
             else:
                 raise ValueError(f"unknown classical expert {kind!r}; known: {CLASSICAL_EXPERTS}")
         self.names = [e.name for e in self.experts]
-        self.seasonal = "seasonal" in kinds or "seasonal_drift" in kinds
+        self.seasonal = bool({"seasonal", "seasonal_drift", "seasonal_ar"} & set(kinds))
 
     def advance(self, history: History, n: int) -> None:
         """Call after every observation: absorbs a block when ``n`` is a boundary."""

@@ -57,9 +57,9 @@ class EpisodicKoopman(Forecaster):
     their realised errors.
 
     **Classical experts** (`ModelConfig.classical_experts`): the last value,
-    seasonal naives at the detected periods, damped-trend exponential smoothing
-    and a local AR join the mixture, weighted per step ahead by an online rule
-    with a regret guarantee (BOA by default; `episodic_koopman.mixture`).
+    seasonal naives at the detected periods, damped-trend exponential smoothing,
+    a local AR and local ARs on the differences at the detected periods join the
+    mixture, weighted per step ahead by an online rule (`episodic_koopman.mixture`).
 
     Forecasts are scored every ``ModelConfig.stride`` steps: the mixture and the
     conformal intervals learn from their errors. A scored tick also takes the
