@@ -70,6 +70,17 @@ def test_save_load_forecasts_bit_identically_and_continues_identically(config, t
     assert model.coverage == loaded.coverage
 
 
+def test_saved_bytes_do_not_depend_on_the_clock(monkeypatch):
+    """The same model saved at two times gives the same bytes (a zip member written by
+    name alone carries the current time; the canonical-file check failed across seconds)."""
+    import time
+
+    model = trained(CONFIGS["default-small"], n=200)
+    first = model_to_bytes(model)
+    monkeypatch.setattr(time, "time", lambda: 2.0e9)
+    assert model_to_bytes(model) == first
+
+
 def test_a_capture_is_the_model_at_capture_time(config):
     """`capture` copies the state: learning after it changes neither the bytes it encodes
     nor the model they load into (the service captures under a lock, encodes without)."""

@@ -126,9 +126,18 @@ class CapturedModel:
             size += pad + array.nbytes
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr("manifest.json", self.manifest)
-            zf.writestr(_ARRAYS_MEMBER, b"".join(parts))
+            zf.writestr(_member("manifest.json"), self.manifest)
+            zf.writestr(_member(_ARRAYS_MEMBER), b"".join(parts))
         return out.getvalue()
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    """A member with a fixed timestamp: `writestr` with a bare name stamps the current
+    time, so the same model saved two seconds apart would give different bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16  # as `writestr` gives a bare name
+    return info
 
 
 def capture(model: EpisodicKoopman) -> CapturedModel:
