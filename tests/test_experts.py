@@ -4,15 +4,9 @@ import numpy as np
 import pytest
 
 from episodic_koopman import EpisodicKoopman
+from episodic_koopman.autoregressive import LocalAR, SeasonalAR
 from episodic_koopman.embedding import History
-from episodic_koopman.experts import (
-    DampedTrend,
-    ExpertBank,
-    LastValue,
-    LocalAR,
-    SeasonalAR,
-    SeasonalNaive,
-)
+from episodic_koopman.experts import DampedTrend, ExpertBank, LastValue, SeasonalNaive
 from episodic_koopman.mixture import ExpertMixture
 from episodic_koopman.periods import PeriodFinder, dominant_periods
 

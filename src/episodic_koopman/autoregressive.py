@@ -1,0 +1,225 @@
+"""Local autoregressions for the expert bank: on the values, and on seasonal differences.
+
+Both are exponentially weighted recursive least squares in information form: a
+rank-``block`` update of the ``(p+1)^2`` normal equations per block of the model's
+scoring stride, and one ``(p+1)``-system solve. The seasonal AR runs the same on the
+differences at a detected period, rebuilt from the history when that period changes.
+
+>>> import numpy as np
+>>> from episodic_koopman.embedding import History
+>>> h = History(length=64, n_channels=1)
+>>> ar = LocalAR(block=8, order=2, forgetting=1.0)
+>>> for t in range(48):
+...     h.append(np.array([0.5 + 0.25 * t]))
+...     if (t + 1) % 8 == 0:
+...         ar.advance(h, t + 1)
+>>> ar.forecast(h, 48, 2)[:, 0].round(6).tolist()
+[12.5, 12.75]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.linalg import _umath_linalg
+
+from .components import State
+from .embedding import History
+
+
+class LocalAR:
+    """A per-channel AR(``order``) with intercept, by exponentially weighted least squares.
+
+    The normal equations ``R = sum lam^(n-t) x_t x_t'``, ``r = sum lam^(n-t) x_t y_t``
+    (``x_t = [1, y_{t-1}, ..., y_{t-order}]`` less an anchor, the first value seen) are
+    updated by one rank-``block`` product per block, and the coefficients re-solved
+    then (with a tiny ridge for conditioning). The forecast iterates the recursion
+    (exact on a noiseless AR(``order``) process once it is identified).
+    """
+
+    def __init__(self, block: int, order: int, forgetting: float, name: str = "ar") -> None:
+        self.name, self.block, self.order, self.forgetting = name, block, order, forgetting
+        self.decay = forgetting ** np.arange(block - 1, -1, -1, dtype=np.float64)
+        self.anchor: np.ndarray | None = None  # (c,)
+        self.normal: np.ndarray | None = None  # (c, p+1, p+1)
+        self.moment: np.ndarray | None = None  # (c, p+1)
+        self.coef: np.ndarray | None = None  # (c, p+1), None until enough rows
+        self.seen = 0  # rows absorbed into the normal equations
+        self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
+        self._lags: dict[int, np.ndarray] = {}  # k -> row of each lag of k rows (fixed)
+        self._eye = np.eye(order + 1)
+
+    def advance(self, history: History, n: int) -> None:
+        p = self.order
+        if self.anchor is None:
+            self.anchor = history.last(min(n, self.block))[0].copy()
+            c = self.anchor.size
+            self.normal = np.zeros((c, p + 1, p + 1))
+            self.moment = np.zeros((c, p + 1))
+        k = min(self.block, n - p)  # rows of this block that have p lags behind them
+        if k <= 0:
+            return
+        self._absorb(history.last(k + p) - self.anchor, k)
+
+    def _absorb(self, rows: np.ndarray, k: int) -> None:
+        """Add the newest ``k`` rows of ``rows (k + p, c)`` (lags first) and re-solve."""
+        p = self.order
+        assert self.normal is not None and self.moment is not None
+        c = rows.shape[1]
+        # x_t = [1, y_{t-1}, ..., y_{t-p}] for the k newest t, per channel: (c, k, p+1)
+        lag_rows = self._lags.get(k)
+        if lag_rows is None:
+            lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
+            self._lags[k] = lag_rows
+        x = np.empty((c, k, p + 1))
+        x[:, :, 0] = 1.0
+        x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
+        y = rows[p:].T[:, :, None]  # (c, k, 1)
+        if k <= self.block:
+            w = self.decay[self.block - k :]
+        else:  # a rebuild from the history (`SeasonalAR`): the same weights, further back
+            w = self.forgetting ** np.arange(k - 1, -1, -1, dtype=np.float64)
+        shrink = self.forgetting**k
+        xw_t = (x * w[None, :, None]).transpose(0, 2, 1)  # (c, p+1, k)
+        self.normal = shrink * self.normal + xw_t @ x
+        self.moment = shrink * self.moment + (xw_t @ y)[:, :, 0]
+        self.seen += k
+        if self.seen >= 2 * (p + 1):
+            trace = np.trace(self.normal, axis1=1, axis2=2)
+            ridge = 1e-9 * (trace + 1.0) / (p + 1)
+            system = self.normal + ridge[:, None, None] * self._eye
+            self.coef = _solve(system, self.moment[:, :, None])[:, :, 0]
+            self.powers = None
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        if self.coef is None or self.anchor is None:
+            return None
+        return self._ahead(history.last(self.order) - self.anchor, steps) + self.anchor
+
+    def _ahead(self, rows: np.ndarray, steps: int) -> np.ndarray:
+        """``(steps, c)`` iterated forecasts after the newest ``p`` rows ``(p, c)``."""
+        paths = self._paths(steps)  # (c, >= steps, p+1)
+        lags = rows[::-1].T  # (c, p): newest first
+        # (Its memory layout, which concatenate picks, sets einsum's order of summation.)
+        z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
+        return np.einsum("chi,ci->hc", paths[:, :steps], z)
+
+    def _paths(self, steps: int) -> np.ndarray:
+        """Row ``h`` maps the state ``[1, y_n, ..., y_{n-p+1}]`` to the forecast ``h+1`` ahead.
+
+        The rows are the second rows of the companion matrix's powers, by doubling
+        (a few batched products per new coefficient set). A longer request only
+        appends powers, so earlier rows never change.
+        """
+        if self.powers is None:
+            assert self.coef is not None
+            c, p = self.coef.shape[0], self.order
+            companion = np.zeros((c, p + 1, p + 1))
+            companion[:, 0, 0] = 1.0
+            companion[:, 1, :] = self.coef
+            for i in range(1, p):
+                companion[:, i + 1, i] = 1.0
+            self.powers = companion[:, None]  # (c, m, p+1, p+1): F^1..F^m
+        while self.powers.shape[1] < steps:
+            top = self.powers[:, -1:]  # F^m
+            self.powers = np.concatenate([self.powers, top @ self.powers], axis=1)
+        return self.powers[:, :, 1, :]
+
+    def get_state(self) -> State:
+        meta = {"anchored": self.anchor is not None, "fitted": self.coef is not None}
+        meta["seen"] = self.seen
+        arrays: dict[str, np.ndarray] = {}
+        if self.anchor is not None:
+            assert self.normal is not None and self.moment is not None
+            arrays |= {"anchor": self.anchor, "normal": self.normal, "moment": self.moment}
+        if self.coef is not None:
+            arrays["coef"] = self.coef
+        return meta, {k: v.copy() for k, v in arrays.items()}
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        def read(name: str) -> np.ndarray:
+            return np.array(arrays[name], dtype=np.float64)
+
+        self.seen = int(meta["seen"])
+        self.powers = None
+        self.anchor = self.normal = self.moment = self.coef = None
+        if meta["anchored"]:
+            self.anchor, self.normal, self.moment = read("anchor"), read("normal"), read("moment")
+        if meta["fitted"]:
+            self.coef = read("coef")
+
+
+class SeasonalAR(LocalAR):
+    """A local AR on the seasonal differences ``y_t - y_{t-P}`` at a detected period ``P``.
+
+    Differencing at the period removes a fixed season and turns a linear trend into
+    a constant (the AR's intercept); a short AR models what is left, the season's
+    year-on-year drift. It is a SARIMA(p,0,0)(0,1,0)_P with drift, fitted online by
+    `LocalAR`'s weighted least squares on the differences. The period is read from
+    ``period_of()`` at each boundary: when it first appears or changes, the normal
+    equations are rebuilt from every row the history holds, so the expert is ready
+    as soon as a period is. With no period it abstains. The forecast iterates the
+    AR on the differences and adds them back one period at a time (exact on a
+    season plus a linear trend, and on a season whose changes from one period to
+    the next follow an AR(``order``)).
+    """
+
+    def __init__(
+        self, name: str, period_of: Any, block: int, order: int, forgetting: float
+    ) -> None:
+        super().__init__(block, order, forgetting, name)
+        self.period_of = period_of
+        self.period: int | None = None  # the period of the normal equations
+
+    def advance(self, history: History, n: int) -> None:
+        period, p = self.period_of(), self.order
+        if period != self.period:  # start again at the new period, from the whole history
+            self.anchor = self.normal = self.moment = self.coef = self.powers = None
+            self.period, self.seen = period, 0
+            k = min(n, history.length) - (period or 0) - p
+        else:
+            k = min(self.block, n - (period or 0) - p)
+        if period is None or k <= 0:
+            return
+        if self.anchor is None:  # differences need no anchor: zero keeps `LocalAR`'s state
+            c = history.last(1).shape[1]
+            self.anchor = np.zeros(c)
+            self.normal = np.zeros((c, p + 1, p + 1))
+            self.moment = np.zeros((c, p + 1))
+        rows = history.last(k + p + period)
+        self._absorb(rows[period:] - rows[:-period], k)
+
+    def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
+        period, p = self.period, self.order
+        if self.coef is None or period is None or n < period + p:
+            return None
+        rows = history.last(period + p)
+        changes = self._ahead(rows[period:] - rows[:-period], steps)  # (steps, c)
+        out = np.empty_like(changes)
+        previous = rows[p:]  # the last period, then each forecast period in turn
+        for start in range(0, steps, period):
+            previous = previous[: min(period, steps - start)] + changes[start : start + period]
+            out[start : start + period] = previous
+        return out
+
+    def get_state(self) -> State:
+        meta, arrays = super().get_state()
+        return meta | {"period": self.period}, arrays
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super().set_state(meta, arrays)
+        self.period = None if meta["period"] is None else int(meta["period"])
+
+
+def _singular(err: object, flag: object) -> None:
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)`` of stacked real ``(..., M, M)`` and ``(..., M, K)``: the same
+    LAPACK gufunc and error handling, without the wrapper (a tenth of the AR's block)."""
+    with np.errstate(
+        call=_singular, invalid="call", over="ignore", divide="ignore", under="ignore"
+    ):  # type: ignore[arg-type]
+        return _umath_linalg.solve(a, b, signature="dd->d")
