@@ -14,7 +14,7 @@ from episodic_koopman.experts import (
     SeasonalNaive,
     dominant_periods,
 )
-from episodic_koopman.mixture import ExpertMixture
+from episodic_koopman.mixture import LOSS_CAP, ExpertMixture
 
 BLOCK = 8
 
@@ -229,7 +229,7 @@ def test_after_a_shock_that_every_expert_misses_the_weights_return_to_the_best()
     # expert has the weight back; untruncated, the shock still decides the weights.
     steady_shock, lucky_shock = 80.0, 60.0
     weights = {}
-    for cap in (2.0, None):
+    for cap in (LOSS_CAP, None):
         mixture = ExpertMixture(["steady", "lucky"], 1, 0.05, 4.0, loss_cap=cap)
         both = np.array([True, True])
         for _ in range(60):
@@ -238,7 +238,7 @@ def test_after_a_shock_that_every_expert_misses_the_weights_return_to_the_best()
         for _ in range(10):
             mixture.update(0, np.array([0.1, 0.3]), both)
         weights[cap] = mixture.weights(both, 1)[:, 0]
-    assert weights[2.0][0] > 0.99
+    assert weights[LOSS_CAP][0] > 0.95
     assert weights[None][0] < 0.5
 
 
