@@ -7,7 +7,7 @@ from episodic_koopman import EpisodicKoopman
 from episodic_koopman.autoregressive import LocalAR, SeasonalAR
 from episodic_koopman.embedding import History
 from episodic_koopman.experts import DampedTrend, ExpertBank, LastValue, SeasonalNaive
-from episodic_koopman.mixture import ExpertMixture
+from episodic_koopman.mixture import LOSS_CAP, ExpertMixture
 from episodic_koopman.periods import PeriodFinder, dominant_periods
 
 BLOCK = 8
@@ -275,6 +275,44 @@ def test_sleeping_experts_get_no_weight_and_keep_their_regret(rule):
     assert w[0] == 0.0 and w[2] > w[1]
     mixture.update(0, np.zeros(3), awake, np.array([9.0, 0.5, -0.5]))
     assert mixture.get_state()["regret"][0, 0] == 1.0  # asleep: unchanged
+
+
+def test_the_hedge_rule_truncates_each_error_at_the_loss_cap():
+    # Known answer: decay 0.5, cap 2. Round 1 errors (0.5, 100 -> 2), round 2 (1.0, 0.1):
+    # sums 0.5 * (0.5 * 0.5 + 0.5 * 1.0) and 0.5 * (0.5 * 2.0) + 0.5 * 0.1, mass 0.75.
+    both = np.array([True, True])
+    capped = ExpertMixture(["a", "b"], 1, 0.5, 4.0, loss_cap=2.0)
+    raw = ExpertMixture(["a", "b"], 1, 0.5, 4.0, loss_cap=None)
+    for mixture in (capped, raw):
+        mixture.update(0, np.array([0.5, 100.0]), both)
+        mixture.update(0, np.array([1.0, 0.1]), both)
+    assert np.allclose(capped.losses()[:, 0], [0.625 / 0.75, 0.55 / 0.75], rtol=0, atol=1e-15)
+    assert np.allclose(raw.losses()[:, 0], [0.625 / 0.75, 25.05 / 0.75], rtol=0, atol=1e-15)
+
+
+def test_after_a_shock_that_every_expert_misses_the_weights_return_to_the_best():
+    # An outage: both experts are off by tens of scale units for one round, the usually
+    # better one by more. Truncated, the round is a tie and 10 rounds later the steady
+    # expert has the weight back; untruncated, the shock still decides the weights.
+    steady_shock, lucky_shock = 80.0, 60.0
+    weights = {}
+    for cap in (LOSS_CAP, None):
+        mixture = ExpertMixture(["steady", "lucky"], 1, 0.05, 4.0, loss_cap=cap)
+        both = np.array([True, True])
+        for _ in range(60):
+            mixture.update(0, np.array([0.1, 0.3]), both)
+        mixture.update(0, np.array([steady_shock, lucky_shock]), both)
+        for _ in range(10):
+            mixture.update(0, np.array([0.1, 0.3]), both)
+        weights[cap] = mixture.weights(both, 1)[:, 0]
+    assert weights[LOSS_CAP][0] > 0.95
+    assert weights[None][0] < 0.5
+
+
+@pytest.mark.parametrize("cap", [0.0, -1.0, float("nan")])
+def test_the_loss_cap_must_be_positive(cap):
+    with pytest.raises(ValueError, match="loss_cap"):
+        ExpertMixture(["a", "b"], 1, 0.05, 4.0, loss_cap=cap)
 
 
 # -- in the model -------------------------------------------------------------------------

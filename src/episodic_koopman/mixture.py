@@ -16,6 +16,25 @@ This is exponentially weighted averaging (Hedge) on *relative* losses, so
 origin are scored there, and unavailable experts get no weight. An expert with no
 track record yet at some step is given the mean loss of the others.
 
+Each scored error enters the hedge rule's averages truncated at ``loss_cap``
+(`LOSS_CAP` scale units by default). One shock would otherwise rule the weights
+for hundreds of steps: when a sensor drops to a quarter of its level for a few
+hours (river's water flow), every expert scored across the drop has an error of
+~100 scale units against ~0.1 usually, and an expert fitted on the drop (a local
+AR before the envelope applies) can be off by 1e12. Those errors stay the bulk of
+the averages long after the series has recovered, so they decide the weights:
+on the first half of water flow, the experts that are best again just after the
+outage (last value, damped trend) were outweighed by experts that missed the
+drop by less or were not scored across it. Truncated, a round where every
+expert fails is a tie, and it costs no expert more than ``loss_cap``. (Bounded
+losses are what Hedge's regret analysis assumes, though this rule's relative
+losses still carry no formal bound.) The cap, 3, was chosen on the first halves
+of ``make bench-accuracy`` among 0.5 to 10: water flow's MAE 1.32 -> 0.96, the
+other datasets within 0.2%, and memory's gain on bike sharing kept (2 was 0.2%
+more accurate on the geometric mean but cost bike sharing a quarter point of
+ek / ek-nomem; 1 and below cost airline 5% and more). Series without outliers
+barely change: their errors stay under three standard deviations of the series.
+
 Rule ``"hedge"`` is the default: on every dataset of ``make bench-accuracy`` it
 was as accurate as BOA and ML-Poly or better (BOA's error was 20-65% higher on
 the recurring-regime sets, where the memory expert must win quickly), but its
@@ -55,6 +74,8 @@ from __future__ import annotations
 import numpy as np
 
 MIXTURE_RULES = ("boa", "mlpoly", "hedge")
+#: The hedge rule's truncation of each scored error, in units of the series' scale.
+LOSS_CAP = 3.0
 
 
 class ExpertMixture:
@@ -68,9 +89,13 @@ class ExpertMixture:
         eta: float,
         fast_decay: float = 0.0,
         rule: str = "hedge",
+        loss_cap: float | None = LOSS_CAP,
     ) -> None:
         if rule not in MIXTURE_RULES:
             raise ValueError(f"rule must be one of {MIXTURE_RULES}, got {rule!r}")
+        if loss_cap is not None and not loss_cap > 0:
+            raise ValueError(f"loss_cap must be positive or None, got {loss_cap!r}")
+        self.loss_cap = loss_cap
         self.rule = rule
         self.names = list(names)
         self.horizon = horizon
@@ -130,6 +155,8 @@ class ExpertMixture:
                 raise ValueError(f"the {self.rule} rule needs the experts' regrets")
             self._update_regrets(steps, np.where(available, regrets, 0.0).T)
             return  # the loss averages below serve the hedge rule only
+        if self.loss_cap is not None:  # bounded: one shock cannot rule the weights
+            losses = np.minimum(losses, self.loss_cap)
         mask = available.T
         old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
         self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
