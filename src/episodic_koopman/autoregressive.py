@@ -47,7 +47,7 @@ class LocalAR:
         self.coef: np.ndarray | None = None  # (c, p+1), None until enough rows
         self.seen = 0  # rows absorbed into the normal equations
         self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
-        self._lags: dict[int, np.ndarray] = {}  # k -> row of each lag of k rows (fixed)
+        self._lags: dict[int, np.ndarray] = {}  # k <= block -> row of each lag of k rows
         self._eye = np.eye(order + 1)
 
     def advance(self, history: History, n: int) -> None:
@@ -71,7 +71,8 @@ class LocalAR:
         lag_rows = self._lags.get(k)
         if lag_rows is None:
             lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
-            self._lags[k] = lag_rows
+            if k <= self.block:  # not a seasonal AR's rebuild over the whole history
+                self._lags[k] = lag_rows
         x = np.empty((c, k, p + 1))
         x[:, :, 0] = 1.0
         x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
