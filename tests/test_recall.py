@@ -2,13 +2,9 @@ import numpy as np
 import pytest
 
 from episodic_koopman import EpisodicKoopman
+from episodic_koopman.corrections import Analog, RecallContext, Residual, Transfer, align
 from episodic_koopman.recall import (
-    Analog,
     KeyWeights,
-    RecallContext,
-    Residual,
-    Transfer,
-    align,
     attention_weights,
     episode_key,
     exact_distances,

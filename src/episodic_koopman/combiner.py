@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from .components import State
+from .corrections import RecallContext, make_correction
 from .mixture import ExpertMixture
-from .recall import Alignment, RecallContext, make_correction
+from .recall import Alignment
 from .recaller import Recall
 
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import validation as v
+from .corrections import MEMORY_EXPERTS
+from .drift_gate import DRIFT_DETECTORS
 from .experts import CLASSICAL_EXPERTS
 from .mixture import MIXTURE_RULES
 from .rank import RankRule, validate_rank_rule
-from .recall import DRIFT_DETECTORS, MEMORY_EXPERTS
 
 #: Largest number of observables (delays x channels, plus lifted features).
 MAX_FEATURES = 2048

@@ -13,6 +13,8 @@ import numpy as np
 from .combiner import Combiner
 from .components import ArraysOnly, Component
 from .config import MAX_FEATURES, MemoryConfig, ModelConfig
+from .corrections import RecallContext
+from .drift_gate import DriftGate
 from .dynamics import Dynamics
 from .embedding import make_lifting
 from .envelope import recent_envelope
@@ -24,7 +26,7 @@ from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, batch_dmd
 from .rank import RankRule
-from .recall import DriftGate, KeyWeights, RecallContext, key_bounds, key_dimension
+from .recall import KeyWeights, key_bounds, key_dimension
 from .recaller import Recall, Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore

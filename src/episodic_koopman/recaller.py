@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 
 from .components import State, prefixed, unprefixed
+from .drift_gate import DriftGate
 from .embedding import DelayEmbedding, History
 from .episode_refs import EpisodeRefs, complete_copies
 from .memory import EpisodeMemory
 from .operator import KoopmanFit
 from .recall import (
     AdaptiveThreshold,
-    DriftGate,
     KeyWeights,
     attention_weights,
     episode_key,

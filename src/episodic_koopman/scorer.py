@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from .components import State
+from .drift_gate import DriftGate
 from .embedding import History
 from .intervals import ConformalCalibrator
 from .mixture import ExpertMixture
-from .recall import DriftGate
 
 _SCORE_FIELDS = (
     "tracks",
