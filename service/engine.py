@@ -22,7 +22,8 @@ import numpy as np
 from .errors import ApiError
 from .ingest import ParsedBatch
 from .overview import peek_page
-from .registry import INLINE_HORIZON, Registry, Subscriber, summary
+from .payloads import summary
+from .registry import INLINE_HORIZON, Registry, Subscriber
 from .settings import Settings
 from .store import Committer, Configure, ConfigureOutcome, Delete, Ingest, IngestOutcome
 from .timestamps import render_t
@@ -121,7 +122,7 @@ class LocalEngine:
     # ------------------------------------------------------------------ reads
     async def info(self, series_id: str) -> dict[str, Any]:
         registry = self.registry
-        return await registry.read(registry.get(series_id), registry.info_payload)
+        return await registry.read(registry.get(series_id), registry.payloads.info)
 
     async def forecast(self, series_id: str, horizon: int, level: float | None) -> dict:
         registry = self.registry
@@ -129,12 +130,12 @@ class LocalEngine:
         if level is None:
             level = float(series.record.params["level"])
         small = horizon <= INLINE_HORIZON
-        return await registry.read(series, registry.forecast_payload, horizon, level, small=small)
+        return await registry.read(series, registry.payloads.forecast, horizon, level, small=small)
 
     async def episodes(self, series_id: str, offset: int, limit: int) -> dict[str, Any]:
         registry = self.registry
         series = registry.get(series_id)
-        return await registry.read(series, registry.episodes_payload, offset, limit)
+        return await registry.read(series, registry.payloads.episodes, offset, limit)
 
     async def observations(self, series_id: str, offset: int, limit: int) -> dict[str, Any]:
         registry = self.registry
@@ -190,7 +191,7 @@ class LocalEngine:
             # (disconnect, deletion, shutdown), so the subscription cannot leak.
             registry.open_stream(series, subscriber)
             try:
-                payload = await registry.read(series, registry.forecast_payload, horizon, resolved)
+                payload = await registry.read(series, registry.payloads.forecast, horizon, resolved)
                 sent = -1
                 while payload is not None:
                     # A batch applied while the first forecast was computed is already in it.
