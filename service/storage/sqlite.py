@@ -145,6 +145,10 @@ class SqliteSession(WriteSession):
 
     def rollback(self) -> None:
         self.pending.clear()
+        # A COMMIT that raised may still have landed, and data_version only moves on other
+        # connections' commits: re-read the directory at the next begin, or a stale one
+        # would let the next push reuse a seq.
+        self._data_version = None
         self._conn.execute("ROLLBACK")
 
     def savepoint(self) -> None:
