@@ -136,7 +136,7 @@ def _member(name: str) -> zipfile.ZipInfo:
     time, so the same model saved two seconds apart would give different bytes."""
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16  # as `writestr` gives a bare name
+    info.external_attr = 0o600 << 16  # what `writestr` gives a bare name
     return info
 
 
