@@ -22,7 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.linalg import _umath_linalg
+
+try:  # numpy's private gufunc module: `np.linalg.solve` without its wrapper
+    from numpy.linalg import _umath_linalg
+except ImportError:  # a numpy without it: the public function, the same LAPACK routine
+    _umath_linalg = None
 
 from .components import State
 from .embedding import History
@@ -71,7 +75,7 @@ class LocalAR:
         lag_rows = self._lags.get(k)
         if lag_rows is None:
             lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
-            if k <= self.block:  # not a seasonal AR's rebuild over the whole history
+            if k <= self.block:  # not a seasonal AR's rebuild over ``span`` rows
                 self._lags[k] = lag_rows
         x = np.empty((c, k, p + 1))
         x[:, :, 0] = 1.0
@@ -159,7 +163,7 @@ class SeasonalAR(LocalAR):
     year-on-year drift. It is a SARIMA(p,0,0)(0,1,0)_P with drift, fitted online by
     `LocalAR`'s weighted least squares on the differences. The period is read from
     ``period_of()`` at each boundary: when it first appears or changes, the normal
-    equations are rebuilt from every row the history holds, so the expert is ready
+    equations are rebuilt from the newest ``span`` rows, so the expert is ready
     as soon as a period is. With no period it abstains. The forecast iterates the
     AR on the differences and adds them back one period at a time (exact on a
     season plus a linear trend, and on a season whose changes from one period to
@@ -167,18 +171,27 @@ class SeasonalAR(LocalAR):
     """
 
     def __init__(
-        self, name: str, period_of: Any, block: int, order: int, forgetting: float
+        self,
+        name: str,
+        period_of: Any,
+        block: int,
+        order: int,
+        forgetting: float,
+        span: int = 600,
     ) -> None:
         super().__init__(block, order, forgetting, name)
         self.period_of = period_of
+        # Rows a rebuild reads: fixed, so the expert does not depend on how much history the
+        # model keeps for its memory (at forgetting 0.995, row 600 back weighs 0.05).
+        self.span = span
         self.period: int | None = None  # the period of the normal equations
 
     def advance(self, history: History, n: int) -> None:
         period, p = self.period_of(), self.order
-        if period != self.period:  # start again at the new period, from the whole history
+        if period != self.period:  # start again at the new period, from the recent history
             self.anchor = self.normal = self.moment = self.coef = self.powers = None
             self.period, self.seen = period, 0
-            k = min(n, history.length) - (period or 0) - p
+            k = min(n, history.length, self.span) - (period or 0) - p
         else:
             k = min(self.block, n - (period or 0) - p)
         if period is None or k <= 0:
@@ -220,6 +233,8 @@ def _singular(err: object, flag: object) -> None:
 def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.linalg.solve(a, b)`` of stacked real ``(..., M, M)`` and ``(..., M, K)``: the same
     LAPACK gufunc and error handling, without the wrapper (a tenth of the AR's block)."""
+    if _umath_linalg is None:
+        return np.linalg.solve(a, b)
     with np.errstate(
         call=_singular, invalid="call", over="ignore", divide="ignore", under="ignore"
     ):  # type: ignore[arg-type]

@@ -260,6 +260,7 @@ class ExpertBank:
                             block,
                             SEASONAL_AR_ORDER,
                             SEASONAL_AR_FORGETTING,
+                            span=PERIOD_WINDOW,
                         )
                     )
             elif kind.startswith("koopman") and kind in CLASSICAL_EXPERTS:
