@@ -23,7 +23,8 @@ from .errors import ApiError
 from .ingest import ParsedBatch
 from .overview import peek_page
 from .payloads import summary
-from .registry import INLINE_HORIZON, Registry, Subscriber
+from .registry import INLINE_HORIZON, Registry
+from .series import Subscriber
 from .settings import Settings
 from .store import Committer, Configure, ConfigureOutcome, Delete, Ingest, IngestOutcome
 from .timestamps import render_t
@@ -88,11 +89,11 @@ class LocalEngine:
                 "(EPISODIC_KOOPMAN_MAX_APPLY_BACKLOG); retry later",
                 headers={"Retry-After": "2"},
             )
-        registry.pushes_in_flight += 1
+        registry.applier.pushes_in_flight += 1
         try:
             yield
         finally:
-            registry.pushes_in_flight -= 1
+            registry.applier.pushes_in_flight -= 1
 
     async def ingest(self, series_id: str, batch: ParsedBatch) -> dict[str, Any]:
         if not batch:

@@ -123,7 +123,7 @@ async def _running_local(state: ServiceState, storage: Storage) -> AsyncIterator
         epochs=epochs,
         n_shards=storage.n_shards,
         commit_spacing=settings.commit_spacing_seconds,
-        in_flight=lambda: registry.pushes_in_flight,
+        in_flight=lambda: registry.applier.pushes_in_flight,
     )
     committer.start()
     state.registry, state.committer = registry, committer

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from .payloads import finite, summary
-from .registry import Registry, Series
+from .registry import Registry
+from .series import Series
 
 #: How long a peek waits for a series' lock: an apply worker holds it one slice at a time.
 LOCK_WAIT_SECONDS = 0.2

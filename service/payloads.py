@@ -16,7 +16,7 @@ from .store import Reader, SeriesRecord, canonical_params
 from .timestamps import TimeKey, future_times, render_t
 
 if TYPE_CHECKING:
-    from .registry import Series
+    from .series import Series
 
 
 def finite(x: Any) -> float | None:

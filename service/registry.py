@@ -1,23 +1,18 @@
 """Live models: one per series, applied asynchronously, read with read-your-writes.
 
-Durability and model work are decoupled. A push is acknowledged once its rows
-have committed (`service.store`); the committer then hands the new observations
-to this registry as a `Chunk`, and a worker thread applies them to the series'
-model. That keeps the acknowledgement off the model's critical path: the ingest
-rate is bounded by SQLite group commits, not by ``learn_one``.
+The registry holds every series' runtime state (`service.series.Series`), takes the
+committer's publications, and serves reads. Applying observations to the models is
+the `service.applier.Applier`'s: the committer's chunks are queued there, and worker
+threads apply them, so acknowledgements never wait for ``learn_one``.
 
 Consistency rules:
 
-* **One writer per series.** A series has at most one drain task scheduled at a
-  time, and every model access (learn, predict, snapshot) holds the series'
-  lock. Chunks are applied strictly in sequence order; a chunk already covered
-  (by a replay) is trimmed, and a gap (never expected) is filled from SQLite.
 * **Read-your-writes.** A read first waits, on the event loop and without a
   thread, until the model has applied every observation acknowledged before the
   read arrived (503 with ``Retry-After`` after ``read_your_writes_timeout``).
-* **Reads never stall the loop.** Predictions run in a small thread pool; the
-  apply worker releases the lock every ``apply_slice`` observations so reads on a
-  busy series interleave with its ingestion.
+* **Reads never stall the loop.** Predictions run in a small thread pool (a small
+  one runs inline when the series is free); the apply worker releases the series'
+  lock every ``apply_slice`` observations, so reads interleave with its ingestion.
 * **Streams.** After each applied batch, subscribers of the series get a
   forecast event (one per accepted batch, computed once per horizon and level).
 * **Snapshots off the apply path.** Snapshots are requested (by the periodic
@@ -25,110 +20,39 @@ Consistency rules:
   writer thread (`service.snapshot_writer`), which holds a series' lock only to
   copy its model's state: applies and reads never wait behind disk I/O.
 
-Recovery: a model is restored from its newest valid snapshot, then every later
-observation is replayed from SQLite, so its state equals the state with no crash.
-The same happens after a failed apply: the model is dropped and the next drain
-(scheduled by a read, a push or a reconfiguration) rebuilds it; reads waiting
-on the failed drain get a 500, later reads the rebuilt model.
+A read of a series whose apply failed gets a 500; the next drain (which the read
+schedules) rebuilds the model from its snapshot and storage (`service.applier`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
+from episodic_koopman import pin_threads
 
-from episodic_koopman import EpisodicKoopman, pin_threads
-
+from .applier import Applier
 from .errors import ApiError
 from .metrics import Metrics
 from .payloads import Payloads
+from .series import Series, Subscriber
 from .settings import Settings
 from .snapshot_policy import SnapshotPolicy
 from .snapshot_writer import SnapshotWriter
 from .snapshots import SnapshotStore, pin_mmap_threshold
-from .store import Chunk, Effect, Reader, SeriesRecord, canonical_params
-from .timestamps import TimeKey
+from .store import Effect, Reader, SeriesRecord
 
 log = logging.getLogger("episodic_koopman.service")
 
 #: Forecasts up to this horizon are computed on the event loop when the series is free.
 INLINE_HORIZON = 256
-#: Slices a drain task applies before yielding its thread to other series.
-_SLICES_PER_TASK = 32
-
-
-class Subscriber:
-    """One SSE client of a series: a small queue of forecast payloads (oldest dropped first)."""
-
-    def __init__(self, horizon: int, level: float, maxsize: int = 16) -> None:
-        self.horizon = horizon
-        self.level = level
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize)
-
-    def offer(self, payload: dict[str, Any] | None) -> None:
-        """Called on the event loop. A slow client loses old forecasts, never the newest."""
-        if self.queue.full():
-            self.queue.get_nowait()
-        self.queue.put_nowait(payload)
-
-
-class Series:
-    """Runtime state of one series: its committed record, model, pending chunks, listeners."""
-
-    def __init__(self, record: SeriesRecord) -> None:
-        self.record = record  # replaced (never mutated) by the committer's publications
-        self.lock = threading.Lock()  # guards the model and everything applied to it
-        self.model: EpisodicKoopman | None = None
-        self.model_incarnation: str | None = None
-        self.applied = 0
-        self.applied_last_key: TimeKey | None = None
-        # The model's newest written snapshot (kept by the snapshot writer and restores).
-        self.snapshot_seq = 0
-        self.snapshot_bytes = 0
-        self.snapshot_at = time.monotonic()
-        self.snapshot_queued = False  # a request waits in (or is being served by) the writer
-        self.pending: deque[Chunk] = deque()
-        self.pending_lock = threading.Lock()
-        self.scheduled = False
-        self.subscribers: set[Subscriber] = set()  # changed on the event loop only
-        self.waiters: list[asyncio.Future[None]] = []  # event loop only
-        self.deleted = False
-        self.failure: str | None = None
-        # Set while the series' drain waits for in-flight pushes (observable, e.g. by tests).
-        self.deferring = threading.Event()
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def sid(self) -> int:
-        return self.record.sid
-
-    @property
-    def current_incarnation(self) -> str:
-        return self.record.incarnation
-
-    def caught_up(self) -> bool:
-        """Whether the model reflects every acknowledged observation."""
-        record = self.record
-        return (
-            self.model is not None
-            and self.model_incarnation == record.incarnation
-            and self.applied >= record.count
-        )
 
 
 class Registry:
-    """Every series' runtime state, the worker pools, and the committer's publisher."""
+    """Every series' runtime state, its publisher (the committer's), reads and streams."""
 
     def __init__(
         self,
@@ -153,22 +77,22 @@ class Registry:
             settings.snapshot_max_age_seconds,
         )
         self.snapshot_writer = SnapshotWriter(snapshots, self._snapshot_written)
-        self._sorted_ids: list[str] | None = None
-        # OpenMP thread counts are per thread: FAISS must be pinned in every worker, or each
-        # search wakes a thread team (10 ms instead of 50 us on 2 cores).
-        self.apply_pool = ThreadPoolExecutor(
-            settings.apply_workers, thread_name_prefix="apply", initializer=pin_threads
+        self.applier = Applier(
+            settings,
+            reader,
+            snapshots,
+            metrics,
+            self.payloads,
+            self.snapshot_policy,
+            self.snapshot_writer,
+            self._notify,
         )
+        self._sorted_ids: list[str] | None = None
+        # Pinned like the apply workers (`service.applier`): FAISS's OpenMP pool is per thread.
         self.read_pool = ThreadPoolExecutor(
             settings.read_workers, thread_name_prefix="read", initializer=pin_threads
         )
-        self._backlog = 0
-        self._backlog_lock = threading.Lock()
-        self._restoring: set[str] = set()
         self.streams = 0
-        self.pushes_in_flight = 0  # changed on the event loop; read by apply workers
-        self.readers_waiting = 0  # the same: reads waiting for their models (read-your-writes)
-        self.closing = False
         self.metrics.series.set(len(self.catalog))
         # Snapshots of incarnations that no longer exist (deleted or reconfigured series).
         live = {s.record.incarnation for s in self.catalog.values()}
@@ -178,23 +102,17 @@ class Registry:
     # ------------------------------------------------------------------ bookkeeping
     @property
     def backlog(self) -> int:
-        return self._backlog
-
-    def _add_backlog(self, n: int) -> None:
-        with self._backlog_lock:
-            self._backlog += n
-            self.metrics.backlog.set(self._backlog)
+        return self.applier.backlog
 
     @property
     def preloading(self) -> int:
-        return len(self._restoring)
+        return len(self.applier.restoring)
 
     def preload(self) -> None:
         """Restore every model with observations in the background (snapshot + replay)."""
         for series in list(self.catalog.values()):
             if series.record.count:
-                self._restoring.add(series.id)
-                self.schedule(series)
+                self.applier.restore_soon(series)
 
     def sorted_ids(self) -> list[str]:
         ids = self._sorted_ids
@@ -234,201 +152,18 @@ class Registry:
                         # Reconfigured: the model is rebuilt from every stored observation.
                         self.snapshots.discard(previous)
                         if record.count:
-                            self.schedule(series)
+                            self.applier.schedule(series)
             elif effect.kind == "append":
                 assert series is not None and effect.chunk is not None
-                with series.pending_lock:
-                    series.pending.append(effect.chunk)
-                self._add_backlog(len(effect.chunk.keys))
-                self.schedule(series)
+                self.applier.enqueue(series, effect.chunk)
 
     def _retire(self, series: Series) -> None:
         series.deleted = True
         self._sorted_ids = None
         self.metrics.series.set(len(self.catalog))
         self.snapshots.discard(series.record.incarnation)
-        with series.pending_lock:
-            dropped = sum(len(c.keys) for c in series.pending)
-            series.pending.clear()
-        if dropped:
-            self._add_backlog(-dropped)
+        self.applier.drop_pending(series)
         self.loop.call_soon_threadsafe(self._wake, series)
-
-    # ------------------------------------------------------------------ applying
-    def schedule(self, series: Series) -> None:
-        with series.pending_lock:
-            if series.scheduled or self.closing:
-                return
-            series.scheduled = True
-            # A failed series has no model: this drain rebuilds it from its snapshot and the
-            # stored observations. Its outcome, not the old failure, is what reads see.
-            series.failure = None
-        self.apply_pool.submit(self._drain, series)
-
-    def _drain(self, series: Series) -> None:
-        """Apply a series' pending chunks in order (at most one such task per series)."""
-        try:
-            for _ in range(_SLICES_PER_TASK):
-                if self.closing:
-                    break
-                self._defer_to_pushes(series)
-                payloads: list[dict[str, Any]] = []
-                with series.lock:
-                    if series.deleted:
-                        series.model = None
-                        break
-                    record = series.record
-                    if series.model is None or series.model_incarnation != record.incarnation:
-                        self._restore(series, record)
-                    step = self._next_slice(series)
-                    if step is None:
-                        break
-                    start, values, keys, batch_end = step
-                    if start > series.applied:  # a gap: fill it from the database
-                        self._replay(series, record, until=start)
-                        continue
-                    self._learn(series.model, record, values)
-                    series.applied = start + values.shape[0]
-                    series.applied_last_key = keys[-1]
-                    self.metrics.applied.inc(values.shape[0])
-                    if batch_end and series.subscribers:
-                        payloads = self.payloads.stream(series)
-                    if not series.snapshot_queued and self.snapshot_policy.overdue(
-                        series.applied - series.snapshot_seq
-                    ):
-                        self.snapshot_writer.request(series)
-                self._after_apply(series, payloads)
-        except Exception as exc:
-            log.exception("series %r: applying observations failed", series.id)
-            with series.lock:
-                # The model may hold half a slice: drop it, so that the next drain (a read,
-                # a push or a reconfiguration schedules one) replays from storage, which
-                # holds the pending chunks too (and the backlog must not wait for them).
-                series.model = None
-                series.model_incarnation = None
-                with series.pending_lock:
-                    dropped = sum(len(c.keys) for c in series.pending)
-                    series.pending.clear()
-                if dropped:
-                    self._add_backlog(-dropped)
-            series.failure = f"{type(exc).__name__}: {exc}"
-            self.loop.call_soon_threadsafe(self._wake, series)
-        finally:
-            self._restoring.discard(series.id)
-            with series.pending_lock:
-                # More work: chunks left (fairness cut the loop short) or a reconfiguration
-                # that landed meanwhile. New chunks schedule themselves (same lock).
-                again = (
-                    not self.closing
-                    and not series.deleted
-                    and series.failure is None
-                    and (
-                        bool(series.pending)
-                        or series.model_incarnation != series.record.incarnation
-                    )
-                )
-                if not again:
-                    series.scheduled = False
-            if again:
-                self.apply_pool.submit(self._drain, series)
-            elif series.waiters:
-                self.loop.call_soon_threadsafe(self._wake, series)
-
-    def _defer_to_pushes(self, series: Series) -> None:
-        """Give the GIL to in-flight pushes: durable acknowledgements come first.
-
-        In one process the GIL lets either pushes or ``learn_one`` run; the acknowledgement
-        rate drops threefold when they interleave. A series' model waits while pushes are in
-        flight, unless a read waits for a model (read-your-writes: the worker may stand
-        between that read and its series) or its oldest unapplied observation is older than
-        ``apply_max_lag``. Sustained ingestion beyond what models
-        can apply ends in 503s from ``max_apply_backlog``, never in unbounded lag.
-        """
-        max_lag = self.settings.apply_max_lag
-        try:
-            while self.pushes_in_flight and not self.readers_waiting and not self.closing:
-                with series.pending_lock:
-                    oldest = series.pending[0].committed_at if series.pending else None
-                if oldest is None or time.monotonic() - oldest >= max_lag:
-                    return
-                series.deferring.set()
-                time.sleep(self.settings.apply_defer_seconds)
-        finally:
-            series.deferring.clear()
-
-    def _next_slice(self, series: Series) -> tuple[int, np.ndarray, list[TimeKey], bool] | None:
-        """The next observations to apply: ``(start, values, keys, ends_a_batch)`` or None."""
-        with series.pending_lock:
-            while series.pending and series.pending[0].end <= series.applied:
-                done = series.pending.popleft()  # already covered by a replay
-                self._add_backlog(-len(done.keys))
-            if not series.pending:
-                return None
-            chunk = series.pending[0]
-            if chunk.start > series.applied:
-                return chunk.start, chunk.values[:0], [], False
-            offset = series.applied - chunk.start
-            n = min(self.settings.apply_slice, chunk.values.shape[0] - offset)
-            batch_end = offset + n == chunk.values.shape[0]
-            if batch_end:
-                series.pending.popleft()
-                self._add_backlog(-len(chunk.keys))
-            return (
-                series.applied,
-                chunk.values[offset : offset + n],
-                chunk.keys[offset : offset + n],
-                batch_end,
-            )
-
-    @staticmethod
-    def _learn(model: EpisodicKoopman | None, record: SeriesRecord, values: np.ndarray) -> None:
-        assert model is not None
-        if record.channels is None:
-            model.learn_many(values[:, 0])
-        else:
-            model.learn_many({name: values[:, j] for j, name in enumerate(record.channels)})
-
-    def _restore(self, series: Series, record: SeriesRecord) -> None:
-        """Newest valid snapshot of this incarnation, then replay the rest (lock held)."""
-        model, applied = None, 0
-        for seq in self.snapshots.candidates(record.incarnation, record.count + 10**9):
-            try:
-                candidate = self.snapshots.load(record.incarnation, seq)
-            except Exception:
-                log.exception("series %r: snapshot %d is unreadable; skipped", record.id, seq)
-                self.snapshots.discard_invalid(record.incarnation, seq)
-                continue
-            params = json.loads(json.dumps(candidate.to_flat()))
-            if params != canonical_params(record.params) or candidate.n_observations != seq:
-                log.warning("series %r: snapshot %d does not match; skipped", record.id, seq)
-                self.snapshots.discard_invalid(record.incarnation, seq)
-                continue
-            model, applied = candidate, seq
-            break
-        series.model = model if model is not None else EpisodicKoopman.from_flat(record.params)
-        series.model_incarnation = record.incarnation
-        series.applied = applied
-        series.snapshot_seq = applied
-        series.snapshot_bytes = self.snapshots.size(record.incarnation, applied) if applied else 0
-        series.snapshot_at = time.monotonic()
-        series.applied_last_key = None
-        self._replay(series, record, until=None)
-        if series.applied_last_key is None and series.applied:
-            times = self.reader.times(record.sid, [series.applied - 1])
-            series.applied_last_key = times.get(series.applied - 1)
-
-    def _replay(self, series: Series, record: SeriesRecord, until: int | None) -> None:
-        """Apply stored observations from ``series.applied`` (up to ``until``) (lock held)."""
-        for values, keys in self.reader.observation_blocks(record.sid, series.applied):
-            if until is not None:
-                take = until - series.applied
-                if take <= 0:
-                    break
-                values, keys = values[:take], keys[:take]
-            self._learn(series.model, record, values)
-            series.applied += values.shape[0]
-            series.applied_last_key = keys[-1]
-            self.metrics.replayed.inc(values.shape[0])
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot_written(self, series: Series, size: int) -> None:
@@ -458,8 +193,7 @@ class Registry:
         deadline = time.monotonic() + self.settings.shutdown_snapshot_seconds
         while self.backlog > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.closing = True
-        self.apply_pool.shutdown(wait=True, cancel_futures=True)
+        self.applier.close()
         self.read_pool.shutdown(wait=True, cancel_futures=True)
         dirty = sorted(
             (s for s in self.catalog.values() if s.model is not None),
@@ -489,9 +223,9 @@ class Registry:
             for subscriber in list(series.subscribers):
                 subscriber.offer(None)
 
-    def _after_apply(self, series: Series, payloads: list[dict[str, Any]]) -> None:
-        if series.waiters or payloads:
-            self.loop.call_soon_threadsafe(self._deliver, series, payloads)
+    def _notify(self, series: Series, payloads: list[dict[str, Any]]) -> None:
+        """The applier's news (a worker thread): handed to the event loop."""
+        self.loop.call_soon_threadsafe(self._deliver, series, payloads)
 
     def _deliver(self, series: Series, payloads: list[dict[str, Any]]) -> None:
         self._wake(series)
@@ -507,9 +241,9 @@ class Registry:
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
         series.waiters.append(waiter)
-        self.readers_waiting += 1
+        self.applier.readers_waiting += 1
         try:
-            self.schedule(series)  # a model not restored yet (no preload) is restored now
+            self.applier.schedule(series)  # a model not restored yet (no preload) is restored now
             if series.caught_up():  # the worker may have finished before the waiter existed
                 return
             try:
@@ -523,7 +257,7 @@ class Registry:
                 ) from None
         finally:
             series.waiters.remove(waiter)
-            self.readers_waiting -= 1
+            self.applier.readers_waiting -= 1
         self._check_usable(series)
 
     def _check_usable(self, series: Series) -> None:
@@ -555,7 +289,7 @@ class Registry:
     def _locked(self, series: Series, fn: Any, args: tuple[Any, ...]) -> Any:
         with series.lock:
             if series.model is None or series.model_incarnation != series.record.incarnation:
-                self._restore(series, series.record)
+                self.applier.restore(series, series.record)
             return fn(series, *args)
 
     def open_stream(self, series: Series, subscriber: Subscriber) -> None:

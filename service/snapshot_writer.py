@@ -40,7 +40,7 @@ log = logging.getLogger("episodic_koopman.service")
 
 
 class Snapshottable(Protocol):
-    """What the writer needs of a series (`service.registry.Series`)."""
+    """What the writer needs of a series (`service.series.Series`)."""
 
     lock: threading.Lock
     model: Any

@@ -137,7 +137,7 @@ class ShardActor:
             epochs=epochs,
             n_shards=storage.n_shards,
             commit_spacing=self.settings.commit_spacing_seconds,
-            in_flight=lambda: self.registry.pushes_in_flight,
+            in_flight=lambda: self.registry.applier.pushes_in_flight,
         )
         self.committer.start()
         self.engine = LocalEngine(self.settings, self.registry, self.committer)

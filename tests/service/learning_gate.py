@@ -17,7 +17,7 @@ HOLD_SECONDS = 60.0
 
 
 def gated(learn: Any, series_id: str, gate_dir: str) -> Any:
-    """``Registry._learn`` with the gate in front of ``series_id``'s batches."""
+    """``Applier._learn`` with the gate in front of ``series_id``'s batches."""
     inside, release = Path(gate_dir) / "inside", Path(gate_dir) / "release"
 
     def gated_learn(model: Any, record: Any, values: Any) -> None:
@@ -32,7 +32,7 @@ def gated(learn: Any, series_id: str, gate_dir: str) -> Any:
 
 
 def install(series_id: str, gate_dir: str) -> None:
-    """Put the gate into this process's `Registry` (a shard actor's: it dies with the app)."""
-    from service.registry import Registry
+    """Put the gate into this process's `Applier` (a shard actor's: it dies with the app)."""
+    from service.applier import Applier
 
-    Registry._learn = staticmethod(gated(Registry._learn, series_id, gate_dir))  # type: ignore[method-assign]
+    Applier._learn = staticmethod(gated(Applier._learn, series_id, gate_dir))  # type: ignore[method-assign]

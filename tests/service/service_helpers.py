@@ -82,14 +82,14 @@ def hold_learning(server: LiveServer, series_id: str, gate_dir: Path, monkeypatc
     models live: in this process (undone by ``monkeypatch``) or in every shard actor."""
     import learning_gate
 
-    from service.registry import Registry
+    from service.applier import Applier
 
     gate_dir.mkdir(parents=True, exist_ok=True)
     engine = server.app.state.service.engine
     actors = getattr(engine, "actors", None)
     if actors is None:
-        gate = learning_gate.gated(Registry._learn, series_id, str(gate_dir))
-        monkeypatch.setattr(Registry, "_learn", staticmethod(gate))
+        gate = learning_gate.gated(Applier._learn, series_id, str(gate_dir))
+        monkeypatch.setattr(Applier, "_learn", staticmethod(gate))
         return
     import ray
     import ray.cloudpickle

@@ -7,13 +7,13 @@ import threading
 import pytest
 from service_helpers import SMALL, assert_same_forecast, batch, reference_forecast, wait_for, wave
 
-from service.registry import Registry
+from service.applier import Applier
 
-_real_learn = Registry._learn
+_real_learn = Applier._learn
 
 
 def failing_learn(times: int | None):
-    """A `Registry._learn` that raises on its first ``times`` calls (None: always)."""
+    """An `Applier._learn` that raises on its first ``times`` calls (None: always)."""
     calls = {"n": 0}
     failed = threading.Event()
 
@@ -40,7 +40,7 @@ def test_a_failed_apply_is_replayed_by_the_next_read(make_client, monkeypatch):
     client = make_client()
     client.put("/v1/series/s", json={"params": SMALL})
     learn, failed = failing_learn(times=1)
-    monkeypatch.setattr(Registry, "_learn", learn)
+    monkeypatch.setattr(Applier, "_learn", learn)
     values = wave(80)
     assert client.post("/v1/series/s/observations", json=batch(values)).status_code == 200
     wait_for_failure(client, failed)  # the model is dropped: it may hold half a slice
@@ -55,13 +55,13 @@ def test_a_persistent_failure_is_500_until_reconfigured(make_client, monkeypatch
     client = make_client()
     client.put("/v1/series/s", json={"params": SMALL})
     learn, failed = failing_learn(times=None)
-    monkeypatch.setattr(Registry, "_learn", learn)
+    monkeypatch.setattr(Applier, "_learn", learn)
     values = wave(80)
     assert client.post("/v1/series/s/observations", json=batch(values)).status_code == 200
     wait_for_failure(client, failed)
     for _ in range(2):  # each read retries the replay, which fails again
         assert client.get("/v1/series/s/forecast").status_code == 500
-    monkeypatch.setattr(Registry, "_learn", staticmethod(_real_learn))
+    monkeypatch.setattr(Applier, "_learn", staticmethod(_real_learn))
     params = {**SMALL, "window": 40}
     response = client.put("/v1/series/s", json={"params": params})
     assert response.status_code == 200, response.text
@@ -74,7 +74,7 @@ def test_a_persistent_failure_is_500_until_reconfigured(make_client, monkeypatch
 def test_reads_other_than_forecasts_recover_too(make_client, monkeypatch, path):
     client = make_client()
     learn, failed = failing_learn(times=1)
-    monkeypatch.setattr(Registry, "_learn", learn)
+    monkeypatch.setattr(Applier, "_learn", learn)
     assert client.post("/v1/series/s/observations", json=batch(wave(50))).status_code == 200
     wait_for_failure(client, failed)
     assert client.get(path).status_code == 200

@@ -18,7 +18,7 @@ def start(make_client, **overrides):
 
 def test_a_model_waits_while_pushes_are_in_flight_until_a_reader_comes(make_client):
     client, registry = start(make_client, apply_max_lag=3600.0)
-    registry.pushes_in_flight += 1  # another client's push that never ends
+    registry.applier.pushes_in_flight += 1  # another client's push that never ends
     try:
         assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
         series = registry.catalog["s"]
@@ -28,14 +28,14 @@ def test_a_model_waits_while_pushes_are_in_flight_until_a_reader_comes(make_clie
         assert forecast.status_code == 200  # read-your-writes: the reader is served at once
         assert series.applied == 60 and registry.backlog == 0
     finally:
-        registry.pushes_in_flight -= 1
+        registry.applier.pushes_in_flight -= 1
 
 
 def test_a_reader_of_another_series_is_not_stuck_behind_a_waiting_model(make_client):
     """One apply worker: while it holds back series s, a read of series t must still pass."""
     client, registry = start(make_client, apply_max_lag=3600.0, read_your_writes_timeout=20.0)
     client.put("/v1/series/t", json={"params": SMALL})
-    registry.pushes_in_flight += 1
+    registry.applier.pushes_in_flight += 1
     try:
         assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
         assert registry.catalog["s"].deferring.wait(20)  # the only worker waits on s
@@ -45,18 +45,18 @@ def test_a_reader_of_another_series_is_not_stuck_behind_a_waiting_model(make_cli
         assert forecast.status_code == 200
         assert registry.catalog["t"].applied == 40
     finally:
-        registry.pushes_in_flight -= 1
+        registry.applier.pushes_in_flight -= 1
 
 
 def test_a_lagging_model_catches_up_under_endless_pushes(make_client):
     client, registry = start(make_client, apply_max_lag=0.05)
-    registry.pushes_in_flight += 1
+    registry.applier.pushes_in_flight += 1
     try:
         assert client.post("/v1/series/s/observations", json=batch(wave(60))).status_code == 200
         series = registry.catalog["s"]
         assert wait_for(lambda: series.applied == 60)
     finally:
-        registry.pushes_in_flight -= 1
+        registry.applier.pushes_in_flight -= 1
 
 
 def test_with_no_push_in_flight_models_apply_at_once(make_client):

@@ -132,7 +132,7 @@ def test_shutdown_flushes_pending_snapshots(make_client, make_settings):
     stopping = threading.Thread(target=client.__exit__, args=(None, None, None))
     stopping.start()
     try:
-        assert wait_for(lambda: registry.closing, timeout=30)
+        assert wait_for(lambda: registry.applier.closing, timeout=30)
     finally:
         gate.release.set()
     stopping.join(60)
