@@ -7,7 +7,8 @@ writer and `Reader` the read interface, whatever the backend (SQLite or PostgreS
 from __future__ import annotations
 
 from .storage.base import Reader, StaleOwner, Storage
-from .storage.committer import MAX_GROUP, Committer, canonical_params, check_layout, full_params
+from .storage.committer import MAX_GROUP, Committer
+from .storage.model_params import canonical_params, check_layout, full_params
 from .storage.records import (
     Chunk,
     Configure,
