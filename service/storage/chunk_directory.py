@@ -14,9 +14,11 @@ later ``t``): the writer checks it before each insert (`Pending.head`). Another
 connection's commits (another handle on the file, an acquisition of shards) are caught
 up with before the writer relies on it (`ChunkDirectory.refresh`, on a change of
 ``PRAGMA data_version``) and before a reader does (`ChunkDirectory.sync`, when the newest
-row is not the one it knows). Sids are never reused and new rows always get a ``cid``
-above every existing row's, so dropping the series that are gone and reading the rows
-after the newest surviving ``cid`` is an exact catch-up.
+row is not the one it knows: a reader reads the newest row in the same statement as the
+chunks, `ChunkDirectory.locate_as_of`, and catches up only if it has moved). Sids are
+never reused and new rows always get a ``cid`` above every existing row's, so dropping the
+series that are gone and reading the rows after the newest surviving ``cid`` is an exact
+catch-up.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..timestamps import TimeKey
 
 #: ``(cid, sid, start, n, t_last)``: what the directory keeps of a row.
 _ROWS = "SELECT cid, sid, start, n, t_last FROM chunks WHERE cid > ? ORDER BY cid"
+#: The table's newest row, as a subquery (a reader compares it with the directory's tail).
+NEWEST_ROW = "(SELECT cid, sid FROM chunks ORDER BY cid DESC LIMIT 1)"
 
 
 @dataclass(slots=True)
@@ -66,9 +70,16 @@ class ChunkDirectory:
 
     # -- reads -----------------------------------------------------------------------------
     def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
+        return self.locate_as_of(sid, seq, max_chunks)[0]
+
+    def locate_as_of(
+        self, sid: int, seq: int, max_chunks: int
+    ) -> tuple[list[int], tuple[int, int] | None]:
+        """`locate`, with the ``(cid, sid)`` of the newest row known when it answered: if
+        the table's newest row is still that one, the answer was complete."""
         with self._lock:
             chunks = self._series.get(sid)
-            return [] if chunks is None else chunks.locate(seq, max_chunks)
+            return ([] if chunks is None else chunks.locate(seq, max_chunks)), self._tail
 
     def head(self, sid: int) -> tuple[int, TimeKey | None]:
         """The series' next ``seq`` and last time key (``0, None``: nothing stored)."""
@@ -107,7 +118,7 @@ class ChunkDirectory:
     def sync(self, conn: sqlite3.Connection) -> None:
         """Catch up if another connection has committed rows this directory has not seen
         (``conn``: an autocommit connection, used for one read transaction if so)."""
-        row = conn.execute("SELECT cid, sid FROM chunks ORDER BY cid DESC LIMIT 1").fetchone()
+        row = conn.execute(f"SELECT cid, sid FROM {NEWEST_ROW}").fetchone()
         with self._lock:
             if (None if row is None else tuple(row)) == self._tail:
                 return

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
-from .chunk_directory import ChunkDirectory, Pending
+from .chunk_directory import NEWEST_ROW, ChunkDirectory, Pending
 from .chunks import StoredChunk, encode_keys, encode_values
 from .records import SeriesRecord, record_from_columns
 from .sqlite_schema import PAGE_SIZE, create_or_migrate
@@ -75,6 +75,18 @@ class SqliteReader(Reader):
         self, sid: int, seq: int, max_chunks: int, values: bool = True
     ) -> list[StoredChunk]:
         conn = self._conn()
+        cids, tail = self.directory.locate_as_of(sid, seq, max_chunks)
+        if cids:
+            # One statement: the chunks, and the table's newest row in the same snapshot.
+            # Still the directory's newest: no other handle has written since it answered.
+            rows = conn.execute(
+                f"SELECT start, n, t_first, t_last, t, {_y(values)}, newest.cid, newest.sid "
+                f"FROM chunks, {NEWEST_ROW} AS newest "
+                f"WHERE chunks.cid IN ({_marks(cids)}) AND chunks.sid = ? ORDER BY chunks.cid",
+                [*cids, sid],
+            ).fetchall()
+            if rows and tuple(rows[0][6:]) == tail:
+                return [StoredChunk(*row[:6]) for row in rows]
         self.directory.sync(conn)  # another handle on the file may have written
         return _fetch(conn, sid, self.directory.locate(sid, seq, max_chunks), values)
 
@@ -249,13 +261,17 @@ def _marks(items: list) -> str:
     return ",".join("?" * len(items))
 
 
+def _y(values: bool) -> str:
+    """The value column, or an empty blob in its place (a fetch without values)."""
+    return "y" if values else "x''"
+
+
 def _fetch(conn: sqlite3.Connection, sid: int, cids: list[int], values: bool) -> list[StoredChunk]:
     """The chunks with these ``cid``s (consecutive chunks of ``sid``), in order."""
     if not cids:
         return []
-    y = "y" if values else "x''"
     rows = conn.execute(
-        f"SELECT start, n, t_first, t_last, t, {y} FROM chunks "
+        f"SELECT start, n, t_first, t_last, t, {_y(values)} FROM chunks "
         f"WHERE cid IN ({_marks(cids)}) AND sid = ? ORDER BY cid",
         [*cids, sid],
     ).fetchall()

@@ -12,6 +12,7 @@ import pytest
 from storage_helpers import Recorder, append_raw, numeric, push, stored, timed
 
 from service.storage import Committer, SqliteStorage
+from service.storage import sqlite as sqlite_backend
 from service.storage.chunks import StoredChunk, encode_keys
 from service.storage.records import Delete
 
@@ -124,6 +125,48 @@ def test_a_stale_handle_catches_up_before_it_checks_an_append_or_reads(tmp_path)
     assert [y for _, _, y in stored(second, "s")] == [[1.0], [2.0], [3.0], [0.0]]
     assert [y for _, _, y in stored(first, "s")] == [[1.0], [2.0], [3.0], [0.0]]
     assert set(first.load_records()) == set(second.load_records()) == {"s"}
+
+
+def test_a_reader_fetches_in_one_statement_and_still_sees_another_handles_chunks(
+    tmp_path, monkeypatch
+):
+    """The newest row comes with the chunks: a catch-up only when another handle wrote."""
+    path = tmp_path / "observations.sqlite3"
+    storage = _open(path)
+    committer = _committer(storage)
+    try:
+        push(committer, "s", numeric([1.0, 2.0]))
+        push(committer, "s", numeric([3.0], 2))
+    finally:
+        _stop(committer)
+    sid = storage.load_records()["s"].sid
+    statements: list[str] = []
+    real_connect = sqlite_backend.connect
+
+    def traced(path, readonly=False):
+        conn = real_connect(path, readonly)
+        conn.set_trace_callback(statements.append)  # after the connection's own PRAGMAs
+        return conn
+
+    monkeypatch.setattr(sqlite_backend, "connect", traced)
+    reader = storage.reader()
+    try:
+        assert [(c.start, c.n) for c in reader.fetch_chunks(sid, 0, 10)] == [(0, 2), (2, 1)]
+        assert [(c.start, c.n) for c in reader.fetch_chunks(sid, 2, 1)] == [(2, 1)]
+        assert len(statements) == 2  # one per fetch
+        other = _open(path).writer()  # another handle appends to the series
+        try:
+            other.begin()
+            append_raw(other, sid, 3, [7.0, 8.0])
+            other.commit()
+        finally:
+            other.close()
+        statements.clear()
+        assert [(c.start, c.n) for c in reader.fetch_chunks(sid, 2, 10)] == [(2, 1), (3, 2)]
+        assert len(statements) > 1  # it caught up first
+        assert reader.times(sid, [4]) == {4: 8.0}
+    finally:
+        reader.close()
 
 
 def test_a_rejected_command_leaves_no_chunk_in_the_directory(tmp_path):
