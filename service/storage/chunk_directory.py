@@ -90,16 +90,6 @@ class ChunkDirectory:
     def _newest(self) -> dict[int, int]:
         return {sid: chunks.cids[-1] for sid, chunks in self._series.items() if chunks.cids}
 
-    def series_chunks(self, sid: int) -> SeriesChunks | None:
-        """A copy of one series' entry (for a writer's view over its own transaction)."""
-        with self._lock:
-            chunks = self._series.get(sid)
-            if chunks is None:
-                return None
-            return SeriesChunks(
-                array("q", chunks.starts), array("q", chunks.cids), chunks.end, chunks.t_last
-            )
-
     # -- keeping it current ----------------------------------------------------------------
     def refresh(self, conn: sqlite3.Connection) -> dict[int, int]:
         """Catch up with every commit so far (``conn`` must be in a transaction, for one
@@ -206,15 +196,18 @@ class Pending:
         self._heads.pop(sid, None)
 
     def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
+        """As `ChunkDirectory.locate`, over the committed chunks and this transaction's
+        (which follow them: a series' chunks are appended in ``seq`` order)."""
         if sid in self.dropped:
             return []
         if sid not in self._heads:
             return self.directory.locate(sid, seq, max_chunks)
-        chunks = self.directory.series_chunks(sid) or SeriesChunks()
-        for cid, owner, start, n, t_last in self.added:
-            if owner == sid:
-                chunks.add(cid, start, n, t_last)
-        return chunks.locate(seq, max_chunks)
+        mine = [(start, cid) for cid, owner, start, _, _ in self.added if owner == sid]
+        if seq >= mine[0][0]:  # the answer starts among this transaction's chunks
+            at = bisect_right(mine, seq, key=lambda chunk: chunk[0]) - 1
+            return [cid for _, cid in mine[at : at + max_chunks]]
+        committed = self.directory.locate(sid, seq, max_chunks)
+        return (committed + [cid for _, cid in mine])[:max_chunks]
 
     def publish(self) -> None:
         """After COMMIT: the transaction's changes become the committed directory's."""

@@ -13,6 +13,7 @@ from storage_helpers import Recorder, append_raw, numeric, push, stored, timed
 
 from service.storage import Committer, SqliteStorage
 from service.storage import sqlite as sqlite_backend
+from service.storage.chunk_directory import ChunkDirectory, Pending, SeriesChunks
 from service.storage.chunks import StoredChunk, encode_keys
 from service.storage.records import Delete
 
@@ -167,6 +168,31 @@ def test_a_reader_fetches_in_one_statement_and_still_sees_another_handles_chunks
         assert reader.times(sid, [4]) == {4: 8.0}
     finally:
         reader.close()
+
+
+def test_a_writers_view_locates_as_one_directory_of_every_chunk_would():
+    """`Pending.locate` answers over committed chunks and the transaction's own, in order."""
+    directory = ChunkDirectory()
+    committed = [(cid, 1, 10 * (cid - 1), 10, 10.0 * cid - 1) for cid in range(1, 6)]
+    committed.append((6, 3, 0, 4, 3.0))  # a series with committed chunks only
+    directory.publish(committed, set())
+    pending = Pending(directory)
+    added = [(7, 1, 50, 10, 59.0), (8, 2, 0, 5, 4.0), (9, 1, 60, 3, 62.0), (10, 1, 63, 1, 63.0)]
+    added.append((11, 2, 5, 5, 9.0))  # a series with this transaction's chunks only
+    for row in added:
+        pending.add(*row)
+    for sid in (1, 2, 3):
+        everything = SeriesChunks()
+        for cid, owner, start, n, t_last in committed + added:
+            if owner == sid:
+                everything.add(cid, start, n, t_last)
+        for seq in range(-1, 70):
+            for max_chunks in (1, 2, 3, 6, 100):
+                want = everything.locate(seq, max_chunks)
+                assert pending.locate(sid, seq, max_chunks) == want, (sid, seq, max_chunks)
+    assert directory.locate(1, 0, 100) == [1, 2, 3, 4, 5]  # the committed view is untouched
+    pending.drop(1)
+    assert pending.locate(1, 0, 100) == []
 
 
 def test_a_rejected_command_leaves_no_chunk_in_the_directory(tmp_path):
