@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bare_committer import start_committer
 
 from episodic_koopman import EpisodicKoopman
 from episodic_koopman.persistence import model_to_bytes
@@ -38,17 +39,8 @@ def model_file(n: int, seed: int) -> bytes:
 
 
 def measure(storage: Storage, directory: Path, data: list[bytes]) -> dict[str, list[float]]:
-    from service.storage import Committer
-
-    class Quiet:  # a publisher that ignores effects
-        def publish(self, effects: object) -> None: ...
-
-    epochs = storage.acquire_shards("bench-snapshots")
-    committer = Committer(
-        storage.writer(), storage.load_records(), Quiet(), 10**6, {}, epochs=epochs,
-        n_shards=storage.n_shards,
-    )  # fmt: skip
-    committer.start()
+    committer = start_committer(storage, "bench-snapshots")
+    epochs = committer.epochs
     try:
         for k in range(len(data)):
             committer.submit(Configure(f"s{k}", {})).result(timeout=60)

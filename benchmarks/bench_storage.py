@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bare_committer import start_committer
+
 from service.ingest import ParsedBatch
 from service.settings import Settings
-from service.storage import Committer, Storage, storage_for_url
-from service.storage.records import Effect, Ingest
+from service.storage import Storage, storage_for_url
+from service.storage.records import Ingest
 from service.timestamps import parse_t
 
 # The tests' throwaway server (a fresh cluster on a free port) serves here too.
@@ -39,25 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from postgres_server import throwaway_server
 
 
-class Discard:
-    def publish(self, effects: list[Effect]) -> None:
-        pass
-
-
 def run(storage: Storage, clients: int, pushes: int, batch: int) -> dict[str, float]:
     """``clients`` threads, each sending ``pushes`` pushes of ``batch`` observations."""
     storage.initialise()
-    epochs = storage.acquire_shards("bench")
-    committer = Committer(
-        storage.writer(),
-        storage.load_records(),
-        Discard(),
-        10**6,
-        {},
-        epochs=epochs,
-        n_shards=storage.n_shards,
-    )
-    committer.start()
+    committer = start_committer(storage, "bench")
     tag = f"{clients}x{batch}-{time.monotonic_ns()}"
     start_line = threading.Barrier(clients + 1)
 

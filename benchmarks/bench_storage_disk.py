@@ -22,25 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bare_committer import start_committer
 from measure import Row, dir_bytes, io_counters, print_table
 
 from service.ingest import ParsedBatch
 from service.settings import Settings
-from service.storage import Committer, storage_for_url
-from service.storage.records import Effect, Ingest
+from service.storage import storage_for_url
+from service.storage.records import Ingest
 from service.timestamps import parse_t
 
 CLIENTS = 8
-
-
-class Discard:
-    """A publisher that drops the effects (no models here)."""
-
-    def publish(self, effects: list[Effect]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def main() -> None:
@@ -56,17 +47,13 @@ def main() -> None:
         settings = Settings(data_dir=data_dir)
         storage = storage_for_url("", settings)
         storage.initialise()
-        committer = Committer(
-            storage.writer(),
-            storage.load_records(),
-            Discard(),
-            args.series + 1,
-            epochs=storage.acquire_shards("bench"),
-            n_shards=storage.n_shards,
+        committer = start_committer(
+            storage,
+            "bench",
+            max_series=args.series + 1,
             commit_spacing=settings.commit_spacing_seconds,
             in_flight=lambda: CLIENTS,  # pushes always in flight: commits are spaced
         )
-        committer.start()
         rng = np.random.default_rng(0)
         sent = [0] * args.series
 
