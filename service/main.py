@@ -110,12 +110,15 @@ async def _running_local(state: ServiceState, storage: Storage) -> AsyncIterator
     loop = asyncio.get_running_loop()
     # Every shard is ours from now on: any earlier writer is fenced off before we load.
     epochs = await asyncio.to_thread(storage.acquire_shards, owner_name())
+    # The writer first, then the records: SQLite's writer then need not catch up again at
+    # its first write with what loading them caught up with (`SqliteSession.begin`).
+    session = await asyncio.to_thread(storage.writer)
     records = await asyncio.to_thread(storage.load_records)
     reader = storage.reader()
     snapshots = await asyncio.to_thread(storage.snapshot_store, settings.snapshot_dir, epochs)
     registry = Registry(settings, records, reader, snapshots, state.metrics, loop)
     committer = Committer(
-        await asyncio.to_thread(storage.writer),
+        session,
         records,
         registry,
         settings.max_series,

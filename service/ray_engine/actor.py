@@ -113,6 +113,7 @@ class ShardActor:
         self.shards = owned_shards(index, n_actors, storage.n_shards)
         # Fence off every earlier owner of these shards before reading their state.
         epochs = storage.acquire_shards(owner_name(), self.shards)
+        session = storage.writer()  # before the records, as in `service.main._running_local`
         mine = set(self.shards)
         records = {
             series_id: record
@@ -129,7 +130,7 @@ class ShardActor:
         self.metrics = Metrics()
         self.registry = Registry(self.settings, records, self.reader, snapshots, self.metrics, loop)
         self.committer = Committer(
-            storage.writer(),
+            session,
             records,
             self.registry,
             self.max_series,

@@ -67,6 +67,9 @@ class ChunkDirectory:
         self._series: dict[int, SeriesChunks] = {}
         self._tail: tuple[int, int] | None = None  # (cid, sid) of the newest row known
         self._lock = threading.Lock()
+        # Catch-ups begun so far: a writer that looked at the database before one began
+        # need not catch up again if no one has committed since (`SqliteSession.begin`).
+        self.generation = 0
 
     # -- reads -----------------------------------------------------------------------------
     def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
@@ -98,6 +101,7 @@ class ChunkDirectory:
         Returns each series' newest ``cid`` as of that snapshot (the directory may move on
         as soon as this returns)."""
         with self._lock:
+            self.generation += 1  # before the first read: the snapshot is at least this new
             live = {sid for (sid,) in conn.execute("SELECT sid FROM series")}
             for sid in [sid for sid in self._series if sid not in live]:
                 del self._series[sid]

@@ -107,6 +107,11 @@ class SqliteSession(WriteSession):
         self.pending = Pending(directory)
         self._data_version: int | None = None  # changes when another connection commits
         self._conn = connect(path)
+        # This connection's first look at the database: if the directory catches up after
+        # it (`load_records` at start-up) and no other connection commits until the first
+        # `begin`, that begin has nothing to catch up with.
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        self._first_look: tuple[int, int] | None = (version, directory.generation)
         # Checkpoints (copying the WAL into the database) run in their own thread, so that
         # commits only ever sync the WAL.
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -145,11 +150,19 @@ class SqliteSession(WriteSession):
         try:
             (version,) = self._conn.execute("PRAGMA data_version").fetchone()
             if version != self._data_version:  # others committed: the directory catches up
-                self.pending.directory.refresh(self._conn)
+                if not self._caught_up_since_first_look(version):
+                    self.pending.directory.refresh(self._conn)
                 self._data_version = version
+            self._first_look = None
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+
+    def _caught_up_since_first_look(self, version: int) -> bool:
+        look = self._first_look
+        return (
+            look is not None and look[0] == version and self.pending.directory.generation > look[1]
+        )
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
@@ -160,7 +173,7 @@ class SqliteSession(WriteSession):
         # A COMMIT that raised may still have landed, and data_version only moves on other
         # connections' commits: re-read the directory at the next begin, or a stale one
         # would let the next push reuse a seq.
-        self._data_version = None
+        self._data_version = self._first_look = None
         self._conn.execute("ROLLBACK")
 
     def savepoint(self) -> None:
@@ -321,16 +334,11 @@ class SqliteStorage(Storage):
             conn.close()
 
     def directory(self) -> ChunkDirectory:
-        """The chunk directory, built by one scan of the table at the first call."""
+        """The chunk directory, empty until its first catch-up: `load_records`, or the first
+        read or write, whichever comes first (each catches up before relying on it)."""
         with self._directory_lock:
             if self._directory is None:
-                directory = ChunkDirectory()
-                conn = connect(self.path, readonly=True)
-                try:
-                    directory.sync(conn)
-                finally:
-                    conn.close()
-                self._directory = directory
+                self._directory = ChunkDirectory()
             return self._directory
 
     def load_records(self) -> dict[str, SeriesRecord]:

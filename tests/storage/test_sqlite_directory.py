@@ -195,6 +195,75 @@ def test_a_writers_view_locates_as_one_directory_of_every_chunk_would():
     assert pending.locate(1, 0, 100) == []
 
 
+def _count_catch_ups(monkeypatch) -> list[int]:
+    """``[n]``: how many times any chunk directory catches up from now on."""
+    count = [0]
+    real_refresh = ChunkDirectory.refresh
+
+    def refresh(self, conn):
+        count[0] += 1
+        return real_refresh(self, conn)
+
+    monkeypatch.setattr(ChunkDirectory, "refresh", refresh)
+    return count
+
+
+def test_a_restart_catches_the_directory_up_once(tmp_path, monkeypatch):
+    """A server's start-up (shards, writer, records) and its first writes: one catch-up."""
+    path = tmp_path / "observations.sqlite3"
+    committer = _committer(_open(path))
+    try:
+        push(committer, "s", numeric([1.0, 2.0]))
+    finally:
+        _stop(committer)
+    storage = _open(path)
+    catch_ups = _count_catch_ups(monkeypatch)
+    epochs = storage.acquire_shards("restarted")  # another connection's commit
+    session = storage.writer()  # as `service.main` starts: the writer, then the records
+    records = storage.load_records()
+    committer = Committer(
+        session, records, Recorder(storage), 100, epochs=epochs, n_shards=storage.n_shards
+    )
+    committer.start()
+    try:
+        assert push(committer, "s", numeric([2.0, 3.0], 1)).accepted == 1  # a re-sent t too
+        push(committer, "t", numeric([5.0]))
+    finally:
+        _stop(committer)
+    assert catch_ups == [1]
+    assert [y for _, _, y in stored(storage, "s")] == [[1.0], [2.0], [3.0]]
+
+
+def test_a_commit_after_the_records_were_loaded_is_caught_up_with_at_the_first_write(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "observations.sqlite3"
+    committer = _committer(_open(path))
+    try:
+        push(committer, "s", numeric([1.0, 2.0]))
+    finally:
+        _stop(committer)
+    storage = _open(path)
+    session = storage.writer()
+    sid = storage.load_records()["s"].sid
+    other = _open(path).writer()  # another handle appends seq 2 after the records were loaded
+    try:
+        other.begin()
+        append_raw(other, sid, 2, [7.0])
+        other.commit()
+    finally:
+        other.close()
+    catch_ups = _count_catch_ups(monkeypatch)
+    try:
+        session.begin()
+        with pytest.raises(sqlite3.IntegrityError, match="extend its series"):
+            append_raw(session, sid, 2, [9.0])  # seq 2 is taken
+        session.rollback()
+    finally:
+        session.close()
+    assert catch_ups == [1]
+
+
 def test_a_rejected_command_leaves_no_chunk_in_the_directory(tmp_path):
     """A chunk inserted in a savepoint that is rolled back is forgotten with it."""
     storage = _open(tmp_path / "observations.sqlite3")
