@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..snapshots import SnapshotStore
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
 from .chunks import StoredChunk, encode_keys, encode_values
+from .connections import ConnectionPerThread
 from .postgres_schema import INSERT_CHUNK, create_or_migrate, join_key, split_key
 from .records import SeriesRecord, record_from_columns
 
@@ -62,29 +62,9 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=30)
 
 
-class ConnectionPerThread:
-    """One connection per thread, reopened if broken; `close` closes them all."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._local = threading.local()
-        self._all: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> psycopg.Connection[Any]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = connect(self.url)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+def per_thread(url: str) -> ConnectionPerThread[psycopg.Connection[Any]]:
+    """A connection per thread to ``url``, reopened if broken."""
+    return ConnectionPerThread(lambda: connect(url), lambda conn: not (conn.closed or conn.broken))
 
 
 class PostgresReader(Reader):
@@ -92,7 +72,7 @@ class PostgresReader(Reader):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conns = ConnectionPerThread(url)
+        self._conns = per_thread(url)
 
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True

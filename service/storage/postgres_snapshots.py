@@ -32,7 +32,7 @@ from episodic_koopman.persistence import model_from_bytes
 
 from ..snapshots import SnapshotStore
 from .base import StaleOwner
-from .postgres import ConnectionPerThread
+from .postgres import per_thread
 from .records import shard_of
 
 log = logging.getLogger("episodic_koopman.service")
@@ -56,7 +56,7 @@ class PostgresSnapshotStore(SnapshotStore):
     def __init__(self, url: str, epochs: dict[int, int], n_shards: int) -> None:
         self.epochs = dict(epochs)
         self.n_shards = n_shards
-        self._conns = ConnectionPerThread(url)
+        self._conns = per_thread(url)
         self._lock = threading.Lock()
         self._index: dict[str, tuple[int, int, int]] = {}  # incarnation -> (seq, size, shard)
         rows = self._conns.get().execute(

@@ -24,6 +24,7 @@ from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, Reader, Storage, WriteSession
 from .chunk_directory import NEWEST_ROW, ChunkDirectory, Pending
 from .chunks import StoredChunk, encode_keys, encode_values
+from .connections import ConnectionPerThread
 from .records import SeriesRecord, record_from_columns
 from .sqlite_schema import PAGE_SIZE, create_or_migrate
 
@@ -58,23 +59,12 @@ class SqliteReader(Reader):
     def __init__(self, path: Path, directory: ChunkDirectory) -> None:
         self.path = path
         self.directory = directory
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, readonly=True)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        self._conns = ConnectionPerThread(lambda: connect(path, readonly=True))
 
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True
     ) -> list[StoredChunk]:
-        conn = self._conn()
+        conn = self._conns.get()
         cids, tail = self.directory.locate_as_of(sid, seq, max_chunks)
         if cids:
             # One statement: the chunks, and the table's newest row in the same snapshot.
@@ -91,10 +81,7 @@ class SqliteReader(Reader):
         return _fetch(conn, sid, self.directory.locate(sid, seq, max_chunks), values)
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+        self._conns.close()
 
 
 class SqliteSession(WriteSession):

@@ -195,6 +195,15 @@ def test_a_writers_view_locates_as_one_directory_of_every_chunk_would():
     assert pending.locate(1, 0, 100) == []
 
 
+def _store_two_observations(path) -> None:
+    """Series ``s`` with 1.0 and 2.0 at t = 0, 1, in a database no handle holds open."""
+    committer = _committer(_open(path))
+    try:
+        push(committer, "s", numeric([1.0, 2.0]))
+    finally:
+        _stop(committer)
+
+
 def _count_catch_ups(monkeypatch) -> list[int]:
     """``[n]``: how many times any chunk directory catches up from now on."""
     count = [0]
@@ -211,11 +220,7 @@ def _count_catch_ups(monkeypatch) -> list[int]:
 def test_a_restart_catches_the_directory_up_once(tmp_path, monkeypatch):
     """A server's start-up (shards, writer, records) and its first writes: one catch-up."""
     path = tmp_path / "observations.sqlite3"
-    committer = _committer(_open(path))
-    try:
-        push(committer, "s", numeric([1.0, 2.0]))
-    finally:
-        _stop(committer)
+    _store_two_observations(path)
     storage = _open(path)
     catch_ups = _count_catch_ups(monkeypatch)
     epochs = storage.acquire_shards("restarted")  # another connection's commit
@@ -238,11 +243,7 @@ def test_a_commit_after_the_records_were_loaded_is_caught_up_with_at_the_first_w
     tmp_path, monkeypatch
 ):
     path = tmp_path / "observations.sqlite3"
-    committer = _committer(_open(path))
-    try:
-        push(committer, "s", numeric([1.0, 2.0]))
-    finally:
-        _stop(committer)
+    _store_two_observations(path)
     storage = _open(path)
     session = storage.writer()
     sid = storage.load_records()["s"].sid
