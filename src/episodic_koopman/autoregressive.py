@@ -112,8 +112,11 @@ class LocalAR:
         """``(steps, c)`` iterated forecasts after the newest ``p`` rows ``(p, c)``."""
         paths = self._paths(steps)  # (c, >= steps, p+1)
         lags = rows[::-1].T  # (c, p): newest first
-        # (Its memory layout, which concatenate picks, sets einsum's order of summation.)
-        z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
+        # (Its memory layout, Fortran order as concatenate made it from `lags`, sets
+        # einsum's order of summation.)
+        z = np.empty((lags.shape[1] + 1, lags.shape[0])).T
+        z[:, 0] = 1.0
+        z[:, 1:] = lags
         return np.einsum("chi,ci->hc", paths[:, :steps], z)
 
     def _paths(self, steps: int) -> np.ndarray:
