@@ -98,8 +98,11 @@ class LocalAR:
         self.seen += k
         if self.seen >= 2 * (p + 1):
             trace = self.normal.trace(axis1=1, axis2=2)
-            ridge = 1e-9 * (trace + 1.0) / (p + 1)
-            system = self.normal + ridge[:, None, None] * self._eye
+            if c == 1:  # the same IEEE operations on a Python float, without three array calls
+                system = self.normal + (1e-9 * (float(trace[0]) + 1.0) / (p + 1)) * self._eye
+            else:
+                ridge = 1e-9 * (trace + 1.0) / (p + 1)
+                system = self.normal + ridge[:, None, None] * self._eye
             self.coef = _solve(system, self.moment[:, :, None])[:, :, 0]
             self.powers = None
 
