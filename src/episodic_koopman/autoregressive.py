@@ -52,6 +52,7 @@ class LocalAR:
         self.seen = 0  # rows absorbed into the normal equations
         self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
         self._n_powers = 0  # how many of `powers` are made (F^1 .. F^n)
+        self._blank: np.ndarray | None = None  # `powers` before its coefficients are written
         self._lags: dict[int, np.ndarray] = {}  # k <= block -> row of each lag of k rows
         self._eye = np.eye(order + 1)
         self._rows: dict[tuple[int, int], np.ndarray] = {}  # (c, k <= block) -> buffer
@@ -134,12 +135,17 @@ class LocalAR:
         if self.powers is None:
             assert self.coef is not None
             c, p = self.coef.shape[0], self.order
-            self.powers = np.zeros((c, _doubled(steps), p + 1, p + 1))  # F^1, F^2, ...
-            companion = self.powers[:, 0]
-            companion[:, 0, 0] = 1.0
-            companion[:, 1, :] = self.coef
-            for i in range(1, p):
-                companion[:, i + 1, i] = 1.0
+            size = _doubled(steps)
+            blank = self._blank
+            if blank is None or blank.shape[:2] != (c, size):
+                # F^1, F^2, ... with F's constant rows in place: made once per layout
+                blank = np.zeros((c, size, p + 1, p + 1))
+                blank[:, 0, 0, 0] = 1.0
+                for i in range(1, p):
+                    blank[:, 0, i + 1, i] = 1.0
+                self._blank = blank
+            self.powers = blank.copy()
+            self.powers[:, 0, 1, :] = self.coef
             self._n_powers = 1
         made = self._n_powers
         if made < steps:
