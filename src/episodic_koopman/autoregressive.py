@@ -51,8 +51,11 @@ class LocalAR:
         self.coef: np.ndarray | None = None  # (c, p+1), None until enough rows
         self.seen = 0  # rows absorbed into the normal equations
         self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
+        self._n_powers = 0  # how many of `powers` are made (F^1 .. F^n)
+        self._blank: np.ndarray | None = None  # `powers` before its coefficients are written
         self._lags: dict[int, np.ndarray] = {}  # k <= block -> row of each lag of k rows
         self._eye = np.eye(order + 1)
+        self._rows: dict[tuple[int, int], np.ndarray] = {}  # (c, k <= block) -> buffer
 
     def advance(self, history: History, n: int) -> None:
         p = self.order
@@ -77,8 +80,12 @@ class LocalAR:
             lag_rows = np.arange(p - 1, p - 1 + k)[:, None] - np.arange(p)[None, :]
             if k <= self.block:  # not a seasonal AR's rebuild over ``span`` rows
                 self._lags[k] = lag_rows
-        x = np.empty((c, k, p + 1))
-        x[:, :, 0] = 1.0
+        x = self._rows.get((c, k))
+        if x is None:  # the regressors' buffer: its column of ones is written once
+            x = np.empty((c, k, p + 1))
+            x[:, :, 0] = 1.0
+            if k <= self.block:
+                self._rows[(c, k)] = x
         x[:, :, 1:] = rows[lag_rows].transpose(2, 0, 1)
         y = rows[p:].T[:, :, None]  # (c, k, 1)
         if k <= self.block:
@@ -91,9 +98,12 @@ class LocalAR:
         self.moment = shrink * self.moment + (xw_t @ y)[:, :, 0]
         self.seen += k
         if self.seen >= 2 * (p + 1):
-            trace = np.trace(self.normal, axis1=1, axis2=2)
-            ridge = 1e-9 * (trace + 1.0) / (p + 1)
-            system = self.normal + ridge[:, None, None] * self._eye
+            trace = self.normal.trace(axis1=1, axis2=2)
+            if c == 1:  # the same IEEE operations on a Python float, without three array calls
+                system = self.normal + (1e-9 * (float(trace[0]) + 1.0) / (p + 1)) * self._eye
+            else:
+                ridge = 1e-9 * (trace + 1.0) / (p + 1)
+                system = self.normal + ridge[:, None, None] * self._eye
             self.coef = _solve(system, self.moment[:, :, None])[:, :, 0]
             self.powers = None
 
@@ -106,30 +116,55 @@ class LocalAR:
         """``(steps, c)`` iterated forecasts after the newest ``p`` rows ``(p, c)``."""
         paths = self._paths(steps)  # (c, >= steps, p+1)
         lags = rows[::-1].T  # (c, p): newest first
-        # (Its memory layout, which concatenate picks, sets einsum's order of summation.)
-        z = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
+        # (Its memory layout, Fortran order as concatenate made it from `lags`, sets
+        # einsum's order of summation.)
+        z = np.empty((lags.shape[1] + 1, lags.shape[0])).T
+        z[:, 0] = 1.0
+        z[:, 1:] = lags
         return np.einsum("chi,ci->hc", paths[:, :steps], z)
 
     def _paths(self, steps: int) -> np.ndarray:
         """Row ``h`` maps the state ``[1, y_n, ..., y_{n-p+1}]`` to the forecast ``h+1`` ahead.
 
-        The rows are the second rows of the companion matrix's powers, by doubling
-        (a few batched products per new coefficient set). A longer request only
-        appends powers, so earlier rows never change.
+        The rows are the second rows of the companion matrix's powers, by doubling:
+        ``F^i = F^b @ F^(i-b)`` with ``b`` the largest power of two below ``i`` (a few
+        batched products per new coefficient set). Only the powers asked for are made,
+        into a buffer of the next power of two (so a longer request appends the same
+        products, and earlier rows never change).
         """
         if self.powers is None:
             assert self.coef is not None
             c, p = self.coef.shape[0], self.order
-            companion = np.zeros((c, p + 1, p + 1))
-            companion[:, 0, 0] = 1.0
-            companion[:, 1, :] = self.coef
-            for i in range(1, p):
-                companion[:, i + 1, i] = 1.0
-            self.powers = companion[:, None]  # (c, m, p+1, p+1): F^1..F^m
-        while self.powers.shape[1] < steps:
-            top = self.powers[:, -1:]  # F^m
-            self.powers = np.concatenate([self.powers, top @ self.powers], axis=1)
-        return self.powers[:, :, 1, :]
+            size = _doubled(steps)
+            blank = self._blank
+            if blank is None or blank.shape[:2] != (c, size):
+                # F^1, F^2, ... with F's constant rows in place: made once per layout
+                blank = np.zeros((c, size, p + 1, p + 1))
+                blank[:, 0, 0, 0] = 1.0
+                for i in range(1, p):
+                    blank[:, 0, i + 1, i] = 1.0
+                self._blank = blank
+            self.powers = blank.copy()
+            self.powers[:, 0, 1, :] = self.coef
+            self._n_powers = 1
+        made = self._n_powers
+        if made < steps:
+            if self.powers.shape[1] < steps:  # a longer horizon than ever: a larger buffer
+                grown = np.zeros((self.powers.shape[0], _doubled(steps), *self.powers.shape[2:]))
+                grown[:, :made] = self.powers[:, :made]
+                self.powers = grown
+            powers = self.powers
+            while made < steps:
+                base = _doubled(made + 1) // 2  # F^(base+1) .. F^(2 base) = F^base @ F^j
+                upto = min(steps, 2 * base)
+                np.matmul(
+                    powers[:, base - 1 : base],
+                    powers[:, made - base : upto - base],
+                    out=powers[:, made:upto],
+                )
+                made = upto
+            self._n_powers = made
+        return self.powers[:, :made, 1, :]
 
     def get_state(self) -> State:
         meta = {"anchored": self.anchor is not None, "fitted": self.coef is not None}
@@ -224,6 +259,11 @@ class SeasonalAR(LocalAR):
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super().set_state(meta, arrays)
         self.period = None if meta["period"] is None else int(meta["period"])
+
+
+def _doubled(n: int) -> int:
+    """The least power of two at or above ``n`` (``n >= 1``)."""
+    return 1 << (n - 1).bit_length()
 
 
 def _singular(err: object, flag: object) -> None:

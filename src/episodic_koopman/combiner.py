@@ -91,8 +91,9 @@ class Combiner:
             chosen = 1 if available[-1] and len(available) > 1 else 0
             return tracks[chosen], spreads[chosen], tracks, available
         weights = self.mixture.weights(available, plain.shape[0])[:, :, None]
-        mean = np.sum(weights * tracks, axis=0)
-        spread = np.sum(weights * spreads, axis=0)
+        # np.sum's reduction, without its wrapper.
+        mean = np.add.reduce(weights * tracks, axis=0)
+        spread = np.add.reduce(weights * spreads, axis=0)
         return mean, spread, tracks, available
 
     def expert_weights(self, horizon: int) -> dict[str, list[float]] | None:

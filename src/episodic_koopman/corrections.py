@@ -79,12 +79,19 @@ def align(
     """
     if how == "none":
         return continuation
+    if how == "last":
+        return continuation - history_then[..., -1:, :] + history_now[-1:, :]
+    if how == "zscore" and history_then.ndim == 3:
+        # The matched windows and the present one in one pass: each window is still
+        # reduced on its own, so the floats are those of one window at a time.
+        both = np.concatenate([history_then, history_now[None]])
+        mean = _window_mean(both)
+        std = _window_std(both, mean)
+        return _zscored(continuation, mean[:-1], std[:-1], mean[-1], std[-1])
     mean_then = _window_mean(history_then)
     mean_now = _window_mean(history_now)
     if how == "additive":
         return continuation - mean_then + mean_now
-    if how == "last":
-        return continuation - history_then[..., -1:, :] + history_now[-1:, :]
     if how == "multiplicative":
         positive = (mean_then > 0) & (mean_now > 0)
         ratio = np.where(positive, mean_now / np.where(positive, mean_then, 1.0), 1.0)
@@ -92,10 +99,21 @@ def align(
     if how == "zscore":
         std_then = _window_std(history_then, mean_then)
         std_now = _window_std(history_now, mean_now)
-        ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
-        ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
-        return (continuation - mean_then) * ratio + mean_now
+        return _zscored(continuation, mean_then, std_then, mean_now, std_now)
     raise ValueError(f"unknown alignment {how!r}")
+
+
+def _zscored(
+    continuation: np.ndarray,
+    mean_then: np.ndarray,
+    std_then: np.ndarray,
+    mean_now: np.ndarray,
+    std_now: np.ndarray,
+) -> np.ndarray:
+    """`align`'s ``zscore`` from the windows' means and standard deviations."""
+    ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
+    ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
+    return (continuation - mean_then) * ratio + mean_now
 
 
 class Residual:

@@ -175,6 +175,9 @@ class ConformalCalibrator:
         self._p_values = np.zeros((window, horizon, n_channels))
         self._sorted_p: np.ndarray | None = None  # p-values sorted as `_sorted`, until an update
         self._cells = np.arange(horizon * n_channels)  # flat index of each cell
+        # `_quantile(_recalibrated(level))` by level, until the next update: every forecast
+        # between two updates asks for the same ones.
+        self._quantiles: dict[float, np.ndarray] = {}
 
     @property
     def n_samples(self) -> int:
@@ -209,6 +212,7 @@ class ConformalCalibrator:
         self._scores[self._count % self.window] = scores
         self._count += 1
         self._sorted = self._sorted_p = None
+        self._quantiles.clear()
         if (spread > 0).any():
             self._spread_ref = None
             seen = self._spread_mean > 0
@@ -225,7 +229,11 @@ class ConformalCalibrator:
         self, level: float, spread: np.ndarray, steps: int, scale: np.ndarray
     ) -> np.ndarray:
         """Half-widths ``(steps, c)`` of intervals at ``level`` for the present spread and scale."""
-        quantile = self._quantile(self._recalibrated(level))
+        quantile = self._quantiles.get(level)
+        if quantile is None:
+            if len(self._quantiles) > 16:  # only from many distinct levels; cheap to remake
+                self._quantiles.clear()
+            quantile = self._quantiles[level] = self._quantile(self._recalibrated(level))
         normalizer = self._normalizer(_pad(spread, self.horizon)) * scale[None, :]
         widths = np.empty((steps, self.n_channels))
         calibrated = min(steps, self.horizon)
@@ -336,6 +344,7 @@ class ConformalCalibrator:
         self._hits = np.array(state["hits"], dtype=np.float64)
         self._p_values = np.array(state["p_values"], dtype=np.float64)
         self._sorted = self._sorted_p = None
+        self._quantiles.clear()
         self._spread_ref = None
 
 

@@ -112,6 +112,7 @@ class ExpertMixture:
         # Weights per availability pattern: they change only when losses do, while
         # every forecast in between asks for them again.
         self._weights: dict[bytes, np.ndarray] = {}
+        self._all_scored = False  # every expert has mass at every step (derived, see `losses`)
 
     @property
     def needs_regrets(self) -> bool:
@@ -122,8 +123,12 @@ class ExpertMixture:
         """Current loss estimates ``(n_experts, horizon)``; NaN where never scored."""
         # The same quotients where there is mass, without dividing by zero elsewhere (and
         # so without an errstate context, which costs more than the division).
-        scored = self._mass > 0
-        return np.where(scored, self._loss / np.where(scored, self._mass, 1.0), np.nan)
+        if not self._all_scored:  # masses only grow: once all positive, they stay so
+            scored = self._mass > 0
+            if not scored.all():
+                return np.where(scored, self._loss / np.where(scored, self._mass, 1.0), np.nan)
+            self._all_scored = True
+        return self._loss / self._mass
 
     def update(
         self,
@@ -228,6 +233,10 @@ class ExpertMixture:
         # Once every expert has a track record at every step (and one is available), the
         # filling below changes nothing: the same floats, without its calls.
         complete = not unscored.any() and available.any()
+        if complete and available.all():  # and with every expert awake, no masking either
+            best = np.minimum.reduce(losses, axis=0)
+            logits = -self.eta * (losses / np.maximum(best, 1e-12) - 1.0)
+            return _softmax_columns(logits)
         if complete:
             filled = losses
         else:
@@ -236,15 +245,12 @@ class ExpertMixture:
             # An expert without a track record at some step gets the others' mean loss there.
             mean_known = np.where(known, losses, 0.0).sum(axis=0) / np.maximum(n_known, 1)
             filled = np.where(unscored, mean_known[None, :], losses)
-        best = np.where(avail, filled, np.inf).min(axis=0)
+        best = np.minimum.reduce(np.where(avail, filled, np.inf), axis=0)
         relative = filled / np.maximum(best, 1e-12)[None, :]
         logits = np.where(avail, -self.eta * (relative - 1.0), -np.inf)
         if not complete:
             logits = np.where(n_known[None, :] > 0, logits, np.where(avail, 0.0, -np.inf))
-        w = np.exp(logits - logits.max(axis=0, keepdims=True))
-        out = w / w.sum(axis=0, keepdims=True)
-        out.flags.writeable = False
-        return out
+        return _softmax_columns(logits)
 
     def _mlpoly_weights(self, available: np.ndarray) -> np.ndarray:
         """ML-Poly: ``w_e`` proportional to ``max(R_e, 0) / (1 + V_e)`` among the awake."""
@@ -286,6 +292,15 @@ class ExpertMixture:
         self._boa = np.array(state["boa"], dtype=np.float64)
         self._range = np.array(state["range"], dtype=np.float64)
         self._weights.clear()
+        self._all_scored = False
+
+
+def _softmax_columns(logits: np.ndarray) -> np.ndarray:
+    """Read-only softmax of each column (the reductions without their method wrappers)."""
+    w = np.exp(logits - np.maximum.reduce(logits, axis=0, keepdims=True))
+    out = w / np.add.reduce(w, axis=0, keepdims=True)
+    out.flags.writeable = False
+    return out
 
 
 def _boa_rates(ranges: np.ndarray, second: np.ndarray, n_experts: int) -> np.ndarray:
