@@ -7,7 +7,7 @@ from episodic_koopman import EpisodicKoopman
 from episodic_koopman.autoregressive import LocalAR, SeasonalAR
 from episodic_koopman.embedding import History
 from episodic_koopman.experts import DampedTrend, ExpertBank, LastValue, SeasonalNaive
-from episodic_koopman.mixture import LOSS_CAP, ExpertMixture
+from episodic_koopman.mixture import LOSS_CAP, PRIOR_FORECASTS, ExpertMixture
 from episodic_koopman.periods import PeriodFinder, dominant_periods
 
 BLOCK = 8
@@ -322,6 +322,60 @@ def test_after_a_shock_that_every_expert_misses_the_weights_return_to_the_best()
         weights[cap] = mixture.weights(both, 1)[:, 0]
     assert weights[LOSS_CAP][0] > 0.95
     assert weights[None][0] < 0.5
+
+
+def _hedge(estimates: np.ndarray, eta: float) -> np.ndarray:
+    """The hedge rule's weights of loss estimates ``(E,)``."""
+    w = np.exp(-eta * (estimates / estimates.min() - 1.0))
+    return w / w.sum()
+
+
+def test_a_young_record_is_shrunk_towards_its_guess_from_the_step_before():
+    # Known answer with decay 0.5 (a record of one score has mass 0.5, and the prior's
+    # weight is PRIOR_FORECASTS * 0.5 * (1 - 0.5) = 1): experts a and b scored once at
+    # both steps, c once at the first step only.
+    assert PRIOR_FORECASTS == 4.0
+    mixture = ExpertMixture(["a", "b", "c"], 2, 0.5, 4.0)
+    mixture.update(0, np.array([0.2, 0.6, 0.0]), np.array([True, True, False]))
+    mixture.update(1, np.array([0.4, 0.8, 0.0]), np.array([True, True, False]))
+    mixture.update(0, np.array([0.0, 0.0, 0.1]), np.array([False, False, True]))
+    w = mixture.weights(np.ones(3, dtype=bool), 2)
+    # Step 1: the guess is the mean, 0.3; estimates (0.5 L + 0.3) / 1.5.
+    first = np.array([0.4, 0.6, 0.35]) / 1.5
+    assert np.allclose(w[:, 0], _hedge(first, 4.0), rtol=0, atol=1e-12)
+    # Step 2: each guess is the step-1 estimate over its mean (0.3), times the mean
+    # here (0.6); c, never scored there, gets its guess alone (not the mean, 0.6).
+    guess = first / 0.3 * 0.6
+    second = np.array([(0.2 + guess[0]) / 1.5, (0.4 + guess[1]) / 1.5, guess[2]])
+    assert np.allclose(w[:, 1], _hedge(second, 4.0), rtol=0, atol=1e-12)
+    assert second[2] < 0.6
+
+
+def test_one_lucky_first_score_does_not_win_the_weight_but_a_record_does():
+    both, all_three = np.array([True, True, False]), np.ones(3, dtype=bool)
+    mixture = ExpertMixture(["steady", "worse", "new"], 1, 0.05, 4.0)
+    for _ in range(100):
+        mixture.update(0, np.array([0.1, 0.3, 0.0]), both)
+    mixture.update(0, np.array([0.1, 0.3, 0.01]), all_three)
+    assert mixture.weights(all_three, 1)[2, 0] < 0.5  # one score: ten times better
+    for _ in range(9):
+        mixture.update(0, np.array([0.1, 0.3, 0.01]), all_three)
+    assert mixture.weights(all_three, 1)[2, 0] > 0.99  # ten: it has earned the weight
+
+
+def test_a_full_record_is_weighed_by_its_own_losses_alone():
+    # Once the record's mass is 1 (to 1e-9), the prior is dropped: exactly the hedge
+    # rule on the experts' loss averages.
+    mixture = ExpertMixture(["a", "b"], 1, 0.05, 4.0)
+    rng = np.random.default_rng(3)
+    for _ in range(1000):
+        mixture.update(0, rng.uniform(0.1, 0.5, size=2), np.ones(2, dtype=bool))
+    assert np.all(mixture.get_state()["mass"] > 1.0 - 1e-10)
+    w = mixture.weights(np.ones(2, dtype=bool), 1)[:, 0]
+    losses = mixture.losses()[:, 0]
+    logits = -4.0 * (losses / losses.min() - 1.0)
+    expected = np.exp(logits - logits.max())
+    assert np.array_equal(w, expected / expected.sum())
 
 
 @pytest.mark.parametrize("cap", [0.0, -1.0, float("nan")])
