@@ -215,8 +215,10 @@ class EpisodeMemory:
         n = keys.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        stored = self.codec.round(keys)  # 8-bit codes clip, so check the keys as given too
-        if not (np.isfinite(keys).all() and np.isfinite(stored).all()):
+        stored = self.codec.round(keys)
+        # 8-bit codes clip (the keys as given are checked); float16 ones overflow to inf,
+        # and stay NaN or inf (the rounded keys are checked).
+        if not np.isfinite(stored if self.codec.bounds is None else keys).all():
             raise ValueError("episode keys must be finite (and within float16 range)")
         columns = {name: np.asarray(value) for name, value in records.items()}
         if any(column.shape[0] != n for column in columns.values()):
@@ -235,15 +237,18 @@ class EpisodeMemory:
         # Store in chunks that end at sync points, exactly as single adds would.
         start = 0
         while start < n:
-            room = _INDEX_BATCH - self.next_id % _INDEX_BATCH
-            stop = min(n, start + room)
-            chunk = ids[start:stop]
-            self._tail[chunk % _INDEX_BATCH] = stored[start:stop]
-            slots = self._slots(chunk)
+            first = self.next_id % _INDEX_BATCH
+            stop = min(n, start + _INDEX_BATCH - first)
+            count = stop - start
+            self._tail[first : first + count] = stored[start:stop]
+            slot = self.next_id % self.capacity
+            # The ring's slots are one range unless they wrap around.
+            wraps = slot + count > self.capacity
+            slots = self._slots(ids[start:stop]) if wraps else slice(slot, slot + count)
             for name, column in columns.items():
                 self._columns[name][slots] = column[start:stop]
-            self.next_id += stop - start
-            if self.next_id % _INDEX_BATCH == 0:
+            self.next_id += count
+            if first + count == _INDEX_BATCH:
                 self._sync_index()
             start = stop
         return ids

@@ -110,18 +110,15 @@ class Recaller:
         stored = self.memory.get(ids)
         # The rerank reads the signatures and states of every candidate; the windows
         # and continuations are read for the episodes kept only.
-        if self.memory.holds_copies:
-            records = complete_copies(stored)
-        else:
-            records = self.refs.match_parts(stored)
+        copies = self.memory.holds_copies
+        records = complete_copies(stored) if copies else self.refs.match_parts(stored)
         order, ranked = nearest_exact(
             query.signature, query.state, ids, records, self.key_weights, self.top_k
         )
-        if self.memory.holds_copies:
+        if copies:
             kept = {name: column[order] for name, column in records.items()}
         else:
-            chosen = {name: column[order] for name, column in stored.items()}
-            kept = self.refs.expand(chosen, states=records["state"][order])
+            kept = self.refs.expand_kept(stored, records, order)
         best = float(ranked[0])
         if observe:
             self.threshold.observe(best)

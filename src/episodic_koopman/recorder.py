@@ -13,7 +13,7 @@ from .episode_refs import EpisodeRefs
 from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, fit_arrays, fit_from_arrays, propagate_many
-from .recall import KeyWeights, episode_keys, normalized_states
+from .recall import KeyWeights, keys_of_row, normalized_states, signature_row
 from .spectrum import Signature
 
 
@@ -84,6 +84,7 @@ class EpisodeRecorder:
         self.cursor: int | None = None  # next origin whose episode is still to make
         self.last_fit: KoopmanFit | None = None
         self.last_signature: Signature | None = None
+        self._signature_row: np.ndarray | None = None  # of last_signature, once made
 
     @property
     def source(self) -> int:
@@ -96,6 +97,9 @@ class EpisodeRecorder:
     def remember(self, fit: KoopmanFit, signature: Signature) -> None:
         """The fit and signature of a scored step, used by the episodes until the next one."""
         self.last_fit, self.last_signature = fit, signature
+        # Its key coordinates, as the query just made them (queries between scored
+        # ticks make others before these episodes are made).
+        self._signature_row = signature_row(signature, self.key_weights)
 
     def make(self, upto: int, n: int, ready_at: int, obs: Observables, dyn: Dynamics) -> None:
         """Episodes for the due origins in ``[cursor, upto]``, with the latest scored fit."""
@@ -139,10 +143,12 @@ class EpisodeRecorder:
         if self.refs.keep_modes:
             row["modes"] = signature.modes
         fit_row = EpisodeRefs.reuse_or_append(self.refs.fits, row)
+        if self._signature_row is None:
+            self._signature_row = signature_row(signature, self.key_weights)
         made = PendingRecords(
             origins=origins,
             window_starts=origins + 2 - n_snapshots - obs.delays,
-            keys=episode_keys(signature, states, self.key_weights),
+            keys=keys_of_row(self._signature_row, states, self.key_weights),
             forecasts=forecasts,
             fits=np.full(count, fit_row, dtype=np.int64),
         )
@@ -252,7 +258,7 @@ class EpisodeRecorder:
         self.last_fit = None
         if meta["has_last_fit"]:
             self.last_fit = fit_from_arrays(unprefixed("last_fit", arrays))
-        self.last_signature = None
+        self.last_signature, self._signature_row = None, None
         if meta["has_last_signature"]:
             self.last_signature = Signature(
                 eigenvalues=np.array(arrays["last_signature.eigenvalues"]),

@@ -180,12 +180,12 @@ def make_signature(
     """Signature of a fit; ``mode_rows`` picks the mode coordinates kept (a few newest delays)."""
     order = canonical_order(eigenvalues, amplitudes)[:r_max]
     rank = int(order.shape[0])
-    kept = modes[mode_rows][:, order]
-    shapes = normalize_modes(kept, reference_rows)
     padded_eigs = np.zeros(r_max, dtype=np.complex128)
     padded_eigs[:rank] = eigenvalues[order]
-    padded_modes = np.zeros((r_max, shapes.shape[0]), dtype=np.complex128)
-    padded_modes[:rank] = shapes.T
+    n_rows = len(range(*mode_rows.indices(modes.shape[0])))
+    padded_modes = np.zeros((r_max, n_rows), dtype=np.complex128)
+    if n_rows:  # (no mode coordinates kept: nothing to normalise)
+        padded_modes[:rank] = normalize_modes(modes[mode_rows][:, order], reference_rows).T
     return Signature(eigenvalues=padded_eigs, modes=padded_modes, rank=rank)
 
 
