@@ -24,7 +24,6 @@ Matched episodes are weighted by attention, ``softmax(-D / (tau * scale))``;
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -343,55 +342,3 @@ def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.nda
     logits = -(distances - distances.min()) / max(tau * scale, 1e-12)
     weights = np.exp(logits)
     return weights / weights.sum()
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    """Linear-interpolation quantile (NumPy's default) via partition: cheap on small arrays."""
-    position = q * (values.size - 1)
-    low = int(np.floor(position))
-    high = min(low + 1, values.size - 1)
-    part = np.partition(values, (low, high))
-    return float(part[low] + (part[high] - part[low]) * (position - low))
-
-
-class AdaptiveThreshold:
-    """Recall only when the best match is at least as close as a quantile of recent ones.
-
-    With ``quantile=1.0`` every match recalls; with ``0.5`` only the better half.
-    Before ``min_history`` matches have been seen, every match recalls.
-    """
-
-    def __init__(self, quantile: float, window: int = 200, min_history: int = 10) -> None:
-        self.quantile = quantile
-        self.window = window
-        self.min_history = min_history
-        self._recent: deque[float] = deque(maxlen=window)
-        self._cut = np.inf
-        self._median = 1.0
-
-    def _refresh(self) -> None:
-        values = np.fromiter(self._recent, float)
-        self._median = _quantile(values, 0.5) if values.size else 1.0
-        enough = self.quantile < 1.0 and values.size >= self.min_history
-        self._cut = _quantile(values, self.quantile) if enough else np.inf
-
-    def admits(self, best: float) -> bool:
-        return best <= self._cut
-
-    def observe(self, best: float) -> None:
-        self._recent.append(best)
-        self._refresh()
-
-    def scale(self) -> float:
-        """Typical best distance (median of recent ones), the unit of ``tau``."""
-        return self._median
-
-    def get_state(self) -> np.ndarray:
-        return np.fromiter(self._recent, float)
-
-    def set_state(self, values: np.ndarray) -> None:
-        # tolist gives the same Python floats as float() of each, without a loop.
-        self._recent = deque(
-            np.asarray(values, dtype=np.float64).ravel().tolist(), maxlen=self.window
-        )
-        self._refresh()

@@ -14,13 +14,13 @@ from .episode_refs import EpisodeRefs, complete_copies
 from .memory import EpisodeMemory
 from .operator import KoopmanFit
 from .recall import (
-    AdaptiveThreshold,
     KeyWeights,
     attention_weights,
     episode_key,
     nearest_exact,
     normalized_state,
 )
+from .recall_threshold import AdaptiveThreshold
 from .spectrum import Signature, make_signature
 
 
