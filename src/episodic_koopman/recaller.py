@@ -88,7 +88,7 @@ class Recaller:
         modes = fit.modes[:n_inputs] if uses_modes else np.zeros((0, fit.rank), np.complex128)
         signature = make_signature(
             fit.eigenvalues,
-            fit.amplitudes(psi),
+            fit.amplitudes_at(psi),
             modes,
             mode_rows=slice(n_inputs - self.mode_length, n_inputs) if uses_modes else slice(0, 0),
             reference_rows=slice(self.mode_length - embedding.n_channels, None),
