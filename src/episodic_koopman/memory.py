@@ -308,27 +308,32 @@ class EpisodeMemory:
         if tail_start > oldest:
             offset = self._indexed_from
             n_best = min(k, tail_start - oldest)
-            params = _search_parameters(
-                self._hnsw, oldest - offset, tail_start - offset, max(self.ef_search, k)
-            )
-            found = np.empty(n_best, dtype=np.float32)
-            labels = np.empty(n_best, dtype=np.int64)
-            # The SWIG call itself: the Python wrapper's checks and allocations cost a
-            # fifth of a flat search of 10^4 episodes.
-            with single_threaded():
-                self._index.search_c(
-                    1,
-                    faiss.swig_ptr(query),
-                    n_best,
-                    faiss.swig_ptr(found),
-                    faiss.swig_ptr(labels),
-                    params,
+            # An empty max-heap (what FAISS's own search starts from): results in heap order.
+            found = np.full(n_best, np.inf, dtype=np.float32)
+            labels = np.full(n_best, -1, dtype=np.int64)
+            if self._hnsw:
+                params = _search_parameters(
+                    True, oldest - offset, tail_start - offset, max(self.ef_search, k)
                 )
-            # A flat search finds every one of the n_best it selects; a graph may not.
-            if self._hnsw and labels.min() < 0:
-                keep = labels >= 0
-                labels, found = labels[keep], found[keep]
-            ids, d2 = labels + offset, found.astype(np.float64)
+                # The SWIG call itself: the Python wrapper's checks and allocations cost
+                # a fifth of a search of 10^4 episodes.
+                with single_threaded():
+                    self._index.search_c(
+                        1,
+                        faiss.swig_ptr(query),
+                        n_best,
+                        faiss.swig_ptr(found),
+                        faiss.swig_ptr(labels),
+                        params,
+                    )
+                if labels.min() < 0:  # a graph may find fewer than asked for
+                    keep = labels >= 0
+                    labels, found = labels[keep], found[keep]
+                ids = labels + offset
+            else:
+                self._scan_flat(query, oldest - offset, tail_start - oldest, found, labels)
+                ids = labels + oldest
+            d2 = found.astype(np.float64)
         if tail_start < next_id:
             first = tail_start % _INDEX_BATCH
             count = next_id - tail_start
@@ -345,6 +350,30 @@ class EpisodeMemory:
                 ids, d2 = np.concatenate([ids, tail]), np.concatenate([d2, tail_d2])
         order = np.lexsort((ids, d2))[:k]
         return ids[order], d2[order]
+
+    def _scan_flat(
+        self, query: np.ndarray, first: int, count: int, found: np.ndarray, labels: np.ndarray
+    ) -> None:
+        """Into the heap ``found``/``labels``: the flat index's best among labels ``[first,
+        first + count)`` (labelled from 0 at ``first``).
+
+        The scanner FAISS's own flat search runs, given the live codes alone: the same
+        distances and the same best, without checking every entry against an id
+        selector (a fifth of the search) or entering an OpenMP region.
+        """
+        index = self._index
+        scanner = index.sq.select_InvertedListScanner(index.metric_type, None, True, None)
+        scanner.list_no = 0
+        scanner.set_query(faiss.swig_ptr(query))
+        codes = self._flat_codes()[first : first + count]
+        scanner.scan_codes(
+            count,
+            faiss.swig_ptr(codes),
+            None,
+            faiss.swig_ptr(found),
+            faiss.swig_ptr(labels),
+            found.shape[0],
+        )
 
     def exact_search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force top-``k`` by L2 on keys (reference for tests and benchmarks)."""
