@@ -50,41 +50,19 @@ deterministic.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import faiss
 import numpy as np
 
+from .index_search import flat_codes, scan_flat, search_graph
 from .key_codec import KeyCodec
 from .threads import single_threaded
 
 #: FAISS is brought up to date each time the stored id count reaches a multiple of this;
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
-
-
-_search_local = threading.local()
-
-
-def _search_parameters(hnsw: bool, low: int, high: int, ef_search: int) -> faiss.SearchParameters:
-    """Search parameters selecting labels ``[low, high)``: this thread's own, reused.
-
-    Making them anew cost more than a quarter of a flat search of 10^4 episodes; a
-    parameter object per thread can be updated in place, as no other search reads it.
-    """
-    cached = getattr(_search_local, "params", None)
-    if cached is None:
-        selector = faiss.IDSelectorRange(0, 0)
-        flat = faiss.SearchParameters(sel=selector)
-        cached = _search_local.params = (selector, flat, faiss.SearchParametersHNSW(sel=selector))
-    selector, flat, graph = cached
-    selector.imin, selector.imax = low, high
-    if not hnsw:
-        return flat
-    graph.efSearch = ef_search
-    return graph
 
 
 class EpisodeMemory:
@@ -263,7 +241,7 @@ class EpisodeMemory:
         if not (hnsw or self._hnsw):
             # Flat to flat: the live codes, copied as they are (decoding and encoding them
             # again gives the same bytes, at a thousand times the cost).
-            codes = self._flat_codes()[max(self.oldest_id - self._indexed_from, 0) :]
+            codes = flat_codes(self._index)[max(self.oldest_id - self._indexed_from, 0) :]
             if codes.shape[0]:
                 index.add_sa_codes(codes)
             # The ids stored since the last sync are in the tail (already rounded: their
@@ -281,14 +259,6 @@ class EpisodeMemory:
         self._indexed_from = self.oldest_id
         self._indexed_to = self.next_id
         self.n_rebuilds += 1
-
-    def _flat_codes(self) -> np.ndarray:
-        """The flat index's codes ``(ntotal, code_size)``: a view, valid until it changes."""
-        index = self._index
-        n_bytes = index.ntotal * index.code_size
-        if n_bytes == 0:
-            return np.zeros((0, index.code_size), dtype=np.uint8)
-        return faiss.rev_swig_ptr(index.codes.data(), n_bytes).reshape(-1, index.code_size)
 
     # -- reads ---------------------------------------------------------------------
     def search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -311,27 +281,15 @@ class EpisodeMemory:
             # An empty max-heap (what FAISS's own search starts from): results in heap order.
             found = np.full(n_best, np.inf, dtype=np.float32)
             labels = np.full(n_best, -1, dtype=np.int64)
+            low, high = oldest - offset, tail_start - offset  # the live labels
             if self._hnsw:
-                params = _search_parameters(
-                    True, oldest - offset, tail_start - offset, max(self.ef_search, k)
-                )
-                # The SWIG call itself: the Python wrapper's checks and allocations cost
-                # a fifth of a search of 10^4 episodes.
-                with single_threaded():
-                    self._index.search_c(
-                        1,
-                        faiss.swig_ptr(query),
-                        n_best,
-                        faiss.swig_ptr(found),
-                        faiss.swig_ptr(labels),
-                        params,
-                    )
+                search_graph(self._index, query, low, high, max(self.ef_search, k), found, labels)
                 if labels.min() < 0:  # a graph may find fewer than asked for
                     keep = labels >= 0
                     labels, found = labels[keep], found[keep]
                 ids = labels + offset
             else:
-                self._scan_flat(query, oldest - offset, tail_start - oldest, found, labels)
+                scan_flat(self._index, query, low, high - low, found, labels)
                 ids = labels + oldest
             d2 = found.astype(np.float64)
         if tail_start < next_id:
@@ -350,30 +308,6 @@ class EpisodeMemory:
                 ids, d2 = np.concatenate([ids, tail]), np.concatenate([d2, tail_d2])
         order = np.lexsort((ids, d2))[:k]
         return ids[order], d2[order]
-
-    def _scan_flat(
-        self, query: np.ndarray, first: int, count: int, found: np.ndarray, labels: np.ndarray
-    ) -> None:
-        """Into the heap ``found``/``labels``: the flat index's best among labels ``[first,
-        first + count)`` (labelled from 0 at ``first``).
-
-        The scanner FAISS's own flat search runs, given the live codes alone: the same
-        distances and the same best, without checking every entry against an id
-        selector (a fifth of the search) or entering an OpenMP region.
-        """
-        index = self._index
-        scanner = index.sq.select_InvertedListScanner(index.metric_type, None, True, None)
-        scanner.list_no = 0
-        scanner.set_query(faiss.swig_ptr(query))
-        codes = self._flat_codes()[first : first + count]
-        scanner.scan_codes(
-            count,
-            faiss.swig_ptr(codes),
-            None,
-            faiss.swig_ptr(found),
-            faiss.swig_ptr(labels),
-            found.shape[0],
-        )
 
     def exact_search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force top-``k`` by L2 on keys (reference for tests and benchmarks)."""
