@@ -103,11 +103,15 @@ def _conjugate_groups(eigenvalues: np.ndarray) -> tuple[_Group, ...]:
             # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK puts it next).
             if unmatched:
                 # LAPACK gives exact conjugates: the first exact one is the nearest
-                # (distance 0, and `min` keeps the first), found without the abs() scan.
+                # (distance 0, and `min` keeps the first), found without the abs() scan;
+                # LAPACK puts it next, so it is most often the first unmatched one.
                 partner = z.conjugate()
-                j = next((k for k in unmatched if lams[k] == partner), -1)
-                if j < 0:
-                    j = min(unmatched, key=lambda k: abs(lams[k] - partner))
+                if lams[unmatched[0]] == partner:
+                    j = unmatched[0]
+                else:
+                    j = next((k for k in unmatched if lams[k] == partner), -1)
+                    if j < 0:
+                        j = min(unmatched, key=lambda k: abs(lams[k] - partner))
                 unmatched.remove(j)
                 groups.append(((i, j), -z.imag))
             else:
