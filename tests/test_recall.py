@@ -197,3 +197,27 @@ def test_keys_stay_within_their_bounds(state_delays, n_channels):
     assert bounds.shape == (keys.shape[1],)
     assert np.all(np.abs(keys) <= bounds * (1 + 1e-6))
     assert np.max(np.abs(keys[0, 2 * r_max * (1 + mode_length) :])) > 0.99 * bounds[-1]
+
+
+def test_adaptive_threshold_quantiles_are_those_of_the_window():
+    """The window kept in order gives the quantiles a partition of the window gives (ties,
+    huge values and NaN too), and a restored threshold continues the same."""
+    from episodic_koopman.recall_threshold import AdaptiveThreshold, _quantile
+
+    rng = np.random.default_rng(0)
+    for q in (1.0, 0.5, 0.9):
+        live = AdaptiveThreshold(q, window=50, min_history=10)
+        recent: list[float] = []
+        for i in range(300):
+            odd = [0.5, 0.0, 1e300, np.nan][i % 4]
+            value = odd if i % 7 == 0 else float(rng.random())
+            live.observe(value)
+            recent = [*recent, value][-50:]
+            window = np.array(recent)
+            median = _quantile(window, 0.5)
+            cut = _quantile(window, q) if q < 1.0 and len(recent) >= 10 else np.inf
+            np.testing.assert_equal([live.scale(), live._cut], [median, cut])
+            if i % 60 == 0:
+                restored = AdaptiveThreshold(q, window=50, min_history=10)
+                restored.set_state(live.get_state())
+                live = restored

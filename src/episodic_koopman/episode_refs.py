@@ -68,18 +68,34 @@ class RowTable:
         if len(self) == 0:
             return False
         position = self.next - 1 - self.base
-        return all(
-            np.array_equal(self._columns[name][position], value) for name, value in row.items()
-        )
+        for name, value in row.items():
+            held = self._columns[name][position]
+            # The same bytes are equal values (the values are finite); other bytes may still
+            # be (-0.0 and 0.0), which array_equal decides.
+            value = np.asarray(value)
+            same = held.dtype == value.dtype and held.shape == value.shape
+            if not (same and held.tobytes() == value.tobytes()):
+                if not np.array_equal(held, value):
+                    return False
+        return True
 
     def rows(
         self, indices: np.ndarray, names: tuple[str, ...] | None = None
     ) -> dict[str, np.ndarray]:
         """The columns (all, or ``names``) at rows ``indices`` (which must be kept)."""
+        return self.at(self.positions(indices), names)
+
+    def positions(self, indices: np.ndarray) -> np.ndarray:
+        """Where rows ``indices`` (which must be kept) are in the columns, for `at`."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < self.first or indices.max() >= self.next):
             raise KeyError("row is not in the table (collected or never added)")
-        positions = indices - self.base
+        return indices - self.base
+
+    def at(
+        self, positions: np.ndarray, names: tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The columns (all, or ``names``) at `positions` (valid until the next append)."""
         if names is not None:
             return {name: self._columns[name][positions] for name in names}
         return {name: column[positions] for name, column in self._columns.items()}
@@ -126,6 +142,9 @@ class EpisodeRefs:
         self.source = 0
         self.fits = RowTable()
         self.successors = RowTable()
+        # Offsets from an origin to its state window's rows, and to its continuation's.
+        self._before = np.arange(1 - state_delays, 1)
+        self._after = np.arange(1, horizon + 1)
 
     @staticmethod
     def reuse_or_append(table: RowTable, row: dict[str, np.ndarray]) -> int:
@@ -136,9 +155,7 @@ class EpisodeRefs:
     def windows(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """State windows ``(B, state_delays, c)`` and continuations ``(B, horizon, c)``."""
         origins = np.asarray(origins, dtype=np.int64)[:, None]
-        before = origins + np.arange(1 - self.state_delays, 1)
-        after = origins + np.arange(1, self.horizon + 1)
-        return self.history.rows(before), self.history.rows(after)
+        return self.history.rows(origins + self._before), self.history.rows(origins + self._after)
 
     def keys(self, records: dict[str, np.ndarray], weights: KeyWeights) -> np.ndarray:
         """The keys of episodes (at least one), made again from their references: the same
@@ -161,20 +178,48 @@ class EpisodeRefs:
 
     def match_parts(self, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the exact rerank reads of episodes: ``rank``, ``eigenvalues``, ``modes`` and
-        ``state``, the values `expand` gives, without the windows and continuations that
-        only the few episodes kept need."""
-        fits = self.fits.rows(
-            records["fit"],
+        ``state``, the values `expand` gives, without the continuations that only the few
+        episodes kept need (`expand_kept` adds them). Also ``history`` (the state windows)
+        and ``positions`` (of the fits' rows), which `expand_kept` reuses."""
+        positions = self.fits.positions(records["fit"])
+        fits = self.fits.at(
+            positions,
             ("rank", "eigenvalues", "modes") if self.keep_modes else ("rank", "eigenvalues"),
         )
         origins = np.asarray(records["origin"], dtype=np.int64)[:, None]
-        histories = self.history.rows(origins + np.arange(1 - self.state_delays, 1))
+        histories = self.history.rows(origins + self._before)
         return {
             "rank": fits["rank"],
             "eigenvalues": fits["eigenvalues"],
             "modes": fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"]),
             "state": normalized_states(histories),
+            "history": histories,
+            "positions": positions,
         }
+
+    def expand_kept(
+        self, records: dict[str, np.ndarray], parts: dict[str, np.ndarray], kept: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """`expand` of rows ``kept`` of ``records``, whose `match_parts` are ``parts``: the
+        same values, with what the rerank read taken from ``parts``."""
+        origins = records["origin"][kept]
+        ref = self.fits.at(parts["positions"][kept], ("ref_mean", "ref_scale"))
+        out = {name: value[kept] for name, value in records.items() if name not in ("fit", "succ")}
+        out |= {
+            "window_start": np.maximum(origins - self.window_span, 0),
+            "source": np.full(origins.shape[0], self.source, dtype=np.int64),
+            "rank": parts["rank"][kept],
+            "eigenvalues": parts["eigenvalues"][kept],
+            "modes": parts["modes"][kept],
+            "ref_mean": ref["ref_mean"],
+            "ref_scale": ref["ref_scale"],
+            "state": parts["state"][kept],
+            "history": parts["history"][kept],
+            "continuation": self.history.rows(origins[:, None] + self._after),
+        }
+        if "succ" in records:
+            out |= self.successors.rows(records["succ"][kept])
+        return out
 
     def expand(
         self, records: dict[str, np.ndarray], states: np.ndarray | None = None

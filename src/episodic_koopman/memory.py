@@ -50,41 +50,19 @@ deterministic.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import faiss
 import numpy as np
 
+from .index_search import flat_codes, scan_flat, search_graph
 from .key_codec import KeyCodec
 from .threads import single_threaded
 
 #: FAISS is brought up to date each time the stored id count reaches a multiple of this;
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
-
-
-_search_local = threading.local()
-
-
-def _search_parameters(hnsw: bool, low: int, high: int, ef_search: int) -> faiss.SearchParameters:
-    """Search parameters selecting labels ``[low, high)``: this thread's own, reused.
-
-    Making them anew cost more than a quarter of a flat search of 10^4 episodes; a
-    parameter object per thread can be updated in place, as no other search reads it.
-    """
-    cached = getattr(_search_local, "params", None)
-    if cached is None:
-        selector = faiss.IDSelectorRange(0, 0)
-        flat = faiss.SearchParameters(sel=selector)
-        cached = _search_local.params = (selector, flat, faiss.SearchParametersHNSW(sel=selector))
-    selector, flat, graph = cached
-    selector.imin, selector.imax = low, high
-    if not hnsw:
-        return flat
-    graph.efSearch = ef_search
-    return graph
 
 
 class EpisodeMemory:
@@ -215,8 +193,10 @@ class EpisodeMemory:
         n = keys.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        stored = self.codec.round(keys)  # 8-bit codes clip, so check the keys as given too
-        if not (np.isfinite(keys).all() and np.isfinite(stored).all()):
+        stored = self.codec.round(keys)
+        # 8-bit codes clip (the keys as given are checked); float16 ones overflow to inf,
+        # and stay NaN or inf (the rounded keys are checked).
+        if not np.isfinite(stored if self.codec.bounds is None else keys).all():
             raise ValueError("episode keys must be finite (and within float16 range)")
         columns = {name: np.asarray(value) for name, value in records.items()}
         if any(column.shape[0] != n for column in columns.values()):
@@ -235,15 +215,18 @@ class EpisodeMemory:
         # Store in chunks that end at sync points, exactly as single adds would.
         start = 0
         while start < n:
-            room = _INDEX_BATCH - self.next_id % _INDEX_BATCH
-            stop = min(n, start + room)
-            chunk = ids[start:stop]
-            self._tail[chunk % _INDEX_BATCH] = stored[start:stop]
-            slots = self._slots(chunk)
+            first = self.next_id % _INDEX_BATCH
+            stop = min(n, start + _INDEX_BATCH - first)
+            count = stop - start
+            self._tail[first : first + count] = stored[start:stop]
+            slot = self.next_id % self.capacity
+            # The ring's slots are one range unless they wrap around.
+            wraps = slot + count > self.capacity
+            slots = self._slots(ids[start:stop]) if wraps else slice(slot, slot + count)
             for name, column in columns.items():
                 self._columns[name][slots] = column[start:stop]
-            self.next_id += stop - start
-            if self.next_id % _INDEX_BATCH == 0:
+            self.next_id += count
+            if first + count == _INDEX_BATCH:
                 self._sync_index()
             start = stop
         return ids
@@ -253,12 +236,24 @@ class EpisodeMemory:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        keys = self.keys(self.live_ids())  # the index's own codes: rebuilding loses nothing
         hnsw = len(self) > self.hnsw_threshold
         index = self._new_index(hnsw=hnsw)
-        with single_threaded():
-            if keys.shape[0]:
-                index.add(keys)
+        if not (hnsw or self._hnsw):
+            # Flat to flat: the live codes, copied as they are (decoding and encoding them
+            # again gives the same bytes, at a thousand times the cost).
+            codes = flat_codes(self._index)[max(self.oldest_id - self._indexed_from, 0) :]
+            if codes.shape[0]:
+                index.add_sa_codes(codes)
+            # The ids stored since the last sync are in the tail (already rounded: their
+            # codes are the ones the index would hold).
+            tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
+            if tail.size:
+                index.add_sa_codes(self.codec.encode(self._tail[tail % _INDEX_BATCH]))
+        else:
+            keys = self.keys(self.live_ids())  # the index's own codes: rebuilding loses nothing
+            with single_threaded():
+                if keys.shape[0]:
+                    index.add(keys)
         self._index = index
         self._hnsw = hnsw
         self._indexed_from = self.oldest_id
@@ -273,24 +268,30 @@ class EpisodeMemory:
         stored since the last batch insertion. A search never changes the index, so
         forecasting cannot alter what later updates do.
         """
-        if len(self) == 0 or k < 1:
+        n_live, next_id = len(self), self.next_id
+        if n_live == 0 or k < 1:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        query = np.asarray(key, dtype=np.float32).reshape(1, self.dim)
-        oldest, next_id = self.oldest_id, self.next_id
+        query = np.ascontiguousarray(key, dtype=np.float32).reshape(1, self.dim)
+        oldest = next_id - n_live
         tail_start = max(self._indexed_to, oldest)
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        ids: np.ndarray | None = None
         if tail_start > oldest:
             offset = self._indexed_from
-            params = _search_parameters(
-                self._hnsw, oldest - offset, tail_start - offset, max(self.ef_search, k)
-            )
-            with single_threaded():
-                d2, labels = self._index.search(query, min(k, tail_start - oldest), params=params)
-            labels, d2 = labels[0], d2[0]
-            if labels.size and labels.min() < 0:  # fewer live episodes than asked for
-                keep = labels >= 0
-                labels, d2 = labels[keep], d2[keep]
-            parts.append((labels.astype(np.int64) + offset, d2.astype(np.float64)))
+            n_best = min(k, tail_start - oldest)
+            # An empty max-heap (what FAISS's own search starts from): results in heap order.
+            found = np.full(n_best, np.inf, dtype=np.float32)
+            labels = np.full(n_best, -1, dtype=np.int64)
+            low, high = oldest - offset, tail_start - offset  # the live labels
+            if self._hnsw:
+                search_graph(self._index, query, low, high, max(self.ef_search, k), found, labels)
+                if labels.min() < 0:  # a graph may find fewer than asked for
+                    keep = labels >= 0
+                    labels, found = labels[keep], found[keep]
+                ids = labels + offset
+            else:
+                scan_flat(self._index, query, low, high - low, found, labels)
+                ids = labels + oldest
+            d2 = found.astype(np.float64)
         if tail_start < next_id:
             first = tail_start % _INDEX_BATCH
             count = next_id - tail_start
@@ -300,12 +301,11 @@ class EpisodeMemory:
                 rows = self._tail[np.arange(tail_start, next_id) % _INDEX_BATCH]
             diff = rows - query
             tail = np.arange(tail_start, next_id, dtype=np.int64)
-            parts.append((tail, np.einsum("ij,ij->i", diff, diff).astype(np.float64)))
-        if len(parts) == 1:
-            ids, d2 = parts[0]
-        else:
-            ids = np.concatenate([part[0] for part in parts])
-            d2 = np.concatenate([part[1] for part in parts])
+            tail_d2 = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+            if ids is None:
+                ids, d2 = tail, tail_d2
+            else:
+                ids, d2 = np.concatenate([ids, tail]), np.concatenate([d2, tail_d2])
         order = np.lexsort((ids, d2))[:k]
         return ids[order], d2[order]
 

@@ -24,7 +24,6 @@ Matched episodes are weighted by attention, ``softmax(-D / (tau * scale))``;
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,7 +70,28 @@ def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) ->
 
 def episode_keys(signature: Signature, states: np.ndarray, weights: KeyWeights) -> np.ndarray:
     """Keys of several states ``(B, S)`` that share one signature: ``(B, dim)`` float32."""
-    return signature_keys(signature.eigenvalues[None], signature.modes[None], states, weights)
+    return keys_of_row(signature_row(signature, weights), states, weights)
+
+
+#: The newest signature's key coordinates (`signature_row`): a scored tick's query makes
+#: them, and the episodes made with its fit until the next scored tick are keyed by them.
+_last_row: tuple[Signature, KeyWeights, np.ndarray] | None = None
+
+
+def signature_row(signature: Signature, weights: KeyWeights) -> np.ndarray:
+    """`signature_columns` of one signature, ``(1, width)`` (read-only).
+
+    The last signature's are kept: signatures are never changed once made, so this is
+    a pure function of the signature, whatever was called before.
+    """
+    global _last_row
+    cached = _last_row
+    if cached is not None and cached[0] is signature and cached[1] == weights:
+        return cached[2]
+    row = signature_columns(signature.eigenvalues[None], signature.modes[None], weights)
+    row.flags.writeable = False
+    _last_row = (signature, weights, row)
+    return row
 
 
 def signature_keys(
@@ -82,7 +102,12 @@ def signature_keys(
     ``eigenvalues`` is ``(B or 1, r_max)``, ``modes`` ``(B or 1, r_max, q)``: every
     coordinate is the same product as `episode_keys` computes, so the keys are too.
     """
-    signature = signature_columns(eigenvalues, modes, weights)
+    return keys_of_row(signature_columns(eigenvalues, modes, weights), states, weights)
+
+
+def keys_of_row(signature: np.ndarray, states: np.ndarray, weights: KeyWeights) -> np.ndarray:
+    """Keys from signature coordinates ``(B or 1, width)`` (`signature_columns`) and
+    states ``(B, S)``."""
     keys = np.empty((states.shape[0], signature.shape[1] + states.shape[1]), dtype=np.float32)
     keys[:, : signature.shape[1]] = signature
     keys[:, signature.shape[1] :] = state_columns(states, weights)
@@ -187,11 +212,14 @@ def _eigenvalue_terms(
     """
     kept = _eigenvalue_terms_kept
     query, query_rank = signature.eigenvalues.tobytes(), signature.rank
-    out = np.empty(eigenvalues.shape[0])
+    n, width = eigenvalues.shape[0], eigenvalues.shape[1] * eigenvalues.itemsize
+    # Every row's bytes in one call (what each row's tobytes gives).
+    spectra = np.ascontiguousarray(eigenvalues).view(f"V{width}").reshape(n).tolist()
+    out = np.empty(n)
     missing: list[int] = []
     keys = []
-    for i, rank in enumerate(cand_ranks):
-        key = (query, eigenvalues[i].tobytes(), query_rank, rank, weight)
+    for i, (spectrum, rank) in enumerate(zip(spectra, cand_ranks, strict=True)):
+        key = (query, spectrum, query_rank, rank, weight)
         term = kept.get(key)
         if term is None:
             missing.append(i)
@@ -271,28 +299,30 @@ def nearest_exact(
     of them cannot be among the nearest. `exact_distances` treats every row on its
     own, so the distances are those of ranking all candidates at once.
     """
-
-    state_terms: np.ndarray | None = None
+    eigenvalues, modes, ranks = records["eigenvalues"], records["modes"], records["rank"]
+    states = records["state"]
+    n = ids.shape[0]
+    if n <= k or not state.size or weights.state <= 0:
+        distances = exact_distances(signature, state, eigenvalues, modes, states, weights, ranks)
+        order = np.lexsort((ids, distances))[:k]
+        return order, distances[order]
+    # Each row's state term, as `exact_distances` computes it, is kept for it.
+    state_terms = weights.state * _state_distances(states, state)
+    # Modes are read only when they count (gathering them costs as much as the rest).
+    uses_modes = weights.modes > 0 and signature.modes.size > 0
 
     def exact(rows: np.ndarray) -> np.ndarray:
         return exact_distances(
             signature,
             state,
-            records["eigenvalues"][rows],
-            records["modes"][rows],
-            records["state"][rows],
+            eigenvalues[rows],
+            modes[rows] if uses_modes else modes,
+            states,  # unread: the state terms are given
             weights,
-            records["rank"][rows],
-            None if state_terms is None else state_terms[rows],
+            ranks[rows],
+            state_terms[rows],
         )
 
-    n = ids.shape[0]
-    if n <= k or not state.size or weights.state <= 0:
-        distances = exact(np.arange(n))
-        order = np.lexsort((ids, distances))[:k]
-        return order, distances[order]
-    # Each row's state term, as `exact_distances` computes it, is kept for it.
-    state_terms = weights.state * _state_distances(records["state"], state)
     # Shrunk by a relative 1e-12: a bound, whatever the rounding of the exact sum.
     floor = state_terms * (1.0 - 1e-12)
     by_floor = np.argsort(floor, kind="stable")
@@ -312,55 +342,3 @@ def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.nda
     logits = -(distances - distances.min()) / max(tau * scale, 1e-12)
     weights = np.exp(logits)
     return weights / weights.sum()
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    """Linear-interpolation quantile (NumPy's default) via partition: cheap on small arrays."""
-    position = q * (values.size - 1)
-    low = int(np.floor(position))
-    high = min(low + 1, values.size - 1)
-    part = np.partition(values, (low, high))
-    return float(part[low] + (part[high] - part[low]) * (position - low))
-
-
-class AdaptiveThreshold:
-    """Recall only when the best match is at least as close as a quantile of recent ones.
-
-    With ``quantile=1.0`` every match recalls; with ``0.5`` only the better half.
-    Before ``min_history`` matches have been seen, every match recalls.
-    """
-
-    def __init__(self, quantile: float, window: int = 200, min_history: int = 10) -> None:
-        self.quantile = quantile
-        self.window = window
-        self.min_history = min_history
-        self._recent: deque[float] = deque(maxlen=window)
-        self._cut = np.inf
-        self._median = 1.0
-
-    def _refresh(self) -> None:
-        values = np.fromiter(self._recent, float)
-        self._median = _quantile(values, 0.5) if values.size else 1.0
-        enough = self.quantile < 1.0 and values.size >= self.min_history
-        self._cut = _quantile(values, self.quantile) if enough else np.inf
-
-    def admits(self, best: float) -> bool:
-        return best <= self._cut
-
-    def observe(self, best: float) -> None:
-        self._recent.append(best)
-        self._refresh()
-
-    def scale(self) -> float:
-        """Typical best distance (median of recent ones), the unit of ``tau``."""
-        return self._median
-
-    def get_state(self) -> np.ndarray:
-        return np.fromiter(self._recent, float)
-
-    def set_state(self, values: np.ndarray) -> None:
-        # tolist gives the same Python floats as float() of each, without a loop.
-        self._recent = deque(
-            np.asarray(values, dtype=np.float64).ravel().tolist(), maxlen=self.window
-        )
-        self._refresh()

@@ -14,13 +14,13 @@ from .episode_refs import EpisodeRefs, complete_copies
 from .memory import EpisodeMemory
 from .operator import KoopmanFit
 from .recall import (
-    AdaptiveThreshold,
     KeyWeights,
     attention_weights,
     episode_key,
     nearest_exact,
     normalized_state,
 )
+from .recall_threshold import AdaptiveThreshold
 from .spectrum import Signature, make_signature
 
 
@@ -88,7 +88,7 @@ class Recaller:
         modes = fit.modes[:n_inputs] if uses_modes else np.zeros((0, fit.rank), np.complex128)
         signature = make_signature(
             fit.eigenvalues,
-            fit.amplitudes(psi),
+            fit.amplitudes_at(psi),
             modes,
             mode_rows=slice(n_inputs - self.mode_length, n_inputs) if uses_modes else slice(0, 0),
             reference_rows=slice(self.mode_length - embedding.n_channels, None),
@@ -110,18 +110,15 @@ class Recaller:
         stored = self.memory.get(ids)
         # The rerank reads the signatures and states of every candidate; the windows
         # and continuations are read for the episodes kept only.
-        if self.memory.holds_copies:
-            records = complete_copies(stored)
-        else:
-            records = self.refs.match_parts(stored)
+        copies = self.memory.holds_copies
+        records = complete_copies(stored) if copies else self.refs.match_parts(stored)
         order, ranked = nearest_exact(
             query.signature, query.state, ids, records, self.key_weights, self.top_k
         )
-        if self.memory.holds_copies:
+        if copies:
             kept = {name: column[order] for name, column in records.items()}
         else:
-            chosen = {name: column[order] for name, column in stored.items()}
-            kept = self.refs.expand(chosen, states=records["state"][order])
+            kept = self.refs.expand_kept(stored, records, order)
         best = float(ranked[0])
         if observe:
             self.threshold.observe(best)

@@ -13,7 +13,7 @@ from .episode_refs import EpisodeRefs
 from .memory import EpisodeMemory
 from .observables import Observables
 from .operator import KoopmanFit, fit_arrays, fit_from_arrays, propagate_many
-from .recall import KeyWeights, episode_keys, normalized_states
+from .recall import KeyWeights, keys_of_row, normalized_states, signature_row
 from .spectrum import Signature
 
 
@@ -84,6 +84,9 @@ class EpisodeRecorder:
         self.cursor: int | None = None  # next origin whose episode is still to make
         self.last_fit: KoopmanFit | None = None
         self.last_signature: Signature | None = None
+        self._signature_row: np.ndarray | None = None  # of last_signature, once made
+        # What the fit table's newest row was made of, and its index (see `_fit_row`).
+        self._newest_fit_row: tuple[tuple[Signature, np.ndarray, np.ndarray], int] | None = None
 
     @property
     def source(self) -> int:
@@ -96,6 +99,9 @@ class EpisodeRecorder:
     def remember(self, fit: KoopmanFit, signature: Signature) -> None:
         """The fit and signature of a scored step, used by the episodes until the next one."""
         self.last_fit, self.last_signature = fit, signature
+        # Its key coordinates, as the query just made them (queries between scored
+        # ticks make others before these episodes are made).
+        self._signature_row = signature_row(signature, self.key_weights)
 
     def make(self, upto: int, n: int, ready_at: int, obs: Observables, dyn: Dynamics) -> None:
         """Episodes for the due origins in ``[cursor, upto]``, with the latest scored fit."""
@@ -130,23 +136,43 @@ class EpisodeRecorder:
         else:
             forecasts = np.zeros((count, 0, obs.ref_mean.shape[0]))
         n_snapshots = np.minimum(dyn.dmd.n_pushed - lag, dyn.window + 1)
-        row = {
-            "eigenvalues": signature.eigenvalues,
-            "rank": np.array(signature.rank, dtype=np.int64),
-            "ref_mean": obs.ref_mean,
-            "ref_scale": obs.ref_scale,
-        }
-        if self.refs.keep_modes:
-            row["modes"] = signature.modes
-        fit_row = EpisodeRefs.reuse_or_append(self.refs.fits, row)
+        fit_row = self._fit_row(signature, obs.ref_mean, obs.ref_scale)
+        if self._signature_row is None:
+            self._signature_row = signature_row(signature, self.key_weights)
         made = PendingRecords(
             origins=origins,
             window_starts=origins + 2 - n_snapshots - obs.delays,
-            keys=episode_keys(signature, states, self.key_weights),
+            keys=keys_of_row(self._signature_row, states, self.key_weights),
             forecasts=forecasts,
             fits=np.full(count, fit_row, dtype=np.int64),
         )
         self.pending = made if self.pending is None else self.pending.extend(made)
+
+    def _fit_row(self, signature: Signature, ref_mean: np.ndarray, ref_scale: np.ndarray) -> int:
+        """The fit table's row of a signature and standardisation: the newest if it holds
+        them, else a new one.
+
+        Signatures and standardisations are replaced, never changed in place, so the
+        same objects as the newest row was made of need no comparison."""
+        fits, made_of = self.refs.fits, (signature, ref_mean, ref_scale)
+        held = self._newest_fit_row
+        if (
+            held is not None
+            and held[1] == fits.next - 1
+            and all(a is b for a, b in zip(held[0], made_of, strict=True))
+        ):
+            return held[1]
+        row = {
+            "eigenvalues": signature.eigenvalues,
+            "rank": np.array(signature.rank, dtype=np.int64),
+            "ref_mean": ref_mean,
+            "ref_scale": ref_scale,
+        }
+        if self.refs.keep_modes:
+            row["modes"] = signature.modes
+        index = EpisodeRefs.reuse_or_append(fits, row)
+        self._newest_fit_row = (made_of, index)
+        return index
 
     def file(self, n: int, obs: Observables, dyn: Dynamics) -> None:
         """Episodes whose continuation is complete enter memory and become recallable."""
@@ -252,7 +278,8 @@ class EpisodeRecorder:
         self.last_fit = None
         if meta["has_last_fit"]:
             self.last_fit = fit_from_arrays(unprefixed("last_fit", arrays))
-        self.last_signature = None
+        self.last_signature, self._signature_row = None, None
+        self._newest_fit_row = None  # the table is the one restored
         if meta["has_last_signature"]:
             self.last_signature = Signature(
                 eigenvalues=np.array(arrays["last_signature.eigenvalues"]),

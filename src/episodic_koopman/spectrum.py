@@ -103,11 +103,15 @@ def _conjugate_groups(eigenvalues: np.ndarray) -> tuple[_Group, ...]:
             # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK puts it next).
             if unmatched:
                 # LAPACK gives exact conjugates: the first exact one is the nearest
-                # (distance 0, and `min` keeps the first), found without the abs() scan.
+                # (distance 0, and `min` keeps the first), found without the abs() scan;
+                # LAPACK puts it next, so it is most often the first unmatched one.
                 partner = z.conjugate()
-                j = next((k for k in unmatched if lams[k] == partner), -1)
-                if j < 0:
-                    j = min(unmatched, key=lambda k: abs(lams[k] - partner))
+                if lams[unmatched[0]] == partner:
+                    j = unmatched[0]
+                else:
+                    j = next((k for k in unmatched if lams[k] == partner), -1)
+                    if j < 0:
+                        j = min(unmatched, key=lambda k: abs(lams[k] - partner))
                 unmatched.remove(j)
                 groups.append(((i, j), -z.imag))
             else:
@@ -180,12 +184,12 @@ def make_signature(
     """Signature of a fit; ``mode_rows`` picks the mode coordinates kept (a few newest delays)."""
     order = canonical_order(eigenvalues, amplitudes)[:r_max]
     rank = int(order.shape[0])
-    kept = modes[mode_rows][:, order]
-    shapes = normalize_modes(kept, reference_rows)
     padded_eigs = np.zeros(r_max, dtype=np.complex128)
     padded_eigs[:rank] = eigenvalues[order]
-    padded_modes = np.zeros((r_max, shapes.shape[0]), dtype=np.complex128)
-    padded_modes[:rank] = shapes.T
+    n_rows = len(range(*mode_rows.indices(modes.shape[0])))
+    padded_modes = np.zeros((r_max, n_rows), dtype=np.complex128)
+    if n_rows:  # (no mode coordinates kept: nothing to normalise)
+        padded_modes[:rank] = normalize_modes(modes[mode_rows][:, order], reference_rows).T
     return Signature(eigenvalues=padded_eigs, modes=padded_modes, rank=rank)
 
 
