@@ -56,7 +56,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index_search import flat_codes, scan_flat, search_graph
+from .index_search import flat_codes, search_flat, search_graph
 from .key_codec import KeyCodec
 from .threads import single_threaded
 
@@ -278,7 +278,6 @@ class EpisodeMemory:
         if tail_start > oldest:
             offset = self._indexed_from
             n_best = min(k, tail_start - oldest)
-            # An empty max-heap (what FAISS's own search starts from): results in heap order.
             found = np.full(n_best, np.inf, dtype=np.float32)
             labels = np.full(n_best, -1, dtype=np.int64)
             low, high = oldest - offset, tail_start - offset  # the live labels
@@ -289,8 +288,8 @@ class EpisodeMemory:
                     labels, found = labels[keep], found[keep]
                 ids = labels + offset
             else:
-                scan_flat(self._index, query, low, high - low, found, labels)
-                ids = labels + oldest
+                search_flat(self._index, query, low, high, found, labels)
+                ids = labels + offset
             d2 = found.astype(np.float64)
         if tail_start < next_id:
             first = tail_start % _INDEX_BATCH
