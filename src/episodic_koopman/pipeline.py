@@ -418,15 +418,20 @@ class Pipeline:
     def envelope(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Where experts' forecasts are clipped (see `envelope`), ``None`` for nowhere.
 
-        The range is that of the operator's span, ``window + delays - 1`` observations,
-        once the history holds them.
+        The range is that of the operator's span, ``window + delays - 1`` observations.
+        Until the history holds them, it is that of the ``k`` observations held, with
+        the margin widened by ``span / k``.
         """
         margin, history = self.settings.config.envelope, self.obs.history
         span = self.settings.window + self.settings.delays - 1
-        # A shorter history may not span a cycle yet: its range says little.
-        if margin is None or history.count < span:
+        held = min(history.count, span)
+        if margin is None or held < 2:
             return None
-        return recent_envelope(history.last(span), margin)
+        # A shorter history may not span a cycle yet: its range says less, so the bound is
+        # looser. But still a bound: a local AR fitted on a few rows across an early outage
+        # forecast 1e14 (water_flow at its first fit), and a scored forecast that far off
+        # made every interval astronomical while the calibrator kept its score.
+        return recent_envelope(history.last(held), margin * span / held)
 
     def recall_now(self) -> Recall | None:
         """The episodes recalled for the current tick (after `flush`; cached per tick).
