@@ -28,6 +28,9 @@ CONFIGS = {
     "no-classical": dict(delays=12, window=64, classical_experts=""),
     "no-memory-no-classical": dict(delays=12, window=64, memory=False, classical_experts=""),
     "bank-stride-5": dict(delays=6, window=32, memory=False, stride=5),
+    "growing-stride": dict(
+        delays=12, window=64, stride=2, stride_doublings=2, stride_doubling_at=150
+    ),
     "auto-embedding": dict(window=64, episode_horizon=12),
 }
 

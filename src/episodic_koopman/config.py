@@ -216,6 +216,13 @@ class ModelConfig(_JsonConfig):
     stride
         Steps between scored forecasts (and refreshed spectra): the mixture and
         the conformal intervals learn from the errors of scored forecasts.
+    stride_doublings, stride_doubling_at
+        A stride that grows with the model's age: from observation count
+        ``stride_doubling_at`` on, the stride doubles, and again at every doubling of
+        the count, at most ``stride_doublings`` times (`stride_at`). A scored tick costs
+        most of ``learn_one``; an old model's mixture and intervals have many scores
+        behind them. A function of the count alone, so forecasts stay a function of the
+        observations. ``0`` (the default) keeps ``stride`` throughout.
     refit_every
         Steps between exact refits (which also refresh the standardisation);
         ``None`` means ``window``.
@@ -248,6 +255,8 @@ class ModelConfig(_JsonConfig):
 
     max_rank: int = 16
     stride: int = 8
+    stride_doublings: int = 0
+    stride_doubling_at: int = 4096
     refit_every: int | None = None
     stabilize: str = "clip"
     lifting: str = "identity"
@@ -260,6 +269,13 @@ class ModelConfig(_JsonConfig):
     def __post_init__(self) -> None:
         v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
         v.check_positive_int("stride", self.stride, 1, 1_000_000)
+        v.check_positive_int("stride_doublings", self.stride_doublings, 0, 10)
+        v.check_positive_int("stride_doubling_at", self.stride_doubling_at, 1, 10**12)
+        if self.stride * 2**self.stride_doublings > 1_000_000:
+            raise ValueError(
+                f"stride x 2^stride_doublings must be at most 1000000, got "
+                f"{self.stride} x 2^{self.stride_doublings}"
+            )
         if self.refit_every is not None:
             v.check_positive_int("refit_every", self.refit_every, 1, 10**12)
         v.check_choice("stabilize", self.stabilize, ("clip", "none"))
@@ -282,6 +298,25 @@ class ModelConfig(_JsonConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"classical_experts lists a name twice: {self.classical_experts!r}")
         return names
+
+    @property
+    def max_stride(self) -> int:
+        """The longest stride `stride_at` gives."""
+        return self.stride * 2**self.stride_doublings
+
+    def stride_at(self, n: int) -> int:
+        """The stride in force at observation count ``n``: ``stride`` until
+        ``stride_doubling_at``, then doubled at every doubling of ``n`` (at most
+        ``stride_doublings`` times).
+
+        >>> config = ModelConfig(stride=8, stride_doublings=2, stride_doubling_at=1000)
+        >>> [config.stride_at(n) for n in (999, 1000, 1999, 2000, 4000, 10**6)]
+        [8, 16, 16, 32, 32, 32]
+        """
+        if self.stride_doublings == 0 or n < self.stride_doubling_at:
+            return self.stride
+        doublings = (n // self.stride_doubling_at).bit_length()  # 1 from at, 2 from 2 at, ...
+        return self.stride << min(doublings, self.stride_doublings)
 
     @property
     def n_lifted(self) -> int:
@@ -353,6 +388,8 @@ FLAT_NAMES = (
     "episode_horizon",
     "memory_stride",
     "stride",
+    "stride_doublings",
+    "stride_doubling_at",
     "top_k",
     "candidates",
     "tau",
