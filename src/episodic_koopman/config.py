@@ -36,6 +36,8 @@ from .rank import RankRule, validate_rank_rule
 
 #: Largest number of observables (delays x channels, plus lifted features).
 MAX_FEATURES = 2048
+#: The longest scoring stride (``ModelConfig.stride``, and where a growing one stops).
+MAX_STRIDE = 1_000_000
 
 STRATEGIES = ("mixture", "analog", "residual", "transfer")
 ALIGNMENTS = ("zscore", "additive", "multiplicative", "last", "none")
@@ -272,14 +274,9 @@ class ModelConfig(_JsonConfig):
 
     def __post_init__(self) -> None:
         v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
-        v.check_positive_int("stride", self.stride, 1, 1_000_000)
+        v.check_positive_int("stride", self.stride, 1, MAX_STRIDE)
         v.check_positive_int("stride_doublings", self.stride_doublings, 0, 10)
         v.check_positive_int("stride_doubling_at", self.stride_doubling_at, 1, 10**12)
-        if self.stride * 2**self.stride_doublings > 1_000_000:
-            raise ValueError(
-                f"stride x 2^stride_doublings must be at most 1000000, got "
-                f"{self.stride} x 2^{self.stride_doublings}"
-            )
         if self.refit_every is not None:
             v.check_positive_int("refit_every", self.refit_every, 1, 10**12)
         v.check_choice("stabilize", self.stabilize, ("clip", "none"))
@@ -305,8 +302,14 @@ class ModelConfig(_JsonConfig):
 
     @property
     def max_stride(self) -> int:
-        """The longest stride `stride_at` gives."""
-        return self.stride * 2**self.stride_doublings
+        """The longest stride `stride_at` gives: doubled at most ``stride_doublings`` times,
+        and not past `MAX_STRIDE` (so ``stride=1_000_000``, which never scores, stays valid)."""
+        longest = self.stride
+        for _ in range(self.stride_doublings):
+            if 2 * longest > MAX_STRIDE:
+                break
+            longest *= 2
+        return longest
 
     def stride_at(self, n: int) -> int:
         """The stride in force at observation count ``n``: ``stride`` until
@@ -320,7 +323,7 @@ class ModelConfig(_JsonConfig):
         if self.stride_doublings == 0 or n < self.stride_doubling_at:
             return self.stride
         doublings = (n // self.stride_doubling_at).bit_length()  # 1 from at, 2 from 2 at, ...
-        return self.stride << min(doublings, self.stride_doublings)
+        return min(self.stride << min(doublings, self.stride_doublings), self.max_stride)
 
     @property
     def n_lifted(self) -> int:
