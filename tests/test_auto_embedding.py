@@ -129,7 +129,9 @@ def test_a_shared_memory_fixes_the_last_stage():
 
 
 def test_a_history_too_short_to_replay_keeps_the_first_stage(tmp_path):
-    params = {"window": 16, "memory": False, "classical_experts": ""}
+    # A fixed stride of 8: the history holds window + delays + 8 = 32 < 48 rows (a stride
+    # that may grow to 32 sizes it for 32, and 56 rows can replay).
+    params = {"window": 16, "memory": False, "classical_experts": "", "stride_doublings": 0}
     model = EpisodicKoopman.from_flat(params)
     values = noisy_sines(120, seed=3)
     model.learn_many(values[:60])

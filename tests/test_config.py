@@ -68,6 +68,9 @@ def test_constructor_rejects_a_bool_memory_with_a_hint():
         (lambda: MemoryConfig(experts="analog,magic"), "experts"),
         (lambda: MemoryConfig(drift_gate="adwin"), "drift_gate"),
         (lambda: ModelConfig(stride=0), "stride"),
+        (lambda: ModelConfig(stride_doublings=-1), "stride_doublings"),
+        (lambda: ModelConfig(stride_doublings=11), "stride_doublings"),
+        (lambda: ModelConfig(stride_doubling_at=0), "stride_doubling_at"),
         (lambda: ModelConfig(stabilize="maybe"), "stabilize"),
         (lambda: ModelConfig(bandwidth=-1.0), "bandwidth"),
     ],
@@ -106,3 +109,22 @@ def test_river_evaluate_runs_a_configured_model():
     dataset = ((None, float(y)) for y in noisy_sines(300))
     result = evaluate.evaluate(dataset, model, metrics.MAE(), horizon=4)
     assert np.isfinite(result.get()[0])
+
+
+def test_a_growing_stride_round_trips_through_json_and_the_flat_form():
+    params = {"stride": 4, "stride_doublings": 2, "stride_doubling_at": 300}
+    model = EpisodicKoopman.from_flat(params)
+    assert model.config == ModelConfig(**params)
+    flat = json.loads(json.dumps(model.to_flat()))
+    assert {k: flat[k] for k in params} == params
+    assert ModelConfig.from_dict(json.loads(json.dumps(model.config.to_dict()))) == model.config
+    assert [model.config.stride_at(n) for n in (299, 300, 599, 600, 1200)] == [4, 8, 8, 16, 16]
+    assert model.config.max_stride == 16
+
+
+def test_a_growing_stride_stops_at_the_longest_stride():
+    # stride=1_000_000 (never scored, as the operator-only bench runs) stays valid.
+    assert ModelConfig(stride=1_000_000).max_stride == 1_000_000
+    assert ModelConfig(stride=1_000_000).stride_at(10**9) == 1_000_000
+    assert ModelConfig(stride=300_000).max_stride == 600_000
+    assert ModelConfig(stride=300_000).stride_at(10**9) == 600_000

@@ -1,5 +1,6 @@
 """Generic contract checks run over every model configuration (river style)."""
 
+import io
 import json
 import math
 import pathlib
@@ -10,7 +11,7 @@ from helpers import assert_same_state, noisy_sines, state_fingerprint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from episodic_koopman import EpisodicKoopman
+from episodic_koopman import EpisodicKoopman, ModelConfig
 from episodic_koopman.persistence import capture, model_from_bytes, model_to_bytes
 
 CONFIGS = {
@@ -28,6 +29,9 @@ CONFIGS = {
     "no-classical": dict(delays=12, window=64, classical_experts=""),
     "no-memory-no-classical": dict(delays=12, window=64, memory=False, classical_experts=""),
     "bank-stride-5": dict(delays=6, window=32, memory=False, stride=5),
+    "growing-stride": dict(
+        delays=12, window=64, stride=2, stride_doublings=2, stride_doubling_at=150
+    ),
     "auto-embedding": dict(window=64, episode_horizon=12),
 }
 
@@ -349,3 +353,25 @@ def test_a_forecast_does_not_depend_on_the_reads_before_it(config):
         a, b = quiet.predict(horizon=12), reader.predict(horizon=12)
         assert np.array_equal(a.mean, b.mean), (k, names[k % len(names)])
         assert [r.id for r in a.recalled] == [r.id for r in b.recalled], k
+
+
+def test_a_file_from_before_the_growing_stride_loads_with_a_fixed_stride():
+    import zipfile
+
+    model = EpisodicKoopman(delays=8, window=32, config=ModelConfig(stride_doublings=0))
+    model.learn_many(noisy_sines(300, seed=4))
+    old = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(model_to_bytes(model))) as src,
+        zipfile.ZipFile(old, "w", zipfile.ZIP_STORED) as dst,
+    ):
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "manifest.json":
+                manifest = json.loads(data)
+                del manifest["params"]["stride_doublings"], manifest["params"]["stride_doubling_at"]
+                data = json.dumps(manifest).encode()
+            dst.writestr(name, data)
+    loaded = model_from_bytes(old.getvalue())
+    assert loaded.config.stride_doublings == 0 and ModelConfig().stride_doublings > 0
+    assert model_to_bytes(loaded) == model_to_bytes(model)

@@ -59,3 +59,20 @@ def test_no_envelope_is_validated_and_round_trips() -> None:
         ModelConfig(envelope=-0.5)
     model = EpisodicKoopman(config=ModelConfig(envelope=None))
     assert EpisodicKoopman.from_flat(model.to_flat()).config.envelope is None
+
+
+def test_a_short_history_is_clipped_to_its_range_with_a_wider_margin() -> None:
+    # Before the operator's span is held, an AR fitted on a few rows across an early
+    # outage forecast 1e14: the range held still bounds it, widened by span / held.
+    model = EpisodicKoopman()
+    y = outage_series()
+    model.learn_many(y[:100])
+    pipeline = model._read()
+    assert pipeline is not None
+    span = model.window + model.current_delays - 1
+    assert 100 < span
+    low, high = pipeline.envelope()
+    width = y[:100].max() - y[:100].min()
+    margin = span / 100 * width
+    assert low[0] == pytest.approx(y[:100].min() - margin)
+    assert high[0] == pytest.approx(y[:100].max() + margin)

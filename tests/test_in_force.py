@@ -1,5 +1,7 @@
 """Forecasts between scored ticks: the fit and recall of the last scored tick, kept in force."""
 
+import itertools
+
 import numpy as np
 from helpers import noisy_sines
 
@@ -84,3 +86,23 @@ def test_an_exact_refit_between_scored_ticks_puts_its_fit_in_force():
     reference = model.reference_forecast(6)[:, 0]
     ours = np.array(model.forecast(6))
     assert np.max(np.abs(ours - reference)) < 1e-8 * np.max(np.abs(reference))
+
+
+def test_a_growing_stride_scores_at_multiples_of_the_stride_in_force():
+    # stride 4, doubled from 200 observations and again from 400: scored ticks are the
+    # counts n (since the first fit) where the stride in force at n divides n - ready_at.
+    y = noisy_sines(700, seed=2) * 2 + 5
+    model = EpisodicKoopman.from_flat(
+        {**PLAIN, "stride": 4, "stride_doublings": 2, "stride_doubling_at": 200}
+    )
+    scored = []
+    for n, v in enumerate(y, start=1):
+        model.learn_one(float(v))
+        pipeline = model._pipeline
+        if pipeline is not None and pipeline.in_force.recall_tick == n:
+            scored.append(n)
+    ready_at = model._pipeline.dyn.ready_at
+    expected = [n for n in range(ready_at, 701) if (n - ready_at) % model.config.stride_at(n) == 0]
+    assert scored == expected
+    gaps = {b - a for a, b in itertools.pairwise(scored)}
+    assert {4, 8, 16} <= gaps <= {4, 8, 12, 16}

@@ -182,3 +182,48 @@ def test_local_scale_restarts_on_another_history():
     tracker = LocalScale(span=20)
     tracker.of(first, ONE)
     np.testing.assert_array_equal(tracker.of(second, ONE), local_scale(second.last(21), ONE))
+
+
+def test_a_vanishing_running_spread_does_not_blow_up_the_interval():
+    # A recall whose weights sit on one episode has a spread near 0 (1e-39 was seen):
+    # a running mean of such spreads made the next ordinary spread widen intervals 1e38-fold.
+    cal = ConformalCalibrator(horizon=1, n_channels=1, window=100, min_samples=5)
+    for e in [0.5, -1.0, 0.8, -0.3, 1.2, -0.7]:
+        cal.update(np.array([[e]]), np.full((1, 1), 1e-39), ONE)
+    plain = cal.half_width(0.8, np.zeros((1, 1)), 1, ONE)[0, 0]
+    wide = cal.half_width(0.8, np.full((1, 1), 0.4), 1, ONE)[0, 0]
+    assert plain < wide <= (1 + intervals._MAX_SPREAD_RATIO) * plain
+
+
+def early_outage(n: int = 400, seed: int = 0) -> np.ndarray:
+    """A daily cycle around 100 that drops to 24 for 27 steps just before the first fit."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = 100 + np.sin(2 * np.pi * t / 24) + 0.3 * rng.standard_normal(n)
+    y[93:120] = 24.3
+    return y
+
+
+def noisy_cycle(n: int = 500, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 100 + 2 * np.sin(2 * np.pi * t / 24) + 0.3 * rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("stride", [1, 8, 24])
+@pytest.mark.parametrize("series", [early_outage, noisy_cycle])
+def test_early_intervals_stay_on_the_scale_of_the_data(series, stride: int) -> None:
+    # Before the fixes, widths reached 1e4 to 1e36 times the data's range in the first few
+    # hundred steps (a local AR's unclipped forecast across an outage, scored; or the
+    # spread normalizer over a vanishing running spread), at every stride.
+    y = series()
+    data_range = float(y.max() - y.min())
+    model = EpisodicKoopman(config=ModelConfig(stride=stride))
+    widest = 0.0
+    for i, v in enumerate(y):
+        model.learn_one(float(v))
+        if i % 2:
+            f = model.predict(24, level=0.95)
+            widest = max(widest, float((f.upper - f.lower).max()))
+            assert np.abs(f.mean - y.mean()).max() < 10 * data_range
+    assert widest < 1000 * data_range

@@ -36,6 +36,8 @@ from .rank import RankRule, validate_rank_rule
 
 #: Largest number of observables (delays x channels, plus lifted features).
 MAX_FEATURES = 2048
+#: The longest scoring stride (``ModelConfig.stride``, and where a growing one stops).
+MAX_STRIDE = 1_000_000
 
 STRATEGIES = ("mixture", "analog", "residual", "transfer")
 ALIGNMENTS = ("zscore", "additive", "multiplicative", "last", "none")
@@ -216,6 +218,17 @@ class ModelConfig(_JsonConfig):
     stride
         Steps between scored forecasts (and refreshed spectra): the mixture and
         the conformal intervals learn from the errors of scored forecasts.
+    stride_doublings, stride_doubling_at
+        A stride that grows with the model's age: from observation count
+        ``stride_doubling_at`` on, the stride doubles, and again at every doubling of
+        the count, at most ``stride_doublings`` times (`stride_at`); ``0`` doublings keep
+        ``stride`` throughout. A scored tick costs most of ``learn_one``, and an old
+        model's mixture and intervals have many scores behind them. A function of the
+        count alone, so forecasts stay a function of the observations. The default (8,
+        16 from 6144, 32 from 12288) kept every bench series' MAE within 0.3% of a fixed
+        stride of 8 (first and second halves); doubling from 2048 or 4096 moved
+        drifting_van_der_pol's second half by +1.1% and +2.3%. A model file saved before
+        these fields existed loads with ``0`` doublings, as it ran.
     refit_every
         Steps between exact refits (which also refresh the standardisation);
         ``None`` means ``window``.
@@ -248,6 +261,8 @@ class ModelConfig(_JsonConfig):
 
     max_rank: int = 16
     stride: int = 8
+    stride_doublings: int = 2
+    stride_doubling_at: int = 6144
     refit_every: int | None = None
     stabilize: str = "clip"
     lifting: str = "identity"
@@ -259,7 +274,9 @@ class ModelConfig(_JsonConfig):
 
     def __post_init__(self) -> None:
         v.check_positive_int("max_rank", self.max_rank, 1, MAX_FEATURES)
-        v.check_positive_int("stride", self.stride, 1, 1_000_000)
+        v.check_positive_int("stride", self.stride, 1, MAX_STRIDE)
+        v.check_positive_int("stride_doublings", self.stride_doublings, 0, 10)
+        v.check_positive_int("stride_doubling_at", self.stride_doubling_at, 1, 10**12)
         if self.refit_every is not None:
             v.check_positive_int("refit_every", self.refit_every, 1, 10**12)
         v.check_choice("stabilize", self.stabilize, ("clip", "none"))
@@ -282,6 +299,31 @@ class ModelConfig(_JsonConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"classical_experts lists a name twice: {self.classical_experts!r}")
         return names
+
+    @property
+    def max_stride(self) -> int:
+        """The longest stride `stride_at` gives: doubled at most ``stride_doublings`` times,
+        and not past `MAX_STRIDE` (so ``stride=1_000_000``, which never scores, stays valid)."""
+        longest = self.stride
+        for _ in range(self.stride_doublings):
+            if 2 * longest > MAX_STRIDE:
+                break
+            longest *= 2
+        return longest
+
+    def stride_at(self, n: int) -> int:
+        """The stride in force at observation count ``n``: ``stride`` until
+        ``stride_doubling_at``, then doubled at every doubling of ``n`` (at most
+        ``stride_doublings`` times).
+
+        >>> config = ModelConfig(stride=8, stride_doublings=2, stride_doubling_at=1000)
+        >>> [config.stride_at(n) for n in (999, 1000, 1999, 2000, 4000, 10**6)]
+        [8, 16, 16, 32, 32, 32]
+        """
+        if self.stride_doublings == 0 or n < self.stride_doubling_at:
+            return self.stride
+        doublings = (n // self.stride_doubling_at).bit_length()  # 1 from at, 2 from 2 at, ...
+        return min(self.stride << min(doublings, self.stride_doublings), self.max_stride)
 
     @property
     def n_lifted(self) -> int:
@@ -353,6 +395,8 @@ FLAT_NAMES = (
     "episode_horizon",
     "memory_stride",
     "stride",
+    "stride_doublings",
+    "stride_doubling_at",
     "top_k",
     "candidates",
     "tau",

@@ -61,8 +61,9 @@ class EpisodicKoopman(Forecaster):
     a local AR and local ARs on the differences at the detected periods join the
     mixture, weighted per step ahead by an online rule (`episodic_koopman.mixture`).
 
-    Forecasts are scored every ``ModelConfig.stride`` steps: the mixture and the
-    conformal intervals learn from their errors. A scored tick also takes the
+    Forecasts are scored every ``ModelConfig.stride_at(n)`` steps (8, growing to 32
+    with the observation count): the mixture and the conformal intervals learn from
+    their errors. A scored tick also takes the
     operator's eigendecomposition, which stays in force until the next one: in
     between, the plain forecast propagates that fit from the current delay state,
     and the memory is queried with it from the current state
@@ -441,7 +442,7 @@ class EpisodicKoopman(Forecaster):
         """The plain forecast from an exact SVD refit, ``(horizon, c)``.
 
         The refit is of the window the fit in force was taken on: the last scored tick
-        (every ``ModelConfig.stride`` observations), or an exact refit since. It is
+        (every ``ModelConfig.stride_at(n)`` observations), or an exact refit since. It is
         propagated from the current delay state. For verification: it equals the
         incrementally maintained operator's plain forecast to rounding (the memory
         plays no part in either). At a scored tick that window is the current one.

@@ -1,8 +1,8 @@
 """The in-force component: the operator's fit of the last scored tick, kept until the next.
 
 The eigendecomposition of the operator costs much of a forecast, and between two
-scored ticks (every ``ModelConfig.stride`` observations) it is not taken again. A
-forecast at tick ``n = s + k`` (``s`` the last scored tick, ``0 <= k < stride``)
+scored ticks (every ``ModelConfig.stride_at(n)`` observations) it is not taken again. A
+forecast at tick ``n = s + k`` (``s`` the last scored tick, ``k`` below the stride)
 propagates the fit of tick ``s`` (or of an exact refit since, which re-standardises
 the window, so its fit is taken then) from the *current* delay state: every new
 observation still moves the forecast. The memory's query is that fit seen from the

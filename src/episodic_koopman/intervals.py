@@ -12,7 +12,9 @@ known at the forecast's origin:
 * ``u = 1 + s / s_bar``, where ``s`` is the spread (weighted standard deviation)
   of the recalled episodes' corrections at that origin (0 without recall), and
   ``s_bar`` is its running mean. So intervals widen when the recalled pasts
-  disagree and narrow when they agree.
+  disagree and narrow when they agree; at most ``1 + _MAX_SPREAD_RATIO``-fold, as
+  a running mean of near-zero spreads (a recall on one episode) would otherwise
+  make the next ordinary spread widen them without bound.
 
 The half-width at step ``h`` is the conformal quantile of the last ``window``
 scores at ``h``, times the present ``d * u``. The quantile interpolates between
@@ -56,6 +58,9 @@ import numpy as np
 from .embedding import History
 
 _SPREAD_SMOOTHING = 0.05
+#: The most a recall's spread widens an interval, relative to the running mean spread
+#: (a factor of ``1 + _MAX_SPREAD_RATIO``).
+_MAX_SPREAD_RATIO = 100.0
 #: Observations over which the local scale (median absolute change) is taken: long
 #: enough to ignore a burst of volatility, short enough to follow growth.
 LOCAL_SCALE_SPAN = 576
@@ -188,7 +193,10 @@ class ConformalCalibrator:
             seen = self._spread_mean > 0
             self._spread_ref = seen, np.where(seen, self._spread_mean, 1.0)
         seen, ref = self._spread_ref
-        return 1.0 + np.where(seen, spread / ref, 0.0)
+        # Capped: a recall whose weights sit on one episode has a vanishing spread, and a
+        # running mean of such spreads (1e-39 has been seen) would make the next ordinary
+        # spread widen intervals by 1e30 and more.
+        return 1.0 + np.minimum(np.where(seen, spread / ref, 0.0), _MAX_SPREAD_RATIO)
 
     def update(
         self,

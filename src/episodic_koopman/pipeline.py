@@ -110,20 +110,22 @@ class Pipeline:
         s, cfg, mem, c = settings, settings.config, settings.memory, n_channels
         self.settings, self.stream = s, stream
         lifting = make_lifting(cfg.lifting, cfg.n_components, cfg.bandwidth, s.seed)
-        # Batched episodes read back up to `stride` steps beyond a state or a continuation,
-        # and `reference_forecast` the window of a fit up to `stride` steps old.
+        # Batched episodes read back up to a stride beyond a state or a continuation,
+        # and `reference_forecast` the window of a fit up to a stride old.
+        stride = cfg.max_stride
         history_length = working = max(
-            s.window + s.delays + cfg.stride,
-            s.episode_horizon + cfg.stride + 1,
-            s.state_delays + cfg.stride + 1,
+            s.window + s.delays + stride,
+            s.episode_horizon + stride + 1,
+            s.state_delays + stride + 1,
         )
         if mem is not None:
             # Episodes are references into the history: it spans every live episode's
             # state window and continuation (plus the episodes not yet filed).
             span = mem.capacity * mem.stride + s.state_delays + s.episode_horizon
-            history_length = max(history_length, span + cfg.stride + 1)
+            history_length = max(history_length, span + stride + 1)
         # Classical experts weigh in only through a mixture (not beside a single strategy).
         kinds = cfg.classical_names() if mem is None or mem.strategy == "mixture" else []
+        # The experts' blocks stay at the base stride (a growing stride leaves them be).
         self.bank = ExpertBank(kinds, cfg.stride) if kinds else None
         if self.bank is not None:  # the AR's lags and the period finder's span
             history_length = max(history_length, cfg.stride + AR_ORDER + 1, PERIOD_WINDOW)
@@ -249,7 +251,7 @@ class Pipeline:
         since = n - dyn.ready_at
         if since == 0 and self.recorder is not None:
             self.recorder.cursor = n - 1
-        scored = since % self.settings.config.stride == 0
+        scored = since % self.settings.config.stride_at(n) == 0
         if not (refit or scored):
             return  # the episodes of the steps in between are made in one batch, later
         # Only these steps run LAPACK (and refits BLAS level 3): pin threads for them.
@@ -418,15 +420,20 @@ class Pipeline:
     def envelope(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Where experts' forecasts are clipped (see `envelope`), ``None`` for nowhere.
 
-        The range is that of the operator's span, ``window + delays - 1`` observations,
-        once the history holds them.
+        The range is that of the operator's span, ``window + delays - 1`` observations.
+        Until the history holds them, it is that of the ``k`` observations held, with
+        the margin widened by ``span / k``.
         """
         margin, history = self.settings.config.envelope, self.obs.history
         span = self.settings.window + self.settings.delays - 1
-        # A shorter history may not span a cycle yet: its range says little.
-        if margin is None or history.count < span:
+        held = min(history.count, span)
+        if margin is None or held < 2:
             return None
-        return recent_envelope(history.last(span), margin)
+        # A shorter history may not span a cycle yet: its range says less, so the bound is
+        # looser. But still a bound: a local AR fitted on a few rows across an early outage
+        # forecast 1e14 (water_flow at its first fit), and a scored forecast that far off
+        # made every interval astronomical while the calibrator kept its score.
+        return recent_envelope(history.last(held), margin * span / held)
 
     def recall_now(self) -> Recall | None:
         """The episodes recalled for the current tick (after `flush`; cached per tick).
