@@ -57,6 +57,8 @@ class ModelParams(BaseModel):
     episode_horizon: int | None = Field(None, ge=1, le=2048, strict=True)
     memory_stride: int | None = Field(None, ge=1, le=1_000_000, strict=True)
     stride: int | None = Field(None, ge=1, le=1_000_000, strict=True)
+    stride_doublings: int | None = Field(None, ge=0, le=10, strict=True)
+    stride_doubling_at: int | None = Field(None, ge=1, le=10**12, strict=True)
     top_k: int | None = Field(None, ge=1, le=256, strict=True)
     candidates: int | None = Field(None, ge=1, le=4096, strict=True)
     tau: Finite | None = Field(None, gt=0)
