@@ -290,17 +290,22 @@ class ExpertMixture:
         mean_known = np.where(known, losses, 0.0).sum(axis=0) / np.maximum(n_known, 1)
         record = np.where(known, losses, 0.0)
         mass = np.where(known, self._mass, 0.0)
-        filled = np.empty_like(losses)
+        # What does not depend on the guess, for every step at once, as contiguous rows
+        # (the same floats as step by step, in a third of the calls).
+        weighted = (mass * record).T.copy()
+        total = np.maximum(mass + prior, 1e-300).T.copy()
+        no_record = (mass <= 0).T.copy()
+        prior_rows = prior.T.copy()
+        filled = np.empty((losses.shape[1], len(self.names)))
         relative = np.ones(len(self.names))  # each expert's estimated loss / the mean
-        for h in range(losses.shape[1]):
-            mean = mean_known[h]
+        for h, mean in enumerate(mean_known.tolist()):
             guess = relative * mean
-            m, p = mass[:, h], prior[:, h]
-            estimate = (m * record[:, h] + p * guess) / np.maximum(m + p, 1e-300)
-            filled[:, h] = np.where(m > 0, estimate, guess)
+            row = filled[h]
+            np.divide(weighted[h] + prior_rows[h] * guess, total[h], out=row)
+            np.copyto(row, guess, where=no_record[h])
             if mean > 0:
-                relative = np.where(available, filled[:, h] / mean, relative)
-        return filled, n_known
+                np.divide(row, mean, out=relative, where=available)
+        return np.ascontiguousarray(filled.T), n_known  # C order: sums add up as before
 
     def _mlpoly_weights(self, available: np.ndarray) -> np.ndarray:
         """ML-Poly: ``w_e`` proportional to ``max(R_e, 0) / (1 + V_e)`` among the awake."""
