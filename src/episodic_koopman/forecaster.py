@@ -28,7 +28,8 @@ from .config import (
 )
 from .forecast import Forecast, fallback_values, recalled_episodes
 from .memory import EpisodeMemory
-from .pipeline import Pipeline, Settings, check_layout
+from .model_settings import Settings, check_layout
+from .pipeline import Pipeline
 from .rank import RankRule
 from .spectrum import Spectrum
 from .stream import Stream, missing_policy
@@ -219,7 +220,7 @@ class EpisodicKoopman(Forecaster):
     def _setup(self, n_channels: int) -> Pipeline:
         memory, settings = self._attached_memory, self._settings
         if memory is None and self.memory is not None:
-            memory = self._empty_memory(settings, n_channels)
+            memory = settings.empty_memory(n_channels)
             memory.holds_copies = False  # its own: episodes refer to this model's history
         self._pipeline = Pipeline(settings, n_channels, self._stream, memory, self._source)
         return self._pipeline
@@ -328,16 +329,7 @@ class EpisodicKoopman(Forecaster):
         if self.memory is None:
             raise ValueError("this model was built with memory=None")
         # A model sharing it keeps the last stage of an automatic embedding throughout.
-        return self._empty_memory(self._final_settings, n_channels)
-
-    def _empty_memory(self, settings: Settings, n_channels: int) -> EpisodeMemory:
-        assert self.memory is not None
-        return EpisodeMemory(
-            settings.key_dimension(n_channels),
-            capacity=self.memory.capacity,
-            hnsw_threshold=self.memory.hnsw_threshold,
-            key_bounds=settings.key_bounds(n_channels),
-        )
+        return self._final_settings.empty_memory(n_channels)
 
     def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:
         """Store episodes in, and recall them from, ``memory``: possibly shared by many models.

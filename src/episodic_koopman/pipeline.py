@@ -1,18 +1,17 @@
 """The components of one model, wired: learning a step, catching up, forecasting.
 
-`EpisodicKoopman` validates input and parameters and builds a `Pipeline` once the
-number of channels is known; the pipeline runs every learning step and forecast.
+`EpisodicKoopman` validates input and parameters and builds a `Pipeline` (from its
+`Settings`, `episodic_koopman.model_settings`) once the number of channels is known;
+the pipeline runs every learning step and forecast.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .combiner import Combiner
 from .components import ArraysOnly, Component
-from .config import MAX_FEATURES, MemoryConfig, ModelConfig
+from .config import MemoryConfig
 from .corrections import RecallContext
 from .drift_gate import DriftGate
 from .dynamics import Dynamics
@@ -23,73 +22,15 @@ from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .in_force import InForce
 from .intervals import ConformalCalibrator, LocalScale
 from .memory import EpisodeMemory
+from .model_settings import Settings
 from .observables import Observables
 from .operator import KoopmanFit, batch_dmd
-from .rank import RankRule
-from .recall import KeyWeights, key_bounds, key_dimension
+from .recall import KeyWeights
 from .recaller import Recall, Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore
 from .stream import Stream
 from .threads import single_threaded
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The model parameters the pipeline runs on."""
-
-    delays: int
-    window: int
-    rank: RankRule
-    episode_horizon: int
-    level: float
-    seed: int
-    memory: MemoryConfig | None
-    config: ModelConfig
-
-    @property
-    def state_delays(self) -> int:
-        """Observations per channel in an episode's state."""
-        given = self.memory.state_delays if self.memory is not None else None
-        return given or self.delays
-
-    def mode_length(self, n_channels: int) -> int:
-        """Coordinates per mode in a signature: the newest ``mode_delays`` of each channel."""
-        assert self.memory is not None
-        return min(self.memory.mode_delays, self.delays) * n_channels
-
-    def key_dimension(self, n_channels: int) -> int:
-        """Length of the memory's keys for ``n_channels`` channels."""
-        assert self.memory is not None
-        # With a zero mode weight, modes stay in the episodes but out of the FAISS key.
-        key_modes = self.mode_length(n_channels) if self.memory.mode_weight > 0 else 0
-        return key_dimension(self.config.max_rank, key_modes, self.state_delays * n_channels)
-
-    def key_bounds(self, n_channels: int) -> np.ndarray:
-        """The range of each key coordinate, over which the memory quantises keys."""
-        assert self.memory is not None
-        mem = self.memory
-        key_modes = self.mode_length(n_channels) if mem.mode_weight > 0 else 0
-        weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
-        return key_bounds(self.config.max_rank, key_modes, self.state_delays, n_channels, weights)
-
-
-def check_layout(settings: Settings, n_channels: int, attached: EpisodeMemory | None) -> None:
-    """Reject a channel count a model cannot hold (or its attached memory cannot store)."""
-    n_features = settings.delays * n_channels + settings.config.n_lifted
-    if n_features > MAX_FEATURES:
-        raise ValueError(
-            f"delays x channels (+ lifted features) = {n_features} exceeds {MAX_FEATURES}; "
-            "use fewer delays or channels"
-        )
-    if attached is not None:
-        dim = settings.key_dimension(n_channels)
-        if attached.dim != dim:
-            raise ValueError(
-                f"attached memory has keys of length {attached.dim}, this "
-                f"model needs {dim}: models sharing a memory need the same delays, "
-                "channel count, max_rank, mode_weight and mode_delays"
-            )
 
 
 class Pipeline:
