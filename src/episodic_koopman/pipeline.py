@@ -21,10 +21,11 @@ from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .in_force import InForce
 from .intervals import ConformalCalibrator, LocalScale
+from .koopman_fit import KoopmanFit
 from .memory import EpisodeMemory
 from .model_settings import Settings
 from .observables import Observables
-from .operator import KoopmanFit, batch_dmd
+from .operator import batch_dmd
 from .recall import KeyWeights
 from .recaller import Recall, Recaller
 from .recorder import EpisodeRecorder
