@@ -407,7 +407,7 @@ class EpisodicKoopman(Forecaster):
         level = self.level if level is None else v.check_fraction("level", level)
         pipeline = self._pipeline
         if pipeline is None or not pipeline.is_fitted:
-            early = pipeline.early_forecast(horizon, level) if pipeline is not None else None
+            early = pipeline.issuer.early_forecast(horizon, level) if pipeline else None
             if early is None:
                 return self._fallback(horizon, level)
             mean, half = early  # the classical experts, while the operator waits for data
@@ -443,7 +443,7 @@ class EpisodicKoopman(Forecaster):
         if self._pipeline is None or not self._pipeline.is_fitted:
             raise ValueError("the model has no fit yet")
         with single_threaded():
-            return self._pipeline.reference_forecast(horizon)
+            return self._pipeline.issuer.reference_forecast(horizon)
 
     def spectrum(self) -> Spectrum | None:
         """The spectrum forecasts use (``None`` before the first fit): the fit in force,
