@@ -17,15 +17,8 @@ from river.time_series.base import Forecaster
 from . import auto_embedding
 from . import validation as v
 from .components import Component, State
-from .config import (
-    CONSTRUCTOR_NAMES,
-    MAX_FEATURES,
-    MemoryConfig,
-    ModelConfig,
-    check_constructor,
-    join_flat,
-    split_flat,
-)
+from .config import MAX_FEATURES, MemoryConfig, ModelConfig, check_constructor
+from .flat_params import CONSTRUCTOR_NAMES, join_flat, split_flat
 from .forecast import Forecast, fallback_values, recalled_episodes
 from .memory import EpisodeMemory
 from .model_settings import Settings, check_layout
