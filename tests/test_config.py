@@ -11,7 +11,7 @@ from helpers import noisy_sines
 from river import evaluate, metrics
 
 from episodic_koopman import EpisodicKoopman, MemoryConfig, ModelConfig
-from episodic_koopman.config import FLAT_NAMES
+from episodic_koopman.flat_params import FLAT_NAMES
 
 SERVICE_STYLE = {"delays": 8, "window": 32, "capacity": 4000, "episode_horizon": 8, "stride": 2}
 

@@ -38,16 +38,16 @@ def test_every_expert_stays_in_the_envelope_after_an_outage(memory: bool) -> Non
             continue
         pipeline, free = model._read(), unclipped._read()
         assert pipeline is not None and free is not None
-        low, high = pipeline.envelope()
+        low, high = pipeline.issuer.envelope()
         # The envelope is the last window + delays - 1 observations, widened by their range.
         recent = y[i + 1 - (model.window + model.current_delays - 1) : i + 1]
         span = recent.max() - recent.min()
         assert low[0] == recent.min() - span and high[0] == recent.max() + span
         model.forecast(24)  # brings episodes and scores up to date, as any read does
         unclipped.forecast(24)
-        _, _, tracks, available = pipeline.combine(24, pipeline.recall_now())
+        _, _, tracks, available = pipeline.issuer.combine(24, pipeline.issuer.recall_now())
         assert np.all(tracks[available] >= low) and np.all(tracks[available] <= high)
-        _, _, free_tracks, free_available = free.combine(24, free.recall_now())
+        _, _, free_tracks, free_available = free.issuer.combine(24, free.issuer.recall_now())
         escaped += int(np.any(free_tracks[free_available] > high))
         escaped += int(np.any(free_tracks[free_available] < low))
     # Without the envelope, some expert leaves it after the outage: the clip does something.
@@ -71,7 +71,7 @@ def test_a_short_history_is_clipped_to_its_range_with_a_wider_margin() -> None:
     assert pipeline is not None
     span = model.window + model.current_delays - 1
     assert 100 < span
-    low, high = pipeline.envelope()
+    low, high = pipeline.issuer.envelope()
     width = y[:100].max() - y[:100].min()
     margin = span / 100 * width
     assert low[0] == pytest.approx(y[:100].min() - margin)

@@ -5,13 +5,9 @@ import pytest
 from helpers import noisy_sines, two_sines
 
 from episodic_koopman import EpisodicKoopman, ModelConfig
-from episodic_koopman.operator import (
-    WindowedDMD,
-    batch_dmd,
-    complex_eig,
-    stabilize_eigenvalues,
-    symmetric_eigh,
-)
+from episodic_koopman.koopman_fit import stabilize_eigenvalues
+from episodic_koopman.lapack import complex_eig, symmetric_eigh
+from episodic_koopman.operator import WindowedDMD, batch_dmd
 
 #: The operator's own forecast: no memory and no classical experts to mix it with.
 PLAIN = ModelConfig(classical_experts="")

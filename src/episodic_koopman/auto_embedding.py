@@ -15,6 +15,7 @@ At a tick the model is rebuilt with the new delays and its history is replayed
 through it: from then on it is exactly the model with those delays fixed, fed the
 same observations (its operator, mixture, intervals and memory included). The
 ticks come early (the last at 96), so a replay costs a few hundred steps once.
+A model's `DelaySchedule` holds the delays in force and its next tick.
 
 >>> [stage_delays(n) for n in (0, 23, 24, 47, 48, 95, 96, 10_000)]
 [8, 8, 8, 8, 16, 16, 32, 32]
@@ -56,3 +57,40 @@ def first_delays() -> int:
 def final_delays() -> int:
     """The delays a long series ends with (and the most an automatic embedding uses)."""
     return STAGES[-1]
+
+
+class DelaySchedule:
+    """A model's delays in force, and the observation count at which they change next.
+
+    Given delays (``given``) never change. Without them the schedule starts at the
+    first stage and moves up at each tick (the model replays its history then), except
+    for a model sharing a memory (``shared``): growing replays every episode, which a
+    shared memory cannot take back, so such a model starts at the last stage (the
+    keys' size is fixed) and stays there.
+    """
+
+    def __init__(self, given: int | None, shared: bool) -> None:
+        self.given, self.shared = given, shared
+        self.auto: int | None = None  # the automatic delays in force (None: given)
+        self.tick: int | None = None  # the count at which they change next (None: never)
+        self.adopt(self.start())
+
+    def start(self) -> int | None:
+        """The automatic delays before any data (``None``: ``given``)."""
+        if self.given is not None:
+            return None
+        return final_delays() if self.shared else first_delays()
+
+    def adopt(self, auto: int | None) -> None:
+        """Adopt automatic delays, and the count at which they change next."""
+        self.auto = auto
+        grows = auto is not None and not self.shared
+        self.tick = next_tick(auto) if grows else None  # type: ignore[arg-type]
+
+    @property
+    def current(self) -> int:
+        """The delays in force: ``given``, or those chosen so far."""
+        if self.given is not None:
+            return self.given
+        assert self.auto is not None
+        return self.auto

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .operator import stabilize_eigenvalues
+from .koopman_fit import stabilize_eigenvalues
 from .recall import Alignment
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from .components import State
-from .operator import KoopmanFit, Stabilize, WindowedDMD
+from .koopman_fit import KoopmanFit, Stabilize
+from .operator import WindowedDMD
 from .rank import RankRule
 from .spectrum import Spectrum
 

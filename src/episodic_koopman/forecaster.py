@@ -16,19 +16,14 @@ from river.time_series.base import Forecaster
 
 from . import auto_embedding
 from . import validation as v
+from .auto_embedding import DelaySchedule
 from .components import Component, State
-from .config import (
-    CONSTRUCTOR_NAMES,
-    MAX_FEATURES,
-    MemoryConfig,
-    ModelConfig,
-    check_constructor,
-    join_flat,
-    split_flat,
-)
+from .config import MAX_FEATURES, MemoryConfig, ModelConfig, check_constructor
+from .flat_params import CONSTRUCTOR_NAMES, join_flat, split_flat
 from .forecast import Forecast, fallback_values, recalled_episodes
 from .memory import EpisodeMemory
-from .pipeline import Pipeline, Settings, check_layout
+from .model_settings import Settings, check_layout
+from .pipeline import Pipeline
 from .rank import RankRule
 from .spectrum import Spectrum
 from .stream import Stream, missing_policy
@@ -178,31 +173,12 @@ class EpisodicKoopman(Forecaster):
         self._pipeline: Pipeline | None = None  # built at the first observation
         self._attached_memory: EpisodeMemory | None = getattr(self, "_attached_memory", None)
         self._source: int = getattr(self, "_source", 0)
-        self._schedule(self._start_delays())
-
-    def _start_delays(self) -> int | None:
-        """The automatic embedding's delays before any data (``None``: ``delays`` is given)."""
-        if self.delays is not None:
-            return None
-        if self._attached_memory is not None:
-            # Growing replays every episode, which a shared memory cannot take back:
-            # a model sharing one starts at the last stage (the keys' size is fixed).
-            return auto_embedding.final_delays()
-        return auto_embedding.first_delays()
-
-    def _schedule(self, auto_delays: int | None) -> None:
-        """Adopt the automatic embedding's delays, and the count at which they change next."""
-        self._auto_delays = auto_delays
-        grows = auto_delays is not None and self._attached_memory is None
-        self._tick = auto_embedding.next_tick(auto_delays) if grows else None  # type: ignore[arg-type]
+        self._delays = DelaySchedule(self.delays, shared=self._attached_memory is not None)
 
     @property
     def current_delays(self) -> int:
         """The delays in force: ``delays``, or those the automatic embedding chose so far."""
-        if self.delays is not None:
-            return self.delays
-        assert self._auto_delays is not None
-        return self._auto_delays
+        return self._delays.current
 
     @property
     def _settings(self) -> Settings:
@@ -219,7 +195,7 @@ class EpisodicKoopman(Forecaster):
     def _setup(self, n_channels: int) -> Pipeline:
         memory, settings = self._attached_memory, self._settings
         if memory is None and self.memory is not None:
-            memory = self._empty_memory(settings, n_channels)
+            memory = settings.empty_memory(n_channels)
             memory.holds_copies = False  # its own: episodes refer to this model's history
         self._pipeline = Pipeline(settings, n_channels, self._stream, memory, self._source)
         return self._pipeline
@@ -233,14 +209,14 @@ class EpisodicKoopman(Forecaster):
         if self._pipeline is not None:
             self._pipeline.catch_up()
         meta, arrays = self._stream.get_state()
-        own = {"ready": self._pipeline is not None, "auto_delays": self._auto_delays}
+        own = {"ready": self._pipeline is not None, "auto_delays": self._delays.auto}
         return meta | own, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Restore the stream's part and rebuild the components (then restore `components`)."""
         self._reset()
         if self.delays is None:  # files from before automatic embeddings had given delays
-            self._schedule(int(meta["auto_delays"]))
+            self._delays.adopt(int(meta["auto_delays"]))
         self._stream.set_state(meta, arrays)
         if meta["ready"]:
             channels = self._stream.channels
@@ -312,7 +288,7 @@ class EpisodicKoopman(Forecaster):
         Until then, forecasts come from the classical experts (or are the last value
         while they cannot forecast either).
         """
-        start = self._start_delays()  # an automatic embedding fits first at its first stage
+        start = self._delays.start()  # an automatic embedding fits first at its first stage
         delays = start if start is not None else self.current_delays
         return delays + min(self.window, 2 * delays)
 
@@ -328,16 +304,7 @@ class EpisodicKoopman(Forecaster):
         if self.memory is None:
             raise ValueError("this model was built with memory=None")
         # A model sharing it keeps the last stage of an automatic embedding throughout.
-        return self._empty_memory(self._final_settings, n_channels)
-
-    def _empty_memory(self, settings: Settings, n_channels: int) -> EpisodeMemory:
-        assert self.memory is not None
-        return EpisodeMemory(
-            settings.key_dimension(n_channels),
-            capacity=self.memory.capacity,
-            hnsw_threshold=self.memory.hnsw_threshold,
-            key_bounds=settings.key_bounds(n_channels),
-        )
+        return self._final_settings.empty_memory(n_channels)
 
     def attach_memory(self, memory: EpisodeMemory, source: int = 0) -> None:
         """Store episodes in, and recall them from, ``memory``: possibly shared by many models.
@@ -362,7 +329,7 @@ class EpisodicKoopman(Forecaster):
             )
         self._attached_memory = memory
         self._source = int(source)
-        self._schedule(self._start_delays())
+        self._delays = DelaySchedule(self.delays, shared=True)
 
     def learn_one(self, y: float | dict[str, float], x: dict | None = None) -> None:
         """Learn one observation: a number, or a dict of channel to number.
@@ -376,7 +343,7 @@ class EpisodicKoopman(Forecaster):
             value = float(y)
             if math.isfinite(value) and abs(value) <= v.MAX_ABS_VALUE:
                 pipeline.step(np.array([value]))
-                if stream.n == self._tick:
+                if stream.n == self._delays.tick:
                     self._grow()
                 return
         values, channels, scalar = v.coerce_observation(y, stream.channels, stream.scalar)
@@ -415,7 +382,7 @@ class EpisodicKoopman(Forecaster):
         level = self.level if level is None else v.check_fraction("level", level)
         pipeline = self._pipeline
         if pipeline is None or not pipeline.is_fitted:
-            early = pipeline.early_forecast(horizon, level) if pipeline is not None else None
+            early = pipeline.issuer.early_forecast(horizon, level) if pipeline else None
             if early is None:
                 return self._fallback(horizon, level)
             mean, half = early  # the classical experts, while the operator waits for data
@@ -451,7 +418,7 @@ class EpisodicKoopman(Forecaster):
         if self._pipeline is None or not self._pipeline.is_fitted:
             raise ValueError("the model has no fit yet")
         with single_threaded():
-            return self._pipeline.reference_forecast(horizon)
+            return self._pipeline.issuer.reference_forecast(horizon)
 
     def spectrum(self) -> Spectrum | None:
         """The spectrum forecasts use (``None`` before the first fit): the fit in force,
@@ -506,13 +473,13 @@ class EpisodicKoopman(Forecaster):
         stream = self._stream
         if not batch:
             pipeline.step(kept[0])
-            if stream.n == self._tick:
+            if stream.n == self._delays.tick:
                 self._grow()
             return
         with single_threaded():  # pinned once for the batch rather than at every step
             for row in kept:
                 pipeline.step(row)
-                if stream.n == self._tick:
+                if stream.n == self._delays.tick:
                     self._grow()
                     pipeline = self._pipeline
 
@@ -524,14 +491,14 @@ class EpisodicKoopman(Forecaster):
         classical experts) keeps the delays in force.
         """
         stream, pipeline = self._stream, self._pipeline
-        assert pipeline is not None and self._auto_delays is not None
+        assert pipeline is not None and self._delays.auto is not None
         n = stream.n
         history = pipeline.obs.history
         if history.length < n:
-            self._tick = None  # (after a load, the tick is past: it does not come again)
+            self._delays.tick = None  # (after a load, the tick is past: it does not come again)
             return
         rows = history.last(n).copy()
-        self._schedule(auto_embedding.stage_delays(n))
+        self._delays.adopt(auto_embedding.stage_delays(n))
         stream.n = 0
         fresh = self._setup(rows.shape[1])
         with single_threaded():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .components import State, prefixed, unprefixed
-from .operator import KoopmanFit, fit_arrays, fit_from_arrays
+from .koopman_fit import KoopmanFit, fit_arrays, fit_from_arrays
 from .recaller import Recall
 
 

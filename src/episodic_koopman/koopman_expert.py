@@ -31,7 +31,8 @@ import numpy as np
 
 from .components import State
 from .embedding import DelayEmbedding, History
-from .operator import KoopmanFit, batch_dmd
+from .koopman_fit import KoopmanFit
+from .operator import batch_dmd
 from .rank import RankRule
 
 #: Snapshot pairs in an expert's window, and the cap on its rank (the model's defaults).

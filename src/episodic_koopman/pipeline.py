@@ -1,95 +1,36 @@
 """The components of one model, wired: learning a step, catching up, forecasting.
 
-`EpisodicKoopman` validates input and parameters and builds a `Pipeline` once the
-number of channels is known; the pipeline runs every learning step and forecast.
+`EpisodicKoopman` validates input and parameters and builds a `Pipeline` (from its
+`Settings`, `episodic_koopman.model_settings`) once the number of channels is known;
+the pipeline runs every learning step, and brings episodes up to date before a
+forecast is issued (`episodic_koopman.issuer`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .combiner import Combiner
 from .components import ArraysOnly, Component
-from .config import MAX_FEATURES, MemoryConfig, ModelConfig
-from .corrections import RecallContext
+from .config import MemoryConfig
 from .drift_gate import DriftGate
 from .dynamics import Dynamics
 from .embedding import make_lifting
-from .envelope import recent_envelope
 from .episode_refs import EpisodeRefs
 from .experts import AR_ORDER, PERIOD_WINDOW, ExpertBank
 from .in_force import InForce
-from .intervals import ConformalCalibrator, LocalScale
+from .intervals import ConformalCalibrator
+from .issuer import ForecastIssuer
+from .koopman_fit import KoopmanFit
 from .memory import EpisodeMemory
+from .model_settings import Settings
 from .observables import Observables
-from .operator import KoopmanFit, batch_dmd
-from .rank import RankRule
-from .recall import KeyWeights, key_bounds, key_dimension
+from .recall import KeyWeights
 from .recaller import Recall, Recaller
 from .recorder import EpisodeRecorder
 from .scorer import ForecastScorer, PendingScore
 from .stream import Stream
 from .threads import single_threaded
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The model parameters the pipeline runs on."""
-
-    delays: int
-    window: int
-    rank: RankRule
-    episode_horizon: int
-    level: float
-    seed: int
-    memory: MemoryConfig | None
-    config: ModelConfig
-
-    @property
-    def state_delays(self) -> int:
-        """Observations per channel in an episode's state."""
-        given = self.memory.state_delays if self.memory is not None else None
-        return given or self.delays
-
-    def mode_length(self, n_channels: int) -> int:
-        """Coordinates per mode in a signature: the newest ``mode_delays`` of each channel."""
-        assert self.memory is not None
-        return min(self.memory.mode_delays, self.delays) * n_channels
-
-    def key_dimension(self, n_channels: int) -> int:
-        """Length of the memory's keys for ``n_channels`` channels."""
-        assert self.memory is not None
-        # With a zero mode weight, modes stay in the episodes but out of the FAISS key.
-        key_modes = self.mode_length(n_channels) if self.memory.mode_weight > 0 else 0
-        return key_dimension(self.config.max_rank, key_modes, self.state_delays * n_channels)
-
-    def key_bounds(self, n_channels: int) -> np.ndarray:
-        """The range of each key coordinate, over which the memory quantises keys."""
-        assert self.memory is not None
-        mem = self.memory
-        key_modes = self.mode_length(n_channels) if mem.mode_weight > 0 else 0
-        weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
-        return key_bounds(self.config.max_rank, key_modes, self.state_delays, n_channels, weights)
-
-
-def check_layout(settings: Settings, n_channels: int, attached: EpisodeMemory | None) -> None:
-    """Reject a channel count a model cannot hold (or its attached memory cannot store)."""
-    n_features = settings.delays * n_channels + settings.config.n_lifted
-    if n_features > MAX_FEATURES:
-        raise ValueError(
-            f"delays x channels (+ lifted features) = {n_features} exceeds {MAX_FEATURES}; "
-            "use fewer delays or channels"
-        )
-    if attached is not None:
-        dim = settings.key_dimension(n_channels)
-        if attached.dim != dim:
-            raise ValueError(
-                f"attached memory has keys of length {attached.dim}, this "
-                f"model needs {dim}: models sharing a memory need the same delays, "
-                "channel count, max_rank, mode_weight and mode_delays"
-            )
 
 
 class Pipeline:
@@ -143,14 +84,9 @@ class Pipeline:
         )
         self.calibrator = ConformalCalibrator(s.episode_horizon, c, cfg.calibration_window)
         self.scorer = ForecastScorer(s.episode_horizon)
-        self.local_scale = LocalScale()  # derived from the history, never saved
         self.recaller: Recaller | None = None
         self.recorder: EpisodeRecorder | None = None
         self.in_force = InForce()
-        # The combined forecast of this tick for one horizon (the one scored at a scored
-        # tick), and the recall between scored ticks: derived per tick, never saved.
-        self._combined: tuple[int, int, np.ndarray, np.ndarray] | None = None
-        self._recall: tuple[int, int, Recall | None] | None = None
         classical = self.bank.names if self.bank is not None else []
         if mem is None or memory is None:
             # The plain forecast and the classical experts, mixed as a memory's default would.
@@ -164,49 +100,60 @@ class Pipeline:
             self.combiner = Combiner(
                 [], "zscore", 1.0, s.episode_horizon, mixture if classical else None, classical
             )
-            return
-        mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay, mem.mixture_rule)
-        self.combiner = Combiner(
-            mem.expert_names(),
-            mem.alignment,  # type: ignore[arg-type]
-            mem.blend,
-            s.episode_horizon,
-            mixture if mem.strategy == "mixture" else None,
-            classical,
+        else:
+            mixture = (mem.mixture_decay, mem.mixture_eta, mem.mixture_fast_decay, mem.mixture_rule)
+            self.combiner = Combiner(
+                mem.expert_names(),
+                mem.alignment,  # type: ignore[arg-type]
+                mem.blend,
+                s.episode_horizon,
+                mixture if mem.strategy == "mixture" else None,
+                classical,
+            )
+            weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
+            gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
+            refs = EpisodeRefs(
+                self.obs.history,
+                s.state_delays,
+                s.episode_horizon,
+                keep_modes=mem.mode_weight > 0,
+                window_span=s.window + s.delays - 1,
+            )
+            self.recaller = Recaller(
+                memory,
+                refs,
+                weights,
+                cfg.max_rank,
+                s.mode_length(c),
+                s.state_delays,
+                mem.candidates,
+                mem.top_k,
+                mem.tau,
+                mem.recall_quantile,
+                gate,
+            )
+            self.recorder = EpisodeRecorder(
+                memory,
+                refs,
+                weights,
+                s.episode_horizon,
+                mem.stride,
+                s.state_delays,
+                successor=self.combiner.needs_successor,
+                keep_forecast="residual" in self.combiner.corrections,
+            )
+            self.recorder.source = source
+        self.issuer = ForecastIssuer(
+            s,
+            stream,
+            self.obs,
+            self.dyn,
+            self.in_force,
+            self.combiner,
+            self.calibrator,
+            self.bank,
+            self.recaller,
         )
-        weights = KeyWeights(mem.eigenvalue_weight, mem.mode_weight, mem.state_weight)
-        gate = DriftGate(mem.drift_gate, mem.gate_span, s.seed) if mem.drift_gate else None
-        refs = EpisodeRefs(
-            self.obs.history,
-            s.state_delays,
-            s.episode_horizon,
-            keep_modes=mem.mode_weight > 0,
-            window_span=s.window + s.delays - 1,
-        )
-        self.recaller = Recaller(
-            memory,
-            refs,
-            weights,
-            cfg.max_rank,
-            s.mode_length(c),
-            s.state_delays,
-            mem.candidates,
-            mem.top_k,
-            mem.tau,
-            mem.recall_quantile,
-            gate,
-        )
-        self.recorder = EpisodeRecorder(
-            memory,
-            refs,
-            weights,
-            s.episode_horizon,
-            mem.stride,
-            s.state_delays,
-            successor=self.combiner.needs_successor,
-            keep_forecast="residual" in self.combiner.corrections,
-        )
-        self.recorder.source = source
 
     def components(self) -> dict[str, Component]:
         """The stateful components by name."""
@@ -281,11 +228,10 @@ class Pipeline:
                 self.recorder.remember(fit, query.signature)
         self.in_force.take(n, fit, recall)
         horizon, obs = self.settings.episode_horizon, self.obs
-        issued, spread, tracks, available = self.combine(horizon, recall)
+        issued, spread, tracks, available = self.issuer.combine(horizon, recall)
         assert obs.ref_scale is not None
         self._open(n - 1, issued, spread, tracks, available, obs.ref_scale)
-        issued.flags.writeable = spread.flags.writeable = False  # kept for this tick's reads
-        self._combined = (n, horizon, issued, spread)
+        self.issuer.keep(n, horizon, issued, spread)  # for this tick's reads
 
     def catch_up(self) -> None:
         """Make and file the episodes of every observation so far (see `flush`)."""
@@ -325,7 +271,7 @@ class Pipeline:
     ) -> None:
         """Open the score of a forecast issued at ``origin``, with its interval."""
         horizon = self.settings.episode_horizon
-        scale = self.interval_scale()
+        scale = self.issuer.interval_scale()
         half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
         self.scorer.open(
             PendingScore(
@@ -353,119 +299,20 @@ class Pipeline:
             return
         obs, horizon = self.obs, self.settings.episode_horizon
         self.scorer.advance(n - 1, obs.history, self.combiner.learner, None, self.calibrator)
-        issued, spread, tracks, available = self._combine_early(horizon)
+        issued, spread, tracks, available = self.issuer.combine_early(horizon)
         # No reference standardisation yet: errors are in units of the running scale.
         self._open(n - 1, issued, spread, tracks, available, obs.scaler.current()[1])
 
-    def _combine_early(self, steps: int) -> tuple[np.ndarray, ...]:
-        assert self.bank is not None
-        history, n = self.obs.history, self.stream.n
-        classical = self.bank.forecast(history, n, steps)
-        plain = np.zeros((steps, history.last(1).shape[1]))
-        return self.combiner.combine(
-            plain, None, _no_context, classical, plain_ready=False, bounds=self.envelope()
-        )
-
-    def early_forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(mean, half-width)`` from the classical experts before the first fit.
-
-        ``None`` while no classical expert but the last value can forecast.
-        """
-        if self.bank is None or self.stream.n < 1:
-            return None
-        mean, spread, _, available = self._combine_early(horizon)
-        if not any(
-            a
-            for a, name in zip(available, self.combiner.expert_names, strict=True)
-            if name not in ("plain", "last")
-        ):
-            return None
-        half = self.calibrator.half_width(level, spread, horizon, self.interval_scale())
-        return mean, half
-
-    def interval_scale(self) -> np.ndarray:
-        """The series' local scale now, ``(c,)``: the unit of the intervals' scores."""
-        return self.local_scale.of(self.obs.history, self.obs.scaler.current()[1])
-
     # ------------------------------------------------------------------ forecasting
-    def combine(
-        self, steps: int, recall: Recall | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every expert's forecast and their combination (see `Combiner.combine`).
-
-        The plain forecast propagates the fit in force (`InForce`) from the current
-        delay state; ``recall`` is the present's (`recall_now`).
-        """
-        obs, fit = self.obs, self.in_force.fit
-        assert fit is not None
-        readout = obs.embedding.readout
-        plain = obs.to_raw(self.dyn.propagate(fit, steps, readout))
-
-        def context() -> RecallContext:
-            assert obs.ref_mean is not None and obs.ref_scale is not None
-            return RecallContext(
-                plain=plain,
-                history=obs.history.last(max(self.settings.delays, self.settings.state_delays)),
-                ref_mean=obs.ref_mean,
-                ref_scale=obs.ref_scale,
-                lift=obs.lift,
-                readout=readout,
-                stabilize=self.dyn.stabilize,
-            )
-
-        bank = self.bank
-        classical = None if bank is None else bank.forecast(obs.history, self.stream.n, steps)
-        return self.combiner.combine(plain, recall, context, classical, bounds=self.envelope())
-
-    def envelope(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Where experts' forecasts are clipped (see `envelope`), ``None`` for nowhere.
-
-        The range is that of the operator's span, ``window + delays - 1`` observations.
-        Until the history holds them, it is that of the ``k`` observations held, with
-        the margin widened by ``span / k``.
-        """
-        margin, history = self.settings.config.envelope, self.obs.history
-        span = self.settings.window + self.settings.delays - 1
-        held = min(history.count, span)
-        if margin is None or held < 2:
-            return None
-        # A shorter history may not span a cycle yet: its range says less, so the bound is
-        # looser. But still a bound: a local AR fitted on a few rows across an early outage
-        # forecast 1e14 (water_flow at its first fit), and a scored forecast that far off
-        # made every interval astronomical while the calibrator kept its score.
-        return recent_envelope(history.last(held), margin * span / held)
-
-    def recall_now(self) -> Recall | None:
-        """The episodes recalled for the current tick (after `flush`; cached per tick).
-
-        At a scored tick, the recall made then. In between, the present's query (the
-        fit in force seen from the current delay state, and the newest state window)
-        is matched against the memory as it is now, without feeding the threshold.
-        """
-        held, recaller = self.in_force, self.recaller
-        n = self.stream.n
-        if recaller is None or n == held.recall_tick:
-            return held.recall
-        version = recaller.memory.next_id  # episodes ever filed: the cache's other key
-        cached = self._recall
-        if cached is not None and cached[:2] == (n, version):
-            return cached[2]
-        assert held.fit is not None
-        obs = self.obs
-        query = recaller.query(held.fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
-        recall = recaller.recall(query, n - 1, observe=False)
-        self._recall = (n, version, recall)
-        return recall
-
     def forecast(
         self, horizon: int, level: float
     ) -> tuple[np.ndarray, np.ndarray, KoopmanFit, Recall | None]:
         """``(mean, half-width, fit, recall)`` of the forecast ``horizon`` steps ahead."""
         mean, spread = self._forecast(horizon)
-        half = self.calibrator.half_width(level, spread, horizon, self.interval_scale())
+        half = self.calibrator.half_width(level, spread, horizon, self.issuer.interval_scale())
         fit = self.in_force.fit
         assert fit is not None
-        return mean, half, fit, self.recall_now()
+        return mean, half, fit, self.issuer.recall_now()
 
     def point_forecast(self, horizon: int) -> np.ndarray:
         """The mean of `forecast` alone, ``(horizon, c)``."""
@@ -479,30 +326,4 @@ class Pipeline:
         # forecast cost more than the rest of the flush.
         n = self.stream.n
         self.flush(upto=n - 1 - self.settings.episode_horizon)
-        cached = self._combined
-        if cached is not None and cached[:2] == (n, horizon):
-            return cached[2], cached[3]
-        mean, spread, _, _ = self.combine(horizon, self.recall_now())
-        mean.flags.writeable = spread.flags.writeable = False
-        self._combined = (n, horizon, mean, spread)
-        return mean, spread
-
-    def reference_forecast(self, horizon: int) -> np.ndarray:
-        """The plain forecast by an exact SVD refit, ``(horizon, c)``: of the window the fit
-        in force was taken on (at the last scored tick or exact refit), propagated from
-        the current delay state."""
-        dmd, held = self.dyn.dmd, self.in_force
-        assert held.fit_tick is not None
-        since = self.stream.n - held.fit_tick
-        # The window of the fit's tick: snapshots in the current standardisation, which
-        # is the fit's (an exact refit since would have put a new fit in force).
-        n_snapshots = min(dmd.n_pushed - since, dmd.window + 1)
-        snaps = self.obs.snapshots(n_snapshots + since)[:n_snapshots]
-        s = self.settings
-        fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
-        path = fit.propagate(dmd.newest(), horizon, self.obs.embedding.readout, self.dyn.stabilize)
-        return self.obs.to_raw(path)
-
-
-def _no_context() -> RecallContext:
-    raise AssertionError("no recall before the first fit")
+        return self.issuer.mean_spread(horizon)

@@ -11,8 +11,8 @@ from .components import State, prefixed, unprefixed
 from .drift_gate import DriftGate
 from .embedding import DelayEmbedding, History
 from .episode_refs import EpisodeRefs, complete_copies
+from .koopman_fit import KoopmanFit
 from .memory import EpisodeMemory
-from .operator import KoopmanFit
 from .recall import (
     KeyWeights,
     attention_weights,

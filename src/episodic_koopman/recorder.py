@@ -10,9 +10,9 @@ import numpy as np
 from .components import State, prefixed, unprefixed
 from .dynamics import Dynamics
 from .episode_refs import EpisodeRefs
+from .koopman_fit import KoopmanFit, fit_arrays, fit_from_arrays, propagate_many
 from .memory import EpisodeMemory
 from .observables import Observables
-from .operator import KoopmanFit, fit_arrays, fit_from_arrays, propagate_many
 from .recall import KeyWeights, keys_of_row, normalized_states, signature_row
 from .spectrum import Signature
 

@@ -1,0 +1,234 @@
+"""`KoopmanFit`: a rank-``r`` DMD fit, its eigendecomposition and how it forecasts.
+
+A fit is taken by `episodic_koopman.operator` (the windowed DMD, or the reference
+`batch_dmd`). It propagates a state modally, ``modes diag(lambda)^h b``, with
+unstable eigenvalues pulled onto the unit circle, or, when near-defective, by
+powers of the Schur-stabilised operator; `fit_arrays` is the form a saved fit takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.linalg as sla
+
+from .lapack import complex_eig, complex_inv
+
+Stabilize = Literal["clip", "none"]
+
+#: Above this condition number of the eigenvector matrix, forecasts switch from
+#: modal propagation to powers of a Schur-stabilised operator. Near-defective
+#: pairs (a trend gives a Jordan block at 1) split into eigenvalues just inside
+#: and just outside the circle; clipping only one of them modally breaks the
+#: cancellation that makes the ramp, so such fits must not go through modes.
+MODAL_CONDITION_LIMIT = 1e4
+
+
+def _matrix_norm_1(a: np.ndarray) -> np.floating:
+    """``np.linalg.norm(a, 1)`` of a 2-D array: the same ufunc calls, without the dispatch."""
+    return np.add.reduce(np.abs(a), axis=0).max(axis=0, initial=0)
+
+
+def stabilize_eigenvalues(eigenvalues: np.ndarray, mode: Stabilize) -> np.ndarray:
+    """Pull eigenvalues outside the unit circle onto it (``"clip"``), or leave them."""
+    if mode == "none":
+        return eigenvalues
+    magnitude = np.abs(eigenvalues)
+    return np.where(magnitude > 1.0, eigenvalues / np.maximum(magnitude, 1e-300), eigenvalues)
+
+
+class _cached:
+    """`functools.cached_property` without its lock (Python 3.11 takes one on every first
+    read: four per fit). A fit is built and read by one thread; a race would only compute
+    the same value twice."""
+
+    def __init__(self, method: Callable[[Any], Any]) -> None:
+        self.method = method
+        self.name = method.__name__
+        self.__doc__ = method.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.method(instance)
+        instance.__dict__[self.name] = value  # shadows this (non-data) descriptor from now on
+        return value
+
+
+@dataclass(frozen=True, eq=False)
+class KoopmanFit:
+    """A rank-``r`` DMD fit in the POD basis of its window.
+
+    ``basis`` (``m x r``, orthonormal) and ``sigma`` come from the window's
+    snapshots; ``reduced`` is the ``r x r`` operator; ``eigenvalues`` and
+    ``eigenvectors`` are its eigendecomposition; ``modes = basis @ eigenvectors``
+    are the (projected) DMD modes, each of unit norm.
+    """
+
+    basis: np.ndarray
+    sigma: np.ndarray
+    reduced: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    inverse_eigenvectors: np.ndarray
+    n_pairs: int
+
+    @property
+    def rank(self) -> int:
+        return int(self.sigma.shape[0])
+
+    @_cached
+    def modes(self) -> np.ndarray:
+        # Cached (read-only): a fit serves its query, its spectrum and its episodes.
+        modes = self.basis @ self.eigenvectors
+        modes.flags.writeable = False
+        return modes
+
+    def amplitudes(self, psi: np.ndarray) -> np.ndarray:
+        """Modal amplitudes ``b`` with ``psi ~ modes @ b``.
+
+        For a near-defective fit (see `MODAL_CONDITION_LIMIT`) the exact amplitudes
+        are huge and cancel (``+-5e4`` on a ramp), which says nothing about how strong
+        each mode is, yet signatures are ordered by them. Those fits get the
+        minimum-norm least-squares amplitudes, with singular values of the eigenvector
+        matrix below ``1 / MODAL_CONDITION_LIMIT`` of the largest treated as zero.
+        """
+        projected = self.basis.T @ psi
+        if self.modal_condition < MODAL_CONDITION_LIMIT:
+            return self.inverse_eigenvectors @ projected
+        return np.linalg.lstsq(
+            self.eigenvectors, projected.astype(np.complex128), rcond=1.0 / MODAL_CONDITION_LIMIT
+        )[0]
+
+    def amplitudes_at(self, psi: np.ndarray) -> np.ndarray:
+        """`amplitudes` (read-only), the last state's kept: a scored tick's query and its
+        plain forecast start from the same snapshot, and so do a forecast's between them."""
+        key = psi.tobytes()
+        held = self.__dict__.get("_last_amplitudes")  # (as `_cached` keeps its values)
+        if held is not None and held[0] == key:
+            return held[1]
+        b = self.amplitudes(psi)
+        b.flags.writeable = False
+        self.__dict__["_last_amplitudes"] = (key, b)
+        return b
+
+    @_cached
+    def modal_condition(self) -> float:
+        """1-norm condition number of the eigenvector matrix (inf when singular)."""
+        if self.rank == 0:
+            return 1.0
+        return float(_matrix_norm_1(self.eigenvectors) * _matrix_norm_1(self.inverse_eigenvectors))
+
+    @_cached
+    def _readout_cache(self) -> dict[tuple[int, int], np.ndarray]:
+        return {}
+
+    @_cached
+    def _powers_cache(self) -> dict[tuple[int, str], np.ndarray]:
+        return {}
+
+    def _powers(self, steps: int, stabilize: Stabilize) -> np.ndarray:
+        """``lambda^h`` for ``h = 1..steps`` (stabilised), cached: fits serve many forecasts."""
+        key = (steps, stabilize)
+        if key not in self._powers_cache:
+            lam = stabilize_eigenvalues(self.eigenvalues, stabilize)
+            self._powers_cache[key] = lam[None, :] ** np.arange(1, steps + 1)[:, None]
+        return self._powers_cache[key]
+
+    def _modal_readout(self, rows: slice) -> np.ndarray:
+        key = (rows.start, rows.stop)
+        if key not in self._readout_cache:
+            self._readout_cache[key] = self.basis[rows] @ self.eigenvectors
+        return self._readout_cache[key]
+
+    def propagate(
+        self, psi: np.ndarray, steps: int, rows: slice | np.ndarray, stabilize: Stabilize = "clip"
+    ) -> np.ndarray:
+        """Observables ``rows`` at steps ``1..steps`` ahead of state ``psi``: ``(steps, n_rows)``.
+
+        Propagation is modal, ``modes diag(lambda)^h b``, with unstable eigenvalues
+        stabilised first. When the eigenvectors are near-defective (a trend makes a
+        Jordan block at 1), modal propagation loses accuracy, so the forecast then
+        iterates the reduced operator with its eigenvalues stabilised in Schur form.
+        """
+        if self.rank == 0:
+            return np.zeros((steps, self.basis[rows].shape[0]))
+        if self.modal_condition < MODAL_CONDITION_LIMIT:
+            b = self.amplitudes_at(psi)
+            readout = (
+                self._modal_readout(rows)
+                if isinstance(rows, slice)
+                else (self.basis[rows] @ self.eigenvectors)
+            )
+            return ((self._powers(steps, stabilize) * b) @ readout.T).real
+        operator = self.reduced
+        if stabilize == "clip":
+            schur, unitary = sla.schur(self.reduced.astype(np.complex128), output="complex")
+            diagonal = np.diag(schur)
+            schur[np.diag_indices_from(schur)] = stabilize_eigenvalues(diagonal, "clip")
+            operator = (unitary @ schur @ unitary.conj().T).real
+        z = self.basis.T @ psi
+        out = np.empty((steps, self.basis[rows].shape[0]))
+        readout_basis = self.basis[rows]
+        for h in range(steps):
+            z = operator @ z
+            out[h] = readout_basis @ z
+        return out
+
+
+#: The arrays that make a `KoopmanFit` (with ``n_pairs``): what a saved fit holds.
+FIT_FIELDS = ("basis", "sigma", "reduced", "eigenvalues", "eigenvectors", "inverse_eigenvectors")
+
+
+def fit_arrays(fit: KoopmanFit) -> dict[str, np.ndarray]:
+    """A fit as named arrays (`fit_from_arrays` restores it exactly)."""
+    arrays = {name: getattr(fit, name) for name in FIT_FIELDS}
+    arrays["n_pairs"] = np.array(fit.n_pairs, dtype=np.int64)
+    return arrays
+
+
+def fit_from_arrays(arrays: dict[str, np.ndarray]) -> KoopmanFit:
+    """Inverse of `fit_arrays`: the same floats, so the same forecasts."""
+    return KoopmanFit(
+        **{name: np.array(arrays[name]) for name in FIT_FIELDS}, n_pairs=int(arrays["n_pairs"])
+    )
+
+
+def propagate_many(
+    fit: KoopmanFit, psis: np.ndarray, steps: int, rows: slice, stabilize: Stabilize = "clip"
+) -> np.ndarray:
+    """`KoopmanFit.propagate` for many starting states ``(B, m)``: ``(B, steps, n_rows)``."""
+    if fit.rank == 0:
+        return np.zeros((psis.shape[0], steps, fit.basis[rows].shape[0]))
+    if fit.modal_condition < MODAL_CONDITION_LIMIT:
+        # einsum (not BLAS) reduces every output element in a fixed order, so each row is
+        # the same whatever else is in the batch: how episodes are batched leaves no trace.
+        projected = np.einsum("mr,bm->br", fit.basis, psis)
+        amplitudes = np.einsum("rs,bs->br", fit.inverse_eigenvectors, projected)
+        powers = fit._powers(steps, stabilize)
+        return np.einsum("hr,br,cr->bhc", powers, amplitudes, fit._modal_readout(rows)).real
+    return np.stack([fit.propagate(psi, steps, rows, stabilize) for psi in psis])
+
+
+def reduced_fit(
+    basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
+) -> KoopmanFit:
+    """The fit of the reduced operator ``reduced`` in the POD basis ``basis`` (singular values
+    ``sigma``), with its eigendecomposition."""
+    eigenvalues, eigenvectors = complex_eig(reduced)
+    try:
+        inverse = complex_inv(eigenvectors)
+    except np.linalg.LinAlgError:
+        inverse = np.full_like(eigenvectors, np.inf)  # defective: propagate() avoids modes
+    return KoopmanFit(
+        basis=basis,
+        sigma=sigma,
+        reduced=reduced,
+        eigenvalues=eigenvalues,
+        eigenvectors=eigenvectors,
+        inverse_eigenvectors=inverse,
+        n_pairs=n_pairs,
+    )
