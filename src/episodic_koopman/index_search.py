@@ -18,34 +18,44 @@ from .threads import single_threaded
 _search_local = threading.local()
 
 
-def _graph_parameters(low: int, high: int, ef_search: int) -> faiss.SearchParametersHNSW:
-    """HNSW search parameters selecting labels ``[low, high)``: this thread's own, reused.
+def _range_parameters(graph: bool, low: int, high: int, ef_search: int) -> faiss.SearchParameters:
+    """Search parameters selecting labels ``[low, high)`` (HNSW's with ``ef_search`` for a
+    graph): this thread's own, reused.
 
     Making them anew cost more than a quarter of a search of 10^4 episodes; a parameter
     object per thread can be updated in place, as no other search reads it.
     """
-    cached = getattr(_search_local, "params", None)
+    cached = getattr(_search_local, "graph" if graph else "flat", None)
     if cached is None:
         selector = faiss.IDSelectorRange(0, 0)
-        cached = _search_local.params = (selector, faiss.SearchParametersHNSW(sel=selector))
+        kind = faiss.SearchParametersHNSW if graph else faiss.SearchParameters
+        cached = (selector, kind(sel=selector))
+        setattr(_search_local, "graph" if graph else "flat", cached)
     selector, params = cached
     selector.imin, selector.imax = low, high
-    params.efSearch = ef_search
+    if graph:
+        params.efSearch = ef_search
     return params
 
 
-def search_graph(
-    index: faiss.IndexHNSWSQ,
+def search_range(
+    index: faiss.Index,
     query: np.ndarray,
     low: int,
     high: int,
-    ef_search: int,
     found: np.ndarray,
     labels: np.ndarray,
+    ef_search: int | None = None,
 ) -> None:
-    """The best ``found.size`` labels in ``[low, high)`` of an HNSW index, into ``found`` and
-    ``labels`` (``-1`` past what the graph finds), best first."""
-    params = _graph_parameters(low, high, ef_search)
+    """The best ``found.size`` labels in ``[low, high)`` of a flat index, or of an HNSW
+    graph searched with ``ef_search``, into ``found`` and ``labels``, best first (``-1``
+    past what a graph finds).
+
+    FAISS's own search with a range selector. (Its inverted-list scanner over a flat
+    index's live codes alone was a quarter faster, but each scanner FAISS makes is
+    handed to Python unowned, and owning it crashes: a search leaked about 460 bytes.)
+    """
+    params = _range_parameters(ef_search is not None, low, high, ef_search or 0)
     with single_threaded():  # HNSW search uses OpenMP
         index.search_c(
             1,
@@ -63,41 +73,3 @@ def flat_codes(index: faiss.IndexScalarQuantizer) -> np.ndarray:
     if n_bytes == 0:
         return np.zeros((0, index.code_size), dtype=np.uint8)
     return faiss.rev_swig_ptr(index.codes.data(), n_bytes).reshape(-1, index.code_size)
-
-
-def _flat_parameters(low: int, high: int) -> faiss.SearchParameters:
-    """Flat search parameters selecting labels ``[low, high)``: this thread's own, reused."""
-    cached = getattr(_search_local, "flat", None)
-    if cached is None:
-        selector = faiss.IDSelectorRange(0, 0)
-        cached = _search_local.flat = (selector, faiss.SearchParameters(sel=selector))
-    selector, params = cached
-    selector.imin, selector.imax = low, high
-    return params
-
-
-def search_flat(
-    index: faiss.IndexScalarQuantizer,
-    query: np.ndarray,
-    low: int,
-    high: int,
-    found: np.ndarray,
-    labels: np.ndarray,
-) -> None:
-    """The best ``found.size`` labels in ``[low, high)`` of a flat index, into ``found`` and
-    ``labels``, best first.
-
-    FAISS's own search with a range selector. (Its inverted-list scanner over the live
-    codes alone was a quarter faster, but each scanner FAISS makes is handed to Python
-    unowned, and owning it crashes: a search leaked about 460 bytes.)
-    """
-    params = _flat_parameters(low, high)
-    with single_threaded():
-        index.search_c(
-            1,
-            faiss.swig_ptr(query),
-            found.shape[0],
-            faiss.swig_ptr(found),
-            faiss.swig_ptr(labels),
-            params,
-        )

@@ -56,7 +56,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index_search import flat_codes, search_flat, search_graph
+from .index_search import flat_codes, search_range
 from .key_codec import KeyCodec
 from .threads import single_threaded
 
@@ -282,13 +282,13 @@ class EpisodeMemory:
             labels = np.full(n_best, -1, dtype=np.int64)
             low, high = oldest - offset, tail_start - offset  # the live labels
             if self._hnsw:
-                search_graph(self._index, query, low, high, max(self.ef_search, k), found, labels)
+                search_range(self._index, query, low, high, found, labels, max(self.ef_search, k))
                 if labels.min() < 0:  # a graph may find fewer than asked for
                     keep = labels >= 0
                     labels, found = labels[keep], found[keep]
                 ids = labels + offset
             else:
-                search_flat(self._index, query, low, high, found, labels)
+                search_range(self._index, query, low, high, found, labels)
                 ids = labels + offset
             d2 = found.astype(np.float64)
         if tail_start < next_id:
