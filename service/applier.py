@@ -282,7 +282,9 @@ class Applier:
                 continue
             model, applied = candidate, seq
             break
-        series.model = model if model is not None else EpisodicKoopman.from_flat(record.params)
+        if model is None:  # as stored: a parameter added since keeps the value it ran with
+            model = EpisodicKoopman.from_flat(canonical_params(record.params))
+        series.model = model
         series.model_incarnation = record.incarnation
         series.applied = applied
         series.snapshot_seq = applied

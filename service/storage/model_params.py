@@ -13,6 +13,7 @@ from typing import Any
 
 from episodic_koopman import EpisodicKoopman
 from episodic_koopman.auto_embedding import final_delays
+from episodic_koopman.flat_params import stored_params
 from episodic_koopman.forecaster import MAX_FEATURES
 
 from ..errors import invalid
@@ -39,10 +40,11 @@ def full_params(given: dict[str, Any]) -> dict[str, Any]:
 def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
     """Stored flat parameters as this library writes them (old names and aliases mapped).
 
-    A series stored by an older version may say ``missing="raise"``; the model it
+    A series stored by an older version may say ``missing="raise"``, or lack a parameter
+    added since (`stored_params` gives it the value its model ran with); the model it
     describes is the same one.
     """
-    return json.loads(json.dumps(EpisodicKoopman.from_flat(params).to_flat()))
+    return json.loads(json.dumps(EpisodicKoopman.from_flat(stored_params(params)).to_flat()))
 
 
 def check_layout(params: dict[str, Any], first: float | dict[str, float]) -> None:

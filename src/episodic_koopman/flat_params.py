@@ -85,6 +85,18 @@ FLAT_NAMES = (
 assert set(FLAT_NAMES) == {*CONSTRUCTOR_NAMES, "memory", *MEMORY_NAMES, *MODEL_NAMES}
 
 
+#: Parameters added after models were first stored, with the value every model stored
+#: before them ran (a fixed scoring stride, before it grew with the series).
+RAN_BEFORE: dict[str, Any] = {"stride_doublings": 0}
+
+
+def stored_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Stored flat parameters (a model file's, a service record's) completed with what the
+    model they describe ran: a name missing from them keeps its old value, not today's
+    default, so the model carries on as it ran."""
+    return {**RAN_BEFORE, **params} if isinstance(params, dict) else params
+
+
 def split_flat(params: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments from flat parameters; unknown names are rejected by name.
 

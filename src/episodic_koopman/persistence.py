@@ -39,6 +39,7 @@ import numpy as np
 
 from . import __version__
 from .components import prefixed
+from .flat_params import stored_params
 
 if TYPE_CHECKING:
     from .forecaster import EpisodicKoopman
@@ -228,10 +229,6 @@ def load_model(path: str | Path | IO[bytes]) -> EpisodicKoopman:
         arrays = read_arrays(zf.read(_ARRAYS_MEMBER), manifest["arrays"])
     if manifest.get("class") != EpisodicKoopman.__name__:
         raise ValueError(f"{where} holds a {manifest.get('class')}, not an EpisodicKoopman")
-    params = manifest.get("params")
-    if isinstance(params, dict):  # (else from_flat says what is wrong)
-        # A file from before the growing stride ran a fixed one: it carries on as it ran.
-        params = {"stride_doublings": 0, **params}
-    model = EpisodicKoopman.from_flat(params)
+    model = EpisodicKoopman.from_flat(stored_params(manifest.get("params")))
     restore_state(model, manifest["state"], arrays)
     return model

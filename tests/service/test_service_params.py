@@ -23,3 +23,15 @@ def test_stride_schedule_reaches_the_model():
     model = EpisodicKoopman.from_flat(given)
     assert model.to_flat()["stride_doublings"] == 0
     assert model.to_flat()["stride_doubling_at"] == 100
+
+
+def test_a_series_stored_before_the_growing_stride_keeps_its_fixed_stride():
+    # Its stored params lack the name; its snapshots load with 0 doublings, and the
+    # record must describe the same model, or restart discards every snapshot.
+    from service.store import canonical_params
+
+    stored = EpisodicKoopman().to_flat()
+    del stored["stride_doublings"]
+    assert canonical_params(stored)["stride_doublings"] == 0
+    given = {**stored, "stride_doublings": 2}
+    assert canonical_params(given)["stride_doublings"] == 2
