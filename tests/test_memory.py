@@ -293,3 +293,12 @@ def test_searches_do_not_leak(hnsw_threshold):
     for _ in range(30_000):
         mem.search(query, 32)
     assert _resident_bytes() - before < 2 * 2**20
+
+
+@pytest.mark.parametrize("hnsw_threshold", [10**9, 300], ids=["flat", "hnsw"])
+def test_a_query_faiss_cannot_rank_finds_only_real_episodes(hnsw_threshold):
+    mem = filled(600, hnsw_threshold=hnsw_threshold)
+    for query in (np.full(12, np.nan), np.r_[np.nan, np.zeros(11)]):
+        ids, _ = mem.search(query, 5)
+        assert np.all(ids >= mem.oldest_id)  # no -1 label turned into an id
+        mem.get(ids)  # every id it gives is stored

@@ -278,18 +278,17 @@ class EpisodeMemory:
         if tail_start > oldest:
             offset = self._indexed_from
             n_best = min(k, tail_start - oldest)
-            found = np.full(n_best, np.inf, dtype=np.float32)
-            labels = np.full(n_best, -1, dtype=np.int64)
+            found = np.empty(n_best, dtype=np.float32)
+            labels = np.empty(n_best, dtype=np.int64)
             low, high = oldest - offset, tail_start - offset  # the live labels
-            if self._hnsw:
-                search_range(self._index, query, low, high, found, labels, max(self.ef_search, k))
-                if labels.min() < 0:  # a graph may find fewer than asked for
-                    keep = labels >= 0
-                    labels, found = labels[keep], found[keep]
-                ids = labels + offset
-            else:
-                search_range(self._index, query, low, high, found, labels)
-                ids = labels + offset
+            ef_search = max(self.ef_search, k) if self._hnsw else None
+            search_range(self._index, query, low, high, found, labels, ef_search)
+            # -1 where a graph finds fewer than asked for, or for a query FAISS cannot
+            # rank (not finite in float32).
+            if labels.min() < 0:
+                keep = labels >= 0
+                labels, found = labels[keep], found[keep]
+            ids = labels + offset
             d2 = found.astype(np.float64)
         if tail_start < next_id:
             first = tail_start % _INDEX_BATCH
