@@ -14,8 +14,8 @@
 
 The machine is shared and noisy: BLAS and OpenMP are pinned to one thread, measured
 runs and baseline runs alternate, every time is the median of ``--repeats`` runs, and
-times are this process's CPU time (``--wall`` for wall time), which other processes on
-the machine do not inflate.
+the times of 1. and 2. are this process's CPU time (``--wall`` for wall time), which other
+processes on the machine do not inflate; 3.'s query latencies are wall time.
 The series is the bike-share hourly counts when the data file is found
 (``EPISODIC_KOOPMAN_DATA``), else a synthetic series with daily and weekly cycles.
 Results also go to ``results/bench_core.json``.

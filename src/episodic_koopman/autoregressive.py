@@ -23,13 +23,9 @@ from typing import Any
 
 import numpy as np
 
-try:  # numpy's private gufunc module: `np.linalg.solve` without its wrapper
-    from numpy.linalg import _umath_linalg
-except ImportError:  # a numpy without it: the public function, the same LAPACK routine
-    _umath_linalg = None
-
 from .components import State
 from .embedding import History
+from .lapack import real_solve
 
 
 class LocalAR:
@@ -104,7 +100,7 @@ class LocalAR:
             else:
                 ridge = 1e-9 * (trace + 1.0) / (p + 1)
                 system = self.normal + ridge[:, None, None] * self._eye
-            self.coef = _solve(system, self.moment[:, :, None])[:, :, 0]
+            self.coef = real_solve(system, self.moment[:, :, None])[:, :, 0]
             self.powers = None
 
     def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
@@ -264,18 +260,3 @@ class SeasonalAR(LocalAR):
 def _doubled(n: int) -> int:
     """The least power of two at or above ``n`` (``n >= 1``)."""
     return 1 << (n - 1).bit_length()
-
-
-def _singular(err: object, flag: object) -> None:
-    raise np.linalg.LinAlgError("Singular matrix")
-
-
-def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.linalg.solve(a, b)`` of stacked real ``(..., M, M)`` and ``(..., M, K)``: the same
-    LAPACK gufunc and error handling, without the wrapper (a tenth of the AR's block)."""
-    if _umath_linalg is None:
-        return np.linalg.solve(a, b)
-    with np.errstate(
-        call=_singular, invalid="call", over="ignore", divide="ignore", under="ignore"
-    ):  # type: ignore[arg-type]
-        return _umath_linalg.solve(a, b, signature="dd->d")

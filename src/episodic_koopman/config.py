@@ -323,7 +323,8 @@ class ModelConfig(_JsonConfig):
         if self.stride_doublings == 0 or n < self.stride_doubling_at:
             return self.stride
         doublings = (n // self.stride_doubling_at).bit_length()  # 1 from at, 2 from 2 at, ...
-        return min(self.stride << min(doublings, self.stride_doublings), self.max_stride)
+        stride = self.stride << min(doublings, self.stride_doublings)
+        return stride if stride <= MAX_STRIDE else self.max_stride  # (the loop only here)
 
     @property
     def n_lifted(self) -> int:

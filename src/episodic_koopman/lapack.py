@@ -1,4 +1,4 @@
-"""NumPy's ``eigh``, ``eig`` and ``inv`` without their Python wrappers.
+"""NumPy's ``eigh``, ``eig``, ``inv`` and ``solve`` without their Python wrappers.
 
 The fit runs at every scored step and every forecast after a new observation, on
 matrices of a few dozen rows, where NumPy's wrappers cost as much as a third of
@@ -45,3 +45,10 @@ def complex_inv(a: np.ndarray) -> np.ndarray:
     """``np.linalg.inv(a)`` of a complex matrix: the same LAPACK gufunc, without the wrapper."""
     with np.errstate(call=_singular_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
         return _umath_linalg.inv(a, signature="D->D")
+
+
+def real_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)`` of stacked real ``(..., M, M)`` and ``(..., M, K)``: the same
+    LAPACK gufunc and error handling, without the wrapper (a tenth of the AR's block)."""
+    with np.errstate(call=_singular_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+        return _umath_linalg.solve(a, b, signature="dd->d")
