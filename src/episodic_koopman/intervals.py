@@ -47,15 +47,14 @@ Beyond the calibrated horizon ``H`` the half-width grows as ``sqrt(h / H)``.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
-from collections import deque
 from statistics import NormalDist
 
 import numpy as np
 
 from .embedding import History
+from .sorted_window import SortedWindow
 
 _SPREAD_SMOOTHING = 0.05
 #: The most a recall's spread widens an interval, relative to the running mean spread
@@ -103,8 +102,7 @@ class LocalScale:
         self._history: History | None = None
         self._count = 0  # the history's count when last followed
         self._newest: list[float] = []  # its newest row then
-        self._changes: list[deque[float]] = []  # per channel, oldest first
-        self._sorted: list[list[float]] = []  # per channel, ascending
+        self._changes: list[SortedWindow] = []  # per channel
 
     def of(self, history: History, running_scale: np.ndarray) -> np.ndarray:
         """``local_scale(history.last(k), running_scale)``, ``k = min(span + 1, held rows)``."""
@@ -124,38 +122,28 @@ class LocalScale:
             self._history = None
             return local_scale(history.last(k), running_scale)
         self._history, self._count, self._newest = history, history.count, rows[-1]
-        middle = [_middle(values) for values in self._sorted]
+        middle = [changes.median() for changes in self._changes]
         return np.maximum(np.array(middle, dtype=np.float64), _SCALE_FLOOR * running_scale)
 
     def _restart(self, changes: np.ndarray) -> bool:
         """Keep exactly ``changes`` ``(k - 1, c)``; ``False`` if any is not finite."""
         if not np.isfinite(changes).all():
             return False
-        columns = changes.T.tolist()
-        self._changes = [deque(channel) for channel in columns]
-        self._sorted = [sorted(channel) for channel in columns]
+        self._changes = [SortedWindow(channel) for channel in changes.T.tolist()]
         return True
 
     def _follow(self, rows: list[list[float]], size: int) -> bool:
         """Add the changes between consecutive ``rows`` (the newest, and the one before them)
         and drop the oldest beyond ``size``, per channel. Plain floats: a few per tick."""
-        for j, (window, ordered) in enumerate(zip(self._changes, self._sorted, strict=True)):
+        for j, window in enumerate(self._changes):
             for before, after in itertools.pairwise(rows):
                 value = abs(after[j] - before[j])  # as np.abs(np.diff(...)), float for float
                 if not math.isfinite(value):
                     return False
                 window.append(value)
-                bisect.insort(ordered, value)
             while len(window) > size:
-                del ordered[bisect.bisect_left(ordered, window.popleft())]
+                window.drop_oldest()
         return True
-
-
-def _middle(ordered: list[float]) -> float:
-    """``np.median`` of sorted finite values: the middle one, or the two middle ones'
-    ``(a + b) / 2``."""
-    n = len(ordered)
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
 class ConformalCalibrator:

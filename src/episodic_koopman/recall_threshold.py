@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left, insort
-from collections import deque
-
 import numpy as np
+
+from .sorted_window import SortedWindow
 
 
 def _quantile(values: np.ndarray, q: float) -> float:
@@ -16,14 +14,6 @@ def _quantile(values: np.ndarray, q: float) -> float:
     high = min(low + 1, values.size - 1)
     part = np.partition(values, (low, high))
     return float(part[low] + (part[high] - part[low]) * (position - low))
-
-
-def _sorted_quantile(ordered: list[float], q: float) -> float:
-    """`_quantile` of values already in order: the same two values, the same arithmetic."""
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class AdaptiveThreshold:
@@ -41,8 +31,7 @@ class AdaptiveThreshold:
         self.quantile = quantile
         self.window = window
         self.min_history = min_history
-        self._recent: deque[float] = deque(maxlen=window)
-        self._ordered: list[float] = []  # the finite recent values, ascending
+        self._recent = SortedWindow()
         self._cut = np.inf
         self._median = 1.0
 
@@ -54,37 +43,28 @@ class AdaptiveThreshold:
 
     def _at(self, q: float) -> float:
         """The ``q`` quantile of the recent values."""
-        if len(self._ordered) == len(self._recent):
-            return _sorted_quantile(self._ordered, q)
-        return _quantile(np.fromiter(self._recent, float), q)  # a NaN in the window
+        if self._recent.complete:
+            return self._recent.quantile(q)
+        return _quantile(np.fromiter(self._recent.arrived, float), q)  # a NaN in the window
 
     def admits(self, best: float) -> bool:
         return best <= self._cut
 
     def observe(self, best: float) -> None:
-        best = float(best)
         if len(self._recent) == self.window:
-            self._forget(self._recent[0])
-        self._recent.append(best)
-        if not math.isnan(best):
-            insort(self._ordered, best)
+            self._recent.drop_oldest()
+        self._recent.append(float(best))
         self._refresh()
-
-    def _forget(self, value: float) -> None:
-        if not math.isnan(value):
-            del self._ordered[bisect_left(self._ordered, value)]
 
     def scale(self) -> float:
         """Typical best distance (median of recent ones), the unit of ``tau``."""
         return self._median
 
     def get_state(self) -> np.ndarray:
-        return np.fromiter(self._recent, float)
+        return np.fromiter(self._recent.arrived, float)
 
     def set_state(self, values: np.ndarray) -> None:
         # tolist gives the same Python floats as float() of each, without a loop.
-        self._recent = deque(
-            np.asarray(values, dtype=np.float64).ravel().tolist(), maxlen=self.window
-        )
-        self._ordered = sorted(v for v in self._recent if not math.isnan(v))
+        held = np.asarray(values, dtype=np.float64).ravel().tolist()
+        self._recent = SortedWindow(held[-self.window :])
         self._refresh()
