@@ -17,7 +17,7 @@ import psycopg
 
 from ..timestamps import TimeKey
 from .base import DEFAULT_SHARDS, check_schema_version
-from .chunks import MAX_CHUNK, encode_keys
+from .schema_1 import Schema1Dialect, migrate_from_1
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -146,10 +146,27 @@ def create_or_migrate(conn: psycopg.Connection[Any], where: str) -> dict[str, st
     return meta
 
 
+#: Schema 1's observations (``seq, t_int, t_num, y``) and series state.
+_FROM_1 = Schema1Dialect(
+    series="SELECT sid, tz, step_int, step_num, run FROM series",
+    observations="SELECT seq, t_int, t_num, y FROM observations WHERE sid = %s ORDER BY seq",
+    insert_chunk=INSERT_CHUNK,
+    key=lambda row: join_key(row[1], row[2]),
+    chunk_params=lambda sid, start, keys, t, y, state: (
+        sid,
+        start,
+        len(keys),
+        *split_key(keys[0]),
+        *split_key(keys[-1]),
+        t,
+        y,
+        *(state or (None, None, None, None)),
+    ),
+)
+
+
 def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
-    """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
-    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
-    row, and the old table goes.
+    """Schema 1 -> 2 (`service.storage.schema_1`).
 
     Servers of the old schema may still be pushing: they do not take the init lock.
     Locking both tables first waits for their open pushes and blocks new ones until the
@@ -157,33 +174,4 @@ def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
     acknowledged observation is read before it commits and dropped after.
     """
     conn.execute("LOCK TABLE series, observations IN EXCLUSIVE MODE")
-    series = conn.execute("SELECT sid, tz, step_int, step_num, run FROM series").fetchall()
-    for sid, tz, step_int, step_num, run in series:
-        rows = conn.execute(
-            "SELECT seq, t_int, t_num, y FROM observations WHERE sid = %s ORDER BY seq", (sid,)
-        ).fetchall()
-        for at in range(0, len(rows), MAX_CHUNK):
-            part = rows[at : at + MAX_CHUNK]
-            keys = [join_key(t_int, t_num) for _, t_int, t_num, _ in part]
-            first_int, first_num = split_key(keys[0])
-            last_int, last_num = split_key(keys[-1])
-            newest = at + MAX_CHUNK >= len(rows)
-            conn.execute(
-                INSERT_CHUNK,
-                (
-                    sid,
-                    part[0][0],
-                    len(part),
-                    first_int,
-                    first_num,
-                    last_int,
-                    last_num,
-                    encode_keys(keys),  # type: ignore[arg-type]
-                    b"".join(bytes(y) for *_, y in part),
-                    tz if newest else None,
-                    step_int if newest else None,
-                    step_num if newest else None,
-                    run if newest else None,
-                ),
-            )
-    conn.execute("DROP TABLE observations")
+    migrate_from_1(conn, _FROM_1)

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 
 from .base import DEFAULT_SHARDS, check_schema_version
-from .chunks import MAX_CHUNK, encode_keys
+from .schema_1 import Schema1Dialect, migrate_from_1
 
 log = logging.getLogger("episodic_koopman.service")
 
@@ -78,36 +78,26 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def _migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Schema 1 -> 2 (in the caller's transaction): each series' observation rows become
-    chunks of up to `MAX_CHUNK`, its newest chunk takes the state from its series
-    row, and the old table goes."""
-    series = conn.execute("SELECT sid, tz, step, run FROM series").fetchall()
-    for sid, tz, step, run in series:
-        rows = conn.execute(
-            "SELECT seq, t_key, y FROM observations WHERE sid = ? ORDER BY seq", (sid,)
-        ).fetchall()
-        for at in range(0, len(rows), MAX_CHUNK):
-            part = rows[at : at + MAX_CHUNK]
-            keys = [key for _, key, _ in part]
-            newest = at + MAX_CHUNK >= len(rows)
-            conn.execute(
-                "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    sid,
-                    part[0][0],
-                    len(part),
-                    keys[0],
-                    keys[-1],
-                    encode_keys(keys),
-                    b"".join(y for _, _, y in part),
-                    tz if newest else None,
-                    step if newest else None,
-                    run if newest else None,
-                ),
-            )
-    conn.execute("DROP TABLE observations")
+#: Schema 1's observations (``seq, t_key, y``) and series state (``tz, step, run``).
+_FROM_1 = Schema1Dialect(
+    series="SELECT sid, tz, step, run FROM series",
+    observations="SELECT seq, t_key, y FROM observations WHERE sid = ? ORDER BY seq",
+    insert_chunk=(
+        "INSERT INTO chunks (sid, start, n, t_first, t_last, t, y, tz, step, run) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    key=lambda row: row[1],
+    chunk_params=lambda sid, start, keys, t, y, state: (
+        sid,
+        start,
+        len(keys),
+        keys[0],
+        keys[-1],
+        t,
+        y,
+        *(state or (None, None, None)),
+    ),
+)
 
 
 def create_or_migrate(
@@ -120,7 +110,7 @@ def create_or_migrate(
         conn.execute(statement)
     if "observations" in tables:
         log.warning("%s: migrating observations to schema %d", where, 2)
-        _migrate_from_1(conn)
+        migrate_from_1(conn, _FROM_1)
     if int(meta.get("schema_version", SCHEMA_VERSION)) < 3:
         log.warning("%s: schema 3 drops the index on chunks", where)
     for statement in _FROM_2:
