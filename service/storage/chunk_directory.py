@@ -154,33 +154,45 @@ class ChunkDirectory:
 
 class Pending:
     """A writer's view: the committed directory plus its own transaction's changes, with
-    the one savepoint level the committer uses (a rejected command's chunks go)."""
+    the one savepoint level the committer uses (a rejected command's chunks go).
+
+    Each series' chunks of this transaction are indexed (positions in ``added``), so a
+    lookup costs the series' own chunks, and a rollback to the mark costs what was done
+    since it: neither scans the whole group."""
 
     def __init__(self, directory: ChunkDirectory) -> None:
         self.directory = directory
-        self.added: list[tuple[int, int, int, int, TimeKey]] = []  # (cid, sid, start, n, t_last)
-        self.dropped: set[int] = set()
-        self._heads: dict[int, tuple[int, TimeKey]] = {}
-        self._mark: tuple[int, set[int]] = (0, set())
+        self.clear()
 
     def clear(self) -> None:
-        self.added, self.dropped, self._heads = [], set(), {}
-        self._mark = (0, set())
+        self.added: list[tuple[int, int, int, int, TimeKey]] = []  # (cid, sid, start, n, t_last)
+        self.dropped: set[int] = set()
+        self._mine: dict[int, list[int]] = {}  # sid -> positions of its chunks in ``added``
+        self._dropped_order: list[int] = []  # ``dropped`` in order (a rollback undoes the tail)
+        self._mark = (0, 0)
 
     def mark(self) -> None:
-        self._mark = (len(self.added), set(self.dropped))
+        self._mark = (len(self.added), len(self._dropped_order))
 
     def rollback_to_mark(self) -> None:
-        size, dropped = self._mark
+        size, n_dropped = self._mark
+        for _, sid, _, _, _ in reversed(self.added[size:]):
+            positions = self._mine[sid]
+            positions.pop()  # the series' newest: chunks were added in order
+            if not positions:
+                del self._mine[sid]
         del self.added[size:]
-        self.dropped = set(dropped)
-        self._heads = {sid: (start + n, t_last) for _, sid, start, n, t_last in self.added}
+        for sid in self._dropped_order[n_dropped:]:
+            self.dropped.discard(sid)
+        del self._dropped_order[n_dropped:]
 
     def head(self, sid: int) -> tuple[int, TimeKey | None]:
         if sid in self.dropped:
             return 0, None
-        if sid in self._heads:
-            return self._heads[sid]
+        positions = self._mine.get(sid)
+        if positions:
+            _, _, start, n, t_last = self.added[positions[-1]]
+            return start + n, t_last
         return self.directory.head(sid)
 
     def check_extends(self, sid: int, start: int, t_first: TimeKey, t_last: TimeKey) -> None:
@@ -192,26 +204,29 @@ class Pending:
             raise sqlite3.IntegrityError("a chunk must extend its series (next seq, later t)")
 
     def add(self, cid: int, sid: int, start: int, n: int, t_last: TimeKey) -> None:
+        self._mine.setdefault(sid, []).append(len(self.added))
         self.added.append((cid, sid, start, n, t_last))
-        self._heads[sid] = (start + n, t_last)
 
     def drop(self, sid: int) -> None:
-        self.dropped.add(sid)
-        self._heads.pop(sid, None)
+        if sid not in self.dropped:
+            self.dropped.add(sid)
+            self._dropped_order.append(sid)
 
     def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
         """As `ChunkDirectory.locate`, over the committed chunks and this transaction's
         (which follow them: a series' chunks are appended in ``seq`` order)."""
         if sid in self.dropped:
             return []
-        if sid not in self._heads:
+        positions = self._mine.get(sid)
+        if not positions:
             return self.directory.locate(sid, seq, max_chunks)
-        mine = [(start, cid) for cid, owner, start, _, _ in self.added if owner == sid]
-        if seq >= mine[0][0]:  # the answer starts among this transaction's chunks
-            at = bisect_right(mine, seq, key=lambda chunk: chunk[0]) - 1
-            return [cid for _, cid in mine[at : at + max_chunks]]
+        added = self.added
+        if seq >= added[positions[0]][2]:  # the answer starts among this transaction's chunks
+            at = bisect_right(positions, seq, key=lambda position: added[position][2]) - 1
+            return [added[position][0] for position in positions[at : at + max_chunks]]
         committed = self.directory.locate(sid, seq, max_chunks)
-        return (committed + [cid for _, cid in mine])[:max_chunks]
+        rest = max_chunks - len(committed)
+        return committed + [added[position][0] for position in positions[: max(rest, 0)]]
 
     def publish(self) -> None:
         """After COMMIT: the transaction's changes become the committed directory's."""

@@ -195,6 +195,87 @@ def test_a_writers_view_locates_as_one_directory_of_every_chunk_would():
     assert pending.locate(1, 0, 100) == []
 
 
+class _ReferencePending:
+    """`Pending` the straightforward way: every answer from a scan of the whole group."""
+
+    def __init__(self, committed: list[tuple]) -> None:
+        self.directory = ChunkDirectory()
+        self.directory.publish(committed, set())
+        self.committed = committed
+        self.added: list[tuple] = []
+        self.dropped: set[int] = set()
+        self.saved: tuple[int, set[int]] = (0, set())
+
+    def mark(self) -> None:
+        self.saved = (len(self.added), set(self.dropped))
+
+    def rollback_to_mark(self) -> None:
+        del self.added[self.saved[0] :]
+        self.dropped = set(self.saved[1])
+
+    def head(self, sid: int) -> tuple:
+        mine = [row for row in self.added if row[1] == sid]
+        if sid in self.dropped:
+            return 0, None
+        if mine:
+            return mine[-1][2] + mine[-1][3], mine[-1][4]
+        return self.directory.head(sid)
+
+    def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
+        if sid in self.dropped:
+            return []
+        everything = SeriesChunks()
+        for cid, owner, start, n, t_last in self.committed + self.added:
+            if owner == sid:
+                everything.add(cid, start, n, t_last)
+        return everything.locate(seq, max_chunks)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_writers_view_answers_as_a_scan_of_the_whole_group_would(seed):
+    """Random groups of adds, drops, marks and rollbacks: `Pending` (indexed per series)
+    and the reference (scans) agree on every head and lookup, and publish the same."""
+    rng = np.random.default_rng(seed)
+    committed = []
+    for cid in range(1, 1 + int(rng.integers(0, 30))):
+        sid = int(rng.integers(1, 5))
+        end = sum(n for _, owner, _, n, _ in committed if owner == sid)
+        committed.append((cid, sid, end, int(rng.integers(1, 4)), float(cid)))
+    directory = ChunkDirectory()
+    directory.publish(committed, set())
+    pending, reference = Pending(directory), _ReferencePending(committed)
+    cid = len(committed)
+    for _ in range(200):
+        sid = int(rng.integers(1, 8))
+        action = rng.choice(["add", "add", "add", "drop", "mark", "rollback", "locate"])
+        if action == "add" and sid not in reference.dropped:
+            cid += 1
+            end, _ = reference.head(sid)
+            pending.add(cid, sid, end, int(rng.integers(1, 4)), float(cid))
+            reference.added.append(pending.added[-1])
+        elif action == "drop":
+            pending.drop(sid)
+            reference.dropped.add(sid)
+        elif action == "mark":
+            pending.mark()
+            reference.mark()
+        elif action == "rollback":
+            pending.rollback_to_mark()
+            reference.rollback_to_mark()
+        for probe in range(1, 8):
+            assert pending.head(probe) == reference.head(probe), (seed, probe)
+            for seq in (-1, 0, 1, 3, 7, 20, 60, 10**6):
+                for max_chunks in (0, 1, 2, 5, 1000):
+                    want = reference.locate(probe, seq, max_chunks)
+                    assert pending.locate(probe, seq, max_chunks) == want, (probe, seq)
+    assert (pending.added, pending.dropped) == (reference.added, reference.dropped)
+    pending.publish()
+    reference.directory.publish(reference.added, reference.dropped)
+    for probe in range(1, 8):
+        assert directory.locate(probe, 0, 1000) == reference.directory.locate(probe, 0, 1000)
+        assert directory.head(probe) == reference.directory.head(probe)
+
+
 def _store_two_observations(path) -> None:
     """Series ``s`` with 1.0 and 2.0 at t = 0, 1, in a database no handle holds open."""
     committer = _committer(_open(path))
