@@ -63,8 +63,17 @@ def connect(url: str) -> psycopg.Connection[Any]:
 
 
 def per_thread(url: str) -> ConnectionPerThread[psycopg.Connection[Any]]:
-    """A connection per thread to ``url``, reopened if broken."""
-    return ConnectionPerThread(lambda: connect(url), lambda conn: not (conn.closed or conn.broken))
+    """A connection per thread to ``url``, reopened if unusable (`_usable`)."""
+    return ConnectionPerThread(lambda: connect(url), _usable)
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a connection can serve another use: open, not broken (a dropped server),
+    and idle (autocommit: a transaction still open between uses was left by a failure)."""
+    return (
+        not (conn.closed or conn.broken)
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
 
 
 class PostgresReader(Reader):

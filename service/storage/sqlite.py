@@ -53,13 +53,22 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _usable(conn: sqlite3.Connection) -> bool:
+    """Whether a reader's connection can serve another read: open, and not left inside a
+    transaction by a failure (its reads would keep seeing that transaction's snapshot)."""
+    try:
+        return not conn.in_transaction
+    except sqlite3.ProgrammingError:  # closed
+        return False
+
+
 class SqliteReader(Reader):
     """Read-only queries from any thread (one connection per thread)."""
 
     def __init__(self, path: Path, directory: ChunkDirectory) -> None:
         self.path = path
         self.directory = directory
-        self._conns = ConnectionPerThread(lambda: connect(path, readonly=True))
+        self._conns = ConnectionPerThread(lambda: connect(path, readonly=True), _usable)
 
     def fetch_chunks(
         self, sid: int, seq: int, max_chunks: int, values: bool = True
