@@ -110,8 +110,6 @@ async def _running_local(state: ServiceState, storage: Storage) -> AsyncIterator
     loop = asyncio.get_running_loop()
     # Every shard is ours from now on: any earlier writer is fenced off before we load.
     epochs = await asyncio.to_thread(storage.acquire_shards, owner_name())
-    # The writer first, then the records: SQLite's writer then need not catch up again at
-    # its first write with what loading them caught up with (`SqliteSession.begin`).
     session = await asyncio.to_thread(storage.writer)
     records = await asyncio.to_thread(storage.load_records)
     reader = storage.reader()

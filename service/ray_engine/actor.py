@@ -113,7 +113,7 @@ class ShardActor:
         self.shards = owned_shards(index, n_actors, storage.n_shards)
         # Fence off every earlier owner of these shards before reading their state.
         epochs = storage.acquire_shards(owner_name(), self.shards)
-        session = storage.writer()  # before the records, as in `service.main._running_local`
+        session = storage.writer()
         mine = set(self.shards)
         records = {
             series_id: record

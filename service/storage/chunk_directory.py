@@ -15,10 +15,13 @@ connection's commits (another handle on the file, an acquisition of shards) are 
 up with before the writer relies on it (`ChunkDirectory.refresh`, on a change of
 ``PRAGMA data_version``) and before a reader does (`ChunkDirectory.sync`, when the newest
 row is not the one it knows: a reader reads the newest row in the same statement as the
-chunks, `ChunkDirectory.locate_as_of`, and catches up only if it has moved). Sids are
-never reused and new rows always get a ``cid`` above every existing row's, so dropping the
-series that are gone and reading the rows after the newest surviving ``cid`` is an exact
-catch-up.
+chunks, `ChunkDirectory.locate_as_of`, and catches up only if it has moved).
+
+A catch-up reads only what changed since the last: the series deleted since (a trigger
+logs each deletion in ``series_gone``, in order) and the rows after the newest surviving
+``cid``. Sids are never reused and new rows always get a ``cid`` above every existing
+row's, so that is exact: only a deletion of the series holding the newest row lets a new
+row take a ``cid`` at or below one seen, and then the newest surviving row is recomputed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from ..timestamps import TimeKey
 
 #: ``(cid, sid, start, n, t_last)``: what the directory keeps of a row.
 _ROWS = "SELECT cid, sid, start, n, t_last FROM chunks WHERE cid > ? ORDER BY cid"
+#: Series deleted after a point of the deletion log (`sqlite_schema`: ``series_gone``).
+_GONE = "SELECT gone, sid FROM series_gone WHERE gone > ? ORDER BY gone"
+_LAST_GONE = "SELECT coalesce(max(gone), 0) FROM series_gone"
 #: The table's newest row, as a subquery (a reader compares it with the directory's tail).
 NEWEST_ROW = "(SELECT cid, sid FROM chunks ORDER BY cid DESC LIMIT 1)"
 
@@ -66,10 +72,8 @@ class ChunkDirectory:
     def __init__(self) -> None:
         self._series: dict[int, SeriesChunks] = {}
         self._tail: tuple[int, int] | None = None  # (cid, sid) of the newest row known
+        self._gone = 0  # the last deletion logged (series_gone) that has been applied
         self._lock = threading.Lock()
-        # Catch-ups begun so far: a writer that looked at the database before one began
-        # need not catch up again if no one has committed since (`SqliteSession.begin`).
-        self.generation = 0
 
     # -- reads -----------------------------------------------------------------------------
     def locate(self, sid: int, seq: int, max_chunks: int) -> list[int]:
@@ -90,24 +94,30 @@ class ChunkDirectory:
             chunks = self._series.get(sid)
             return (0, None) if chunks is None else (chunks.end, chunks.t_last)
 
-    def _newest(self) -> dict[int, int]:
-        return {sid: chunks.cids[-1] for sid, chunks in self._series.items() if chunks.cids}
-
     # -- keeping it current ----------------------------------------------------------------
-    def refresh(self, conn: sqlite3.Connection) -> dict[int, int]:
+    def refresh(self, conn: sqlite3.Connection) -> None:
         """Catch up with every commit so far (``conn`` must be in a transaction, for one
-        snapshot): drop the series that are gone, read the rows after the newest survivor.
-
-        Returns each series' newest ``cid`` as of that snapshot (the directory may move on
-        as soon as this returns)."""
+        snapshot): drop the series deleted since the last catch-up, read the rows after
+        the newest surviving one. Costs what changed, not the database's size."""
         with self._lock:
-            self.generation += 1  # before the first read: the snapshot is at least this new
-            live = {sid for (sid,) in conn.execute("SELECT sid FROM series")}
-            for sid in [sid for sid in self._series if sid not in live]:
-                del self._series[sid]
-            self._retail()
-            self._load(conn.execute(_ROWS, (0 if self._tail is None else self._tail[0],)))
-            return self._newest()
+            self._catch_up(conn)
+
+    def refresh_newest(self, conn: sqlite3.Connection) -> dict[int, int]:
+        """`refresh`, returning each series' newest ``cid`` as of ``conn``'s snapshot (the
+        directory may move on as soon as this returns)."""
+        with self._lock:
+            self._catch_up(conn)
+            return {sid: chunks.cids[-1] for sid, chunks in self._series.items() if chunks.cids}
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        if not self._series:  # nothing known, so nothing to drop: skip the log to its end
+            (self._gone,) = conn.execute(_LAST_GONE).fetchone()
+        else:
+            gone = conn.execute(_GONE, (self._gone,)).fetchall()
+            if gone:
+                self._gone = gone[-1][0]
+                self._drop({sid for _, sid in gone})
+        self._load(conn.execute(_ROWS, (0 if self._tail is None else self._tail[0],)))
 
     def sync(self, conn: sqlite3.Connection) -> None:
         """Catch up if another connection has committed rows this directory has not seen
@@ -128,12 +138,15 @@ class ChunkDirectory:
         """Apply a committed transaction: its new chunks ``(cid, sid, start, n, t_last)``
         in ``cid`` order, and its deleted series."""
         with self._lock:
-            for sid in dropped:
-                self._series.pop(sid, None)
+            self._drop(dropped)
             # A series created and deleted in one transaction: its chunks go too.
             self._load(row for row in added if row[1] not in dropped)
-            if dropped:
-                self._retail()
+
+    def _drop(self, sids: set[int]) -> None:
+        for sid in sids:
+            self._series.pop(sid, None)
+        if self._tail is not None and self._tail[1] in sids:
+            self._retail()  # the newest row known went with its series
 
     def _load(self, rows: Iterable[tuple[int, int, int, int, TimeKey]]) -> None:
         for cid, sid, start, n, t_last in rows:
@@ -145,7 +158,8 @@ class ChunkDirectory:
                 self._tail = (cid, sid)
 
     def _retail(self) -> None:
-        """Recompute the newest row known (after series were dropped)."""
+        """Recompute the newest row known (after its series was dropped: a scan of the
+        series, but only on that deletion)."""
         self._tail = None
         for sid, chunks in self._series.items():
             if chunks.cids and (self._tail is None or chunks.cids[-1] > self._tail[0]):

@@ -103,11 +103,6 @@ class SqliteSession(WriteSession):
         self.pending = Pending(directory)
         self._data_version: int | None = None  # changes when another connection commits
         self._conn = connect(path)
-        # This connection's first look at the database: if the directory catches up after
-        # it (`load_records` at start-up) and no other connection commits until the first
-        # `begin`, that begin has nothing to catch up with.
-        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
-        self._first_look: tuple[int, int] | None = (version, directory.generation)
         # Checkpoints (copying the WAL into the database) run in their own thread, so that
         # commits only ever sync the WAL.
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -146,19 +141,11 @@ class SqliteSession(WriteSession):
         try:
             (version,) = self._conn.execute("PRAGMA data_version").fetchone()
             if version != self._data_version:  # others committed: the directory catches up
-                if not self._caught_up_since_first_look(version):
-                    self.pending.directory.refresh(self._conn)
+                self.pending.directory.refresh(self._conn)  # (with only what they changed)
                 self._data_version = version
-            self._first_look = None
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-
-    def _caught_up_since_first_look(self, version: int) -> bool:
-        look = self._first_look
-        return (
-            look is not None and look[0] == version and self.pending.directory.generation > look[1]
-        )
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
@@ -169,7 +156,7 @@ class SqliteSession(WriteSession):
         # A COMMIT that raised may still have landed, and data_version only moves on other
         # connections' commits: re-read the directory at the next begin, or a stale one
         # would let the next push reuse a seq.
-        self._data_version = self._first_look = None
+        self._data_version = None
         self._conn.execute("ROLLBACK")
 
     def savepoint(self) -> None:
@@ -342,7 +329,7 @@ class SqliteStorage(Storage):
         conn = connect(self.path, readonly=True)
         try:
             conn.execute("BEGIN")  # one snapshot for the directory's catch-up and the rows
-            newest = list(directory.refresh(conn).values())
+            newest = list(directory.refresh_newest(conn).values())
             series = conn.execute(_SERIES).fetchall()
             state: dict[int, tuple] = {}
             for at in range(0, len(newest), _BATCH):

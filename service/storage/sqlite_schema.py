@@ -11,8 +11,9 @@ from .schema_1 import Schema1Dialect, migrate_from_1
 log = logging.getLogger("episodic_koopman.service")
 
 #: 2: observations in chunks (one row per push), series state in them; 3: no index on
-#: chunks (sid, start): the chunk directory (in memory) finds them and checks appends.
-SCHEMA_VERSION = 3
+#: chunks (sid, start): the chunk directory (in memory) finds them and checks appends;
+#: 4: deleted series are logged, so a directory catches up with only what changed.
+SCHEMA_VERSION = 4
 #: Page size of new databases (existing ones keep theirs). A commit writes every page it
 #: changes whole (to the WAL, then once more at a checkpoint); pushes change only the
 #: newest pages of ``chunks`` (shared by all series: rows go in arrival order). Small
@@ -56,6 +57,14 @@ CREATE TABLE IF NOT EXISTS chunks (         -- service/storage/chunks.py
 -- chunk directory (schema 2's trigger used the index on (sid, start) that schema 3 drops).
 CREATE TRIGGER IF NOT EXISTS chunks_append_only BEFORE UPDATE ON chunks
 BEGIN SELECT RAISE(ABORT, 'observations are append-only'); END;
+-- Each deleted series, in order: another handle's chunk directory drops just these when it
+-- catches up (chunk_directory.py), instead of comparing every series it knows.
+CREATE TABLE IF NOT EXISTS series_gone (
+    gone INTEGER PRIMARY KEY,               -- rows are never deleted: only ever increases
+    sid INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS series_delete_logged AFTER DELETE ON series
+BEGIN INSERT INTO series_gone (sid) VALUES (OLD.sid); END;
 CREATE TABLE IF NOT EXISTS shard_owner (
     shard INTEGER PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -113,6 +122,8 @@ def create_or_migrate(
         migrate_from_1(conn, _FROM_1)
     if int(meta.get("schema_version", SCHEMA_VERSION)) < 3:
         log.warning("%s: schema 3 drops the index on chunks", where)
+    # Schema 3 -> 4 is the deletion log and its trigger: _SCHEMA creates them (a deletion
+    # before them is in no chunk directory built from now on).
     for statement in _FROM_2:
         conn.execute(statement)
     conn.execute(

@@ -16,6 +16,7 @@ from service.storage import sqlite as sqlite_backend
 from service.storage.chunk_directory import ChunkDirectory, Pending, SeriesChunks
 from service.storage.chunks import StoredChunk, encode_keys
 from service.storage.records import Delete
+from service.storage.sqlite_schema import SCHEMA_VERSION
 
 # Schema 2's chunks index and trigger, as schema 2 created them (the rest is unchanged).
 _SQLITE_V2_EXTRAS = """
@@ -79,7 +80,7 @@ def test_schema_2_migrates_to_3_without_the_index_and_keeps_everything(tmp_path)
     assert "chunks_append_only" in _objects(path)
     with sqlite3.connect(path) as conn:
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    assert version == "3"
+    assert version == str(SCHEMA_VERSION)
     records = migrated.load_records()
     assert {k: r.count for k, r in records.items()} == {"a": 30, "b": 30, "c": 1}
     assert stored(migrated, "a") == [(i, float(i), [float(i)]) for i in range(30)]
@@ -95,7 +96,7 @@ def test_schema_2_migrates_to_3_without_the_index_and_keeps_everything(tmp_path)
         assert (again.accepted, again.duplicates, again.record.count) == (1, 2, 31)
     finally:
         _stop(committer)
-    assert _open(path).load_records()["a"].count == 31  # and it reopens as schema 3
+    assert _open(path).load_records()["a"].count == 31  # and it reopens as it is now
 
 
 def test_a_stale_handle_catches_up_before_it_checks_an_append_or_reads(tmp_path):
@@ -285,28 +286,86 @@ def _store_two_observations(path) -> None:
         _stop(committer)
 
 
-def _count_catch_ups(monkeypatch) -> list[int]:
-    """``[n]``: how many times any chunk directory catches up from now on."""
+class _Rows(list):
+    def fetchone(self):
+        return self[0] if self else None
+
+    def fetchall(self):
+        return list(self)
+
+
+class _CountingConnection:
+    """A connection that counts the rows its statements return (into ``count[0]``)."""
+
+    def __init__(self, conn: sqlite3.Connection, count: list[int]) -> None:
+        self.conn, self.count = conn, count
+
+    def execute(self, sql: str, parameters=()) -> _Rows:
+        rows = _Rows(self.conn.execute(sql, parameters).fetchall())
+        self.count[0] += len(rows)
+        return rows
+
+
+def _count_rows_read(monkeypatch) -> list[int]:
+    """``[n]``: how many rows (of any table) any directory's catch-ups read from now on."""
     count = [0]
-    real_refresh = ChunkDirectory.refresh
+    real_catch_up = ChunkDirectory._catch_up
 
-    def refresh(self, conn):
-        count[0] += 1
-        return real_refresh(self, conn)
+    def catch_up(self, conn):
+        return real_catch_up(self, _CountingConnection(conn, count))
 
-    monkeypatch.setattr(ChunkDirectory, "refresh", refresh)
+    monkeypatch.setattr(ChunkDirectory, "_catch_up", catch_up)
     return count
 
 
-def test_a_restart_catches_the_directory_up_once(tmp_path, monkeypatch):
-    """A server's start-up (shards, writer, records) and its first writes: one catch-up."""
+def test_a_catch_up_reads_only_what_other_handles_changed(tmp_path, monkeypatch):
+    """Another handle appends to one series of many and deletes the series holding the
+    newest row (so a new row takes that row's cid): the stale handle's catch-up reads
+    just the new rows, and its writer appends after them."""
+    path = tmp_path / "observations.sqlite3"
+    first, second = _open(path), _open(path)
+    committer = _committer(first)
+    try:
+        for name in [f"s{i}" for i in range(40)] + ["newest"]:
+            push(committer, name, numeric([1.0, 2.0]))
+        records = second.load_records()  # second's directory: every row, read once
+        rows_read = _count_rows_read(monkeypatch)
+        assert committer.submit(Delete("newest")).result(timeout=60) is True
+        push(committer, "s0", numeric([3.0], 2))  # takes the deleted row's cid
+        push(committer, "s1", numeric([3.0], 2))
+    finally:
+        _stop(committer)
+    with sqlite3.connect(path) as conn:
+        reused = conn.execute("SELECT count(*) FROM chunks WHERE cid <= 41").fetchone()
+    assert reused == (41,)  # 40 survivors, and s0's new row in the deleted one's place
+    session = second.writer()
+    try:
+        session.begin()  # catches up: the deletion, then the rows after the newest survivor
+        assert rows_read == [1 + 2]  # not a row per series (41 of them)
+        assert session.pending.head(records["newest"].sid) == (0, None)
+        with pytest.raises(sqlite3.IntegrityError, match="extend its series"):
+            append_raw(session, records["s0"].sid, 2, [9.0])  # seq 2 is s0's new row
+        session.rollback()
+        session.begin()
+        append_raw(session, records["s0"].sid, 3, [9.0])
+        session.commit()
+    finally:
+        session.close()
+    assert [y for _, _, y in stored(first, "s0")] == [[1.0], [2.0], [3.0], [0.0]]
+    assert set(first.load_records()) == {f"s{i}" for i in range(40)}
+
+
+def test_a_restart_catches_up_once_and_its_first_write_reads_nothing_again(tmp_path, monkeypatch):
+    """Start-up in either order (records, then writer): the first write's catch-up reads no
+    row that loading the records read (no ordering between them is needed)."""
     path = tmp_path / "observations.sqlite3"
     _store_two_observations(path)
     storage = _open(path)
-    catch_ups = _count_catch_ups(monkeypatch)
     epochs = storage.acquire_shards("restarted")  # another connection's commit
-    session = storage.writer()  # as `service.main` starts: the writer, then the records
+    rows_read = _count_rows_read(monkeypatch)
     records = storage.load_records()
+    assert rows_read == [1 + 1]  # the end of the deletion log, and the one chunk
+    session = storage.writer()
     committer = Committer(
         session, records, Recorder(storage), 100, epochs=epochs, n_shards=storage.n_shards
     )
@@ -316,18 +375,16 @@ def test_a_restart_catches_the_directory_up_once(tmp_path, monkeypatch):
         push(committer, "t", numeric([5.0]))
     finally:
         _stop(committer)
-    assert catch_ups == [1]
+    assert rows_read == [2]  # the first write's catch-up read nothing
     assert [y for _, _, y in stored(storage, "s")] == [[1.0], [2.0], [3.0]]
 
 
-def test_a_commit_after_the_records_were_loaded_is_caught_up_with_at_the_first_write(
-    tmp_path, monkeypatch
-):
+def test_a_commit_after_the_records_were_loaded_is_caught_up_with_at_the_first_write(tmp_path):
     path = tmp_path / "observations.sqlite3"
     _store_two_observations(path)
     storage = _open(path)
-    session = storage.writer()
     sid = storage.load_records()["s"].sid
+    session = storage.writer()
     other = _open(path).writer()  # another handle appends seq 2 after the records were loaded
     try:
         other.begin()
@@ -335,7 +392,6 @@ def test_a_commit_after_the_records_were_loaded_is_caught_up_with_at_the_first_w
         other.commit()
     finally:
         other.close()
-    catch_ups = _count_catch_ups(monkeypatch)
     try:
         session.begin()
         with pytest.raises(sqlite3.IntegrityError, match="extend its series"):
@@ -343,7 +399,27 @@ def test_a_commit_after_the_records_were_loaded_is_caught_up_with_at_the_first_w
         session.rollback()
     finally:
         session.close()
-    assert catch_ups == [1]
+
+
+def test_schema_3_migrates_to_4_and_logs_deletions_from_then_on(tmp_path):
+    path = tmp_path / "observations.sqlite3"
+    _store_two_observations(path)
+    with sqlite3.connect(path) as conn:  # make it schema 3 as schema 3 wrote it
+        conn.execute("DROP TRIGGER series_delete_logged")
+        conn.execute("DROP TABLE series_gone")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    storage = _open(path)
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == "4" == str(SCHEMA_VERSION)
+    sid = storage.load_records()["s"].sid
+    committer = _committer(storage)
+    try:
+        assert committer.submit(Delete("s")).result(timeout=60) is True
+    finally:
+        _stop(committer)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT sid FROM series_gone").fetchall() == [(sid,)]
 
 
 def test_a_rejected_command_leaves_no_chunk_in_the_directory(tmp_path):

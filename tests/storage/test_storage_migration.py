@@ -263,6 +263,8 @@ def test_a_newer_schema_is_refused_with_a_clear_error(storage, store_backend, op
         session.commit()
     finally:
         session.close()
-    newest = 3  # PostgreSQL's 3 added snapshots, SQLite's dropped the index on chunks
+    # PostgreSQL's 3 added snapshots; SQLite's 3 dropped the index on chunks, its 4 logs
+    # deleted series (for the chunk directory).
+    newest = 4 if store_backend == "sqlite" else 3
     with pytest.raises(RuntimeError, match=f"schema version 99; this server reads up to {newest}"):
         open_store()
