@@ -10,15 +10,12 @@ the recall between scored ticks and the local scale.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from .combiner import Combiner
 from .corrections import RecallContext
 from .dynamics import Dynamics
 from .envelope import recent_envelope
-from .episode_refs import EpisodeRefs
 from .experts import ExpertBank
 from .in_force import InForce
 from .intervals import ConformalCalibrator, LocalScale
@@ -51,7 +48,7 @@ class ForecastIssuer:
         # The combined forecast of this tick for one horizon (the one scored at a scored
         # tick), and the recall between scored ticks: derived per tick, never saved.
         self._combined: tuple[int, int, np.ndarray, np.ndarray] | None = None
-        self._recall: tuple[int, int, Recall | None] | None = None  # (n, tick or version, ...)
+        self._recall: tuple[int, int, Recall | None] | None = None
 
     def interval_scale(self) -> np.ndarray:
         """The series' local scale now, ``(c,)``: the unit of the intervals' scores."""
@@ -136,25 +133,14 @@ class ForecastIssuer:
     def recall_now(self) -> Recall | None:
         """The episodes recalled for the current tick (after `flush`; cached per tick).
 
-        At a scored tick, the recall made then. In between, with the model's own memory
-        (and no ``residual`` expert), the same episodes moved forward by the steps since
-        (`shifted_recall`): the memory is not searched again. Otherwise the present's
-        query (the fit in force seen from the current delay state, and the newest state
-        window) is matched against the memory as it is now, without feeding the threshold.
+        At a scored tick, the recall made then. In between, the present's query (the
+        fit in force seen from the current delay state, and the newest state window)
+        is matched against the memory as it is now, without feeding the threshold.
         """
         held, recaller = self.in_force, self.recaller
         n = self.stream.n
         if recaller is None or n == held.recall_tick:
             return held.recall
-        if self.shifts_recall:
-            if held.recall is None or held.recall_tick is None:
-                return held.recall
-            cached = self._recall
-            if cached is not None and cached[:2] == (n, held.recall_tick):
-                return cached[2]
-            recall = shifted_recall(held.recall, n - held.recall_tick, recaller.refs)
-            self._recall = (n, held.recall_tick, recall)
-            return recall
         version = recaller.memory.next_id  # episodes ever filed: the cache's other key
         cached = self._recall
         if cached is not None and cached[:2] == (n, version):
@@ -165,23 +151,6 @@ class ForecastIssuer:
         recall = recaller.recall(query, n - 1, observe=False)
         self._recall = (n, version, recall)
         return recall
-
-    @property
-    def shifts_recall(self) -> bool:
-        """Whether forecasts between scored ticks move the tick's recall forward
-        (`shifted_recall`) rather than search the memory again.
-
-        Only the model's own memory can: the episodes are references into this
-        model's history, which holds what followed them since (a shared memory holds
-        copies of ``episode_horizon`` steps). The ``residual`` expert reads the
-        operator's forecast made at each episode's origin, which does not move.
-        """
-        recaller = self.recaller
-        return (
-            recaller is not None
-            and not recaller.memory.holds_copies
-            and "residual" not in self.combiner.corrections
-        )
 
     def keep(self, n: int, horizon: int, mean: np.ndarray, spread: np.ndarray) -> None:
         """Keep a combined forecast for the rest of tick ``n`` (read-only from now on)."""
@@ -214,22 +183,6 @@ class ForecastIssuer:
         fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
         path = fit.propagate(dmd.newest(), horizon, self.obs.embedding.readout, self.dyn.stabilize)
         return self.obs.to_raw(path)
-
-
-def shifted_recall(recall: Recall, steps: int, refs: EpisodeRefs) -> Recall:
-    """``recall`` moved forward by ``steps`` observations: each episode's state window and
-    continuation as they stand ``steps`` later in the history (an analog followed in time).
-
-    A forecast ``k`` steps after a scored tick uses the episodes recalled there, with
-    their weights and admission: where the present is ``k`` steps on, so are they.
-    Every episode filed at the tick ended ``episode_horizon`` steps before it, so what
-    followed it up to ``k`` steps later is observed (and still held: the history keeps
-    a stride beyond every live episode).
-    """
-    origins = recall.records["origin"]
-    history, continuation = refs.windows(origins + steps)
-    records = recall.records | {"history": history, "continuation": continuation}
-    return dataclasses.replace(recall, records=records)
 
 
 def _no_context() -> RecallContext:

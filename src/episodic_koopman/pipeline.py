@@ -325,13 +325,5 @@ class Pipeline:
         # to the next batch, which makes them the same (see `flush`): making one at every
         # forecast cost more than the rest of the flush.
         n = self.stream.n
-        if self.issuer.shifts_recall and self.dyn.ready_at is not None:
-            # No search between scored ticks: only the scores (the mixture's weights) are
-            # read, and episodes wait for the next scored tick's batch.
-            gate = self.recaller.gate if self.recaller is not None else None
-            self.scorer.advance(
-                n - 1, self.obs.history, self.combiner.learner, gate, self.calibrator
-            )
-        else:
-            self.flush(upto=n - 1 - self.settings.episode_horizon)
+        self.flush(upto=n - 1 - self.settings.episode_horizon)
         return self.issuer.mean_spread(horizon)
