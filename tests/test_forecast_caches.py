@@ -140,3 +140,71 @@ def test_the_rerank_reads_what_a_full_expansion_gives():
         for name, column in full.items():
             np.testing.assert_array_equal(kept[name], column[order])
             assert kept[name].dtype == column.dtype
+
+
+def test_one_window_is_normalised_as_in_a_batch():
+    """The query's one-channel path gives the floats of `normalized_states` (which keys
+    and the rerank use), flat and constant windows included."""
+    rng = np.random.default_rng(8)
+    for i in range(400):
+        d = int(rng.integers(1, 70))
+        scale = 10 ** rng.uniform(-8, 8)
+        window = rng.standard_normal((d, 1)) * scale + rng.standard_normal() * scale * 50
+        if i % 4 == 1:
+            window[:] = window[0]  # a constant window: scale 1
+        elif i % 4 == 2:
+            window = rng.poisson(40, size=(d, 1)).astype(np.float64)
+        ours = recall.normalized_state(window)
+        batch = recall.normalized_states(window[None])[0]
+        assert ours.shape == batch.shape
+        assert ours.tobytes() == batch.tobytes()
+    two = rng.standard_normal((9, 2))  # several channels: the batch path itself
+    assert (
+        recall.normalized_state(two).tobytes() == recall.normalized_states(two[None])[0].tobytes()
+    )
+
+
+def test_a_signature_reused_from_the_last_query_equals_a_fresh_one():
+    rng = np.random.default_rng(2)
+    pairs = 0.95 * np.exp(1j * rng.uniform(0.1, 3.0, 3))
+    lam = np.concatenate([pairs, pairs.conj(), [0.4]])
+    other = lam.copy()  # the same values, another array: never taken for the cached one
+    other[-1] = 0.3
+    no_modes = np.zeros((0, lam.size), dtype=np.complex128)
+
+    def make(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> Signature:
+        return spectrum.make_signature(
+            eigenvalues, amplitudes, no_modes, slice(0, 0), slice(0, None), r_max=10
+        )
+
+    for _ in range(20):
+        amplitudes = rng.standard_normal(lam.size)
+        ours = make(lam, amplitudes)
+        spectrum._last_signature = None
+        fresh = make(lam, amplitudes)
+        np.testing.assert_array_equal(ours.eigenvalues, fresh.eigenvalues)
+        assert ours.rank == fresh.rank and ours.modes.shape == fresh.modes.shape
+        assert make(lam, amplitudes) is fresh  # the same order: reused
+        assert make(other, amplitudes).eigenvalues.tobytes() != fresh.eigenvalues.tobytes()
+
+
+def test_weights_without_a_prior_equal_those_of_a_restored_mixture():
+    """Once the prior weighs nothing, weights skip it: the same floats as a mixture
+    restored from the same state, which checks the prior again."""
+    from episodic_koopman.mixture import ExpertMixture
+
+    rng = np.random.default_rng(3)
+    names = ["plain", "analog", "last", "ar"]
+    mixture = ExpertMixture(names, horizon=6, decay=0.05, eta=4.0)
+    patterns = [np.array([True, True, True, True]), np.array([True, False, True, True])]
+    for t in range(4000):  # each step ahead ~670 times: the prior fades below 1e-9
+        step = t % 6
+        available = patterns[t % 7 == 0]
+        mixture.update(step, rng.exponential(size=len(names)), available)
+        if t % 50 == 49:
+            restored = ExpertMixture(names, horizon=6, decay=0.05, eta=4.0)
+            restored.set_state(mixture.get_state())
+            for pattern in patterns:
+                ours, theirs = mixture.weights(pattern, 6), restored.weights(pattern, 6)
+                assert ours.tobytes() == theirs.tobytes()
+    assert mixture._prior_gone  # the path under test was taken

@@ -72,7 +72,7 @@ class Combiner:
         ``bounds`` (low, high per channel) clips every expert's forecast (`envelope`).
         """
         tracks = np.zeros((len(self.expert_names), *plain.shape))
-        spreads = np.zeros_like(tracks)
+        spreads = np.zeros(tracks.shape)
         available = np.zeros(len(self.expert_names), dtype=bool)
         tracks[0], available[0] = plain, plain_ready
         if recall is not None and recall.admitted:

@@ -37,6 +37,7 @@ class KeyCodec:
         self.qtype = _FP16 if self.bounds is None else _SQ8
         self._sq = faiss.ScalarQuantizer(dim, self.qtype)
         self._train(self._sq)
+        self._code_size = int(self._sq.code_size)
         #: The code of the zero key, ``(1, code_size)``.
         self.zero_code = self.encode(np.zeros((1, dim), dtype=np.float32))
 
@@ -65,10 +66,18 @@ class KeyCodec:
 
     def round(self, keys: np.ndarray) -> np.ndarray:
         """Keys as the index stores them, as float32 ``(n, dim)``."""
-        keys = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
+        keys = np.ascontiguousarray(keys, dtype=np.float32).reshape(-1, self.dim)
         if self.bounds is None:
             return keys.astype(np.float16).astype(np.float32)
-        return self._sq.decode(self.encode(keys))
+        # FAISS's encode and decode, called without their wrappers: an episode is filed at
+        # every forecast, one key at a time, and the wrappers cost as much as the work.
+        n = keys.shape[0]
+        codes = np.empty((n, self._code_size), dtype=np.uint8)
+        rounded = np.empty((n, self.dim), dtype=np.float32)
+        if n:
+            self._sq.compute_codes_c(faiss.swig_ptr(keys), faiss.swig_ptr(codes), n)
+            self._sq.decode_c(faiss.swig_ptr(codes), faiss.swig_ptr(rounded), n)
+        return rounded
 
     def encode(self, keys: np.ndarray) -> np.ndarray:
         """The codes of keys: ``(n, code_size)`` bytes."""

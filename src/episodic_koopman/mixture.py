@@ -135,6 +135,7 @@ class ExpertMixture:
         # every forecast in between asks for them again.
         self._weights: dict[bytes, np.ndarray] = {}
         self._all_scored = False  # every expert has mass at every step (derived, see `losses`)
+        self._prior_gone = False  # every prior weight is negligible (derived, see below)
 
     @property
     def needs_regrets(self) -> bool:
@@ -251,15 +252,21 @@ class ExpertMixture:
         if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
             losses = losses * self.regime_factor()[:, None]
         avail = available[:, None]
-        unscored = np.isnan(losses)
-        prior = PRIOR_FORECASTS * self.decay * (1.0 - self._mass)
-        # A record's mass tends to 1 but may settle a rounding step below it: a prior
-        # that weighs next to nothing is dropped, so a full record takes the fast path.
-        prior[prior < _NEGLIGIBLE_PRIOR] = 0.0
-        # Once every available expert has a full track record at every step, the prior
-        # below weighs nothing: the same floats, without its calls.
-        complete = not unscored.any() and available.any()
-        without_prior = not np.any(prior[available] > 0)
+        if self._all_scored and self._prior_gone:
+            # Masses only grow towards 1: once every prior weight is negligible, each
+            # update keeps it so, (1 - a) times smaller up to a rounding step of 1e-16.
+            complete, without_prior = bool(available.any()), True
+        else:
+            unscored = np.isnan(losses)
+            prior = PRIOR_FORECASTS * self.decay * (1.0 - self._mass)
+            # A record's mass tends to 1 but may settle a rounding step below it: a prior
+            # that weighs next to nothing is dropped, so a full record takes the fast path.
+            prior[prior < _NEGLIGIBLE_PRIOR] = 0.0
+            self._prior_gone = not prior.any()
+            # Once every available expert has a full track record at every step, the prior
+            # below weighs nothing: the same floats, without its calls.
+            complete = not unscored.any() and available.any()
+            without_prior = not np.any(prior[available] > 0)
         if complete and without_prior and available.all():  # no masking either
             best = np.minimum.reduce(losses, axis=0)
             logits = -self.eta * (losses / np.maximum(best, 1e-12) - 1.0)
@@ -347,7 +354,7 @@ class ExpertMixture:
         self._boa = np.array(state["boa"], dtype=np.float64)
         self._range = np.array(state["range"], dtype=np.float64)
         self._weights.clear()
-        self._all_scored = False
+        self._all_scored = self._prior_gone = False
 
 
 def _softmax_columns(logits: np.ndarray) -> np.ndarray:

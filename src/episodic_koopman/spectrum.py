@@ -182,15 +182,31 @@ def make_signature(
     r_max: int,
 ) -> Signature:
     """Signature of a fit; ``mode_rows`` picks the mode coordinates kept (a few newest delays)."""
+    global _last_signature
     order = canonical_order(eigenvalues, amplitudes)[:r_max]
+    n_rows = len(range(*mode_rows.indices(modes.shape[0])))
+    key = (order.tobytes(), r_max)
+    cached = _last_signature
+    if n_rows == 0 and cached is not None and cached[0] is eigenvalues and cached[1] == key:
+        return cached[2]  # the same values (signatures are never changed once made)
     rank = int(order.shape[0])
     padded_eigs = np.zeros(r_max, dtype=np.complex128)
     padded_eigs[:rank] = eigenvalues[order]
-    n_rows = len(range(*mode_rows.indices(modes.shape[0])))
     padded_modes = np.zeros((r_max, n_rows), dtype=np.complex128)
     if n_rows:  # (no mode coordinates kept: nothing to normalise)
         padded_modes[:rank] = normalize_modes(modes[mode_rows][:, order], reference_rows).T
-    return Signature(eigenvalues=padded_eigs, modes=padded_modes, rank=rank)
+    signature = Signature(eigenvalues=padded_eigs, modes=padded_modes, rank=rank)
+    if n_rows == 0:
+        _last_signature = (eigenvalues, key, signature)
+    return signature
+
+
+#: The last signature made without mode coordinates, with the eigenvalues (the fit's own
+#: array, compared by identity: a fit's arrays are never changed) and canonical order it
+#: was made of. Between scored ticks every forecast's query is made from one fit, and the
+#: order by amplitude rarely changes from one step to the next; the same signature object
+#: also finds its key coordinates kept (`recall.signature_row`).
+_last_signature: tuple[np.ndarray, tuple[bytes, int], Signature] | None = None
 
 
 def eigenvalue_wasserstein(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
