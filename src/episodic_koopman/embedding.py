@@ -18,6 +18,7 @@ array([2., 3., 4.])
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import numpy as np
@@ -55,12 +56,13 @@ class Standardizer:
     def current(self) -> tuple[np.ndarray, np.ndarray]:
         """The current mean and scale; a scale of 1 stands in for a zero spread."""
         n = self._n
-        mean = np.array(self._means, dtype=np.float64)
-        # The sample variance (ddof 1; 0 before two values), as `stats.Var.get` gives it.
-        variances = [max(s / (n - 1), 0.0) if n > 1 else 0.0 for s in self._squares]
-        std = np.sqrt(np.array(variances, dtype=np.float64))
-        tiny = 1e-12 * np.maximum(np.abs(mean), 1.0)
-        return mean, np.where(std > tiny, std, 1.0)
+        # The sample variance (ddof 1; 0 before two values), as `stats.Var.get` gives it, and
+        # the rest in plain floats: the same IEEE operations as NumPy's (sqrt is exact).
+        scales = []
+        for mean, squares in zip(self._means, self._squares, strict=True):
+            std = math.sqrt(max(squares / (n - 1), 0.0) if n > 1 else 0.0)
+            scales.append(std if std > 1e-12 * max(abs(mean), 1.0) else 1.0)
+        return np.array(self._means, dtype=np.float64), np.array(scales, dtype=np.float64)
 
     def get_state(self) -> np.ndarray:
         """Exact Welford state, one row ``(n, mean, S)`` per channel."""

@@ -65,10 +65,18 @@ class KeyCodec:
 
     def round(self, keys: np.ndarray) -> np.ndarray:
         """Keys as the index stores them, as float32 ``(n, dim)``."""
-        keys = np.asarray(keys, dtype=np.float32).reshape(-1, self.dim)
+        keys = np.ascontiguousarray(keys, dtype=np.float32).reshape(-1, self.dim)
         if self.bounds is None:
             return keys.astype(np.float16).astype(np.float32)
-        return self._sq.decode(self.encode(keys))
+        # FAISS's own encode and decode, without its Python wrappers' checks and copies
+        # (episodes are filed at every scored tick).
+        n, sq = keys.shape[0], self._sq
+        codes = np.empty((n, sq.code_size), dtype=np.uint8)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n:
+            sq.compute_codes_c(faiss.swig_ptr(keys), faiss.swig_ptr(codes), n)
+            sq.decode_c(faiss.swig_ptr(codes), faiss.swig_ptr(out), n)
+        return out
 
     def encode(self, keys: np.ndarray) -> np.ndarray:
         """The codes of keys: ``(n, code_size)`` bytes."""
