@@ -163,8 +163,9 @@ class WindowedDMD:
     def replace_snapshots(self, snapshots: np.ndarray) -> None:
         """Swap the window's snapshots for re-standardised ones and refit exactly."""
         first = self._count - self.n_snapshots
-        for k, psi in zip(range(first, self._count), snapshots, strict=True):
-            self._ring[self._slot(k)] = psi
+        if snapshots.shape[0] != self._count - first:
+            raise ValueError(f"expected {self._count - first} snapshots, got {snapshots.shape[0]}")
+        self._ring[np.arange(first, self._count) % (self.window + 1)] = snapshots  # one copy
         self.refit()
 
     def fit(self) -> KoopmanFit | None:
