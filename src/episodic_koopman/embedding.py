@@ -18,11 +18,11 @@ array([2., 3., 4.])
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from river import stats
 
 
 class Standardizer:
@@ -38,30 +38,44 @@ class Standardizer:
 
     def __init__(self, n_channels: int) -> None:
         self.n_channels = n_channels
-        self._vars = [stats.Var(ddof=1) for _ in range(n_channels)]
+        # Welford's fields per channel, as plain floats: the count, the mean and the sum
+        # of squared deviations (river's `stats.Var` keeps the same three and updates them
+        # by the same operations; its objects cost as much as the rest of a step).
+        self._n = 0.0
+        self._means = [0.0] * n_channels
+        self._squares = [0.0] * n_channels
 
     def update(self, values: np.ndarray) -> None:
-        for var, value in zip(self._vars, values, strict=True):
-            var.update(float(value))
+        n = self._n = self._n + 1.0
+        means, squares = self._means, self._squares
+        for j, value in enumerate(values.tolist()):
+            before = means[j]
+            after = means[j] = before + (1.0 / n) * (value - before)
+            squares[j] += (value - before) * (value - after)
 
     def current(self) -> tuple[np.ndarray, np.ndarray]:
         """The current mean and scale; a scale of 1 stands in for a zero spread."""
-        mean = np.array([v.mean.get() for v in self._vars], dtype=np.float64)
-        std = np.sqrt(np.array([max(v.get(), 0.0) for v in self._vars], dtype=np.float64))
-        tiny = 1e-12 * np.maximum(np.abs(mean), 1.0)
-        return mean, np.where(std > tiny, std, 1.0)
+        n = self._n
+        # The sample variance (ddof 1; 0 before two values), as `stats.Var.get` gives it, and
+        # the rest in plain floats: the same IEEE operations as NumPy's (sqrt is exact).
+        scales = []
+        for mean, squares in zip(self._means, self._squares, strict=True):
+            std = math.sqrt(max(squares / (n - 1), 0.0) if n > 1 else 0.0)
+            scales.append(std if std > 1e-12 * max(abs(mean), 1.0) else 1.0)
+        return np.array(self._means, dtype=np.float64), np.array(scales, dtype=np.float64)
 
     def get_state(self) -> np.ndarray:
         """Exact Welford state, one row ``(n, mean, S)`` per channel."""
-        return np.array([[v.mean.n, v.mean._mean, v._S] for v in self._vars], dtype=np.float64)
+        rows = [[self._n, m, s] for m, s in zip(self._means, self._squares, strict=True)]
+        return np.array(rows, dtype=np.float64)
 
     def set_state(self, state: np.ndarray) -> None:
-        for var, (n, mean, s) in zip(self._vars, state, strict=True):
-            # river exposes no exact setter (its _from_state goes through the variance,
-            # which would round); these are the fields Welford's update keeps.
-            var.mean.n = float(n)
-            var.mean._mean = float(mean)
-            var._S = float(s)
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape[0] != self.n_channels:
+            raise ValueError(f"scaler state has {state.shape[0]} channels, not {self.n_channels}")
+        self._n = float(state[0, 0]) if state.shape[0] else 0.0
+        self._means = [float(m) for m in state[:, 1]]
+        self._squares = [float(s) for s in state[:, 2]]
 
 
 class DelayEmbedding:

@@ -342,7 +342,7 @@ class EpisodicKoopman(Forecaster):
             # the cost of a step went to NumPy overhead on one-element arrays).
             value = float(y)
             if math.isfinite(value) and abs(value) <= v.MAX_ABS_VALUE:
-                pipeline.step(np.array([value]))
+                pipeline.step(np.array([value]), owned=True)
                 if stream.n == self._delays.tick:
                     self._grow()
                 return

@@ -8,28 +8,76 @@ return the same floats (the wrappers' post-processing is repeated exactly).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.linalg import _umath_linalg
 
 _LAPACK_ERRORS = {"invalid": "call", "over": "ignore", "divide": "ignore", "under": "ignore"}
+
+try:  # NumPy >= 2: the error state is a context variable holding one object
+    from numpy._core._ufunc_config import (  # type: ignore[attr-defined]
+        _extobj_contextvar,
+        _make_extobj,
+    )
+except ImportError:  # pragma: no cover - older NumPy: np.errstate itself
+    _extobj_contextvar = _make_extobj = None
+
+
+class _ErrorState:
+    """``np.errstate(call=handler, **_LAPACK_ERRORS)``, its state object made once.
+
+    Every fit takes three of these and every block of the AR experts one per AR, and
+    making the state object anew cost about as much as the small LAPACK call it guards.
+    Entering sets NumPy's error-state context variable to it, as `np.errstate` does.
+    """
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.made: Any = None
+
+    def enter(self) -> Any:
+        if _extobj_contextvar is None:  # pragma: no cover
+            state = np.errstate(call=self.handler, **_LAPACK_ERRORS)  # type: ignore[arg-type]
+            state.__enter__()
+            return state
+        if self.made is None:  # made from the defaults at first use (bufsize: NumPy's)
+            self.made = _make_extobj(call=self.handler, **_LAPACK_ERRORS)
+        return _extobj_contextvar.set(self.made)
+
+    @staticmethod
+    def leave(token: Any) -> None:
+        if _extobj_contextvar is None:  # pragma: no cover
+            token.__exit__(None, None, None)
+        else:
+            _extobj_contextvar.reset(token)
 
 
 def _eigen_error(err: object, flag: object) -> None:
     raise np.linalg.LinAlgError("eigenvalue computation did not converge")
 
 
+_EIGEN_ERRORS = _ErrorState(_eigen_error)
+
+
 def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.linalg.eigh(a)`` of a finite real symmetric matrix (lower triangle read)."""
-    with np.errstate(call=_eigen_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+    token = _EIGEN_ERRORS.enter()
+    try:
         return _umath_linalg.eigh_lo(a, signature="d->dd")
+    finally:
+        _ErrorState.leave(token)
 
 
 def complex_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.linalg.eig(a)`` of a real matrix, as complex arrays (as `reduced_fit` stores them)."""
     if not np.isfinite(a).all():
         return np.linalg.eig(a)  # raises NumPy's own error
-    with np.errstate(call=_eigen_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+    token = _EIGEN_ERRORS.enter()
+    try:
         w, v = _umath_linalg.eig(a, signature="d->DD")
+    finally:
+        _ErrorState.leave(token)
     if (w.imag == 0.0).all():
         # np.linalg.eig returns real arrays here; converting back to complex sets every
         # imaginary part to +0.0, as the stored fit always had.
@@ -41,14 +89,23 @@ def _singular_error(err: object, flag: object) -> None:
     raise np.linalg.LinAlgError("Singular matrix")
 
 
+_SINGULAR_ERRORS = _ErrorState(_singular_error)
+
+
 def complex_inv(a: np.ndarray) -> np.ndarray:
     """``np.linalg.inv(a)`` of a complex matrix: the same LAPACK gufunc, without the wrapper."""
-    with np.errstate(call=_singular_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+    token = _SINGULAR_ERRORS.enter()
+    try:
         return _umath_linalg.inv(a, signature="D->D")
+    finally:
+        _ErrorState.leave(token)
 
 
 def real_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.linalg.solve(a, b)`` of stacked real ``(..., M, M)`` and ``(..., M, K)``: the same
     LAPACK gufunc and error handling, without the wrapper (a tenth of the AR's block)."""
-    with np.errstate(call=_singular_error, **_LAPACK_ERRORS):  # type: ignore[arg-type]
+    token = _SINGULAR_ERRORS.enter()
+    try:
         return _umath_linalg.solve(a, b, signature="dd->d")
+    finally:
+        _ErrorState.leave(token)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from .components import State, prefixed, unprefixed
-from .embedding import DelayEmbedding, History, Lifting, Standardizer
+from .embedding import DelayEmbedding, History, IdentityLifting, Lifting, Standardizer
+from .operator import WindowedDMD
 
 
 class Observables:
@@ -31,6 +32,7 @@ class Observables:
         self.lifting = lifting
         self.n_features = lifting.n_features(n_inputs)
         lifting.setup(n_inputs)
+        self._identity = isinstance(lifting, IdentityLifting)
         self.embedding = DelayEmbedding(delays, n_channels)
         self.scaler = Standardizer(n_channels)
         self.history = History(history_length, n_channels, history_margin)
@@ -63,6 +65,15 @@ class Observables:
     def newest(self) -> np.ndarray:
         """Observables of the newest delay window."""
         return self.lift(self.history.last(self.delays))
+
+    def push_newest(self, dmd: WindowedDMD) -> None:
+        """Push the newest delay window's observables (`newest`) into ``dmd``: the delay
+        vector is written straight into the operator's window under the identity lifting."""
+        if self._identity:
+            rows = self.history.last(self.embedding.delays)
+            dmd.push_standardized(rows, self.ref_mean, self.ref_scale)  # type: ignore[arg-type]
+        else:
+            dmd.push(self.newest())
 
     def snapshots(self, n_snapshots: int) -> np.ndarray:
         """Observables of the newest ``n_snapshots`` delay windows, oldest first."""

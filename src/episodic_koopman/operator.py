@@ -39,6 +39,10 @@ from .koopman_fit import KoopmanFit, reduced_fit
 from .lapack import symmetric_eigh
 from .rank import RankRule, drift_rtol, select_rank, validate_rank_rule
 
+# `dger(alpha, x, y, incx, incy, a, overwrite_x, overwrite_y, overwrite_a)` is called with
+# positional arguments: f2py's keyword parsing cost as much as the update itself. With
+# ``overwrite_a`` set and a Fortran-ordered ``a``, the update lands in ``a`` in place.
+
 
 def batch_dmd(
     X: np.ndarray, Y: np.ndarray, rank: RankRule, max_rank: int | None = None
@@ -116,14 +120,36 @@ class WindowedDMD:
             oldest = self._count - self.window - 1
             x_old = self._ring[self._slot(oldest)].copy()
             y_old = self._ring[self._slot(oldest + 1)]
-            dger(-1.0, x_old, x_old, a=self._gram, overwrite_a=True)
-            dger(-1.0, y_old, x_old, a=self._cross, overwrite_a=True)
+            dger(-1.0, x_old, x_old, 1, 1, self._gram, 1, 1, 1)
+            dger(-1.0, y_old, x_old, 1, 1, self._cross, 1, 1, 1)
         if self._count > 0:
             x_new = self._ring[self._slot(self._count - 1)]
-            dger(1.0, x_new, x_new, a=self._gram, overwrite_a=True)
-            dger(1.0, psi, x_new, a=self._cross, overwrite_a=True)
+            dger(1.0, x_new, x_new, 1, 1, self._gram, 1, 1, 1)
+            dger(1.0, psi, x_new, 1, 1, self._cross, 1, 1, 1)
         self._ring[self._slot(self._count)] = psi
         self._count += 1
+        self._fit = None
+
+    def push_standardized(self, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+        """`push` of the snapshot ``((rows - mean) / scale).reshape(-1)`` (a delay window
+        ``(d, c)`` standardised), written straight into its ring slot: the same floats and
+        the same updates in the same order, without the temporaries (every step runs this).
+        """
+        count, size = self._count, self.window + 1
+        slot = self._ring[count % size]  # the oldest snapshot's slot, when the window is full
+        if count > self.window:
+            # Drop the oldest pair before its slot is overwritten (`push` copies it instead).
+            y_old = self._ring[(count - self.window) % size]
+            dger(-1.0, slot, slot, 1, 1, self._gram, 1, 1, 1)
+            dger(-1.0, y_old, slot, 1, 1, self._cross, 1, 1, 1)
+        block = slot.reshape(rows.shape)
+        np.subtract(rows, mean, out=block)
+        np.divide(block, scale, out=block)
+        if count > 0:
+            x_new = self._ring[(count - 1) % size]
+            dger(1.0, x_new, x_new, 1, 1, self._gram, 1, 1, 1)
+            dger(1.0, slot, x_new, 1, 1, self._cross, 1, 1, 1)
+        self._count = count + 1
         self._fit = None
 
     def refit(self) -> None:
@@ -137,8 +163,9 @@ class WindowedDMD:
     def replace_snapshots(self, snapshots: np.ndarray) -> None:
         """Swap the window's snapshots for re-standardised ones and refit exactly."""
         first = self._count - self.n_snapshots
-        for k, psi in zip(range(first, self._count), snapshots, strict=True):
-            self._ring[self._slot(k)] = psi
+        if snapshots.shape[0] != self._count - first:
+            raise ValueError(f"expected {self._count - first} snapshots, got {snapshots.shape[0]}")
+        self._ring[np.arange(first, self._count) % (self.window + 1)] = snapshots  # one copy
         self.refit()
 
     def fit(self) -> KoopmanFit | None:

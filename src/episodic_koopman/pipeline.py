@@ -176,21 +176,21 @@ class Pipeline:
         return self.dyn.ready_at is not None
 
     # ------------------------------------------------------------------ learning
-    def step(self, values: np.ndarray) -> None:
-        """Learn one validated observation."""
+    def step(self, values: np.ndarray, owned: bool = False) -> None:
+        """Learn one validated observation (``owned``: a new array no one else holds)."""
         stream, obs, dyn = self.stream, self.obs, self.dyn
-        stream.last_finite = values.copy()
+        stream.last_finite = values if owned else values.copy()
         obs.observe(values)
-        stream.n += 1
-        n = stream.n
-        if self.bank is not None:  # absorbs a block at every multiple of the stride
-            self.bank.advance(obs.history, n)
+        n = stream.n = stream.n + 1
+        bank = self.bank
+        if bank is not None and n % bank.block == 0:  # absorbs a block at every boundary
+            bank.advance(obs.history, n)
         if n < self.settings.delays:
             self._score_early(n)
             return
         if obs.ref_mean is None:
             obs.anchor()
-        dyn.push(obs.newest())
+        obs.push_newest(dyn.dmd)
         refit = dyn.refit_due(n)
         if dyn.ready_at is None:
             self._score_early(n)

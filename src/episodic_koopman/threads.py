@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 
 import faiss
 from threadpoolctl import ThreadpoolController
@@ -51,22 +50,45 @@ def pin_threads() -> None:
     _pinned_globally = True
 
 
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
+class _SingleThreaded:
+    """The context manager `single_threaded` returns: one for all threads, its state per
+    thread (a class rather than a generator: entered at every scored step and forecast,
+    where contextlib's generator machinery cost more than the pinning)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        local = _local
+        depth = getattr(local, "depth", 0)
+        local.depth = depth + 1
+        if depth > 0:  # nested: the outermost entry pinned already
+            return
+        local.previous = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        local.limiter = None
+        if not _pinned_globally:
+            try:
+                local.limiter = _get_controller().limit(limits=1).__enter__()
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        local = _local
+        local.depth -= 1
+        if local.depth > 0:
+            return
+        limiter, local.limiter = local.limiter, None
+        try:
+            if limiter is not None:
+                limiter.__exit__(None, None, None)
+        finally:
+            faiss.omp_set_num_threads(local.previous)
+
+
+_SINGLE_THREADED = _SingleThreaded()
+
+
+def single_threaded() -> contextlib.AbstractContextManager[None]:
     """Run the enclosed block with BLAS and FAISS limited to one thread (re-entrant)."""
-    depth = getattr(_local, "depth", 0)
-    if depth > 0:
-        yield
-        return
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    _local.depth = 1
-    try:
-        if _pinned_globally:
-            yield
-        else:
-            with _get_controller().limit(limits=1):
-                yield
-    finally:
-        _local.depth = 0
-        faiss.omp_set_num_threads(previous)
+    return _SINGLE_THREADED
