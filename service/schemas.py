@@ -78,6 +78,7 @@ class ModelParams(BaseModel):
     gate_span: int | None = Field(None, ge=1, le=10**9, strict=True)
     level: Finite | None = Field(None, gt=0, lt=1)
     calibration_window: int | None = Field(None, ge=1, le=100_000, strict=True)
+    early_grading: bool | None = None
     classical_experts: str | None = Field(
         None,
         max_length=200,

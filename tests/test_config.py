@@ -45,6 +45,15 @@ def test_stored_flat_params_of_older_versions_are_accepted():
     assert EpisodicKoopman.from_flat(old | {"missing": "skip"}).missing == "drop"
 
 
+def test_stored_params_lacking_early_grading_run_without_it():
+    from episodic_koopman.flat_params import stored_params
+
+    assert stored_params({})["early_grading"] is False
+    assert stored_params({"early_grading": True})["early_grading"] is True
+    with pytest.raises(TypeError, match="early_grading"):
+        ModelConfig(early_grading=1)  # type: ignore[arg-type]
+
+
 def test_unknown_flat_names_are_rejected_naming_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['capcity'\].*capacity"):
         EpisodicKoopman.from_flat({"capcity": 10})

@@ -241,6 +241,14 @@ class ModelConfig(_JsonConfig):
         ``bandwidth``, i.e. kernel EDMD).
     calibration_window
         Scored forecasts kept per step ahead for conformal calibration.
+    early_grading
+        Before the operator's first fit, also grade the classical experts' forecast
+        at every step between scored ones (cheap then), for the intervals alone: while
+        the scored forecasts are too few for a conformal quantile, one of these is
+        taken instead of the Gaussian fallback (`episodic_koopman.intervals`). A short
+        series (airline: 16 scored forecasts in 144 months) has intervals from its
+        errors rather than a random-walk prior. A model file saved before this field
+        existed loads with ``False``, as it ran.
     classical_experts
         Cheap experts mixed with the operator's forecast (and memory's), comma-separated,
         from ``last`` (last value), ``seasonal`` (seasonal naives at the detected
@@ -269,6 +277,7 @@ class ModelConfig(_JsonConfig):
     n_components: int = 64
     bandwidth: float = 2.0
     calibration_window: int = 200
+    early_grading: bool = True
     classical_experts: str = "last,seasonal,damped,ar,seasonal_ar"
     envelope: float | None = 1.0
 
@@ -284,6 +293,8 @@ class ModelConfig(_JsonConfig):
         v.check_positive_int("n_components", self.n_components, 1, MAX_FEATURES)
         _positive_number("bandwidth", self.bandwidth)
         v.check_positive_int("calibration_window", self.calibration_window, 1, 1_000_000)
+        if not isinstance(self.early_grading, bool):
+            raise TypeError(f"early_grading must be true or false, got {self.early_grading!r}")
         self.classical_names()  # validates
         if self.envelope is not None:
             _non_negative_number("envelope", self.envelope)

@@ -69,6 +69,7 @@ FLAT_NAMES = (
     "gate_span",
     "level",
     "calibration_window",
+    "early_grading",
     "classical_experts",
     "envelope",
     "stabilize",
@@ -86,8 +87,9 @@ assert set(FLAT_NAMES) == {*CONSTRUCTOR_NAMES, "memory", *MEMORY_NAMES, *MODEL_N
 
 
 #: Parameters added after models were first stored, with the value every model stored
-#: before them ran (a fixed scoring stride, before it grew with the series).
-RAN_BEFORE: dict[str, Any] = {"stride_doublings": 0}
+#: before them ran (a fixed scoring stride, before it grew with the series; no grading
+#: between scored ticks before the first fit).
+RAN_BEFORE: dict[str, Any] = {"stride_doublings": 0, "early_grading": False}
 
 
 def stored_params(params: dict[str, Any]) -> dict[str, Any]:

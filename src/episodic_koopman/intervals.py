@@ -30,10 +30,15 @@ whose distribution has drifted or changed shape (heavy tails) move it. This is
 what adaptive conformal inference (Gibbs and Candes 2021) does for one level, at
 every level at once.
 
-With fewer than ``min_samples`` scores the scores are too few for a quantile: the
-interval is Gaussian, with the scores' root mean square shrunk towards that of a
-Gaussian random walk whose changes have the local scale as median absolute
-value (``sqrt(h) / 0.6745`` in units of ``d``).
+With fewer than ``min_samples`` scores the scores are too few for a quantile. If
+forecasts graded for the intervals alone (``graded_only``: the classical experts'
+forecast at every step before the operator's first fit, see
+``ModelConfig.early_grading``) number ``min_samples``, their conformal quantile is
+taken (at the level asked: there are no p-values yet); such scores are kept apart
+(the newest `_EARLY_WINDOW`), and dropped once the scored forecasts are enough.
+Otherwise the interval is Gaussian, with the scores' root mean square shrunk
+towards that of a Gaussian random walk whose changes have the local scale as
+median absolute value (``sqrt(h) / 0.6745`` in units of ``d``).
 Beyond the calibrated horizon ``H`` the half-width grows as ``sqrt(h / H)``.
 
 >>> import numpy as np
@@ -72,6 +77,10 @@ _PRIOR_WEIGHT = 1.0
 _MEDIAN_ABS_NORMAL = 0.6744897501960817
 #: Pseudo-episodes of the identity in the recalibration of levels.
 _RECALIBRATION_PRIOR = 30.0
+#: Graded-only scores kept (the newest): a model learning from scratch forecasts worse
+#: the younger it is, so older grades overstate its errors (a synthetic seasonal series
+#: of 160 steps: 50% intervals held 0.58 with 30 kept, 0.73 with 60, 0.84 with 200).
+_EARLY_WINDOW = 30
 
 
 def local_scale(recent: np.ndarray, running_scale: np.ndarray) -> np.ndarray:
@@ -171,10 +180,21 @@ class ConformalCalibrator:
         # `_quantile(_recalibrated(level))` by level, until the next update: every forecast
         # between two updates asks for the same ones.
         self._quantiles: dict[float, np.ndarray] = {}
+        # Scores of forecasts graded for the intervals alone (see the module's docstring): a
+        # ring of the newest ones once the first arrives, emptied once the scored ones are
+        # enough.
+        self._early = np.zeros((0, horizon, n_channels))
+        self._n_early = 0
+        self._early_window = max(_EARLY_WINDOW, min_samples)
 
     @property
     def n_samples(self) -> int:
         return min(self._count, self.window)
+
+    @property
+    def n_early_samples(self) -> int:
+        """Scores held of forecasts graded for the intervals alone."""
+        return min(self._n_early, self._early_window)
 
     def _normalizer(self, spread: np.ndarray) -> np.ndarray:
         if self._spread_ref is None:  # kept until the spread's mean moves
@@ -194,19 +214,33 @@ class ConformalCalibrator:
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
         realised: np.ndarray | None = None,
+        graded_only: bool = False,
     ) -> None:
         """Score one episode's errors ``(H, c)`` at its origin's local ``scale`` ``(c,)``.
 
         The hits of its interval are counted if ``lower``, ``upper`` and ``realised``
-        are given.
+        are given. A ``graded_only`` forecast's score is kept apart (see the module's
+        docstring), and only while the scored forecasts are too few.
         """
         normalizer = self._normalizer(spread) * scale[None, :]
         scores = np.abs(errors) / normalizer
+        if graded_only:
+            if self.n_samples < self.min_samples:  # else never read again
+                if self._early.shape[0] == 0:
+                    shape = (self._early_window, self.horizon, self.n_channels)
+                    self._early = np.zeros(shape)
+                self._early[self._n_early % self._early_window] = scores
+                self._n_early += 1
+                self._quantiles.clear()
+            return
         if self.n_samples >= self.min_samples:
             self._p_values[self._n_p_values % self.window] = self._p_value(scores)
             self._n_p_values += 1
         self._scores[self._count % self.window] = scores
         self._count += 1
+        if self.n_samples >= self.min_samples and self._n_early:
+            self._early = np.zeros((0, self.horizon, self.n_channels))  # never read again
+            self._n_early = 0
         self._sorted = self._sorted_p = None
         self._quantiles.clear()
         if (spread > 0).any():
@@ -242,6 +276,11 @@ class ConformalCalibrator:
     def _quantile(self, levels: np.ndarray) -> np.ndarray:
         """The normalised half-widths ``(H, c)`` at ``levels`` ``(H, c)``."""
         if self.n_samples < self.min_samples:
+            m = self.n_early_samples
+            if m >= self.min_samples:
+                return _interpolated_order_statistic(
+                    _sorted_rows(self._early[:m].reshape(m, -1)), levels
+                )
             z = np.vectorize(lambda lv: NormalDist().inv_cdf(0.5 + lv / 2))(levels)
             return z * self._rms()
         return _interpolated_order_statistic(self._ordered(), levels)
@@ -331,6 +370,8 @@ class ConformalCalibrator:
             "spread_mean": self._spread_mean.copy(),
             "hits": self._hits.copy(),
             "p_values": self._p_values.copy(),
+            "early_scores": self._early.copy(),
+            "early_count": np.array([self._n_early], dtype=np.int64),
         }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -339,6 +380,12 @@ class ConformalCalibrator:
         self._spread_mean = np.array(state["spread_mean"], dtype=np.float64)
         self._hits = np.array(state["hits"], dtype=np.float64)
         self._p_values = np.array(state["p_values"], dtype=np.float64)
+        if "early_scores" in state:
+            self._early = np.array(state["early_scores"], dtype=np.float64)
+            self._n_early = int(state["early_count"][0])
+        else:  # saved before early grading existed: none
+            self._early = np.zeros((0, self.horizon, self.n_channels))
+            self._n_early = 0
         self._sorted = self._sorted_p = None
         self._quantiles.clear()
         self._spread_ref = None

@@ -268,8 +268,10 @@ class Pipeline:
         tracks: np.ndarray,
         available: np.ndarray,
         ref_scale: np.ndarray,
+        graded_only: bool = False,
     ) -> None:
-        """Open the score of a forecast issued at ``origin``, with its interval."""
+        """Open the score of a forecast issued at ``origin``, with its interval
+        (``graded_only``: for the intervals alone, see `ForecastScorer`)."""
         horizon = self.settings.episode_horizon
         scale = self.issuer.interval_scale()
         half = self.calibrator.half_width(self.settings.level, spread, horizon, scale)
@@ -285,6 +287,7 @@ class Pipeline:
                 ref_scale=ref_scale.copy(),
                 local_scale=scale,
                 realised=np.zeros_like(issued),
+                graded_only=graded_only,
             )
         )
 
@@ -293,15 +296,23 @@ class Pipeline:
         """Before the operator's first fit, score the classical experts at block boundaries.
 
         So their weights are learned, and forecasts are theirs rather than the last
-        value, while the operator still waits for its window (short series).
+        value, while the operator still waits for its window (short series). With
+        ``early_grading``, the steps in between are graded too, for the intervals alone
+        (cheap before a fit: a short series has too few scored forecasts otherwise).
         """
-        if self.bank is None or n % self.settings.config.stride:
+        config = self.settings.config
+        if self.bank is None:
+            return
+        graded_only = n % config.stride != 0
+        if graded_only and (not config.early_grading or n < 2):
             return
         obs, horizon = self.obs, self.settings.episode_horizon
-        self.scorer.advance(n - 1, obs.history, self.combiner.learner, None, self.calibrator)
+        if not graded_only:  # (grading lands at scored ticks alone, as it did before)
+            self.scorer.advance(n - 1, obs.history, self.combiner.learner, None, self.calibrator)
         issued, spread, tracks, available = self.issuer.combine_early(horizon)
         # No reference standardisation yet: errors are in units of the running scale.
-        self._open(n - 1, issued, spread, tracks, available, obs.scaler.current()[1])
+        scale = obs.scaler.current()[1]
+        self._open(n - 1, issued, spread, tracks, available, scale, graded_only)
 
     # ------------------------------------------------------------------ forecasting
     def forecast(

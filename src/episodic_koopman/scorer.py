@@ -41,6 +41,8 @@ class PendingScore:
     local_scale: np.ndarray  # (c,) the series' local scale at the origin (see intervals)
     realised: np.ndarray
     n_realised: int = 0
+    # Graded for the intervals alone: it teaches neither the mixture nor the drift gate.
+    graded_only: bool = False
 
 
 class ForecastScorer:
@@ -49,6 +51,7 @@ class ForecastScorer:
     Each realised step updates the mixture's per-step losses (in units of the
     series' scale at the origin), the first step feeds the drift gate, and a
     forecast whose ``horizon`` has fully passed updates the conformal calibrator.
+    A ``graded_only`` forecast updates the calibrator alone.
     Updates land in the order the observations came, whenever `advance` runs.
     """
 
@@ -87,7 +90,7 @@ class ForecastScorer:
                 continue
             rows = history.last(newest - score.origin - k0)[: k1 - k0]
             score.realised[k0:k1] = rows
-            if mixture is not None:
+            if mixture is not None and not score.graded_only:
                 if not taken.isdisjoint(range(k0, k1)):
                     _update_mixture(mixture, steps, losses, regrets, masks)
                     taken.clear()
@@ -105,7 +108,7 @@ class ForecastScorer:
                     issued = np.abs(rows - score.issued[k0:k1]) / score.ref_scale
                     issued_loss = np.add.reduce(issued, axis=1) / c
                     regrets.append(issued_loss[:, None] - losses[-1])
-            if k0 == 0 and gate is not None:
+            if k0 == 0 and gate is not None and not score.graded_only:
                 error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
                 gate.update(error, at=score.origin + 1)
             score.n_realised = k1
@@ -120,6 +123,7 @@ class ForecastScorer:
                 score.lower,
                 score.upper,
                 score.realised,
+                graded_only=score.graded_only,
             )
 
     def get_state(self) -> State:
@@ -129,14 +133,20 @@ class ForecastScorer:
             return meta, {}
         arrays = {name: np.stack([getattr(s, name) for s in scores]) for name in _SCORE_FIELDS}
         arrays["counts"] = np.array([[s.origin, s.n_realised] for s in scores], dtype=np.int64)
+        if any(s.graded_only for s in scores):  # absent: none (as saved before there were any)
+            arrays["graded_only"] = np.array([s.graded_only for s in scores], dtype=np.bool_)
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.pending = []
+        graded_only = arrays.get("graded_only")
         for i in range(int(meta["n_pending"])):
             origin, n_realised = (int(x) for x in arrays["counts"][i])
             fields = {name: np.array(arrays[name][i]) for name in _SCORE_FIELDS}
-            self.pending.append(PendingScore(origin=origin, n_realised=n_realised, **fields))
+            only = graded_only is not None and bool(graded_only[i])
+            self.pending.append(
+                PendingScore(origin=origin, n_realised=n_realised, graded_only=only, **fields)
+            )
 
 
 def _update_mixture(
