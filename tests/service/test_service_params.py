@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from episodic_koopman import EpisodicKoopman
 from service.schemas import ModelParams
 
@@ -25,13 +27,18 @@ def test_stride_schedule_reaches_the_model():
     assert model.to_flat()["stride_doubling_at"] == 100
 
 
-def test_a_series_stored_before_the_growing_stride_keeps_its_fixed_stride():
-    # Its stored params lack the name; its snapshots load with 0 doublings, and the
+@pytest.mark.parametrize(
+    ("name", "ran_with", "now"), [("stride_doublings", 0, 2), ("early_grading", False, True)]
+)
+def test_a_series_stored_before_a_parameter_keeps_what_it_ran_with(
+    name: str, ran_with: object, now: object
+) -> None:
+    # Its stored params lack the name; its snapshots load with what it ran with, and the
     # record must describe the same model, or restart discards every snapshot.
     from service.store import canonical_params
 
     stored = EpisodicKoopman().to_flat()
-    del stored["stride_doublings"]
-    assert canonical_params(stored)["stride_doublings"] == 0
-    given = {**stored, "stride_doublings": 2}
-    assert canonical_params(given)["stride_doublings"] == 2
+    assert stored[name] == now
+    del stored[name]
+    assert canonical_params(stored)[name] == ran_with
+    assert canonical_params({**stored, name: now})[name] == now
