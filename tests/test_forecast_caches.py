@@ -208,3 +208,46 @@ def test_weights_without_a_prior_equal_those_of_a_restored_mixture():
                 ours, theirs = mixture.weights(pattern, 6), restored.weights(pattern, 6)
                 assert ours.tobytes() == theirs.tobytes()
     assert mixture._prior_gone  # the path under test was taken
+
+
+def test_updates_at_evenly_spaced_steps_equal_updates_step_by_step():
+    """`update_many` reads evenly spaced steps through a slice: the same floats as one
+    update per step (every rule, some experts asleep or all awake)."""
+    from episodic_koopman.mixture import ExpertMixture, _columns
+
+    assert _columns(np.array([2, 10, 18])) == slice(2, 19, 8)
+    assert _columns(np.array([4])) == slice(4, 5)
+    assert isinstance(_columns(np.array([1, 2, 4])), np.ndarray)
+    assert isinstance(_columns(np.array([5, 3])), np.ndarray)
+    rng = np.random.default_rng(12)
+    names = ["plain", "analog", "last", "ar", "damped"]
+    for rule in ("hedge", "boa", "mlpoly"):
+        batched = ExpertMixture(names, horizon=24, decay=0.05, eta=4.0, fast_decay=0.2, rule=rule)
+        single = ExpertMixture(names, horizon=24, decay=0.05, eta=4.0, fast_decay=0.2, rule=rule)
+        for t in range(300):
+            first = t % 8
+            steps = np.arange(first, 24, 8)[: 1 + t % 3]
+            if t % 5 == 0:
+                steps = np.array([first, first + 1, first + 3])  # not evenly spaced
+            losses = rng.exponential(size=(steps.size, len(names)))
+            regrets = rng.standard_normal((steps.size, len(names)))
+            available = rng.random((steps.size, len(names))) > (0.3 if t % 2 else 0.0)
+            batched.update_many(steps, losses, available, regrets)
+            for i, step in enumerate(steps):
+                single.update(int(step), losses[i], available[i], regrets[i])
+        for name, array in batched.get_state().items():
+            assert array.tobytes() == single.get_state()[name].tobytes(), (rule, name)
+
+
+def test_weights_of_full_records_equal_the_general_path():
+    """All experts available with full records take `_full_record_weights` (in place):
+    the same floats as `_softmax_columns` of the logits the general path forms."""
+    from episodic_koopman.mixture import _full_record_weights, _softmax_columns
+
+    rng = np.random.default_rng(13)
+    for _ in range(200):
+        losses = rng.exponential(size=(9, 24)) * 10 ** rng.uniform(-6, 3)
+        losses[rng.integers(0, 9), rng.integers(0, 24)] = 0.0  # a best loss of zero
+        best = np.minimum.reduce(losses, axis=0)
+        want = _softmax_columns(-4.0 * (losses / np.maximum(best, 1e-12) - 1.0))
+        assert _full_record_weights(losses.copy(), 4.0).tobytes() == want.tobytes()
