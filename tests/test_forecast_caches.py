@@ -251,3 +251,23 @@ def test_weights_of_full_records_equal_the_general_path():
         best = np.minimum.reduce(losses, axis=0)
         want = _softmax_columns(-4.0 * (losses / np.maximum(best, 1e-12) - 1.0))
         assert _full_record_weights(losses.copy(), 4.0).tobytes() == want.tobytes()
+
+
+def test_the_unwrapped_einsum_gives_numpys_floats():
+    """The einsums of the forecast path, by the C function NumPy's wrapper calls."""
+    from episodic_koopman.einsum import einsum
+
+    rng = np.random.default_rng(14)
+    for _ in range(50):
+        weights, tracks = rng.random(5), rng.standard_normal((5, 24, 2))
+        paths = rng.standard_normal((2, 32, 9))[:, :24]
+        z = np.empty((9, 2)).T  # Fortran order, as `LocalAR._ahead` makes it
+        z[:] = rng.standard_normal((2, 9))
+        windows = rng.standard_normal((16, 32, 1))
+        for spec, operands in (
+            ("e,ehc->hc", (weights, tracks)),
+            ("chi,ci->hc", (paths, z)),
+            ("bij,bij->bj", (windows, windows)),
+        ):
+            ours = einsum(spec, *operands)
+            assert ours.tobytes() == np.einsum(spec, *operands).tobytes()

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .einsum import einsum
 from .koopman_fit import stabilize_eigenvalues
 from .recall import Alignment
 
@@ -49,8 +50,8 @@ def _extend(values: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def _weighted(tracks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.einsum("e,ehc->hc", weights, tracks)
-    spread = np.sqrt(np.einsum("e,ehc->hc", weights, (tracks - mean) ** 2))
+    mean = einsum("e,ehc->hc", weights, tracks)
+    spread = np.sqrt(einsum("e,ehc->hc", weights, (tracks - mean) ** 2))
     return mean, spread
 
 
