@@ -271,3 +271,23 @@ def test_the_unwrapped_einsum_gives_numpys_floats():
         ):
             ours = einsum(spec, *operands)
             assert ours.tobytes() == np.einsum(spec, *operands).tobytes()
+
+
+def test_zscore_alignment_without_flat_windows_equals_the_masked_quotients():
+    """Where no matched window is flat, `_zscored` divides directly: the floats of the
+    masked quotients it takes otherwise."""
+    from episodic_koopman.corrections import _zscored
+
+    rng = np.random.default_rng(15)
+    for i in range(100):
+        continuation = rng.standard_normal((5, 24, 2)) * 50 + 100
+        mean_then = rng.standard_normal((5, 1, 2)) * 10 ** rng.uniform(-3, 3)
+        std_then = rng.exponential(size=(5, 1, 2))
+        if i % 3 == 0:
+            std_then[rng.integers(0, 5), 0, 0] = 0.0  # a flat window: the masked path
+        mean_now, std_now = rng.standard_normal((1, 2)), rng.exponential(size=(1, 2))
+        ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
+        ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
+        want = (continuation - mean_then) * ratio + mean_now
+        ours = _zscored(continuation, mean_then, std_then, mean_now, std_now)
+        assert ours.tobytes() == want.tobytes()

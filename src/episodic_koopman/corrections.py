@@ -113,7 +113,10 @@ def _zscored(
 ) -> np.ndarray:
     """`align`'s ``zscore`` from the windows' means and standard deviations."""
     ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
-    ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
+    if ok.all():  # no flat window: the quotients `where` would pick, without its calls
+        ratio = std_now / std_then
+    else:
+        ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
     return (continuation - mean_then) * ratio + mean_now
 
 
