@@ -208,3 +208,86 @@ def test_weights_without_a_prior_equal_those_of_a_restored_mixture():
                 ours, theirs = mixture.weights(pattern, 6), restored.weights(pattern, 6)
                 assert ours.tobytes() == theirs.tobytes()
     assert mixture._prior_gone  # the path under test was taken
+
+
+def test_updates_at_evenly_spaced_steps_equal_updates_step_by_step():
+    """`update_many` reads evenly spaced steps through a slice: the same floats as one
+    update per step (every rule, some experts asleep or all awake)."""
+    from episodic_koopman.mixture import ExpertMixture, _columns
+
+    assert _columns(np.array([2, 10, 18])) == slice(2, 19, 8)
+    assert _columns(np.array([4])) == slice(4, 5)
+    assert isinstance(_columns(np.array([1, 2, 4])), np.ndarray)
+    assert isinstance(_columns(np.array([5, 3])), np.ndarray)
+    rng = np.random.default_rng(12)
+    names = ["plain", "analog", "last", "ar", "damped"]
+    for rule in ("hedge", "boa", "mlpoly"):
+        batched = ExpertMixture(names, horizon=24, decay=0.05, eta=4.0, fast_decay=0.2, rule=rule)
+        single = ExpertMixture(names, horizon=24, decay=0.05, eta=4.0, fast_decay=0.2, rule=rule)
+        for t in range(300):
+            first = t % 8
+            steps = np.arange(first, 24, 8)[: 1 + t % 3]
+            if t % 5 == 0:
+                steps = np.array([first, first + 1, first + 3])  # not evenly spaced
+            losses = rng.exponential(size=(steps.size, len(names)))
+            regrets = rng.standard_normal((steps.size, len(names)))
+            available = rng.random((steps.size, len(names))) > (0.3 if t % 2 else 0.0)
+            batched.update_many(steps, losses, available, regrets)
+            for i, step in enumerate(steps):
+                single.update(int(step), losses[i], available[i], regrets[i])
+        for name, array in batched.get_state().items():
+            assert array.tobytes() == single.get_state()[name].tobytes(), (rule, name)
+
+
+def test_weights_of_full_records_equal_the_general_path():
+    """All experts available with full records take `_full_record_weights` (in place):
+    the same floats as `_softmax_columns` of the logits the general path forms."""
+    from episodic_koopman.mixture import _full_record_weights, _softmax_columns
+
+    rng = np.random.default_rng(13)
+    for _ in range(200):
+        losses = rng.exponential(size=(9, 24)) * 10 ** rng.uniform(-6, 3)
+        losses[rng.integers(0, 9), rng.integers(0, 24)] = 0.0  # a best loss of zero
+        best = np.minimum.reduce(losses, axis=0)
+        want = _softmax_columns(-4.0 * (losses / np.maximum(best, 1e-12) - 1.0))
+        assert _full_record_weights(losses.copy(), 4.0).tobytes() == want.tobytes()
+
+
+def test_the_unwrapped_einsum_gives_numpys_floats():
+    """The einsums of the forecast path, by the C function NumPy's wrapper calls."""
+    from episodic_koopman.einsum import einsum
+
+    rng = np.random.default_rng(14)
+    for _ in range(50):
+        weights, tracks = rng.random(5), rng.standard_normal((5, 24, 2))
+        paths = rng.standard_normal((2, 32, 9))[:, :24]
+        z = np.empty((9, 2)).T  # Fortran order, as `LocalAR._ahead` makes it
+        z[:] = rng.standard_normal((2, 9))
+        windows = rng.standard_normal((16, 32, 1))
+        for spec, operands in (
+            ("e,ehc->hc", (weights, tracks)),
+            ("chi,ci->hc", (paths, z)),
+            ("bij,bij->bj", (windows, windows)),
+        ):
+            ours = einsum(spec, *operands)
+            assert ours.tobytes() == np.einsum(spec, *operands).tobytes()
+
+
+def test_zscore_alignment_without_flat_windows_equals_the_masked_quotients():
+    """Where no matched window is flat, `_zscored` divides directly: the floats of the
+    masked quotients it takes otherwise."""
+    from episodic_koopman.corrections import _zscored
+
+    rng = np.random.default_rng(15)
+    for i in range(100):
+        continuation = rng.standard_normal((5, 24, 2)) * 50 + 100
+        mean_then = rng.standard_normal((5, 1, 2)) * 10 ** rng.uniform(-3, 3)
+        std_then = rng.exponential(size=(5, 1, 2))
+        if i % 3 == 0:
+            std_then[rng.integers(0, 5), 0, 0] = 0.0  # a flat window: the masked path
+        mean_now, std_now = rng.standard_normal((1, 2)), rng.exponential(size=(1, 2))
+        ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
+        ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
+        want = (continuation - mean_then) * ratio + mean_now
+        ours = _zscored(continuation, mean_then, std_then, mean_now, std_now)
+        assert ours.tobytes() == want.tobytes()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .components import State
+from .einsum import einsum
 from .embedding import History
 from .lapack import real_solve
 
@@ -117,7 +118,7 @@ class LocalAR:
         z = np.empty((lags.shape[1] + 1, lags.shape[0])).T
         z[:, 0] = 1.0
         z[:, 1:] = lags
-        return np.einsum("chi,ci->hc", paths[:, :steps], z)
+        return einsum("chi,ci->hc", paths[:, :steps], z)
 
     def _paths(self, steps: int) -> np.ndarray:
         """Row ``h`` maps the state ``[1, y_n, ..., y_{n-p+1}]`` to the forecast ``h+1`` ahead.

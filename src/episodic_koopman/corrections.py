@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .einsum import einsum
 from .koopman_fit import stabilize_eigenvalues
 from .recall import Alignment
 
@@ -49,8 +50,8 @@ def _extend(values: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def _weighted(tracks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.einsum("e,ehc->hc", weights, tracks)
-    spread = np.sqrt(np.einsum("e,ehc->hc", weights, (tracks - mean) ** 2))
+    mean = einsum("e,ehc->hc", weights, tracks)
+    spread = np.sqrt(einsum("e,ehc->hc", weights, (tracks - mean) ** 2))
     return mean, spread
 
 
@@ -112,7 +113,10 @@ def _zscored(
 ) -> np.ndarray:
     """`align`'s ``zscore`` from the windows' means and standard deviations."""
     ok = std_then > 1e-12 * np.maximum(np.abs(mean_then), 1.0)
-    ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
+    if ok.all():  # no flat window: the quotients `where` would pick, without its calls
+        ratio = std_now / std_then
+    else:
+        ratio = np.where(ok, std_now / np.where(ok, std_then, 1.0), 1.0)
     return (continuation - mean_then) * ratio + mean_now
 
 

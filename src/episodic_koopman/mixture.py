@@ -185,10 +185,14 @@ class ExpertMixture:
             return  # the loss averages below serve the hedge rule only
         if self.loss_cap is not None:  # bounded: one shock cannot rule the weights
             losses = np.minimum(losses, self.loss_cap)
-        mask = available.T
-        old_loss, old_mass = self._loss[:, steps], self._mass[:, steps]
-        self._loss[:, steps] = np.where(mask, (1 - a) * old_loss + a * losses.T, old_loss)
-        self._mass[:, steps] = np.where(mask, (1 - a) * old_mass + a, old_mass)
+        cols = _columns(steps)
+        old_loss, old_mass = self._loss[:, cols], self._mass[:, cols]
+        new_loss, new_mass = (1 - a) * old_loss + a * losses.T, (1 - a) * old_mass + a
+        if not available.all():  # where every expert was scored, nothing to keep
+            mask = available.T
+            new_loss = np.where(mask, new_loss, old_loss)
+            new_mass = np.where(mask, new_mass, old_mass)
+        self._loss[:, cols], self._mass[:, cols] = new_loss, new_mass
         if self.fast_decay <= 0:
             return
         first = np.flatnonzero(steps == 0)
@@ -200,11 +204,7 @@ class ExpertMixture:
 
     def _update_regrets(self, steps: np.ndarray, r: np.ndarray) -> None:
         """Discount and add regret increments ``r (E, P)`` at the columns ``steps``."""
-        n = steps.size
-        if n == 1 or (steps[-1] - steps[0] == n - 1 and np.all(np.diff(steps) == 1)):
-            cols: slice | np.ndarray = slice(int(steps[0]), int(steps[0]) + n)
-        else:
-            cols = steps
+        cols = _columns(steps)
         keep = 1.0 - self.decay
         second = keep * self._second[:, cols] + r * r
         self._regret[:, cols] = keep * self._regret[:, cols] + r
@@ -248,6 +248,8 @@ class ExpertMixture:
             return self._mlpoly_weights(np.asarray(available, dtype=bool))
         if self.rule == "boa":
             return self._boa_weights(np.asarray(available, dtype=bool))
+        if self._all_scored and self._prior_gone and self.fast_decay <= 0 and available.all():
+            return _full_record_weights(self._loss / self._mass, self.eta)
         losses = self.losses()
         if self.fast_decay > 0:  # else the factor is 1: skip the call and the product
             losses = losses * self.regime_factor()[:, None]
@@ -355,6 +357,36 @@ class ExpertMixture:
         self._range = np.array(state["range"], dtype=np.float64)
         self._weights.clear()
         self._all_scored = self._prior_gone = False
+
+
+def _full_record_weights(losses: np.ndarray, eta: float) -> np.ndarray:
+    """The hedge weights of experts all available with full records and no prior, from
+    their losses (overwritten): the operations of `_horizon_weights`' general path and
+    `_softmax_columns`, in place (every forecast after a score asks for them)."""
+    best = np.minimum.reduce(losses, axis=0)
+    np.maximum(best, 1e-12, out=best)
+    np.divide(losses, best, out=losses)
+    np.subtract(losses, 1.0, out=losses)
+    np.multiply(-eta, losses, out=losses)  # the logits
+    np.subtract(losses, np.maximum.reduce(losses, axis=0, keepdims=True), out=losses)
+    np.exp(losses, out=losses)
+    np.divide(losses, np.add.reduce(losses, axis=0, keepdims=True), out=losses)
+    losses.flags.writeable = False
+    return losses
+
+
+def _columns(steps: np.ndarray) -> slice | np.ndarray:
+    """Columns ``steps`` (distinct) as a slice when they are evenly spaced and ascending
+    (the steps scored at one tick are a scoring stride apart): the same elements as
+    indexing by ``steps``, without fancy indexing's copies."""
+    listed = steps.tolist()
+    first, last = listed[0], listed[-1]
+    if len(listed) == 1:
+        return slice(first, first + 1)
+    stride = listed[1] - first
+    if stride > 0 and listed == list(range(first, last + 1, stride)):
+        return slice(first, last + 1, stride)
+    return steps
 
 
 def _softmax_columns(logits: np.ndarray) -> np.ndarray:

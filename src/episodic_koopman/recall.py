@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .einsum import einsum
 from .spectrum import Signature
 
 Alignment = Literal["zscore", "additive", "multiplicative", "last", "none"]
@@ -59,7 +60,7 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
     window = history[None]
     mean = np.add.reduce(window, axis=1, keepdims=True) / d
     centered = window - mean
-    std = math.sqrt(float(np.einsum("bij,bij->bj", centered, centered)[0, 0]) / d)
+    std = math.sqrt(float(einsum("bij,bij->bj", centered, centered)[0, 0]) / d)
     scale = std if std > 1e-12 * max(abs(float(mean[0, 0, 0])), 1.0) else 1.0
     return (centered / scale).reshape(d)
 
@@ -69,7 +70,7 @@ def normalized_states(histories: np.ndarray) -> np.ndarray:
     d = histories.shape[1]
     mean = histories.sum(axis=1, keepdims=True) / d
     centered = histories - mean
-    std = np.sqrt(np.einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
+    std = np.sqrt(einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
     scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     return (centered / scale).reshape(histories.shape[0], -1)
 
