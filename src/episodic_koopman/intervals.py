@@ -144,14 +144,13 @@ class LocalScale:
     def _follow(self, rows: list[list[float]], size: int) -> bool:
         """Add the changes between consecutive ``rows`` (the newest, and the one before them)
         and drop the oldest beyond ``size``, per channel. Plain floats: a few per tick."""
+        pairs = list(itertools.pairwise(rows))
         for j, window in enumerate(self._changes):
-            for before, after in itertools.pairwise(rows):
-                value = abs(after[j] - before[j])  # as np.abs(np.diff(...)), float for float
-                if not math.isfinite(value):
-                    return False
-                window.append(value)
-            while len(window) > size:
-                window.drop_oldest()
+            # As np.abs(np.diff(...)), float for float.
+            changes = [abs(after[j] - before[j]) for before, after in pairs]
+            if not all(map(math.isfinite, changes)):
+                return False  # (the caller rebuilds what was moved so far)
+            window.slide(changes, size)
         return True
 
 
