@@ -71,12 +71,13 @@ class RowTable:
         for name, value in row.items():
             held = self._columns[name][position]
             # The same bytes are equal values (the values are finite); other bytes may still
-            # be (-0.0 and 0.0), which array_equal decides.
+            # be (-0.0 and 0.0), which array_equal decides (of one shape: all ``==``).
             value = np.asarray(value)
-            same = held.dtype == value.dtype and held.shape == value.shape
-            if not (same and held.tobytes() == value.tobytes()):
-                if not np.array_equal(held, value):
+            if held.dtype == value.dtype and held.shape == value.shape:
+                if held.tobytes() != value.tobytes() and not (held == value).all():
                     return False
+            elif not np.array_equal(held, value):
+                return False
         return True
 
     def rows(

@@ -144,14 +144,13 @@ class LocalScale:
     def _follow(self, rows: list[list[float]], size: int) -> bool:
         """Add the changes between consecutive ``rows`` (the newest, and the one before them)
         and drop the oldest beyond ``size``, per channel. Plain floats: a few per tick."""
+        pairs = list(itertools.pairwise(rows))
         for j, window in enumerate(self._changes):
-            for before, after in itertools.pairwise(rows):
-                value = abs(after[j] - before[j])  # as np.abs(np.diff(...)), float for float
-                if not math.isfinite(value):
-                    return False
-                window.append(value)
-            while len(window) > size:
-                window.drop_oldest()
+            # As np.abs(np.diff(...)), float for float.
+            changes = [abs(after[j] - before[j]) for before, after in pairs]
+            if not all(map(math.isfinite, changes)):
+                return False  # (the caller rebuilds what was moved so far)
+            window.slide(changes, size)
         return True
 
 
@@ -172,7 +171,7 @@ class ConformalCalibrator:
         # Scores sorted per cell, one row per (step, channel): ``(H * c, n)``, until the next
         # update. Rows are contiguous, which sorts faster than down the columns.
         self._sorted: np.ndarray | None = None
-        self._spread_ref: tuple[np.ndarray, np.ndarray] | None = None  # see `_normalizer`
+        self._spread_ref: tuple[np.ndarray | None, np.ndarray] | None = None  # see `_normalizer`
         # Each score's p-value under the calibration in force before it (see `_p_values`).
         self._p_values = np.zeros((window, horizon, n_channels))
         self._sorted_p: np.ndarray | None = None  # p-values sorted as `_sorted`, until an update
@@ -199,12 +198,14 @@ class ConformalCalibrator:
     def _normalizer(self, spread: np.ndarray) -> np.ndarray:
         if self._spread_ref is None:  # kept until the spread's mean moves
             seen = self._spread_mean > 0
-            self._spread_ref = seen, np.where(seen, self._spread_mean, 1.0)
+            # ``None``: every cell seen a spread, as soon holds (so no selection is needed).
+            self._spread_ref = None if seen.all() else seen, np.where(seen, self._spread_mean, 1.0)
         seen, ref = self._spread_ref
+        ratio = spread / ref if seen is None else np.where(seen, spread / ref, 0.0)
         # Capped: a recall whose weights sit on one episode has a vanishing spread, and a
         # running mean of such spreads (1e-39 has been seen) would make the next ordinary
         # spread widen intervals by 1e30 and more.
-        return 1.0 + np.minimum(np.where(seen, spread / ref, 0.0), _MAX_SPREAD_RATIO)
+        return 1.0 + np.minimum(ratio, _MAX_SPREAD_RATIO)
 
     def update(
         self,
@@ -244,13 +245,12 @@ class ConformalCalibrator:
         self._sorted = self._sorted_p = None
         self._quantiles.clear()
         if (spread > 0).any():
+            # The cells seen a spread, as `_normalizer` keeps them (``None``: all).
+            held = self._spread_ref
+            seen = self._spread_mean > 0 if held is None else held[0]
+            smoothed = (1 - _SPREAD_SMOOTHING) * self._spread_mean + _SPREAD_SMOOTHING * spread
+            self._spread_mean = smoothed if seen is None else np.where(seen, smoothed, spread)
             self._spread_ref = None
-            seen = self._spread_mean > 0
-            self._spread_mean = np.where(
-                seen,
-                (1 - _SPREAD_SMOOTHING) * self._spread_mean + _SPREAD_SMOOTHING * spread,
-                spread,
-            )
         if lower is not None and upper is not None and realised is not None:
             self._hits += (realised >= lower) & (realised <= upper)
             self._scored += 1
@@ -265,6 +265,8 @@ class ConformalCalibrator:
                 self._quantiles.clear()
             quantile = self._quantiles[level] = self._quantile(self._recalibrated(level))
         normalizer = self._normalizer(_pad(spread, self.horizon)) * scale[None, :]
+        if steps == self.horizon:  # (a scored forecast's own horizon)
+            return quantile * normalizer
         widths = np.empty((steps, self.n_channels))
         calibrated = min(steps, self.horizon)
         widths[:calibrated] = quantile[:calibrated] * normalizer[:calibrated]
@@ -312,21 +314,24 @@ class ConformalCalibrator:
         ordered = self._ordered()
         n = ordered.shape[1]
         scores = scores.reshape(-1)
-        below = (ordered < scores[:, None]).sum(axis=1)  # order statistics under each score
-        # One flat take per bound (row k of `ordered` starts at k * n).
-        start = self._cells * n
-        lo = ordered.take(start + np.maximum(below - 1, 0))
-        hi = ordered.take(start + np.minimum(below, n - 1))
-        gap = hi - lo
-        spaced, positive = gap > 0, hi > 0
-        fraction = np.where(spaced, (scores - lo) / np.where(spaced, gap, 1.0), 1.0)
-        # Rank r (1-based) is level r / (n + 1); under the smallest score, from 0.
-        rank = np.where(
-            below == 0,
-            np.where(positive, scores / np.where(positive, hi, 1.0), 1.0),
-            below + fraction,
-        )
-        return np.where(below >= n, 1.0, np.minimum(rank / (n + 1), 1.0)).reshape(shape)
+        # Order statistics under each score: rows are sorted (NaN last), so the ones under
+        # it are a prefix and the first not under it ends it (none: all n are under).
+        under = ordered < scores[:, None]
+        below = np.where(under[:, -1], n, under.argmin(axis=1))
+        # One flat take per bound (row k of `ordered` starts at k * n); a bound outside
+        # its row (under the first, over the last) is never read.
+        at = self._cells * n + below
+        hi = ordered.take(at, mode="clip")
+        first = below == 0
+        # Under the smallest score the rank is from 0 (score / smallest), else from the
+        # order statistic under it, interpolated across the gap to the next; 1 when the
+        # span is not positive. Rank r (1-based) is level r / (n + 1).
+        lo = ordered.take(at - 1, mode="clip")
+        span = np.where(first, hi, hi - lo)
+        rise = np.where(first, scores, scores - lo)
+        fraction = np.divide(rise, span, out=np.ones_like(span), where=span > 0)
+        rank = np.minimum(np.where(first, fraction, below + fraction) / (n + 1), 1.0)
+        return np.where(below >= n, 1.0, rank).reshape(shape)
 
     def _recalibrated(self, level: float) -> np.ndarray:
         """``(H, c)``: the levels whose intervals held ``level`` of the past outcomes.
@@ -339,9 +344,8 @@ class ConformalCalibrator:
         every level at once.
         """
         m = min(self._n_p_values, self.window)
-        flat = np.full((self.horizon, self.n_channels), level)
         if m == 0:
-            return flat
+            return np.full((self.horizon, self.n_channels), level)
         if self._sorted_p is None:
             # The newest m p-values fill slots 0..m-1 of the ring (all of it once full).
             self._sorted_p = _sorted_rows(self._p_values[:m].reshape(m, -1))
@@ -349,8 +353,9 @@ class ConformalCalibrator:
         below = math.floor(position)
         above = min(below + 1, m - 1)
         low, high = self._sorted_p[:, below], self._sorted_p[:, above]
-        empirical = (low + (position - below) * (high - low)).reshape(flat.shape)
-        return (_RECALIBRATION_PRIOR * flat + m * empirical) / (_RECALIBRATION_PRIOR + m)
+        empirical = (low + (position - below) * (high - low)).reshape(self.horizon, -1)
+        # The prior's term is one float for every cell (as a full array of ``level`` gave).
+        return (_RECALIBRATION_PRIOR * level + m * empirical) / (_RECALIBRATION_PRIOR + m)
 
     def coverage(self) -> float | None:
         """Fraction of realised values inside the intervals issued at episode origins."""
@@ -406,7 +411,8 @@ def _interpolated_order_statistic(ordered: np.ndarray, levels: np.ndarray) -> np
     rank ``n`` the largest.
     """
     n = ordered.shape[1]
-    position = np.clip((n + 1) * levels, 1.0, float(n)) - 1.0  # 0-based
+    # np.clip's own floats (it is this minimum of a maximum), for half its overhead.
+    position = np.minimum(np.maximum((n + 1) * levels, 1.0), float(n)) - 1.0  # 0-based
     below = np.floor(position).astype(np.int64)
     above = np.minimum(below + 1, n - 1)
     start = np.arange(0, ordered.size, n).reshape(levels.shape)  # each row's first index

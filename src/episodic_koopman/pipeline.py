@@ -284,9 +284,10 @@ class Pipeline:
                 spread=spread,
                 lower=issued - half,
                 upper=issued + half,
-                ref_scale=ref_scale.copy(),
+                # Standardisations are replaced, never changed in place: no copy is needed.
+                ref_scale=ref_scale,
                 local_scale=scale,
-                realised=np.zeros_like(issued),
+                realised=np.zeros(issued.shape, dtype=issued.dtype),
                 graded_only=graded_only,
             )
         )

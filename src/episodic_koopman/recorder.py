@@ -36,14 +36,25 @@ class PendingRecords:
     def __len__(self) -> int:
         return int(self.origins.shape[0])
 
+    # Field by field rather than over FIELDS: these run at every scored tick.
     def rows(self, start: int, stop: int | None = None) -> PendingRecords:
-        return PendingRecords(*(getattr(self, f)[start:stop] for f in self.FIELDS))
+        return PendingRecords(
+            self.origins[start:stop],
+            self.window_starts[start:stop],
+            self.keys[start:stop],
+            self.forecasts[start:stop],
+            self.fits[start:stop],
+        )
 
     def extend(self, other: PendingRecords) -> PendingRecords:
         if len(self) == 0:
             return other
         return PendingRecords(
-            *(np.concatenate([getattr(self, f), getattr(other, f)]) for f in self.FIELDS)
+            np.concatenate((self.origins, other.origins)),
+            np.concatenate((self.window_starts, other.window_starts)),
+            np.concatenate((self.keys, other.keys)),
+            np.concatenate((self.forecasts, other.forecasts)),
+            np.concatenate((self.fits, other.fits)),
         )
 
 

@@ -81,7 +81,7 @@ class ForecastScorer:
         losses: list[np.ndarray] = []
         regrets: list[np.ndarray] | None = None
         masks: list[np.ndarray] = []
-        taken: set[int] = set()
+        taken = 0  # the steps ahead of the run so far, as bits
         if mixture is not None and mixture.needs_regrets:
             regrets = []
         for score in self.pending:  # oldest first: each loss lands in time order
@@ -91,10 +91,11 @@ class ForecastScorer:
             rows = history.last(newest - score.origin - k0)[: k1 - k0]
             score.realised[k0:k1] = rows
             if mixture is not None and not score.graded_only:
-                if not taken.isdisjoint(range(k0, k1)):
+                span = (1 << k1) - (1 << k0)  # bits k0..k1-1
+                if taken & span:
                     _update_mixture(mixture, steps, losses, regrets, masks)
-                    taken.clear()
-                taken.update(range(k0, k1))
+                    taken = 0
+                taken |= span
                 errors = np.abs(rows - score.tracks[:, k0:k1]) / score.ref_scale
                 c = errors.shape[2]
                 # errors.mean(axis=2) as NumPy computes it (sum, then divide); over one
