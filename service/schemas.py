@@ -79,6 +79,7 @@ class ModelParams(BaseModel):
     level: Finite | None = Field(None, gt=0, lt=1)
     calibration_window: int | None = Field(None, ge=1, le=100_000, strict=True)
     early_grading: bool | None = None
+    detrend: bool | None = None
     classical_experts: str | None = Field(
         None,
         max_length=200,

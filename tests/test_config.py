@@ -54,6 +54,15 @@ def test_stored_params_lacking_early_grading_run_without_it():
         ModelConfig(early_grading=1)  # type: ignore[arg-type]
 
 
+def test_stored_params_lacking_detrend_run_without_it():
+    from episodic_koopman.flat_params import stored_params
+
+    assert stored_params({})["detrend"] is False
+    assert EpisodicKoopman.from_flat({"detrend": True}).config.detrend is True
+    with pytest.raises(TypeError, match="detrend"):
+        ModelConfig(detrend=1)  # type: ignore[arg-type]
+
+
 def test_unknown_flat_names_are_rejected_naming_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['capcity'\].*capacity"):
         EpisodicKoopman.from_flat({"capcity": 10})

@@ -7,7 +7,7 @@ from helpers import noisy_sines, two_sines
 from episodic_koopman import EpisodicKoopman, ModelConfig
 from episodic_koopman.koopman_fit import stabilize_eigenvalues
 from episodic_koopman.lapack import complex_eig, symmetric_eigh
-from episodic_koopman.operator import WindowedDMD, batch_dmd
+from episodic_koopman.operator import WindowedDMD, batch_dmd, detrended_batch_dmd
 
 #: The operator's own forecast: no memory and no classical experts to mix it with.
 PLAIN = ModelConfig(classical_experts="")
@@ -211,3 +211,92 @@ def test_direct_lapack_calls_return_numpys_floats():
         assert v.tobytes() == ref_v.astype(np.complex128).tobytes()
     with pytest.raises(np.linalg.LinAlgError):
         complex_eig(np.array([[np.nan, 0.0], [0.0, 1.0]]))
+
+
+def test_detrended_gram_matrices_are_those_of_the_window_less_its_lines():
+    """The rank-4 corrections of `WindowedDMD._detrended` equal the Gram matrices of the
+    snapshots less each observable's least-squares line, growing and full windows."""
+    t = np.arange(400.0)
+    y = 0.03 * t + np.sin(2 * np.pi * t / 12) + 0.1 * np.random.default_rng(2).normal(size=400)
+    dmd = WindowedDMD(n_features=10, window=80, detrend=True)
+    for k in range(300):
+        dmd.push(y[k : k + 10])
+        if k in (5, 60, 299):
+            snaps = dmd.snapshots()
+            c = np.arange(snaps.shape[0]) - 0.5 * (snaps.shape[0] - 1)
+            beta = c @ snaps / (c @ c)
+            deviations = snaps - (snaps.mean(axis=0) + c[:, None] * beta)
+            gram, cross, (trend, index) = dmd._detrended()
+            X, Y = deviations[:-1], deviations[1:]
+            np.testing.assert_allclose(np.tril(gram), np.tril(X.T @ X), atol=1e-9)
+            np.testing.assert_allclose(cross, Y.T @ X, atol=1e-9)
+            np.testing.assert_allclose(trend[0], snaps[-1] - deviations[-1], atol=1e-12)
+            assert index == k
+
+
+def test_detrended_fit_forecasts_a_ramp_exactly_from_any_later_state():
+    """A linear trend is all line: the deviations vanish and the forecast is the line's
+    continuation, also from a state pushed after the fit (the index places it)."""
+    y = 5.0 - 0.25 * np.arange(300.0)
+    dmd = WindowedDMD(n_features=6, window=64, rank=4, detrend=True)
+    for k in range(200):
+        dmd.push(y[k : k + 6])
+    fit = dmd.fit()
+    assert fit is not None and fit.trend is not None
+    for k in range(200, 203):
+        dmd.push(y[k : k + 6])
+    path = fit.propagate(dmd.newest(), 10, slice(5, 6), "clip", dmd.n_pushed - 1)[:, 0]
+    np.testing.assert_allclose(path, y[208:218], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="known index"):
+        fit.propagate(dmd.newest(), 10, slice(5, 6))
+
+
+def test_detrended_fit_carries_a_trend_the_window_shows_through_a_flat_stretch():
+    """A season on a rising line whose newest stretch is flat: the plain fit carries the
+    flat level on, the detrended one the window's slope (the airline's 1958 to 1959)."""
+    t = np.arange(240.0)
+    season = np.sin(2 * np.pi * t / 12)
+    level = np.where(t < 216, 0.05 * t, 0.05 * 216)  # flat over the last two seasons
+    y = level + season
+    plain = WindowedDMD(n_features=13, window=200)
+    detrended = WindowedDMD(n_features=13, window=200, detrend=True)
+    for k in range(228):
+        plain.push(y[k : k + 13])
+        detrended.push(y[k : k + 13])
+    rows = slice(12, 13)
+    flat = plain.fit().propagate(plain.newest(), 12, rows)[:, 0]
+    fit = detrended.fit()
+    rising = fit.propagate(detrended.newest(), 12, rows, "clip", detrended.n_pushed - 1)[:, 0]
+    # The detrended forecast's mean change over the season is the window's slope.
+    assert abs((rising.mean() - flat.mean()) / 6.5 - fit.trend[1][12]) < 0.05
+    assert fit.trend[1][12] > 0.03
+
+
+def test_incremental_detrended_forecasts_equal_the_batch_reference():
+    y = noisy_sines(700, seed=3) + 0.01 * np.arange(700)
+    dmd = WindowedDMD(n_features=16, window=128, rank="gd", max_rank=16, detrend=True)
+    for k in range(600):
+        dmd.push(y[k : k + 16])
+    ours = dmd.fit()
+    theirs = detrended_batch_dmd(dmd.snapshots(), "gd", 16, dmd.n_pushed - 1)
+    assert ours.rank == theirs.rank
+    index = dmd.n_pushed - 1
+    a = ours.propagate(dmd.newest(), 24, slice(15, 16), "clip", index)
+    b = theirs.propagate(dmd.newest(), 24, slice(15, 16), "clip", index)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-8 * np.abs(b).max())
+
+
+def test_model_with_detrend_forecasts_equal_its_reference_and_survive_save_load(tmp_path):
+    y = noisy_sines(1200, seed=5) + 0.002 * np.arange(1200)
+    model = EpisodicKoopman(delays=16, window=128, config=ModelConfig(detrend=True))
+    model.learn_many(y[:1003])
+    ours = np.array(model.forecast(horizon=24))
+    plain = model._pipeline.issuer.combine(24, None)[2][0]  # the plain expert's track
+    np.testing.assert_allclose(plain[:, 0], model.reference_forecast(24)[:, 0], atol=1e-6)
+    model.save(tmp_path / "m.ekm")
+    loaded = EpisodicKoopman.load(tmp_path / "m.ekm")
+    assert loaded.config.detrend
+    for m in (model, loaded):
+        m.learn_many(y[1003:1100])
+    np.testing.assert_array_equal(model.forecast(horizon=24), loaded.forecast(horizon=24))
+    assert not np.array_equal(ours, np.array(model.forecast(horizon=24)))

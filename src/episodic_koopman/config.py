@@ -249,6 +249,11 @@ class ModelConfig(_JsonConfig):
         series (airline: 16 scored forecasts in 144 months) has intervals from its
         errors rather than a random-walk prior. A model file saved before this field
         existed loads with ``False``, as it ran.
+    detrend
+        Fit the operator on its window less each observable's least-squares line over
+        the window, and add the line's continuation back to its forecasts (the
+        `WindowedDMD` fit with ``detrend``; a rank-one correction of its Gram matrices).
+        Off by default; a model file saved before this field existed loads with it off.
     classical_experts
         Cheap experts mixed with the operator's forecast (and memory's), comma-separated,
         from ``last`` (last value), ``seasonal`` (seasonal naives at the detected
@@ -278,6 +283,7 @@ class ModelConfig(_JsonConfig):
     bandwidth: float = 2.0
     calibration_window: int = 200
     early_grading: bool = True
+    detrend: bool = False
     classical_experts: str = "last,seasonal,damped,ar,seasonal_ar"
     envelope: float | None = 1.0
 
@@ -295,6 +301,8 @@ class ModelConfig(_JsonConfig):
         v.check_positive_int("calibration_window", self.calibration_window, 1, 1_000_000)
         if not isinstance(self.early_grading, bool):
             raise TypeError(f"early_grading must be true or false, got {self.early_grading!r}")
+        if not isinstance(self.detrend, bool):
+            raise TypeError(f"detrend must be true or false, got {self.detrend!r}")
         self.classical_names()  # validates
         if self.envelope is not None:
             _non_negative_number("envelope", self.envelope)

@@ -30,8 +30,9 @@ class Dynamics:
         delays: int,
         refit_every: int,
         stabilize: Stabilize,
+        detrend: bool = False,
     ) -> None:
-        self.dmd = WindowedDMD(n_features, window, rank, max_rank, refit_every)
+        self.dmd = WindowedDMD(n_features, window, rank, max_rank, refit_every, detrend)
         self.window = window
         self.max_rank = max_rank
         self.min_pairs = min(window, 2 * delays)
@@ -63,7 +64,13 @@ class Dynamics:
 
     def propagate(self, fit: KoopmanFit, steps: int, readout: slice) -> np.ndarray:
         """Standardised forecast of the readout rows from the newest snapshot."""
-        return fit.propagate(self.dmd.newest(), steps, readout, self.stabilize)
+        dmd = self.dmd
+        return fit.propagate(dmd.newest(), steps, readout, self.stabilize, dmd.n_pushed - 1)
+
+    def state(self, fit: KoopmanFit) -> np.ndarray:
+        """The newest snapshot as ``fit`` sees it: less its trend line, if it has one."""
+        dmd = self.dmd
+        return fit.deviation(dmd.newest(), dmd.n_pushed - 1)
 
     def n_clipped(self, fit: KoopmanFit) -> int:
         """Eigenvalues of ``fit`` that forecasts pull onto the unit circle."""
@@ -74,7 +81,7 @@ class Dynamics:
     def spectrum(self, fit: KoopmanFit, dt: float) -> Spectrum:
         return Spectrum(
             eigenvalues=fit.eigenvalues,
-            amplitudes=fit.amplitudes(self.dmd.newest()),
+            amplitudes=fit.amplitudes(self.state(fit)),
             modes=fit.modes,
             dt=dt,
         )

@@ -21,7 +21,7 @@ from .in_force import InForce
 from .intervals import ConformalCalibrator, LocalScale
 from .model_settings import Settings
 from .observables import Observables
-from .operator import batch_dmd
+from .operator import batch_dmd, detrended_batch_dmd
 from .recaller import Recall, Recaller
 from .stream import Stream
 
@@ -147,7 +147,7 @@ class ForecastIssuer:
             return cached[2]
         assert held.fit is not None
         obs = self.obs
-        query = recaller.query(held.fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+        query = recaller.query(held.fit, self.dyn.state(held.fit), obs.embedding, obs.history)
         recall = recaller.recall(query, n - 1, observe=False)
         self._recall = (n, version, recall)
         return recall
@@ -180,8 +180,13 @@ class ForecastIssuer:
         n_snapshots = min(dmd.n_pushed - since, dmd.window + 1)
         snaps = self.obs.snapshots(n_snapshots + since)[:n_snapshots]
         s = self.settings
-        fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
-        path = fit.propagate(dmd.newest(), horizon, self.obs.embedding.readout, self.dyn.stabilize)
+        if dmd.detrend:
+            index = dmd.n_pushed - 1 - since  # the newest snapshot at the fit's tick
+            fit = detrended_batch_dmd(snaps, s.rank, s.config.max_rank, index)
+        else:
+            fit = batch_dmd(snaps[:-1].T, snaps[1:].T, s.rank, s.config.max_rank)
+        readout, stabilize = self.obs.embedding.readout, self.dyn.stabilize
+        path = fit.propagate(dmd.newest(), horizon, readout, stabilize, dmd.n_pushed - 1)
         return self.obs.to_raw(path)
 
 

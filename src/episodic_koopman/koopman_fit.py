@@ -75,6 +75,12 @@ class KoopmanFit:
     eigenvectors: np.ndarray
     inverse_eigenvectors: np.ndarray
     n_pairs: int
+    #: A fit of a detrended window (`WindowedDMD` with ``detrend``): ``(2, m)``, each
+    #: observable's least-squares line over the window, its value at the newest snapshot
+    #: (row 0) and its slope per step (row 1); ``trend_index`` is that snapshot's index.
+    #: The operator evolves the deviations from the line; forecasts add the line back.
+    trend: np.ndarray | None = None
+    trend_index: int = 0
 
     @property
     def rank(self) -> int:
@@ -86,6 +92,12 @@ class KoopmanFit:
         modes = self.basis @ self.eigenvectors
         modes.flags.writeable = False
         return modes
+
+    def deviation(self, psi: np.ndarray, index: int) -> np.ndarray:
+        """Snapshot ``psi`` (of snapshot ``index``) less the trend line, if the fit has one."""
+        if self.trend is None:
+            return psi
+        return psi - (self.trend[0] + (index - self.trend_index) * self.trend[1])
 
     def amplitudes(self, psi: np.ndarray) -> np.ndarray:
         """Modal amplitudes ``b`` with ``psi ~ modes @ b``.
@@ -145,7 +157,12 @@ class KoopmanFit:
         return self._readout_cache[key]
 
     def propagate(
-        self, psi: np.ndarray, steps: int, rows: slice | np.ndarray, stabilize: Stabilize = "clip"
+        self,
+        psi: np.ndarray,
+        steps: int,
+        rows: slice | np.ndarray,
+        stabilize: Stabilize = "clip",
+        index: int | None = None,
     ) -> np.ndarray:
         """Observables ``rows`` at steps ``1..steps`` ahead of state ``psi``: ``(steps, n_rows)``.
 
@@ -153,7 +170,22 @@ class KoopmanFit:
         stabilised first. When the eigenvectors are near-defective (a trend makes a
         Jordan block at 1), modal propagation loses accuracy, so the forecast then
         iterates the reduced operator with its eigenvalues stabilised in Schur form.
+        A fit with a ``trend`` needs the snapshot ``index`` of ``psi``: the deviation
+        from the line is propagated and the line's continuation added.
         """
+        if self.trend is None:
+            return self._propagate(psi, steps, rows, stabilize)
+        if index is None:
+            raise ValueError("a detrended fit propagates from a state of known index")
+        offset = index - self.trend_index
+        level, slope = self.trend[0], self.trend[1]
+        path = self._propagate(self.deviation(psi, index), steps, rows, stabilize)
+        ahead = np.arange(offset + 1, offset + steps + 1, dtype=np.float64)[:, None]
+        return path + (level[rows] + ahead * slope[rows])
+
+    def _propagate(
+        self, psi: np.ndarray, steps: int, rows: slice | np.ndarray, stabilize: Stabilize
+    ) -> np.ndarray:
         if self.rank == 0:
             return np.zeros((steps, self.basis[rows].shape[0]))
         if self.modal_condition < MODAL_CONDITION_LIMIT:
@@ -187,20 +219,49 @@ def fit_arrays(fit: KoopmanFit) -> dict[str, np.ndarray]:
     """A fit as named arrays (`fit_from_arrays` restores it exactly)."""
     arrays = {name: getattr(fit, name) for name in FIT_FIELDS}
     arrays["n_pairs"] = np.array(fit.n_pairs, dtype=np.int64)
+    if fit.trend is not None:
+        arrays["trend"] = fit.trend
+        arrays["trend_index"] = np.array(fit.trend_index, dtype=np.int64)
     return arrays
 
 
 def fit_from_arrays(arrays: dict[str, np.ndarray]) -> KoopmanFit:
     """Inverse of `fit_arrays`: the same floats, so the same forecasts."""
+    trend = np.array(arrays["trend"]) if "trend" in arrays else None
     return KoopmanFit(
-        **{name: np.array(arrays[name]) for name in FIT_FIELDS}, n_pairs=int(arrays["n_pairs"])
+        **{name: np.array(arrays[name]) for name in FIT_FIELDS},
+        n_pairs=int(arrays["n_pairs"]),
+        trend=trend,
+        trend_index=int(arrays["trend_index"]) if trend is not None else 0,
     )
 
 
 def propagate_many(
-    fit: KoopmanFit, psis: np.ndarray, steps: int, rows: slice, stabilize: Stabilize = "clip"
+    fit: KoopmanFit,
+    psis: np.ndarray,
+    steps: int,
+    rows: slice,
+    stabilize: Stabilize = "clip",
+    indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`KoopmanFit.propagate` for many starting states ``(B, m)``: ``(B, steps, n_rows)``."""
+    """`KoopmanFit.propagate` for many starting states ``(B, m)``: ``(B, steps, n_rows)``
+    (a detrended fit needs their snapshot ``indices``)."""
+    if fit.trend is not None:
+        if indices is None:
+            raise ValueError("a detrended fit propagates from states of known index")
+        offsets = (np.asarray(indices, dtype=np.int64) - fit.trend_index).astype(np.float64)
+        level, slope = fit.trend[0], fit.trend[1]
+        deviations = psis - (level + offsets[:, None] * slope)
+        paths = _propagate_many(fit, deviations, steps, rows, stabilize)
+        ahead = offsets[:, None] + np.arange(1, steps + 1, dtype=np.float64)  # (B, steps)
+        return paths + (level[rows] + ahead[:, :, None] * slope[rows])
+    return _propagate_many(fit, psis, steps, rows, stabilize)
+
+
+def _propagate_many(
+    fit: KoopmanFit, psis: np.ndarray, steps: int, rows: slice, stabilize: Stabilize
+) -> np.ndarray:
+    """`propagate_many` of the operator alone (a trend, if any, is the caller's)."""
     if fit.rank == 0:
         return np.zeros((psis.shape[0], steps, fit.basis[rows].shape[0]))
     if fit.modal_condition < MODAL_CONDITION_LIMIT:
@@ -210,11 +271,16 @@ def propagate_many(
         amplitudes = np.einsum("rs,bs->br", fit.inverse_eigenvectors, projected)
         powers = fit._powers(steps, stabilize)
         return np.einsum("hr,br,cr->bhc", powers, amplitudes, fit._modal_readout(rows)).real
-    return np.stack([fit.propagate(psi, steps, rows, stabilize) for psi in psis])
+    return np.stack([fit._propagate(psi, steps, rows, stabilize) for psi in psis])
 
 
 def reduced_fit(
-    basis: np.ndarray, sigma: np.ndarray, reduced: np.ndarray, n_pairs: int
+    basis: np.ndarray,
+    sigma: np.ndarray,
+    reduced: np.ndarray,
+    n_pairs: int,
+    trend: np.ndarray | None = None,
+    trend_index: int = 0,
 ) -> KoopmanFit:
     """The fit of the reduced operator ``reduced`` in the POD basis ``basis`` (singular values
     ``sigma``), with its eigendecomposition."""
@@ -231,4 +297,6 @@ def reduced_fit(
         eigenvectors=eigenvectors,
         inverse_eigenvectors=inverse,
         n_pairs=n_pairs,
+        trend=trend,
+        trend_index=trend_index,
     )

@@ -32,6 +32,8 @@ array([0.2, 0.2])
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.linalg.blas import dger
 
@@ -42,6 +44,21 @@ from .rank import RankRule, drift_rtol, select_rank, validate_rank_rule
 # `dger(alpha, x, y, incx, incy, a, overwrite_x, overwrite_y, overwrite_a)` is called with
 # positional arguments: f2py's keyword parsing cost as much as the update itself. With
 # ``overwrite_a`` set and a Fortran-ordered ``a``, the update lands in ``a`` in place.
+
+
+def detrended_batch_dmd(
+    snapshots: np.ndarray, rank: RankRule, max_rank: int | None, index: int
+) -> KoopmanFit:
+    """`batch_dmd` of ``snapshots`` (``(w + 1, m)``, the newest of index ``index``) less
+    each observable's least-squares line: the reference of `WindowedDMD` with ``detrend``."""
+    w = snapshots.shape[0] - 1
+    c = np.arange(w + 1, dtype=np.float64) - 0.5 * w
+    mu = snapshots.mean(axis=0)
+    beta = (c @ snapshots) / (c @ c)
+    deviations = snapshots - (mu + c[:, None] * beta)
+    fit = batch_dmd(deviations[:-1].T, deviations[1:].T, rank, max_rank)
+    trend = np.stack([mu + c[-1] * beta, beta])
+    return reduced_fit(fit.basis, fit.sigma, fit.reduced, fit.n_pairs, trend, index)
 
 
 def batch_dmd(
@@ -57,6 +74,31 @@ def batch_dmd(
     basis = U[:, :r]
     reduced = (basis.T @ Y @ Vt[:r].T) / s[:r]
     return reduced_fit(basis, s[:r], reduced, X.shape[1])
+
+
+@lru_cache(maxsize=8)
+def _detrend_weights(w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weights of `WindowedDMD._detrended`'s sums over ``w + 1`` snapshots (rows: ``K``,
+    ``L``; ``R``, ``L'``; ``L``, ``K``; the line at the newest snapshot and its slope) and the
+    middle matrices of its two rank-4 terms. Read-only: shared by every window of size ``w``."""
+    c = np.arange(w + 1, dtype=np.float64) - 0.5 * w
+    ones = np.ones(w + 1)
+    x_only, y_only = ones.copy(), ones.copy()
+    x_only[-1] = 0.0  # x_k = s_k, k < w
+    y_only[0] = 0.0  # y_k = s_{k+1}
+    mu, beta = ones / (w + 1), c / float(c @ c)
+    k0, k1 = x_only, c * x_only
+    r0, r1 = y_only, (c - 1.0) * y_only
+    rows = [k0, k1, mu, beta, r0, r1, mu + beta, beta, mu, beta, k0, k1, mu + c[-1] * beta, beta]
+    weights = np.stack(rows)
+    a = c[:-1]
+    h = np.array([[float(w), a.sum()], [a.sum(), float(a @ a)]])
+    eye, zero = np.eye(2), np.zeros((2, 2))
+    g_middle = np.block([[zero, -eye], [-eye, h]])
+    c_middle = np.block([[-eye, zero], [h, -eye]])
+    for array in (weights, g_middle, c_middle):
+        array.flags.writeable = False
+    return weights, g_middle, c_middle
 
 
 class WindowedDMD:
@@ -77,8 +119,10 @@ class WindowedDMD:
         rank: RankRule = "gd",
         max_rank: int | None = None,
         refit_every: int | None = None,
+        detrend: bool = False,
     ) -> None:
         validate_rank_rule(rank)
+        self.detrend = detrend
         self.n_features = n_features
         self.window = window
         self.rank = rank
@@ -174,7 +218,11 @@ class WindowedDMD:
             return self._fit
         if self.n_pairs < 2:
             return None
-        lam, vectors = symmetric_eigh(self._gram)
+        gram, cross = self._gram, self._cross
+        trend: tuple[np.ndarray, int] | tuple[()] = ()
+        if self.detrend:
+            gram, cross, trend = self._detrended()
+        lam, vectors = symmetric_eigh(gram)
         lam, vectors = lam[::-1], vectors[:, ::-1]
         sigma = np.sqrt(np.maximum(lam, 0.0))  # np.clip(lam, 0.0, None) calls just this
         # Two rank-1 updates of G per push since the last exact refit, at most.
@@ -182,9 +230,31 @@ class WindowedDMD:
         rtol = drift_rtol(2 * pushes, self.n_pairs)
         r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank, rtol)
         basis = np.ascontiguousarray(vectors[:, :r])
-        reduced = (basis.T @ self._cross @ basis) / lam[:r]
-        self._fit = reduced_fit(basis, sigma[:r], reduced, self.n_pairs)
+        reduced = (basis.T @ cross @ basis) / lam[:r]
+        self._fit = reduced_fit(basis, sigma[:r], reduced, self.n_pairs, *trend)
         return self._fit
+
+    def _detrended(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, int]]:
+        """The Gram matrices of the window less each observable's least-squares line
+        over its snapshots, and that line (`KoopmanFit.trend`) with its snapshot index.
+
+        With ``x_k = s_k``, ``y_k = s_{k+1}`` (``k < w``) and the line ``mu + beta c_k``
+        (``c`` the centred snapshot index), ``L = [mu, beta]``, ``L' = [mu + beta, beta]``
+        (the line one step on), ``K = [sum x_k, sum c_k x_k]``, ``R = [sum y_k, sum c_k
+        y_k]`` and ``H`` the ``2 x 2`` moments of ``(1, c_k)``::
+
+            G_d = G - K L^T - L K^T + L H L^T,    C_d = C - R L^T - L' K^T + L' H L^T.
+
+        Every one of those vectors is a weighted sum of the snapshots: one ``14 x (w+1)``
+        product with the window, then two rank-4 terms (no product of the window with
+        itself, and few NumPy calls: they, not the flops, are the cost at this size).
+        """
+        snaps = self.snapshots()
+        weights, g_middle, c_middle = _detrend_weights(snaps.shape[0] - 1)
+        sums = weights @ snaps
+        gram = self._gram + sums[0:4].T @ (g_middle @ sums[0:4])
+        cross = self._cross + sums[4:8].T @ (c_middle @ sums[8:12])
+        return gram, cross, (sums[12:14], self._count - 1)
 
     def gram_matrices(self) -> tuple[np.ndarray, np.ndarray]:
         """``(X X^T, Y X^T)`` as maintained incrementally (for tests)."""

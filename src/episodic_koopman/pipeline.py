@@ -81,6 +81,7 @@ class Pipeline:
             s.delays,
             refit_every,
             cfg.stabilize,  # type: ignore[arg-type]
+            cfg.detrend,
         )
         self.calibrator = ConformalCalibrator(s.episode_horizon, c, cfg.calibration_window)
         self.scorer = ForecastScorer(s.episode_horizon)
@@ -222,7 +223,7 @@ class Pipeline:
         recall = None
         if self.recaller is not None:
             obs = self.obs
-            query = self.recaller.query(fit, self.dyn.dmd.newest(), obs.embedding, obs.history)
+            query = self.recaller.query(fit, self.dyn.state(fit), obs.embedding, obs.history)
             recall = self.recaller.recall(query, n - 1, observe=True)
             if self.recorder is not None:
                 self.recorder.remember(fit, query.signature)

@@ -142,6 +142,7 @@ class EpisodeRecorder:
                 self.horizon,
                 obs.embedding.readout,
                 dyn.stabilize,
+                dyn.dmd.n_pushed - 1 - lag,
             )
             forecasts = forecasts * obs.ref_scale + obs.ref_mean
         else:
