@@ -146,3 +146,12 @@ def test_a_growing_stride_stops_at_the_longest_stride():
     assert ModelConfig(stride=1_000_000).stride_at(10**9) == 1_000_000
     assert ModelConfig(stride=300_000).max_stride == 600_000
     assert ModelConfig(stride=300_000).stride_at(10**9) == 600_000
+
+
+def test_detrend_refuses_the_transfer_expert():
+    detrended = ModelConfig(detrend=True)
+    with pytest.raises(ValueError, match="transfer"):
+        EpisodicKoopman(config=detrended, memory=MemoryConfig(strategy="transfer"))
+    with pytest.raises(ValueError, match="transfer"):
+        EpisodicKoopman(config=detrended, memory=MemoryConfig(experts="analog,transfer"))
+    EpisodicKoopman(config=detrended)  # the default experts are fine
