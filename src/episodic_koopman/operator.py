@@ -160,21 +160,11 @@ class WindowedDMD:
 
     def push(self, psi: np.ndarray) -> None:
         """Add one snapshot (and the pair it closes), sliding the window if full."""
-        if self._count > self.window:
-            oldest = self._count - self.window - 1
-            x_old = self._ring[self._slot(oldest)].copy()
-            y_old = self._ring[self._slot(oldest + 1)]
-            dger(-1.0, x_old, x_old, 1, 1, self._gram, 1, 1, 1)
-            dger(-1.0, y_old, x_old, 1, 1, self._cross, 1, 1, 1)
-        if self._count > 0:
-            x_new = self._ring[self._slot(self._count - 1)]
-            dger(1.0, x_new, x_new, 1, 1, self._gram, 1, 1, 1)
-            dger(1.0, psi, x_new, 1, 1, self._cross, 1, 1, 1)
-        self._ring[self._slot(self._count)] = psi
-        self._count += 1
-        self._fit = None
+        self.push_standardized(psi, 0.0, 1.0)  # (x - 0) / 1 is x, bit for bit
 
-    def push_standardized(self, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+    def push_standardized(
+        self, rows: np.ndarray, mean: np.ndarray | float, scale: np.ndarray | float
+    ) -> None:
         """`push` of the snapshot ``((rows - mean) / scale).reshape(-1)`` (a delay window
         ``(d, c)`` standardised), written straight into its ring slot: the same floats and
         the same updates in the same order, without the temporaries (every step runs this).
@@ -182,7 +172,7 @@ class WindowedDMD:
         count, size = self._count, self.window + 1
         slot = self._ring[count % size]  # the oldest snapshot's slot, when the window is full
         if count > self.window:
-            # Drop the oldest pair before its slot is overwritten (`push` copies it instead).
+            # Drop the oldest pair before its slot is overwritten.
             y_old = self._ring[(count - self.window) % size]
             dger(-1.0, slot, slot, 1, 1, self._gram, 1, 1, 1)
             dger(-1.0, y_old, slot, 1, 1, self._cross, 1, 1, 1)
