@@ -50,17 +50,11 @@ class SortedWindow:
             del self.ordered[bisect_left(self.ordered, value)]
 
     def slide(self, values: Iterable[float], size: int) -> None:
-        """`append` each of ``values``, then `drop_oldest` until at most ``size`` are held
-        (the same moves, in one call: a few per read)."""
-        arrived, ordered = self.arrived, self.ordered
+        """`append` each of ``values``, then `drop_oldest` until at most ``size`` are held."""
         for value in values:
-            arrived.append(value)
-            if not math.isnan(value):
-                insort(ordered, value)
-        while len(arrived) > size:
-            value = arrived.popleft()
-            if not math.isnan(value):
-                del ordered[bisect_left(ordered, value)]
+            self.append(value)
+        while len(self.arrived) > size:
+            self.drop_oldest()
 
     def median(self) -> float:
         """``np.median`` of a complete window: the middle value, or the two middle ones'
