@@ -143,7 +143,7 @@ def test_the_rerank_reads_what_a_full_expansion_gives():
 
 
 def test_one_window_is_normalised_as_in_a_batch():
-    """The query's one-channel path gives the floats of `normalized_states` (which keys
+    """The query's state window gives the floats of `normalized_states` (which keys
     and the rerank use), flat and constant windows included."""
     rng = np.random.default_rng(8)
     for i in range(400):

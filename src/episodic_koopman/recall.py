@@ -24,7 +24,6 @@ Matched episodes are weighted by attention, ``softmax(-D / (tau * scale))``;
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,17 +51,7 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
     Level and scale are removed so that a regime recurring at another level, or
     another series at another scale, matches on shape.
     """
-    d, c = history.shape
-    if c != 1:
-        return normalized_states(history[None])[0]
-    # One channel (a query at every forecast): `normalized_states`' steps, its scale chosen
-    # on Python floats (the same IEEE operations, without five array calls).
-    window = history[None]
-    mean = np.add.reduce(window, axis=1, keepdims=True) / d
-    centered = window - mean
-    std = math.sqrt(float(einsum("bij,bij->bj", centered, centered)[0, 0]) / d)
-    scale = std if std > 1e-12 * max(abs(float(mean[0, 0, 0])), 1.0) else 1.0
-    return (centered / scale).reshape(d)
+    return normalized_states(history[None])[0]
 
 
 def normalized_states(histories: np.ndarray) -> np.ndarray:
