@@ -381,7 +381,11 @@ def check_constructor(
         experts = {name.strip() for name in memory.experts.split(",")}
         if memory.strategy == "transfer" or "transfer" in experts:
             # Its stored fits propagate the raw state: they keep no trend line.
-            raise ValueError("detrend=True does not work with the 'transfer' memory expert")
+            raise ValueError(
+                "detrend=True cannot be combined with the 'transfer' memory expert (its "
+                "stored fits carry no trend line): leave 'transfer' out of the memory's "
+                "strategy and experts, or set detrend=False"
+            )
     v.check_positive_int("episode_horizon", episode_horizon, 1, 100_000)
     v.check_fraction("level", level)
     v.check_positive_int("seed", seed, 0, 2**32 - 1)
