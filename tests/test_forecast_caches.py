@@ -213,7 +213,8 @@ def test_weights_without_a_prior_equal_those_of_a_restored_mixture():
 def test_updates_at_evenly_spaced_steps_equal_updates_step_by_step():
     """`update_many` reads evenly spaced steps through a slice: the same floats as one
     update per step (every rule, some experts asleep or all awake)."""
-    from episodic_koopman.mixture import ExpertMixture, _columns
+    from episodic_koopman.mixture import ExpertMixture
+    from episodic_koopman.regret_rules import _columns
 
     assert _columns(np.array([2, 10, 18])) == slice(2, 19, 8)
     assert _columns(np.array([4])) == slice(4, 5)
@@ -239,18 +240,64 @@ def test_updates_at_evenly_spaced_steps_equal_updates_step_by_step():
             assert array.tobytes() == single.get_state()[name].tobytes(), (rule, name)
 
 
-def test_weights_of_full_records_equal_the_general_path():
-    """All experts available with full records take `_full_record_weights` (in place):
-    the same floats as `_softmax_columns` of the logits the general path forms."""
-    from episodic_koopman.mixture import _full_record_weights, _softmax_columns
+def test_hedge_weights_of_full_records_equal_numpys_formula():
+    """All experts available with full records: the compiled weights are the floats of
+    NumPy's softmax of ``-eta (L / min L - 1)`` per column (one column too, where
+    NumPy sums pairwise)."""
+    from episodic_koopman.hedge_rule import hedge_weights
 
     rng = np.random.default_rng(13)
-    for _ in range(200):
-        losses = rng.exponential(size=(9, 24)) * 10 ** rng.uniform(-6, 3)
-        losses[rng.integers(0, 9), rng.integers(0, 24)] = 0.0  # a best loss of zero
+    for i in range(200):
+        n_experts, horizon = 3 + i % 10, 24 if i % 4 else 1
+        losses = rng.exponential(size=(n_experts, horizon)) * 10 ** rng.uniform(-6, 3)
+        losses[rng.integers(0, n_experts), rng.integers(0, horizon)] = 0.0  # a best loss of 0
         best = np.minimum.reduce(losses, axis=0)
-        want = _softmax_columns(-4.0 * (losses / np.maximum(best, 1e-12) - 1.0))
-        assert _full_record_weights(losses.copy(), 4.0).tobytes() == want.tobytes()
+        logits = -4.0 * (losses / np.maximum(best, 1e-12) - 1.0)
+        w = np.exp(logits - np.maximum.reduce(logits, axis=0, keepdims=True))
+        want = w / np.add.reduce(w, axis=0, keepdims=True)
+        mass = np.ones_like(losses)
+        available = np.ones(n_experts, dtype=bool)
+        ours, all_scored, prior_gone = hedge_weights(
+            losses * mass, mass, np.ones(n_experts), False, available, 4.0, 0.2, False
+        )
+        assert all_scored and prior_gone
+        assert ours.tobytes() == want.tobytes()
+
+
+def test_leading_sums_add_in_numpys_order():
+    """`leading_sum` is ``np.add.reduce(x, axis=0)`` to the bit: row after row with
+    several columns, pairwise down a single one (any length)."""
+    from episodic_koopman.reduction_order import leading_sum
+
+    rng = np.random.default_rng(16)
+    for n in [*range(1, 40), 127, 128, 129, 300, 1000, 4099]:
+        for m in (1, 3):
+            x = rng.exponential(size=(n, m)) * 10 ** rng.uniform(-8, 8, size=(n, m))
+            want = np.add.reduce(x, axis=0)
+            assert [leading_sum(x, j) for j in range(m)] == want.tolist(), (n, m)
+
+
+def test_mixed_tracks_equal_numpys_weighted_sums():
+    """The combiner's compiled clip and weighted sums give NumPy's floats, with a
+    single step and channel too."""
+    from episodic_koopman.combiner import _mixed
+
+    rng = np.random.default_rng(17)
+    for i in range(300):
+        n_experts, steps, c = 1 + i % 12, 1 + i % 25, 1 + i % 2
+        tracks = rng.standard_normal((n_experts, steps, c)) * 10 ** rng.uniform(-3, 3)
+        tracks[0, 0, 0] = np.nan if i % 9 == 0 else tracks[0, 0, 0]
+        spreads = np.abs(rng.standard_normal((n_experts, steps, c)))
+        weights = rng.random((n_experts, steps + 2))[:, :steps]  # a view, as the cache gives
+        low = rng.standard_normal(c) - 1.0
+        high = low + rng.exponential(size=c) * 3
+        clipped = np.clip(tracks, low, high)
+        want_mean = np.add.reduce(weights[:, :, None] * clipped, axis=0)
+        want_spread = np.add.reduce(weights[:, :, None] * spreads, axis=0)
+        mean, spread = _mixed(tracks, spreads, weights, low, high, True)
+        assert tracks.tobytes() == clipped.tobytes()  # clipped in place
+        assert mean.tobytes() == want_mean.tobytes()
+        assert spread.tobytes() == want_spread.tobytes()
 
 
 def test_the_unwrapped_einsum_gives_numpys_floats():
@@ -291,3 +338,44 @@ def test_zscore_alignment_without_flat_windows_equals_the_masked_quotients():
         want = (continuation - mean_then) * ratio + mean_now
         ours = _zscored(continuation, mean_then, std_then, mean_now, std_now)
         assert ours.tobytes() == want.tobytes()
+
+
+def test_compiled_analog_correction_equals_numpys():
+    """`Analog.correct` by its compiled pass gives the floats of `align`, `_extend` and
+    `_weighted` (every alignment, flat and NaN windows, horizons past the memory's)."""
+    from episodic_koopman.corrections import Analog, RecallContext
+
+    rng = np.random.default_rng(18)
+    for i in range(400):
+        k, d, c = 1 + i % 7, 2 + i % 31, 1 + i % 3
+        stored, horizon = 1 + i % 26, 1 + (7 * i) % 37
+        scale = 10 ** rng.uniform(-3, 4)
+        level = rng.standard_normal() * scale * (i % 3) * 5
+        history = rng.standard_normal((k, d, c)) * scale + level
+        if i % 7 == 0:
+            history[0, :, 0] = level  # a flat window
+        if i % 11 == 0:
+            history[0, :, 0] = np.nan
+        records = {
+            "continuation": rng.standard_normal((k, stored, c)) * scale + level,
+            "history": history,
+        }
+        weights = rng.random(k)
+        weights /= weights.sum()
+        plain = rng.standard_normal((horizon, c)) * scale + level
+        context = RecallContext(
+            plain=plain,
+            history=rng.standard_normal((d + 3, c)) * scale + level,
+            ref_mean=np.zeros(c),
+            ref_scale=np.ones(c),
+            lift=lambda *_: np.zeros(0),
+            readout=slice(0, c),
+            stabilize="clip",
+        )
+        now = context.history[-d:]
+        for alignment in ("zscore", "last", "additive", "multiplicative", "none"):
+            analog = Analog(alignment, blend=0.5 if i % 2 else 1.0)  # type: ignore[arg-type]
+            mean, spread = analog.correct(context, records, weights)
+            want = analog._numpy_correct(plain, records["continuation"], history, now, weights)
+            assert mean.tobytes() == want[0].tobytes(), (i, alignment)
+            assert spread.tobytes() == want[1].tobytes(), (i, alignment)

@@ -9,9 +9,11 @@ import numpy as np
 
 from .components import State
 from .corrections import RecallContext, make_correction
+from .jit import kernel
 from .mixture import ExpertMixture
 from .recall import Alignment
 from .recaller import Recall
+from .reduction_order import leading_sum
 
 
 class Combiner:
@@ -85,15 +87,16 @@ class Combiner:
         if classical is not None:
             first = 1 + len(self.memory_names)
             tracks[first:], available[first:] = classical
-        if bounds is not None:
-            np.clip(tracks, bounds[0], bounds[1], out=tracks)
         if self.mixture is None:
+            if bounds is not None:
+                _clip(tracks, bounds[0], bounds[1])
             chosen = 1 if available[-1] and len(available) > 1 else 0
             return tracks[chosen], spreads[chosen], tracks, available
-        weights = self.mixture.weights(available, plain.shape[0])[:, :, None]
-        # np.sum's reduction, without its wrapper.
-        mean = np.add.reduce(weights * tracks, axis=0)
-        spread = np.add.reduce(weights * spreads, axis=0)
+        weights = self.mixture.weights(available, plain.shape[0])
+        if bounds is None:
+            mean, spread = _mixed(tracks, spreads, weights, _NO_BOUND, _NO_BOUND, False)
+        else:
+            mean, spread = _mixed(tracks, spreads, weights, bounds[0], bounds[1], True)
         return mean, spread, tracks, available
 
     def expert_weights(self, horizon: int) -> dict[str, list[float]] | None:
@@ -110,3 +113,56 @@ class Combiner:
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if self.mixture is not None:
             self.mixture.set_state(arrays)
+
+
+_NO_BOUND = np.zeros(0)  # `_mixed`'s bounds when there are none
+
+
+@kernel
+def _clip(tracks: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """``np.clip(tracks, low, high, out=tracks)`` of ``(E, H, c)`` tracks, bounds ``(c,)``:
+    NumPy's ``min(max(x, low), high)``, NaN kept."""
+    n_experts, steps, c = tracks.shape
+    for e in range(n_experts):
+        for h in range(steps):
+            for j in range(c):
+                x = tracks[e, h, j]
+                if not np.isnan(x):
+                    x = x if x > low[j] else low[j]
+                if not np.isnan(x):
+                    x = x if x < high[j] else high[j]
+                tracks[e, h, j] = x
+
+
+@kernel
+def _mixed(
+    tracks: np.ndarray,
+    spreads: np.ndarray,
+    weights: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    clip: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted mean and spread of the experts' ``(E, H, c)`` tracks (clipped first,
+    in place, to ``low`` and ``high`` if ``clip``), weights ``(E, H)``.
+
+    The same floats as ``np.add.reduce(weights[:, :, None] * tracks, axis=0)``: the
+    products, then their sums over experts in NumPy's order (`leading_sum`).
+    """
+    if clip:
+        _clip(tracks, low, high)
+    n_experts, steps, c = tracks.shape
+    products = np.empty((n_experts, steps * c))
+    spread_products = np.empty((n_experts, steps * c))
+    for e in range(n_experts):
+        for h in range(steps):
+            w = weights[e, h]
+            for j in range(c):
+                products[e, h * c + j] = w * tracks[e, h, j]
+                spread_products[e, h * c + j] = w * spreads[e, h, j]
+    mean, spread = np.empty((steps, c)), np.empty((steps, c))
+    for h in range(steps):
+        for j in range(c):
+            mean[h, j] = leading_sum(products, h * c + j)
+            spread[h, j] = leading_sum(spread_products, h * c + j)
+    return mean, spread

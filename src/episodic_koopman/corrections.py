@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .analog_replay import ALIGNMENT_CODES, analog_forecast
 from .einsum import einsum
 from .koopman_fit import stabilize_eigenvalues
 from .recall import Alignment
@@ -143,7 +144,8 @@ class Analog:
     """Replay what followed each matched window, aligned to the present level.
 
     The mean is ``plain + blend * (analog - plain)``: ``blend=1`` is the pure
-    analog forecast.
+    analog forecast. The arithmetic is `align` and `_weighted`'s, in one compiled
+    pass (`episodic_koopman.analog_replay`).
     """
 
     name = "analog"
@@ -155,16 +157,36 @@ class Analog:
     def correct(
         self, context: RecallContext, records: dict[str, np.ndarray], weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        horizon = context.plain.shape[0]
+        how = ALIGNMENT_CODES.get(self.alignment)
+        if how is None:
+            raise ValueError(f"unknown alignment {self.alignment!r}")
+        history, plain = records["history"], context.plain
         # Align on as many recent observations as the episodes stored (their state window).
-        now = context.history[-records["history"].shape[1] :]
-        tracks = align(records["continuation"], records["history"], now, self.alignment)
+        now = context.history[-history.shape[1] :]
+        if plain.size == 1:
+            # One output: NumPy's einsum takes a SIMD dot product, in another order.
+            return self._numpy_correct(plain, records["continuation"], history, now, weights)
+        return analog_forecast(
+            records["continuation"], history, now, weights, plain, how, float(self.blend)
+        )
+
+    def _numpy_correct(
+        self,
+        plain: np.ndarray,
+        continuation: np.ndarray,
+        history: np.ndarray,
+        now: np.ndarray,
+        weights: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`correct` by NumPy: `align`, `_extend` and `_weighted`."""
+        horizon = plain.shape[0]
+        tracks = align(continuation, history, now, self.alignment)
         analog, spread = _weighted(_extend(tracks, horizon), weights)
         if horizon > tracks.shape[1]:
             # Beyond the stored continuation, carry the analog's offset from the plain forecast.
-            offset = analog[tracks.shape[1] - 1] - context.plain[tracks.shape[1] - 1]
-            analog[tracks.shape[1] :] = context.plain[tracks.shape[1] :] + offset
-        return context.plain + self.blend * (analog - context.plain), spread
+            offset = analog[tracks.shape[1] - 1] - plain[tracks.shape[1] - 1]
+            analog[tracks.shape[1] :] = plain[tracks.shape[1] :] + offset
+        return plain + self.blend * (analog - plain), spread
 
 
 class Transfer:
