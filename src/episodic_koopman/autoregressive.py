@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .components import State
-from .einsum import einsum
 from .embedding import History
+from .jit import kernel
 from .lapack import real_solve
 
 
@@ -47,9 +47,6 @@ class LocalAR:
         self.moment: np.ndarray | None = None  # (c, p+1)
         self.coef: np.ndarray | None = None  # (c, p+1), None until enough rows
         self.seen = 0  # rows absorbed into the normal equations
-        self.powers: np.ndarray | None = None  # companion powers of `coef` (derived, cached)
-        self._n_powers = 0  # how many of `powers` are made (F^1 .. F^n)
-        self._blank: np.ndarray | None = None  # `powers` before its coefficients are written
         self._lags: dict[int, np.ndarray] = {}  # k <= block -> row of each lag of k rows
         self._eye = np.eye(order + 1)
         self._rows: dict[tuple[int, int], np.ndarray] = {}  # (c, k <= block) -> buffer
@@ -102,7 +99,6 @@ class LocalAR:
                 ridge = 1e-9 * (trace + 1.0) / (p + 1)
                 system = self.normal + ridge[:, None, None] * self._eye
             self.coef = real_solve(system, self.moment[:, :, None])[:, :, 0]
-            self.powers = None
 
     def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
         if self.coef is None or self.anchor is None:
@@ -111,57 +107,8 @@ class LocalAR:
 
     def _ahead(self, rows: np.ndarray, steps: int) -> np.ndarray:
         """``(steps, c)`` iterated forecasts after the newest ``p`` rows ``(p, c)``."""
-        paths = self._paths(steps)  # (c, >= steps, p+1)
-        lags = rows[::-1].T  # (c, p): newest first
-        # (Its memory layout, Fortran order as concatenate made it from `lags`, sets
-        # einsum's order of summation.)
-        z = np.empty((lags.shape[1] + 1, lags.shape[0])).T
-        z[:, 0] = 1.0
-        z[:, 1:] = lags
-        return einsum("chi,ci->hc", paths[:, :steps], z)
-
-    def _paths(self, steps: int) -> np.ndarray:
-        """Row ``h`` maps the state ``[1, y_n, ..., y_{n-p+1}]`` to the forecast ``h+1`` ahead.
-
-        The rows are the second rows of the companion matrix's powers, by doubling:
-        ``F^i = F^b @ F^(i-b)`` with ``b`` the largest power of two below ``i`` (a few
-        batched products per new coefficient set). Only the powers asked for are made,
-        into a buffer of the next power of two (so a longer request appends the same
-        products, and earlier rows never change).
-        """
-        if self.powers is None:
-            assert self.coef is not None
-            c, p = self.coef.shape[0], self.order
-            size = _doubled(steps)
-            blank = self._blank
-            if blank is None or blank.shape[:2] != (c, size):
-                # F^1, F^2, ... with F's constant rows in place: made once per layout
-                blank = np.zeros((c, size, p + 1, p + 1))
-                blank[:, 0, 0, 0] = 1.0
-                for i in range(1, p):
-                    blank[:, 0, i + 1, i] = 1.0
-                self._blank = blank
-            self.powers = blank.copy()
-            self.powers[:, 0, 1, :] = self.coef
-            self._n_powers = 1
-        made = self._n_powers
-        if made < steps:
-            if self.powers.shape[1] < steps:  # a longer horizon than ever: a larger buffer
-                grown = np.zeros((self.powers.shape[0], _doubled(steps), *self.powers.shape[2:]))
-                grown[:, :made] = self.powers[:, :made]
-                self.powers = grown
-            powers = self.powers
-            while made < steps:
-                base = _doubled(made + 1) // 2  # F^(base+1) .. F^(2 base) = F^base @ F^j
-                upto = min(steps, 2 * base)
-                np.matmul(
-                    powers[:, base - 1 : base],
-                    powers[:, made - base : upto - base],
-                    out=powers[:, made:upto],
-                )
-                made = upto
-            self._n_powers = made
-        return self.powers[:, :made, 1, :]
+        assert self.coef is not None
+        return iterate(self.coef, rows, steps)
 
     def get_state(self) -> State:
         meta = {"anchored": self.anchor is not None, "fitted": self.coef is not None}
@@ -179,7 +126,6 @@ class LocalAR:
             return np.array(arrays[name], dtype=np.float64)
 
         self.seen = int(meta["seen"])
-        self.powers = None
         self.anchor = self.normal = self.moment = self.coef = None
         if meta["anchored"]:
             self.anchor, self.normal, self.moment = read("anchor"), read("normal"), read("moment")
@@ -221,7 +167,7 @@ class SeasonalAR(LocalAR):
     def advance(self, history: History, n: int) -> None:
         period, p = self.period_of(), self.order
         if period != self.period:  # start again at the new period, from the recent history
-            self.anchor = self.normal = self.moment = self.coef = self.powers = None
+            self.anchor = self.normal = self.moment = self.coef = None
             self.period, self.seen = period, 0
             k = min(n, history.length, self.span) - (period or 0) - p
         else:
@@ -258,6 +204,21 @@ class SeasonalAR(LocalAR):
         self.period = None if meta["period"] is None else int(meta["period"])
 
 
-def _doubled(n: int) -> int:
-    """The least power of two at or above ``n`` (``n >= 1``)."""
-    return 1 << (n - 1).bit_length()
+@kernel
+def iterate(coef: np.ndarray, rows: np.ndarray, steps: int) -> np.ndarray:
+    """``(steps, c)``: each channel's AR recursion ``y = a_0 + a_1 y_{-1} + ... + a_p y_{-p}``
+    (``coef (c, p+1)``) iterated from its newest ``p`` values ``rows (p, c)``, each
+    forecast fed back as the newest lag."""
+    c, p = coef.shape[0], coef.shape[1] - 1
+    out = np.empty((steps, c))
+    values = np.empty(p + steps)  # the lags, oldest first, then the forecasts
+    for j in range(c):
+        for t in range(p):
+            values[t] = rows[t, j]
+        for h in range(steps):
+            y = coef[j, 0]
+            for i in range(1, p + 1):
+                y = y + coef[j, i] * values[p + h - i]
+            values[p + h] = y
+            out[h, j] = y
+    return out
