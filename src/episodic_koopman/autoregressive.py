@@ -103,12 +103,7 @@ class LocalAR:
     def forecast(self, history: History, n: int, steps: int) -> np.ndarray | None:
         if self.coef is None or self.anchor is None:
             return None
-        return self._ahead(history.last(self.order) - self.anchor, steps) + self.anchor
-
-    def _ahead(self, rows: np.ndarray, steps: int) -> np.ndarray:
-        """``(steps, c)`` iterated forecasts after the newest ``p`` rows ``(p, c)``."""
-        assert self.coef is not None
-        return iterate(self.coef, rows, steps)
+        return anchored_forecast(self.coef, history.last(self.order), self.anchor, steps)
 
     def get_state(self) -> State:
         meta = {"anchored": self.anchor is not None, "fitted": self.coef is not None}
@@ -186,14 +181,7 @@ class SeasonalAR(LocalAR):
         period, p = self.period, self.order
         if self.coef is None or period is None or n < period + p:
             return None
-        rows = history.last(period + p)
-        changes = self._ahead(rows[period:] - rows[:-period], steps)  # (steps, c)
-        out = np.empty_like(changes)
-        previous = rows[p:]  # the last period, then each forecast period in turn
-        for start in range(0, steps, period):
-            previous = previous[: min(period, steps - start)] + changes[start : start + period]
-            out[start : start + period] = previous
-        return out
+        return seasonal_forecast(self.coef, history.last(period + p), period, steps)
 
     def get_state(self) -> State:
         meta, arrays = super().get_state()
@@ -202,6 +190,41 @@ class SeasonalAR(LocalAR):
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super().set_state(meta, arrays)
         self.period = None if meta["period"] is None else int(meta["period"])
+
+
+@kernel
+def anchored_forecast(
+    coef: np.ndarray, rows: np.ndarray, anchor: np.ndarray, steps: int
+) -> np.ndarray:
+    """`LocalAR`'s ``(steps, c)`` forecast: the recursion on the newest ``p`` rows
+    ``(p, c)`` less the ``anchor (c,)``, with the anchor added back."""
+    lags = np.empty(rows.shape)
+    for t in range(rows.shape[0]):
+        for j in range(rows.shape[1]):
+            lags[t, j] = rows[t, j] - anchor[j]
+    out = iterate(coef, lags, steps)
+    for h in range(steps):
+        for j in range(rows.shape[1]):
+            out[h, j] = out[h, j] + anchor[j]
+    return out
+
+
+@kernel
+def seasonal_forecast(coef: np.ndarray, rows: np.ndarray, period: int, steps: int) -> np.ndarray:
+    """`SeasonalAR`'s ``(steps, c)`` forecast from the newest ``period + p`` rows: the
+    recursion on their ``p`` newest seasonal differences, each forecast change added
+    to the value one period before (observed, then forecast)."""
+    p, c = rows.shape[0] - period, rows.shape[1]
+    changes = np.empty((p, c))
+    for t in range(p):
+        for j in range(c):
+            changes[t, j] = rows[period + t, j] - rows[t, j]
+    out = iterate(coef, changes, steps)
+    for h in range(steps):
+        for j in range(c):
+            before = rows[p + h, j] if h < period else out[h - period, j]
+            out[h, j] = before + out[h, j]
+    return out
 
 
 @kernel
