@@ -164,13 +164,14 @@ class ExpertMixture:
             return  # the loss averages serve the hedge rule only
         # Truncated at the cap: one shock cannot rule the weights.
         cap = np.inf if self.loss_cap is None else float(self.loss_cap)
+        # Contiguous inputs: one compiled variant, whichever views the scorer hands over.
         update_losses(
             self._loss,
             self._mass,
             self._fast,
-            np.asarray(steps, dtype=np.int64),
-            np.asarray(losses, dtype=np.float64),
-            np.asarray(available, dtype=np.bool_),
+            np.ascontiguousarray(steps, dtype=np.int64),
+            np.ascontiguousarray(losses, dtype=np.float64),
+            np.ascontiguousarray(available, dtype=np.bool_),
             float(self.decay),
             cap,
             float(self.fast_decay),
