@@ -80,6 +80,12 @@ class ModelParams(BaseModel):
     calibration_window: int | None = Field(None, ge=1, le=100_000, strict=True)
     early_grading: bool | None = None
     detrend: bool | None = None
+    trend_gate: Finite | None = Field(
+        None,
+        gt=0,
+        description="Detrend fits whose span rises by more than this many residual SDs "
+        "(null: the default, 3; a huge value never detrends).",
+    )
     classical_experts: str | None = Field(
         None,
         max_length=200,

@@ -63,6 +63,21 @@ def test_stored_params_lacking_detrend_run_without_it():
         ModelConfig(detrend=1)  # type: ignore[arg-type]
 
 
+def test_stored_params_lacking_trend_gate_run_without_it():
+    from episodic_koopman.flat_params import stored_params
+
+    assert stored_params({})["trend_gate"] is None
+    assert EpisodicKoopman.from_flat(stored_params({})).config.trend_gate is None
+    assert ModelConfig().trend_gate == 3.0
+    assert EpisodicKoopman.from_flat({"trend_gate": None}).config.trend_gate is None
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "3", True])
+def test_trend_gate_must_be_a_positive_finite_number_or_none(bad):
+    with pytest.raises(ValueError, match="trend_gate"):
+        ModelConfig(trend_gate=bad)
+
+
 def test_unknown_flat_names_are_rejected_naming_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['capcity'\].*capacity"):
         EpisodicKoopman.from_flat({"capcity": 10})

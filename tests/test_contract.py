@@ -397,3 +397,11 @@ def test_a_file_from_before_detrend_loads_without_it():
     loaded = model_from_bytes(_saved_before(model, "detrend"))
     assert loaded.config.detrend is False
     assert model_to_bytes(loaded) == model_to_bytes(model)
+
+
+def test_a_file_from_before_the_trend_gate_loads_without_it():
+    model = EpisodicKoopman(delays=8, window=32, config=ModelConfig(trend_gate=None))
+    model.learn_many(noisy_sines(300, seed=4) + 0.05 * np.arange(300))
+    loaded = model_from_bytes(_saved_before(model, "trend_gate"))
+    assert loaded.config.trend_gate is None and ModelConfig().trend_gate is not None
+    assert model_to_bytes(loaded) == model_to_bytes(model)

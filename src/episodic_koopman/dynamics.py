@@ -11,6 +11,7 @@ from .koopman_fit import KoopmanFit, Stabilize
 from .operator import WindowedDMD
 from .rank import RankRule
 from .spectrum import Spectrum
+from .trend_gate import trend_rise
 
 
 class Dynamics:
@@ -31,8 +32,11 @@ class Dynamics:
         refit_every: int,
         stabilize: Stabilize,
         detrend: bool = False,
+        trend_gate: float | None = None,
     ) -> None:
         self.dmd = WindowedDMD(n_features, window, rank, max_rank, refit_every, detrend)
+        # Decides each fit's detrending (`episodic_koopman.trend_gate`); None: ``detrend``.
+        self.trend_gate = trend_gate
         self.window = window
         self.max_rank = max_rank
         self.min_pairs = min(window, 2 * delays)
@@ -56,6 +60,12 @@ class Dynamics:
             return False
         since = n - self.ready_at
         return since > 0 and since % self.refit_every == 0
+
+    def gate_trend(self, recent: np.ndarray) -> None:
+        """Before a fit: detrend it if the line of the ``recent (k, c)`` observations rises
+        by more than ``trend_gate`` residual standard deviations (no gate: as configured)."""
+        if self.trend_gate is not None:
+            self.dmd.use_detrend(bool(trend_rise(recent) > self.trend_gate))
 
     def fit(self) -> KoopmanFit:
         fit = self.dmd.fit()

@@ -71,6 +71,7 @@ FLAT_NAMES = (
     "calibration_window",
     "early_grading",
     "detrend",
+    "trend_gate",
     "classical_experts",
     "envelope",
     "stabilize",
@@ -89,8 +90,13 @@ assert set(FLAT_NAMES) == {*CONSTRUCTOR_NAMES, "memory", *MEMORY_NAMES, *MODEL_N
 
 #: Parameters added after models were first stored, with the value every model stored
 #: before them ran (a fixed scoring stride, before it grew with the series; no grading
-#: between scored ticks before the first fit).
-RAN_BEFORE: dict[str, Any] = {"stride_doublings": 0, "early_grading": False, "detrend": False}
+#: between scored ticks before the first fit; no detrending, gated or not).
+RAN_BEFORE: dict[str, Any] = {
+    "stride_doublings": 0,
+    "early_grading": False,
+    "detrend": False,
+    "trend_gate": None,
+}
 
 
 def stored_params(params: dict[str, Any]) -> dict[str, Any]:

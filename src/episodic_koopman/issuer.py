@@ -180,7 +180,7 @@ class ForecastIssuer:
         n_snapshots = min(dmd.n_pushed - since, dmd.window + 1)
         snaps = self.obs.snapshots(n_snapshots + since)[:n_snapshots]
         s = self.settings
-        if dmd.detrend:
+        if held.fit is not None and held.fit.trend is not None:  # (gated: per fit)
             index = dmd.n_pushed - 1 - since  # the newest snapshot at the fit's tick
             fit = detrended_batch_dmd(snaps, s.rank, s.config.max_rank, index)
         else:

@@ -202,6 +202,11 @@ class WindowedDMD:
         self._ring[np.arange(first, self._count) % (self.window + 1)] = snapshots  # one copy
         self.refit()
 
+    def use_detrend(self, detrend: bool) -> None:
+        """Take the next fits of the window detrended or not (the trend gate's decision)."""
+        if detrend != self.detrend:
+            self.detrend, self._fit = detrend, None
+
     def fit(self) -> KoopmanFit | None:
         """The truncated DMD of the current window (``None`` before two pairs)."""
         if self._fit is not None:

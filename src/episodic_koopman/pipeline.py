@@ -73,6 +73,10 @@ class Pipeline:
         # A margin of the working span: a long history is shifted once per `working` steps.
         self.obs = Observables(s.delays, c, history_length, lifting, history_margin=working)
         refit_every = cfg.refit_every if cfg.refit_every is not None else s.window
+        # The gate decides per fit where ``detrend`` is off; never with the transfer
+        # expert, whose stored fits propagate the raw state.
+        transfer = mem is not None and "transfer" in mem.expert_names()
+        gate = None if cfg.detrend or transfer else cfg.trend_gate
         self.dyn = Dynamics(
             self.obs.n_features,
             s.window,
@@ -82,6 +86,7 @@ class Pipeline:
             refit_every,
             cfg.stabilize,  # type: ignore[arg-type]
             cfg.detrend,
+            gate,
         )
         self.calibrator = ConformalCalibrator(s.episode_horizon, c, cfg.calibration_window)
         self.scorer = ForecastScorer(s.episode_horizon)
@@ -213,12 +218,14 @@ class Pipeline:
             if scored:
                 self._score_tick(n)
             else:  # the held fit was in the old standardisation: take the refit's
+                self._gate_trend()
                 self.in_force.refit(n, dyn.fit())
 
     def _score_tick(self, n: int) -> None:
         """Fit, query and recall (the best match distance feeds the adaptive threshold
         first), put them in force until the next scored tick, and issue the scored
         forecast."""
+        self._gate_trend()
         fit = self.dyn.fit()
         recall = None
         if self.recaller is not None:
@@ -233,6 +240,13 @@ class Pipeline:
         assert obs.ref_scale is not None
         self._open(n - 1, issued, spread, tracks, available, obs.ref_scale)
         self.issuer.keep(n, horizon, issued, spread)  # for this tick's reads
+
+    def _gate_trend(self) -> None:
+        """Before a fit: the trend gate reads the operator's span of observations."""
+        if self.dyn.trend_gate is not None:
+            history = self.obs.history
+            span = self.settings.window + self.settings.delays - 1
+            self.dyn.gate_trend(history.last(min(history.count, span)))
 
     def catch_up(self) -> None:
         """Make and file the episodes of every observation so far (see `flush`)."""

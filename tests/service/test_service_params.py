@@ -28,7 +28,8 @@ def test_stride_schedule_reaches_the_model():
 
 
 @pytest.mark.parametrize(
-    ("name", "ran_with", "now"), [("stride_doublings", 0, 2), ("early_grading", False, True)]
+    ("name", "ran_with", "now"),
+    [("stride_doublings", 0, 2), ("early_grading", False, True), ("trend_gate", None, 3.0)],
 )
 def test_a_series_stored_before_a_parameter_keeps_what_it_ran_with(
     name: str, ran_with: object, now: object
