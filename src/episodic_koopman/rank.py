@@ -64,6 +64,10 @@ def gavish_donoho_omega(beta: float) -> float:
 DRIFT_SAFETY = 16.0
 
 
+#: ``DRIFT_SAFETY * eps``, the first product of `drift_rtol` (one fit each, no `np.finfo` call).
+_DRIFT_UNIT = DRIFT_SAFETY * float(np.finfo(np.float64).eps)
+
+
 def drift_rtol(updates: int, n_pairs: int) -> float:
     """Relative floor for singular values from a Gram matrix after ``updates`` rank-1 updates.
 
@@ -73,7 +77,7 @@ def drift_rtol(updates: int, n_pairs: int) -> float:
     largest (times `DRIFT_SAFETY`) may be drift, not data. The floor on singular
     values is the square root of that, and never below `NUMERICAL_RTOL`.
     """
-    drift = DRIFT_SAFETY * np.finfo(np.float64).eps * updates / max(n_pairs, 1)
+    drift = _DRIFT_UNIT * updates / max(n_pairs, 1)
     return max(NUMERICAL_RTOL, math.sqrt(drift))
 
 
