@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 
 from episodic_koopman import spectrum
-from episodic_koopman.koopman_fit import (
-    KoopmanFit,
-    propagate_many,
-    reduced_fit,
-    stabilize_eigenvalues,
-)
+from episodic_koopman.eigenvalue_powers import stabilize_eigenvalues
+from episodic_koopman.koopman_fit import KoopmanFit, propagate_many, reduced_fit
 from episodic_koopman.lapack import complex_eig, symmetric_eigh
 from episodic_koopman.operator import WindowedDMD, detrended_batch_dmd
 from episodic_koopman.rank import numerical_rank, select_rank
