@@ -12,7 +12,7 @@ from episodic_koopman.spectrum import Signature, canonical_order
 
 
 def _fresh_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
-    spectrum._last_groups = None
+    spectrum._last_spectrum = None
     return canonical_order(eigenvalues, amplitudes)
 
 
@@ -180,7 +180,7 @@ def test_a_signature_reused_from_the_last_query_equals_a_fresh_one():
     for _ in range(20):
         amplitudes = rng.standard_normal(lam.size)
         ours = make(lam, amplitudes)
-        spectrum._last_signature = None
+        spectrum._last_spectrum = None
         fresh = make(lam, amplitudes)
         np.testing.assert_array_equal(ours.eigenvalues, fresh.eigenvalues)
         assert ours.rank == fresh.rank and ours.modes.shape == fresh.modes.shape

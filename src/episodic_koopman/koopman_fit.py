@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
 
+from .eigenvalue_powers import Stabilize, eigenvalue_powers, stabilize_eigenvalues
+from .jit import kernel
 from .lapack import complex_eig, complex_inv
 
-Stabilize = Literal["clip", "none"]
+#: Every row of a snapshot (`KoopmanFit._line`).
+_ALL = slice(None)
 
 #: Above this condition number of the eigenvector matrix, forecasts switch from
 #: modal propagation to powers of a Schur-stabilised operator. Near-defective
@@ -27,17 +30,26 @@ Stabilize = Literal["clip", "none"]
 MODAL_CONDITION_LIMIT = 1e4
 
 
-def _matrix_norm_1(a: np.ndarray) -> np.floating:
-    """``np.linalg.norm(a, 1)`` of a 2-D array: the same ufunc calls, without the dispatch."""
-    return np.add.reduce(np.abs(a), axis=0).max(axis=0, initial=0)
+@kernel
+def _largest_column_sum(magnitudes: np.ndarray) -> float:
+    """``np.add.reduce(magnitudes, axis=0).max(initial=0)`` of a 2-D array: each column
+    summed row after row, as that reduction sums them, and a nan wins as in ``max``."""
+    largest = 0.0
+    for j in range(magnitudes.shape[1]):
+        total = 0.0
+        for i in range(magnitudes.shape[0]):
+            total += magnitudes[i, j]
+        if total != total or largest != largest:
+            largest = np.nan
+        elif total > largest:
+            largest = total
+    return largest
 
 
-def stabilize_eigenvalues(eigenvalues: np.ndarray, mode: Stabilize) -> np.ndarray:
-    """Pull eigenvalues outside the unit circle onto it (``"clip"``), or leave them."""
-    if mode == "none":
-        return eigenvalues
-    magnitude = np.abs(eigenvalues)
-    return np.where(magnitude > 1.0, eigenvalues / np.maximum(magnitude, 1e-300), eigenvalues)
+@kernel
+def _norm_1_product(a_magnitudes: np.ndarray, b_magnitudes: np.ndarray) -> float:
+    """``np.linalg.norm(a, 1) * np.linalg.norm(b, 1)`` from ``np.abs`` of each (2-D)."""
+    return _largest_column_sum(a_magnitudes) * _largest_column_sum(b_magnitudes)
 
 
 class _cached:
@@ -97,7 +109,22 @@ class KoopmanFit:
         """Snapshot ``psi`` (of snapshot ``index``) less the trend line, if the fit has one."""
         if self.trend is None:
             return psi
-        return psi - (self.trend[0] + (index - self.trend_index) * self.trend[1])
+        return psi - self._line(float(index - self.trend_index))
+
+    def _line(self, offsets: float | np.ndarray, rows: slice | np.ndarray = _ALL) -> np.ndarray:
+        """The trend line's ``rows`` at ``offsets`` snapshots after `trend_index` (a float,
+        or an array broadcast against the rows: ``(..., 1)``)."""
+        assert self.trend is not None
+        return self.trend[0][rows] + offsets * self.trend[1][rows]
+
+    def _with_line(
+        self, paths: np.ndarray, offsets: float | np.ndarray, steps: int, rows: slice | np.ndarray
+    ) -> np.ndarray:
+        """``paths`` (``(..., steps, n_rows)``, propagated deviations from the line, of states
+        ``offsets`` snapshots after `trend_index`: a float or ``(B, 1)``) plus the line's
+        continuation: the forecast of a detrended fit."""
+        ahead = offsets + np.arange(1, steps + 1, dtype=np.float64)  # (steps,) or (B, steps)
+        return paths + self._line(ahead[..., None], rows)
 
     def amplitudes(self, psi: np.ndarray) -> np.ndarray:
         """Modal amplitudes ``b`` with ``psi ~ modes @ b``.
@@ -132,7 +159,7 @@ class KoopmanFit:
         """1-norm condition number of the eigenvector matrix (inf when singular)."""
         if self.rank == 0:
             return 1.0
-        return float(_matrix_norm_1(self.eigenvectors) * _matrix_norm_1(self.inverse_eigenvectors))
+        return float(_norm_1_product(np.abs(self.eigenvectors), np.abs(self.inverse_eigenvectors)))
 
     @_cached
     def _readout_cache(self) -> dict[tuple[int, int], np.ndarray]:
@@ -145,10 +172,10 @@ class KoopmanFit:
     def _powers(self, steps: int, stabilize: Stabilize) -> np.ndarray:
         """``lambda^h`` for ``h = 1..steps`` (stabilised), cached: fits serve many forecasts."""
         key = (steps, stabilize)
-        if key not in self._powers_cache:
-            lam = stabilize_eigenvalues(self.eigenvalues, stabilize)
-            self._powers_cache[key] = lam[None, :] ** np.arange(1, steps + 1)[:, None]
-        return self._powers_cache[key]
+        powers = self._powers_cache.get(key)
+        if powers is None:
+            powers = self._powers_cache[key] = eigenvalue_powers(self.eigenvalues, steps, stabilize)
+        return powers
 
     def _modal_readout(self, rows: slice) -> np.ndarray:
         key = (rows.start, rows.stop)
@@ -177,11 +204,9 @@ class KoopmanFit:
             return self._propagate(psi, steps, rows, stabilize)
         if index is None:
             raise ValueError("a detrended fit propagates from a state of known index")
-        offset = index - self.trend_index
-        level, slope = self.trend[0], self.trend[1]
-        path = self._propagate(self.deviation(psi, index), steps, rows, stabilize)
-        ahead = np.arange(offset + 1, offset + steps + 1, dtype=np.float64)[:, None]
-        return path + (level[rows] + ahead * slope[rows])
+        offset = float(index - self.trend_index)
+        path = self._propagate(psi - self._line(offset), steps, rows, stabilize)
+        return self._with_line(path, offset, steps, rows)
 
     def _propagate(
         self, psi: np.ndarray, steps: int, rows: slice | np.ndarray, stabilize: Stabilize
@@ -250,11 +275,9 @@ def propagate_many(
         if indices is None:
             raise ValueError("a detrended fit propagates from states of known index")
         offsets = (np.asarray(indices, dtype=np.int64) - fit.trend_index).astype(np.float64)
-        level, slope = fit.trend[0], fit.trend[1]
-        deviations = psis - (level + offsets[:, None] * slope)
-        paths = _propagate_many(fit, deviations, steps, rows, stabilize)
-        ahead = offsets[:, None] + np.arange(1, steps + 1, dtype=np.float64)  # (B, steps)
-        return paths + (level[rows] + ahead[:, :, None] * slope[rows])
+        offsets = offsets[:, None]
+        paths = _propagate_many(fit, psis - fit._line(offsets), steps, rows, stabilize)
+        return fit._with_line(paths, offsets, steps, rows)
     return _propagate_many(fit, psis, steps, rows, stabilize)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.linalg import _umath_linalg
 
+from .jit import kernel
+
 _LAPACK_ERRORS = {"invalid": "call", "over": "ignore", "divide": "ignore", "under": "ignore"}
 
 try:  # NumPy >= 2: the error state is a context variable holding one object
@@ -71,16 +73,36 @@ def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _ErrorState.leave(token)
 
 
+@kernel
+def _all_finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()`` of a 2-D array."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if not np.isfinite(a[i, j]):
+                return False
+    return True
+
+
+@kernel
+def _all_real(parts: np.ndarray) -> bool:
+    """``(z.imag == 0.0).all()`` of complex ``z`` given as ``(re, im)`` pairs."""
+    for k in range(1, parts.shape[0], 2):
+        if parts[k] != 0.0:
+            return False
+    return True
+
+
 def complex_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.linalg.eig(a)`` of a real matrix, as complex arrays (as `reduced_fit` stores them)."""
-    if not np.isfinite(a).all():
+    plain = a.ndim == 2 and a.dtype == np.float64  # (what the fits pass)
+    if not (_all_finite(a) if plain else np.isfinite(a).all()):
         return np.linalg.eig(a)  # raises NumPy's own error
     token = _EIGEN_ERRORS.enter()
     try:
         w, v = _umath_linalg.eig(a, signature="d->DD")
     finally:
         _ErrorState.leave(token)
-    if (w.imag == 0.0).all():
+    if _all_real(w.view(np.float64)):
         # np.linalg.eig returns real arrays here; converting back to complex sets every
         # imaginary part to +0.0, as the stored fit always had.
         return w.real.astype(np.complex128), v.real.astype(np.complex128)

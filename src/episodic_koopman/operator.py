@@ -37,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg.blas import dger
 
+from .jit import kernel
 from .koopman_fit import KoopmanFit, reduced_fit
 from .lapack import symmetric_eigh
 from .rank import RankRule, drift_rtol, select_rank, validate_rank_rule
@@ -74,6 +75,40 @@ def batch_dmd(
     basis = U[:, :r]
     reduced = (basis.T @ Y @ Vt[:r].T) / s[:r]
     return reduced_fit(basis, s[:r], reduced, X.shape[1])
+
+
+@kernel
+def _singular_values(ascending: np.ndarray) -> np.ndarray:
+    """``np.sqrt(np.maximum(ascending[::-1], 0.0))``: the Gram's eigenvalues (``eigh``'s
+    ascending order) as singular values, largest first, in one pass. (A zero's sign may
+    differ from NumPy's; no sign of zero reaches a fit, whose rank keeps none.)"""
+    n = ascending.shape[0]
+    sigma = np.empty(n)
+    for i in range(n):
+        value = ascending[n - 1 - i]
+        sigma[i] = np.sqrt(value) if value > 0.0 else (value if value != value else 0.0)
+    return sigma
+
+
+@kernel
+def _leading_basis(vectors: np.ndarray, r: int) -> np.ndarray:
+    """``np.ascontiguousarray(vectors[:, ::-1][:, :r])``: the eigenvectors of the ``r``
+    largest eigenvalues (last in ``eigh``'s order), largest first, as a new C array."""
+    m, n = vectors.shape
+    basis = np.empty((m, r))
+    for i in range(m):
+        for j in range(r):
+            basis[i, j] = vectors[i, n - 1 - j]
+    return basis
+
+
+@kernel
+def _divide_columns(a: np.ndarray, ascending: np.ndarray) -> None:
+    """``a /= ascending[::-1][: a.shape[1]]`` in place: column ``j`` by the ``j``-th largest."""
+    n = ascending.shape[0]
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] = a[i, j] / ascending[n - 1 - j]
 
 
 @lru_cache(maxsize=8)
@@ -217,16 +252,17 @@ class WindowedDMD:
         trend: tuple[np.ndarray, int] | tuple[()] = ()
         if self.detrend:
             gram, cross, trend = self._detrended()
-        lam, vectors = symmetric_eigh(gram)
-        lam, vectors = lam[::-1], vectors[:, ::-1]
-        sigma = np.sqrt(np.maximum(lam, 0.0))  # np.clip(lam, 0.0, None) calls just this
+        lam, vectors = symmetric_eigh(gram)  # ascending
+        sigma = _singular_values(lam)
         # Two rank-1 updates of G per push since the last exact refit, at most.
         pushes = self.refit_every if self.refit_every is not None else self._count
-        rtol = drift_rtol(2 * pushes, self.n_pairs)
-        r = select_rank(sigma, self.n_features, self.n_pairs, self.rank, self.max_rank, rtol)
-        basis = np.ascontiguousarray(vectors[:, :r])
-        reduced = (basis.T @ cross @ basis) / lam[:r]
-        self._fit = reduced_fit(basis, sigma[:r], reduced, self.n_pairs, *trend)
+        n_pairs = self.n_pairs
+        rtol = drift_rtol(2 * pushes, n_pairs)
+        r = select_rank(sigma, self.n_features, n_pairs, self.rank, self.max_rank, rtol)
+        basis = _leading_basis(vectors, r)
+        reduced = basis.T @ cross @ basis
+        _divide_columns(reduced, lam)
+        self._fit = reduced_fit(basis, sigma[:r], reduced, n_pairs, *trend)
         return self._fit
 
     def _detrended(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, int]]:

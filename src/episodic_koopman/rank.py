@@ -30,6 +30,8 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
+from .jit import kernel
+
 RankRule: TypeAlias = int | float | Literal["gd"]
 
 #: Singular values below this fraction of the largest are numerically zero.
@@ -62,6 +64,10 @@ def gavish_donoho_omega(beta: float) -> float:
 DRIFT_SAFETY = 16.0
 
 
+#: ``DRIFT_SAFETY * eps``, the first product of `drift_rtol` (one fit each, no `np.finfo` call).
+_DRIFT_UNIT = DRIFT_SAFETY * float(np.finfo(np.float64).eps)
+
+
 def drift_rtol(updates: int, n_pairs: int) -> float:
     """Relative floor for singular values from a Gram matrix after ``updates`` rank-1 updates.
 
@@ -71,15 +77,25 @@ def drift_rtol(updates: int, n_pairs: int) -> float:
     largest (times `DRIFT_SAFETY`) may be drift, not data. The floor on singular
     values is the square root of that, and never below `NUMERICAL_RTOL`.
     """
-    drift = DRIFT_SAFETY * np.finfo(np.float64).eps * updates / max(n_pairs, 1)
+    drift = _DRIFT_UNIT * updates / max(n_pairs, 1)
     return max(NUMERICAL_RTOL, math.sqrt(drift))
+
+
+@kernel
+def _count_above(values: np.ndarray, threshold: float) -> int:
+    """``np.count_nonzero(values > threshold)`` of a 1-D array, without its two calls."""
+    count = 0
+    for value in values:
+        if value > threshold:
+            count += 1
+    return count
 
 
 def numerical_rank(sigma: np.ndarray, rtol: float = NUMERICAL_RTOL) -> int:
     """Count the singular values that are not numerically zero (below ``rtol * sigma_1``)."""
     if sigma.size == 0 or sigma[0] <= 0.0:
         return 0
-    return int(np.count_nonzero(sigma > rtol * sigma[0]))
+    return int(_count_above(sigma, rtol * float(sigma[0])))
 
 
 def _sorted_median(sigma: np.ndarray) -> float:
@@ -114,7 +130,7 @@ def select_rank(
     elif rule == "gd":
         beta = min(n_rows, n_cols) / max(n_rows, n_cols)
         threshold = gavish_donoho_omega(beta) * _sorted_median(sigma)
-        rank = int(np.count_nonzero(sigma > threshold))
+        rank = int(_count_above(sigma, threshold))
     else:
         energy = np.cumsum(sigma**2)
         rank = int(np.searchsorted(energy, float(rule) * energy[-1] * (1 - 1e-12)) + 1)

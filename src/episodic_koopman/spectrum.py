@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .jit import kernel
+
 #: Imaginary parts below this (relative to the magnitude) count as real eigenvalues.
 _REAL_TOL = 1e-9
 
@@ -75,55 +77,121 @@ class Spectrum:
 #: Members of a group of modes (a real eigenvalue or a conjugate pair), and its tie-break key.
 _Group = tuple[tuple[int, ...], float]
 
-#: The newest eigenvalue set's conjugate groups (`_conjugate_groups`): one fit in force
-#: is queried at every tick until the next scored tick, with new amplitudes each time.
-_last_groups: tuple[tuple[str, tuple[int, ...], bytes], tuple[_Group, ...]] | None = None
+
+@kernel
+def _group_conjugates(parts: np.ndarray, real_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """`_conjugate_groups` of eigenvalues given as ``(re, im)`` pairs, ``parts`` ``(2 n,)``.
+
+    The steps and comparisons of the plain-Python grouping it replaced, one by one:
+    ``abs`` of a complex is ``hypot`` in both, and ``max``/``min`` keep the first of
+    equals as Python's do.
+    """
+    n = parts.shape[0] // 2
+    lams = np.empty(n, dtype=np.complex128)
+    is_real = np.empty(n, dtype=np.bool_)
+    unmatched = np.empty(n, dtype=np.int64)  # indices, in order; -1 once taken
+    n_unmatched = 0
+    for j in range(n):
+        z = complex(parts[2 * j], parts[2 * j + 1])
+        lams[j] = z
+        size = abs(z)
+        if 1e-300 > size:  # Python's max(size, 1e-300): the second only if greater
+            size = 1e-300
+        is_real[j] = abs(z.imag) <= real_tol * size
+        if not is_real[j] and z.imag <= 0:
+            unmatched[n_unmatched] = j
+            n_unmatched += 1
+    members = np.full((n, 2), -1, dtype=np.int64)
+    ties = np.zeros(n, dtype=np.float64)
+    g = 0
+    left = n_unmatched  # unmatched indices not yet taken
+    for i in range(n):
+        z = lams[i]
+        if is_real[i]:
+            members[g, 0] = i
+            ties[g] = 0.0
+            g += 1
+        elif z.imag > 0:
+            members[g, 0] = i
+            ties[g] = -z.imag
+            if left > 0:
+                # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK gives
+                # exact ones and puts them next); failing that the nearest, first of equals.
+                partner = z.conjugate()
+                slot = -1
+                for k in range(n_unmatched):
+                    if unmatched[k] >= 0 and lams[unmatched[k]] == partner:
+                        slot = k
+                        break
+                if slot < 0:
+                    best = np.inf
+                    for k in range(n_unmatched):
+                        if unmatched[k] >= 0:
+                            distance = abs(lams[unmatched[k]] - partner)
+                            if slot < 0 or distance < best:
+                                slot, best = k, distance
+                members[g, 1] = unmatched[slot]
+                unmatched[slot] = -1
+                left -= 1
+            g += 1
+    for k in range(n_unmatched):
+        if unmatched[k] >= 0:
+            members[g, 0] = unmatched[k]
+            ties[g] = lams[unmatched[k]].imag
+            g += 1
+    return members[:g], ties[:g]
+
+
+#: The newest eigenvalue set, its groups of modes and the last signature made of it.
+#: One fit in force is queried at every tick until the next scored tick, with new
+#: amplitudes each time: its grouping is made once, and its signature remade only when
+#: the order by amplitude changes.
+_last_spectrum: _Spectrum | None = None
+
+
+@dataclass
+class _Spectrum:
+    """The entry of `_last_spectrum`: an eigenvalue set by value (``key``) and by identity."""
+
+    key: tuple[str, tuple[int, ...], bytes]
+    eigenvalues: np.ndarray
+    groups: tuple[_Group, ...]
+    #: ``(order, r_max)`` and the signature made of them without mode coordinates
+    #: (made only from the very array ``eigenvalues``: a fit's, never changed).
+    signature: tuple[tuple[bytes, int], Signature] | None = None
+
+
+def _spectrum_of(eigenvalues: np.ndarray) -> _Spectrum:
+    """The `_last_spectrum` entry of ``eigenvalues``, made anew unless it is the last set.
+
+    The grouping is a function of the eigenvalues alone: a pure function, whatever was
+    called before.
+    """
+    global _last_spectrum
+    key = (eigenvalues.dtype.str, eigenvalues.shape, eigenvalues.tobytes())
+    held = _last_spectrum
+    if held is not None and held.key == key:
+        if held.eigenvalues is not eigenvalues:  # equal values, another array
+            held = _Spectrum(key, eigenvalues, held.groups)
+            _last_spectrum = held
+        return held
+    parts = np.ascontiguousarray(eigenvalues, dtype=np.complex128).view(np.float64)
+    members, ties = _group_conjugates(parts.reshape(-1), _REAL_TOL)
+    groups = tuple(
+        ((a,) if b < 0 else (a, b), tie)
+        for (a, b), tie in zip(members.tolist(), ties.tolist(), strict=True)
+    )
+    held = _last_spectrum = _Spectrum(key, eigenvalues, groups)
+    return held
 
 
 def _conjugate_groups(eigenvalues: np.ndarray) -> tuple[_Group, ...]:
     """The modes of `canonical_order` in groups, and each group's tie-break key.
 
     A group is a real eigenvalue, a conjugate pair (positive frequency first) or an
-    unpaired one. The grouping is a function of the eigenvalues alone, so the last
-    set's is kept: a pure function, whatever was called before.
+    unpaired one; unpaired ones of negative frequency come last.
     """
-    global _last_groups
-    key = (eigenvalues.dtype.str, eigenvalues.shape, eigenvalues.tobytes())
-    cached = _last_groups
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    lams = eigenvalues.tolist()
-    is_real = [abs(z.imag) <= _REAL_TOL * max(abs(z), 1e-300) for z in lams]
-    unmatched = [j for j, z in enumerate(lams) if not is_real[j] and z.imag <= 0]
-    groups: list[_Group] = []
-    for i, z in enumerate(lams):
-        if is_real[i]:
-            groups.append(((i,), 0.0))
-        elif z.imag > 0:
-            # Eigenvalues of a real matrix: the partner is the conjugate (LAPACK puts it next).
-            if unmatched:
-                # LAPACK gives exact conjugates: the first exact one is the nearest
-                # (distance 0, and `min` keeps the first), found without the abs() scan;
-                # LAPACK puts it next, so it is most often the first unmatched one.
-                partner = z.conjugate()
-                if lams[unmatched[0]] == partner:
-                    j = unmatched[0]
-                else:
-                    j = next((k for k in unmatched if lams[k] == partner), -1)
-                    if j < 0:
-                        j = min(unmatched, key=lambda k: abs(lams[k] - partner))
-                unmatched.remove(j)
-                groups.append(((i, j), -z.imag))
-            else:
-                groups.append(((i,), -z.imag))
-    groups.extend(((j,), lams[j].imag) for j in unmatched)
-    frozen = tuple(groups)
-    _last_groups = (key, frozen)
-    return frozen
-
-
-#: Groups sort by strength, then by their tie-break key (their members never compared).
-_strength_then_tie = operator.itemgetter(0, 1)
+    return _spectrum_of(eigenvalues).groups
 
 
 def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
@@ -131,20 +199,29 @@ def canonical_order(eigenvalues: np.ndarray, amplitudes: np.ndarray) -> np.ndarr
 
     Ordering by amplitude rather than frequency keeps the leading entries stable
     when the rank changes by a few weak noise modes. Ties (equal amplitudes up to
-    rounding) go to the higher frequency. Plain Python: there are at most a few
-    dozen eigenvalues, and NumPy's per-call overhead would dominate.
+    rounding) go to the higher frequency.
     """
+    return _order(_conjugate_groups(np.asarray(eigenvalues)), amplitudes)
+
+
+#: Groups sort by strength, then by their tie-break key (their members never compared).
+_strength_then_tie = operator.itemgetter(0, 1)
+
+
+def _order(groups: tuple[_Group, ...], amplitudes: np.ndarray) -> np.ndarray:
+    """`canonical_order` of modes in ``groups``. Plain Python: there are at most a few dozen
+    modes, and NumPy's per-call overhead would dominate."""
     mags = np.abs(amplitudes).tolist()
-    groups = []
-    for members, tie in _conjugate_groups(np.asarray(eigenvalues)):
+    ranked = []
+    for members, tie in groups:
         if len(members) == 1:
             strength = mags[members[0]]
         else:
             strength = max(mags[members[0]], mags[members[1]])
-        groups.append((-round(strength, 12), tie, members))
-    groups.sort(key=_strength_then_tie)
+        ranked.append((-round(strength, 12), tie, members))
+    ranked.sort(key=_strength_then_tie)
     order: list[int] = []
-    for group in groups:
+    for group in ranked:
         order.extend(group[2])
     return np.array(order, dtype=np.int64)
 
@@ -181,14 +258,21 @@ def make_signature(
     reference_rows: slice,
     r_max: int,
 ) -> Signature:
-    """Signature of a fit; ``mode_rows`` picks the mode coordinates kept (a few newest delays)."""
-    global _last_signature
-    order = canonical_order(eigenvalues, amplitudes)[:r_max]
+    """Signature of a fit; ``mode_rows`` picks the mode coordinates kept (a few newest delays).
+
+    Without mode coordinates, the last signature is reused while the eigenvalues (the
+    same array) and their order stay (`_last_spectrum`): between scored ticks every
+    forecast's query is made from one fit, and the order by amplitude rarely changes from
+    one step to the next; the same signature object also finds its key coordinates kept
+    (`recall.signature_row`).
+    """
+    held = _spectrum_of(np.asarray(eigenvalues))
+    order = _order(held.groups, amplitudes)[:r_max]
     n_rows = len(range(*mode_rows.indices(modes.shape[0])))
     key = (order.tobytes(), r_max)
-    cached = _last_signature
-    if n_rows == 0 and cached is not None and cached[0] is eigenvalues and cached[1] == key:
-        return cached[2]  # the same values (signatures are never changed once made)
+    reusable = n_rows == 0 and held.eigenvalues is eigenvalues
+    if reusable and held.signature is not None and held.signature[0] == key:
+        return held.signature[1]  # the same values (signatures are never changed once made)
     rank = int(order.shape[0])
     padded_eigs = np.zeros(r_max, dtype=np.complex128)
     padded_eigs[:rank] = eigenvalues[order]
@@ -196,17 +280,9 @@ def make_signature(
     if n_rows:  # (no mode coordinates kept: nothing to normalise)
         padded_modes[:rank] = normalize_modes(modes[mode_rows][:, order], reference_rows).T
     signature = Signature(eigenvalues=padded_eigs, modes=padded_modes, rank=rank)
-    if n_rows == 0:
-        _last_signature = (eigenvalues, key, signature)
+    if reusable:
+        held.signature = (key, signature)
     return signature
-
-
-#: The last signature made without mode coordinates, with the eigenvalues (the fit's own
-#: array, compared by identity: a fit's arrays are never changed) and canonical order it
-#: was made of. Between scored ticks every forecast's query is made from one fit, and the
-#: order by amplitude rarely changes from one step to the next; the same signature object
-#: also finds its key coordinates kept (`recall.signature_row`).
-_last_signature: tuple[np.ndarray, tuple[bytes, int], Signature] | None = None
 
 
 def eigenvalue_wasserstein(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
