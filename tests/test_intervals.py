@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from episodic_koopman import EpisodicKoopman, ModelConfig, intervals
-from episodic_koopman.intervals import ConformalCalibrator, local_scale
+from episodic_koopman.intervals import ConformalCalibrator
+from episodic_koopman.local_scale import local_scale
 
 ONE = np.ones(1)
 
@@ -154,7 +155,7 @@ def test_model_coverage_is_near_nominal_under_exponential_growth():
 def test_local_scale_followed_equals_a_new_median():
     """The rolling local scale gives `local_scale`'s floats, however rows arrive."""
     from episodic_koopman.embedding import History
-    from episodic_koopman.intervals import LocalScale, local_scale
+    from episodic_koopman.local_scale import LocalScale, local_scale
 
     rng = np.random.default_rng(5)
     history = History(length=40, n_channels=2, margin=7)
@@ -172,7 +173,7 @@ def test_local_scale_followed_equals_a_new_median():
 def test_local_scale_restarts_on_another_history():
     """A tracker handed another history (a reloaded model's) starts again from its rows."""
     from episodic_koopman.embedding import History
-    from episodic_koopman.intervals import LocalScale, local_scale
+    from episodic_koopman.local_scale import LocalScale, local_scale
 
     rng = np.random.default_rng(6)
     first, second = History(length=30, n_channels=1), History(length=30, n_channels=1)
