@@ -15,6 +15,7 @@ import numpy as np
 
 from .embedding import History
 from .jit import kernel
+from .sorted_ring import insert_sorted, replace_sorted
 
 #: Observations over which the local scale (median absolute change) is taken: long
 #: enough to ignore a burst of volatility, short enough to follow growth.
@@ -122,31 +123,11 @@ def _follow(ordered, arrived, head, held, newest, rows, size, floor, out):  # ty
     for i in range(1, rows.shape[0]):
         full = n >= size
         for j in range(c):
-            row = ordered[j]
-            m = n
-            if full:  # the oldest change leaves: the first not less than it equals it
-                value = arrived[j, start]
-                lo, hi = 0, m
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if row[mid] < value:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                for t in range(lo, m - 1):
-                    row[t] = row[t + 1]
-                m -= 1
             value = abs(rows[i, j] - rows[i - 1, j])  # as np.abs(np.diff(...))
-            lo, hi = 0, m
-            while lo < hi:  # after every change not greater than it
-                mid = (lo + hi) >> 1
-                if row[mid] <= value:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            for t in range(m, lo, -1):
-                row[t] = row[t - 1]
-            row[lo] = value
+            if full:  # the oldest change leaves
+                replace_sorted(ordered[j], n, arrived[j, start], value)
+            else:
+                insert_sorted(ordered[j], n, value)
             # Oldest first from `start`: once full, the new one follows the n - 1 left.
             arrived[j, (start + n) % capacity] = value
         if full:

@@ -94,8 +94,7 @@ def _upper_bound(row, n, value):  # type: ignore[no-untyped-def]
 def insert_sorted(row, n, value):  # type: ignore[no-untyped-def]
     """Insert ``value`` into ``row[:n]`` (sorted, NaN last), which then holds ``n + 1``."""
     at = _upper_bound(row, n, value)
-    for i in range(n, at, -1):
-        row[i] = row[i - 1]
+    _shift_up(row, at, n)
     row[at] = value
 
 
@@ -116,13 +115,29 @@ def replace_sorted(row, n, leaving, arriving):  # type: ignore[no-untyped-def]
         gone = lo
     at = _upper_bound(row, n, arriving)
     if at > gone:  # the values in between move down one place
-        for i in range(gone, at - 1):
-            row[i] = row[i + 1]
+        _shift_down(row, gone, at - 1)
         row[at - 1] = arriving
     else:  # ... or up one place
-        for i in range(gone, at, -1):
-            row[i] = row[i - 1]
+        _shift_up(row, at, gone)
         row[at] = arriving
+
+
+# Unsigned indices: NumPy's wraparound of negative ones costs a test per element.
+@kernel
+def _shift_down(row, start, stop):  # type: ignore[no-untyped-def]
+    """``row[start:stop] = row[start + 1 : stop + 1]``, element by element."""
+    one = np.uint64(1)
+    for i in range(np.uint64(start), np.uint64(stop)):
+        row[i] = row[i + one]
+
+
+@kernel
+def _shift_up(row, start, stop):  # type: ignore[no-untyped-def]
+    """``row[start + 1 : stop + 1] = row[start:stop]``, element by element from the end."""
+    one, i = np.uint64(1), np.uint64(stop)
+    while i > np.uint64(start):
+        row[i] = row[i - one]
+        i -= one
 
 
 __all__ = ["SortedRing", "insert_sorted", "replace_sorted"]
