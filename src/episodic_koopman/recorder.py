@@ -107,6 +107,10 @@ class PendingRecords:
         if forecasts is not None:
             self._forecasts[at : at + forecasts.shape[0]] = forecasts
 
+    def oldest(self, count: int) -> _Oldest:
+        """The oldest ``count`` rows (views, valid until the records change)."""
+        return _Oldest(slice(self._start, self._start + count), self)
+
     def drop_first(self, count: int) -> None:
         """Forget the oldest ``count`` rows (filed)."""
         self._start += count
@@ -263,7 +267,7 @@ class EpisodeRecorder:
         due = pending.first_due(newest - horizon)
         if due == 0:
             return
-        done = _Filed(pending, due)
+        done = pending.oldest(due)
         records: dict[str, np.ndarray] = {"origin": done.origins}
         if self.keep_forecast:
             records["forecast"] = done.forecasts
@@ -369,15 +373,15 @@ class EpisodeRecorder:
             )
 
 
-class _Filed:
-    """The oldest ``due`` rows of pending records, as views (valid until they change)."""
+class _Oldest:
+    """The oldest rows of pending records, as views (valid until they change)."""
 
-    def __init__(self, pending: PendingRecords, due: int) -> None:
-        self.origins = pending.origins[:due]
-        self.window_starts = pending.window_starts[:due]
-        self.keys = pending.keys[:due]
-        self.forecasts = pending.forecasts[:due]
-        self.fits = pending.fits[:due]
+    def __init__(self, rows: slice, pending: PendingRecords) -> None:
+        self.origins = pending._origins[rows]
+        self.window_starts = pending._window_starts[rows]
+        self.keys = pending._keys[rows]
+        self.forecasts = pending._forecasts[rows]
+        self.fits = pending._fits[rows]
 
 
 @kernel
