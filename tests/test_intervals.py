@@ -306,3 +306,14 @@ def test_a_state_saved_before_early_grading_loads_with_none():
     del state["early_scores"], state["early_count"]
     cal.set_state(state)
     assert cal.n_early_samples == 0
+
+
+def test_one_cell_keeps_the_newest_scores_in_arrival_order():
+    """With one step ahead and one channel, reading the quantile must not reorder the ring
+    (it used to sort it in place, so the wrong score left next)."""
+    cal = ConformalCalibrator(horizon=1, n_channels=1, window=3, min_samples=1)
+    for e in (3.0, 1.0, 2.0, 10.0):
+        cal.half_width(0.9, np.zeros((1, 1)), 1, ONE)
+        cal.update(np.array([[e]]), np.zeros((1, 1)), ONE)
+    # The oldest (3.0) left: slot 0 holds the newest.
+    assert cal.get_state()["scores"].ravel().tolist() == [10.0, 1.0, 2.0]

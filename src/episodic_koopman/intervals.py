@@ -132,6 +132,8 @@ class ConformalCalibrator:
         docstring), and only while the scored forecasts are too few.
         """
         scores = np.empty((self.horizon, self.n_channels))
+        if errors.shape != scores.shape or spread.shape != scores.shape:  # as NumPy broadcasts
+            errors, spread = (np.broadcast_to(a, scores.shape) for a in (errors, spread))
         _normalised_scores(errors, spread, scale, self._spread_mean, _MAX_SPREAD_RATIO, scores)
         if graded_only:
             if self.n_samples < self.min_samples:  # else never read again
