@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from episodic_koopman import EpisodicKoopman, ModelConfig, intervals
-from episodic_koopman.intervals import ConformalCalibrator, local_scale
+from episodic_koopman.intervals import ConformalCalibrator
+from episodic_koopman.local_scale import local_scale
 
 ONE = np.ones(1)
 
@@ -154,7 +155,7 @@ def test_model_coverage_is_near_nominal_under_exponential_growth():
 def test_local_scale_followed_equals_a_new_median():
     """The rolling local scale gives `local_scale`'s floats, however rows arrive."""
     from episodic_koopman.embedding import History
-    from episodic_koopman.intervals import LocalScale, local_scale
+    from episodic_koopman.local_scale import LocalScale, local_scale
 
     rng = np.random.default_rng(5)
     history = History(length=40, n_channels=2, margin=7)
@@ -172,7 +173,7 @@ def test_local_scale_followed_equals_a_new_median():
 def test_local_scale_restarts_on_another_history():
     """A tracker handed another history (a reloaded model's) starts again from its rows."""
     from episodic_koopman.embedding import History
-    from episodic_koopman.intervals import LocalScale, local_scale
+    from episodic_koopman.local_scale import LocalScale, local_scale
 
     rng = np.random.default_rng(6)
     first, second = History(length=30, n_channels=1), History(length=30, n_channels=1)
@@ -305,3 +306,14 @@ def test_a_state_saved_before_early_grading_loads_with_none():
     del state["early_scores"], state["early_count"]
     cal.set_state(state)
     assert cal.n_early_samples == 0
+
+
+def test_one_cell_keeps_the_newest_scores_in_arrival_order():
+    """With one step ahead and one channel, reading the quantile must not reorder the ring
+    (it used to sort it in place, so the wrong score left next)."""
+    cal = ConformalCalibrator(horizon=1, n_channels=1, window=3, min_samples=1)
+    for e in (3.0, 1.0, 2.0, 10.0):
+        cal.half_width(0.9, np.zeros((1, 1)), 1, ONE)
+        cal.update(np.array([[e]]), np.zeros((1, 1)), ONE)
+    # The oldest (3.0) left: slot 0 holds the newest.
+    assert cal.get_state()["scores"].ravel().tolist() == [10.0, 1.0, 2.0]

@@ -6,7 +6,7 @@ channel. The scores are *normalised* (Papadopoulos et al. 2008) by two factors
 known at the forecast's origin:
 
 * the series' *local scale* ``d``: the median absolute change over the last
-  `LOCAL_SCALE_SPAN` observations (`local_scale`). So the intervals follow a
+  `LOCAL_SCALE_SPAN` observations (`episodic_koopman.local_scale`). So the intervals follow a
   scale that grows or shrinks (exponential growth), while a median ignores a
   short burst of volatility (a flood);
 * ``u = 1 + s / s_bar``, where ``s`` is the spread (weighted standard deviation)
@@ -52,25 +52,17 @@ Beyond the calibrated horizon ``H`` the half-width grows as ``sqrt(h / H)``.
 
 from __future__ import annotations
 
-import itertools
-import math
 from statistics import NormalDist
 
 import numpy as np
 
-from .embedding import History
-from .sorted_window import SortedWindow
+from .jit import kernel
+from .sorted_ring import SortedRing
 
 _SPREAD_SMOOTHING = 0.05
 #: The most a recall's spread widens an interval, relative to the running mean spread
 #: (a factor of ``1 + _MAX_SPREAD_RATIO``).
 _MAX_SPREAD_RATIO = 100.0
-#: Observations over which the local scale (median absolute change) is taken: long
-#: enough to ignore a burst of volatility, short enough to follow growth.
-LOCAL_SCALE_SPAN = 576
-#: The local scale's floor, as a fraction of the series' running standard deviation
-#: (a constant stretch would otherwise make every later score infinite).
-_SCALE_FLOOR = 0.01
 #: Pseudo-scores of the random-walk prior in the Gaussian interval of few scores.
 _PRIOR_WEIGHT = 1.0
 #: The median of ``|Z|`` for a standard normal ``Z``.
@@ -83,100 +75,28 @@ _RECALIBRATION_PRIOR = 30.0
 _EARLY_WINDOW = 30
 
 
-def local_scale(recent: np.ndarray, running_scale: np.ndarray) -> np.ndarray:
-    """The local scale ``(c,)`` of the newest rows ``recent`` ``(k, c)``, oldest first.
-
-    The median absolute change between consecutive rows, floored at a small
-    fraction of ``running_scale`` (the running standard deviation), which stands
-    in alone before two rows are known.
-    """
-    if recent.shape[0] < 2:
-        return running_scale.copy()
-    changes = np.median(np.abs(np.diff(recent, axis=0)), axis=0)
-    return np.maximum(changes, _SCALE_FLOOR * running_scale)
-
-
-class LocalScale:
-    """`local_scale` of a history's newest ``span + 1`` rows, kept up to date as rows arrive.
-
-    Between two scored ticks a few rows arrive and as many leave, so the absolute
-    changes are kept sorted per channel and moved one by one instead of taking a
-    new median of all of them: the same floats as `local_scale` (the middle change,
-    or the two middle ones averaged as ``np.median`` does). A cache derived from the
-    history alone, never saved: it is rebuilt whenever it cannot follow.
-    """
-
-    def __init__(self, span: int = LOCAL_SCALE_SPAN) -> None:
-        self.span = span
-        self._history: History | None = None
-        self._count = 0  # the history's count when last followed
-        self._newest: list[float] = []  # its newest row then
-        self._changes: list[SortedWindow] = []  # per channel
-
-    def of(self, history: History, running_scale: np.ndarray) -> np.ndarray:
-        """``local_scale(history.last(k), running_scale)``, ``k = min(span + 1, held rows)``."""
-        k = min(self.span + 1, history.count, history.length)
-        if k < 2:
-            return running_scale.copy()
-        arrived = history.count - self._count
-        rows = None  # the rows since the newest one followed, oldest first
-        if history is self._history and 0 <= arrived < k:
-            rows = history.last(arrived + 1).tolist()
-        if rows is not None and rows[0] == self._newest:
-            followed = self._follow(rows, k - 1)
-        else:
-            followed = self._restart(np.abs(np.diff(history.last(k), axis=0)))
-            rows = history.last(1).tolist()
-        if not followed:  # not finite: sorting says nothing, np.median does
-            self._history = None
-            return local_scale(history.last(k), running_scale)
-        self._history, self._count, self._newest = history, history.count, rows[-1]
-        middle = [changes.median() for changes in self._changes]
-        return np.maximum(np.array(middle, dtype=np.float64), _SCALE_FLOOR * running_scale)
-
-    def _restart(self, changes: np.ndarray) -> bool:
-        """Keep exactly ``changes`` ``(k - 1, c)``; ``False`` if any is not finite."""
-        if not np.isfinite(changes).all():
-            return False
-        self._changes = [SortedWindow(channel) for channel in changes.T.tolist()]
-        return True
-
-    def _follow(self, rows: list[list[float]], size: int) -> bool:
-        """Add the changes between consecutive ``rows`` (the newest, and the one before them)
-        and drop the oldest beyond ``size``, per channel. Plain floats: a few per tick."""
-        pairs = list(itertools.pairwise(rows))
-        for j, window in enumerate(self._changes):
-            # As np.abs(np.diff(...)), float for float.
-            changes = [abs(after[j] - before[j]) for before, after in pairs]
-            if not all(map(math.isfinite, changes)):
-                return False  # (the caller rebuilds what was moved so far)
-            window.slide(changes, size)
-        return True
-
-
 class ConformalCalibrator:
-    """Rolling per-horizon conformal calibration with empirical coverage tracking."""
+    """Rolling per-horizon conformal calibration with empirical coverage tracking.
+
+    Its arithmetic runs in compiled loops over the cells (step ahead, channel), and
+    the scores and p-values are kept sorted per cell as they arrive (`SortedRing`):
+    a scored tick updates it and asks for one interval.
+    """
 
     def __init__(self, horizon: int, n_channels: int, window: int = 200, min_samples: int = 20):
         self.horizon = horizon
         self.n_channels = n_channels
         self.window = window
         self.min_samples = min_samples
-        self._scores = np.zeros((window, horizon, n_channels))
-        self._count = 0
-        self._n_p_values = 0  # p-values taken (only once the scores are enough for a quantile)
-        self._spread_mean = np.zeros((horizon, n_channels))
+        cells = horizon * n_channels  # flat cell ``h * n_channels + j``
+        self._scores = SortedRing(window, cells)
+        # Each score's p-value under the calibration in force before it (see `_p_values_of`),
+        # taken only once the scores are enough for a quantile.
+        self._p_values = SortedRing(window, cells)
+        self._spread_mean = np.zeros((horizon, n_channels))  # updated in place
         self._hits = np.zeros((horizon, n_channels))
         self._scored = 0
-        # Scores sorted per cell, one row per (step, channel): ``(H * c, n)``, until the next
-        # update. Rows are contiguous, which sorts faster than down the columns.
-        self._sorted: np.ndarray | None = None
-        self._spread_ref: tuple[np.ndarray | None, np.ndarray] | None = None  # see `_normalizer`
-        # Each score's p-value under the calibration in force before it (see `_p_values`).
-        self._p_values = np.zeros((window, horizon, n_channels))
-        self._sorted_p: np.ndarray | None = None  # p-values sorted as `_sorted`, until an update
-        self._cells = np.arange(horizon * n_channels)  # flat index of each cell
-        # `_quantile(_recalibrated(level))` by level, until the next update: every forecast
+        # The normalised half-widths by level, until the next update: every forecast
         # between two updates asks for the same ones.
         self._quantiles: dict[float, np.ndarray] = {}
         # Scores of forecasts graded for the intervals alone (see the module's docstring): a
@@ -188,24 +108,12 @@ class ConformalCalibrator:
 
     @property
     def n_samples(self) -> int:
-        return min(self._count, self.window)
+        return self._scores.held
 
     @property
     def n_early_samples(self) -> int:
         """Scores held of forecasts graded for the intervals alone."""
         return min(self._n_early, self._early_window)
-
-    def _normalizer(self, spread: np.ndarray) -> np.ndarray:
-        if self._spread_ref is None:  # kept until the spread's mean moves
-            seen = self._spread_mean > 0
-            # ``None``: every cell seen a spread, as soon holds (so no selection is needed).
-            self._spread_ref = None if seen.all() else seen, np.where(seen, self._spread_mean, 1.0)
-        seen, ref = self._spread_ref
-        ratio = spread / ref if seen is None else np.where(seen, spread / ref, 0.0)
-        # Capped: a recall whose weights sit on one episode has a vanishing spread, and a
-        # running mean of such spreads (1e-39 has been seen) would make the next ordinary
-        # spread widen intervals by 1e30 and more.
-        return 1.0 + np.minimum(ratio, _MAX_SPREAD_RATIO)
 
     def update(
         self,
@@ -223,8 +131,10 @@ class ConformalCalibrator:
         are given. A ``graded_only`` forecast's score is kept apart (see the module's
         docstring), and only while the scored forecasts are too few.
         """
-        normalizer = self._normalizer(spread) * scale[None, :]
-        scores = np.abs(errors) / normalizer
+        scores = np.empty((self.horizon, self.n_channels))
+        if errors.shape != scores.shape or spread.shape != scores.shape:  # as NumPy broadcasts
+            errors, spread = (np.broadcast_to(a, scores.shape) for a in (errors, spread))
+        _normalised_scores(errors, spread, scale, self._spread_mean, _MAX_SPREAD_RATIO, scores)
         if graded_only:
             if self.n_samples < self.min_samples:  # else never read again
                 if self._early.shape[0] == 0:
@@ -234,25 +144,19 @@ class ConformalCalibrator:
                 self._n_early += 1
                 self._quantiles.clear()
             return
+        flat = scores.reshape(-1)
         if self.n_samples >= self.min_samples:
-            self._p_values[self._n_p_values % self.window] = self._p_value(scores)
-            self._n_p_values += 1
-        self._scores[self._count % self.window] = scores
-        self._count += 1
+            p_values = np.empty_like(flat)
+            _p_values_of(self._scores.sorted(), self.n_samples, flat, p_values)
+            self._p_values.push(p_values)
+        self._scores.push(flat)
         if self.n_samples >= self.min_samples and self._n_early:
             self._early = np.zeros((0, self.horizon, self.n_channels))  # never read again
             self._n_early = 0
-        self._sorted = self._sorted_p = None
         self._quantiles.clear()
-        if (spread > 0).any():
-            # The cells seen a spread, as `_normalizer` keeps them (``None``: all).
-            held = self._spread_ref
-            seen = self._spread_mean > 0 if held is None else held[0]
-            smoothed = (1 - _SPREAD_SMOOTHING) * self._spread_mean + _SPREAD_SMOOTHING * spread
-            self._spread_mean = smoothed if seen is None else np.where(seen, smoothed, spread)
-            self._spread_ref = None
+        _follow_spread(self._spread_mean, spread, 1 - _SPREAD_SMOOTHING, _SPREAD_SMOOTHING)
         if lower is not None and upper is not None and realised is not None:
-            self._hits += (realised >= lower) & (realised <= upper)
+            _count_hits(self._hits, realised, lower, upper)
             self._scored += 1
 
     def half_width(
@@ -263,36 +167,31 @@ class ConformalCalibrator:
         if quantile is None:
             if len(self._quantiles) > 16:  # only from many distinct levels; cheap to remake
                 self._quantiles.clear()
-            quantile = self._quantiles[level] = self._quantile(self._recalibrated(level))
-        normalizer = self._normalizer(_pad(spread, self.horizon)) * scale[None, :]
-        if steps == self.horizon:  # (a scored forecast's own horizon)
-            return quantile * normalizer
+            quantile = self._quantiles[level] = self._quantile(level)
         widths = np.empty((steps, self.n_channels))
-        calibrated = min(steps, self.horizon)
-        widths[:calibrated] = quantile[:calibrated] * normalizer[:calibrated]
+        # The spread's rows cut or extended (holding the last) to the calibrated horizon.
+        _scaled_widths(quantile, spread, scale, self._spread_mean, _MAX_SPREAD_RATIO, widths)
         if steps > self.horizon:
             growth = np.sqrt(np.arange(self.horizon + 1, steps + 1) / self.horizon)
             widths[self.horizon :] = widths[self.horizon - 1] * growth[:, None]
         return widths
 
-    def _quantile(self, levels: np.ndarray) -> np.ndarray:
-        """The normalised half-widths ``(H, c)`` at ``levels`` ``(H, c)``."""
-        if self.n_samples < self.min_samples:
-            m = self.n_early_samples
-            if m >= self.min_samples:
-                return _interpolated_order_statistic(
-                    _sorted_rows(self._early[:m].reshape(m, -1)), levels
-                )
-            z = np.vectorize(lambda lv: NormalDist().inv_cdf(0.5 + lv / 2))(levels)
-            return z * self._rms()
-        return _interpolated_order_statistic(self._ordered(), levels)
-
-    def _ordered(self) -> np.ndarray:
-        """The scores sorted per cell: ``(H * c, n)``."""
-        if self._sorted is None:
-            n = self.n_samples
-            self._sorted = _sorted_rows(self._scores[:n].reshape(n, -1))
-        return self._sorted
+    def _quantile(self, level: float) -> np.ndarray:
+        """The normalised half-widths ``(H, c)`` at the recalibrated ``level``."""
+        levels = np.empty((self.horizon, self.n_channels))
+        m = self._p_values.held
+        _recalibrated(self._p_values.sorted(), m, level, _RECALIBRATION_PRIOR, levels)
+        out = np.empty_like(levels)
+        if self.n_samples >= self.min_samples:
+            _order_statistics(self._scores.sorted(), self.n_samples, levels, out)
+            return out
+        m = self.n_early_samples
+        if m >= self.min_samples:
+            ordered = np.sort(self._early[:m].reshape(m, -1).T, axis=1)
+            _order_statistics(ordered, m, levels, out)
+            return out
+        z = np.vectorize(lambda lv: NormalDist().inv_cdf(0.5 + lv / 2))(levels)
+        return z * self._rms()
 
     def _rms(self) -> np.ndarray:
         """``(H, c)``: the scores' root mean square, shrunk towards a random walk's."""
@@ -300,62 +199,9 @@ class ConformalCalibrator:
         # A Gaussian random walk's h-step mean square error, in units of its median
         # absolute change (the standard deviation of a change is 1 / 0.6745 of it).
         prior = np.arange(1, self.horizon + 1, dtype=np.float64) / _MEDIAN_ABS_NORMAL**2
-        mean_square = np.square(self._scores[:n]).sum(axis=0)
+        held = self._scores.values[:n].reshape(n, self.horizon, self.n_channels)
+        mean_square = np.square(held).sum(axis=0)
         return np.sqrt((_PRIOR_WEIGHT * prior[:, None] + mean_square) / (_PRIOR_WEIGHT + n))
-
-    def _p_value(self, scores: np.ndarray) -> np.ndarray:
-        """``(H, c)``: the least level whose interval, as calibrated now, holds ``scores``.
-
-        The inverse of the conformal quantile (taken only once there are
-        ``min_samples`` scores). Were the calibration right, these would be
-        uniform on ``[0, 1]``.
-        """
-        shape = scores.shape
-        ordered = self._ordered()
-        n = ordered.shape[1]
-        scores = scores.reshape(-1)
-        # Order statistics under each score: rows are sorted (NaN last), so the ones under
-        # it are a prefix and the first not under it ends it (none: all n are under).
-        under = ordered < scores[:, None]
-        below = np.where(under[:, -1], n, under.argmin(axis=1))
-        # One flat take per bound (row k of `ordered` starts at k * n); a bound outside
-        # its row (under the first, over the last) is never read.
-        at = self._cells * n + below
-        hi = ordered.take(at, mode="clip")
-        first = below == 0
-        # Under the smallest score the rank is from 0 (score / smallest), else from the
-        # order statistic under it, interpolated across the gap to the next; 1 when the
-        # span is not positive. Rank r (1-based) is level r / (n + 1).
-        lo = ordered.take(at - 1, mode="clip")
-        span = np.where(first, hi, hi - lo)
-        rise = np.where(first, scores, scores - lo)
-        fraction = np.divide(rise, span, out=np.ones_like(span), where=span > 0)
-        rank = np.minimum(np.where(first, fraction, below + fraction) / (n + 1), 1.0)
-        return np.where(below >= n, 1.0, rank).reshape(shape)
-
-    def _recalibrated(self, level: float) -> np.ndarray:
-        """``(H, c)``: the levels whose intervals held ``level`` of the past outcomes.
-
-        Per step ahead and channel, the empirical quantile of the past p-values
-        (Kuleshov et al. 2018), shrunk towards ``level`` itself while there are
-        few. This corrects a calibration that is systematically too wide or too
-        narrow at a level (scores whose distribution drifts or changes shape, or
-        few of them), as adaptive conformal inference does for one level, at
-        every level at once.
-        """
-        m = min(self._n_p_values, self.window)
-        if m == 0:
-            return np.full((self.horizon, self.n_channels), level)
-        if self._sorted_p is None:
-            # The newest m p-values fill slots 0..m-1 of the ring (all of it once full).
-            self._sorted_p = _sorted_rows(self._p_values[:m].reshape(m, -1))
-        position = level * (m - 1)
-        below = math.floor(position)
-        above = min(below + 1, m - 1)
-        low, high = self._sorted_p[:, below], self._sorted_p[:, above]
-        empirical = (low + (position - below) * (high - low)).reshape(self.horizon, -1)
-        # The prior's term is one float for every cell (as a full array of ``level`` gave).
-        return (_RECALIBRATION_PRIOR * level + m * empirical) / (_RECALIBRATION_PRIOR + m)
 
     def coverage(self) -> float | None:
         """Fraction of realised values inside the intervals issued at episode origins."""
@@ -369,59 +215,176 @@ class ConformalCalibrator:
         return (self._hits.mean(axis=1) / self._scored).tolist()
 
     def get_state(self) -> dict[str, np.ndarray]:
+        shape = (self.window, self.horizon, self.n_channels)
+        counts = [self._scores.count, self._scored, self._p_values.count]
         return {
-            "scores": self._scores.copy(),
-            "counts": np.array([self._count, self._scored, self._n_p_values], dtype=np.int64),
+            "scores": self._scores.values.reshape(shape).copy(),
+            "counts": np.array(counts, dtype=np.int64),
             "spread_mean": self._spread_mean.copy(),
             "hits": self._hits.copy(),
-            "p_values": self._p_values.copy(),
+            "p_values": self._p_values.values.reshape(shape).copy(),
             "early_scores": self._early.copy(),
             "early_count": np.array([self._n_early], dtype=np.int64),
         }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self._scores = np.array(state["scores"], dtype=np.float64)
-        self._count, self._scored, self._n_p_values = (int(v) for v in state["counts"])
+        count, self._scored, n_p_values = (int(v) for v in state["counts"])
+        scores, p_values = np.asarray(state["scores"]), np.asarray(state["p_values"])
+        self._scores.restore(scores.reshape(scores.shape[0], -1), count)
+        self._p_values.restore(p_values.reshape(p_values.shape[0], -1), n_p_values)
         self._spread_mean = np.array(state["spread_mean"], dtype=np.float64)
         self._hits = np.array(state["hits"], dtype=np.float64)
-        self._p_values = np.array(state["p_values"], dtype=np.float64)
         if "early_scores" in state:
             self._early = np.array(state["early_scores"], dtype=np.float64)
             self._n_early = int(state["early_count"][0])
         else:  # saved before early grading existed: none
             self._early = np.zeros((0, self.horizon, self.n_channels))
             self._n_early = 0
-        self._sorted = self._sorted_p = None
         self._quantiles.clear()
-        self._spread_ref = None
 
 
-def _sorted_rows(values: np.ndarray) -> np.ndarray:
-    """``(n, K)`` values sorted per column, as contiguous rows ``(K, n)``."""
-    rows = np.ascontiguousarray(values.T)
-    rows.sort(axis=1)
-    return rows
+# The loops below run over the cells ``(h, j)`` of ``(H, c)`` arrays, flat cell
+# ``k = h * c + j`` in the sorted rings. Each gives the floats of the NumPy
+# expression in its docstring (no fastmath: the same operations in the same order).
 
 
-def _interpolated_order_statistic(ordered: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Per cell, the score at 1-based rank ``(n + 1) level`` of ``ordered`` ``(H * c, n)``
-    (one sorted row per cell of ``levels`` ``(H, c)``).
+@kernel
+def _normalizer(mean, spread, max_ratio):  # type: ignore[no-untyped-def]
+    """``1 + min(s / s_bar, max_ratio)`` of a cell's ``spread`` and running ``mean``, the
+    ratio 0 in a cell not seen a spread (``s_bar > 0`` false); NaN passes as
+    ``np.minimum`` passes it."""
+    ratio = spread / mean if mean > 0 else 0.0
+    if ratio > max_ratio:
+        ratio = max_ratio
+    return 1.0 + ratio
 
-    Interpolated between order statistics; below rank 1 the smallest score, above
-    rank ``n`` the largest.
+
+@kernel
+def _normalised_scores(errors, spread, scale, spread_mean, max_ratio, out):  # type: ignore[no-untyped-def]
+    """``out = |errors| / (normalizer(spread) * scale)``."""
+    for h in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            norm = _normalizer(spread_mean[h, j], spread[h, j], max_ratio) * scale[j]
+            out[h, j] = abs(errors[h, j]) / norm
+
+
+@kernel
+def _scaled_widths(quantile, spread, scale, spread_mean, max_ratio, out):  # type: ignore[no-untyped-def]
+    """``out[:t] = quantile[:t] * (normalizer(padded spread) * scale)``, ``t = min(len(out),
+    H)``, the spread's rows cut or extended (holding the last) to ``H``."""
+    last = spread.shape[0] - 1
+    for h in range(min(out.shape[0], quantile.shape[0])):
+        for j in range(out.shape[1]):
+            s = spread[min(h, last), j]
+            norm = _normalizer(spread_mean[h, j], s, max_ratio) * scale[j]
+            out[h, j] = quantile[h, j] * norm
+
+
+@kernel
+def _follow_spread(spread_mean, spread, keep, take):  # type: ignore[no-untyped-def]
+    """If any spread is positive, ``spread_mean = keep * s_bar + take * spread`` (in place)
+    at the cells seen a spread (``s_bar > 0``), the spread itself at the others."""
+    seen_any = False
+    for h in range(spread.shape[0]):
+        for j in range(spread.shape[1]):
+            if spread[h, j] > 0:
+                seen_any = True
+    if not seen_any:
+        return
+    for h in range(spread.shape[0]):
+        for j in range(spread.shape[1]):
+            mean = spread_mean[h, j]
+            spread_mean[h, j] = keep * mean + take * spread[h, j] if mean > 0 else spread[h, j]
+
+
+@kernel
+def _count_hits(hits, realised, lower, upper):  # type: ignore[no-untyped-def]
+    """``hits += (realised >= lower) & (realised <= upper)``."""
+    for h in range(hits.shape[0]):
+        for j in range(hits.shape[1]):
+            if realised[h, j] >= lower[h, j] and realised[h, j] <= upper[h, j]:
+                hits[h, j] += 1.0
+
+
+@kernel
+def _p_values_of(ordered, n, scores, out):  # type: ignore[no-untyped-def]
+    """``out[k]``: the least level whose interval, as calibrated by the ``n`` sorted scores
+    ``ordered[k, :n]`` (NaN last), holds ``scores[k]``: the inverse of the conformal
+    quantile. Were the calibration right, these would be uniform on ``[0, 1]``.
+
+    Under the smallest score the rank is from 0 (score / smallest), else from the
+    order statistic under it, interpolated across the gap to the next; 1 when the
+    gap is not positive or the score is over every one. Rank r (1-based) is level
+    ``r / (n + 1)``.
     """
-    n = ordered.shape[1]
-    # np.clip's own floats (it is this minimum of a maximum), for half its overhead.
-    position = np.minimum(np.maximum((n + 1) * levels, 1.0), float(n)) - 1.0  # 0-based
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, n - 1)
-    start = np.arange(0, ordered.size, n).reshape(levels.shape)  # each row's first index
-    low, high = ordered.take(start + below), ordered.take(start + above)
-    return low + (position - below) * (high - low)
+    for k in range(scores.shape[0]):
+        row, score = ordered[k], scores[k]
+        lo, hi = 0, n  # the order statistics under the score are a prefix
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if row[mid] < score:
+                lo = mid + 1
+            else:
+                hi = mid
+        below = lo
+        if below >= n:
+            out[k] = 1.0
+            continue
+        if below == 0:
+            span, rise = row[0], score
+        else:
+            span, rise = row[below] - row[below - 1], score - row[below - 1]
+        fraction = rise / span if span > 0 else 1.0
+        rank = (fraction if below == 0 else below + fraction) / (n + 1)
+        out[k] = 1.0 if rank > 1.0 else rank
 
 
-def _pad(values: np.ndarray, length: int) -> np.ndarray:
-    """Cut or extend (holding the last row) ``values`` to ``length`` rows."""
-    if values.shape[0] >= length:
-        return values[:length]
-    return np.concatenate([values, np.repeat(values[-1:], length - values.shape[0], axis=0)])
+@kernel
+def _recalibrated(ordered, m, level, prior, out):  # type: ignore[no-untyped-def]
+    """``out`` ``(H, c)``: the levels whose intervals held ``level`` of the past outcomes.
+
+    Per cell, the empirical ``level``-quantile of the ``m`` past p-values sorted in
+    ``ordered`` (Kuleshov et al. 2018), shrunk towards ``level`` itself by ``prior``
+    pseudo-episodes while there are few (``level`` itself when none). This corrects
+    a calibration that is systematically too wide or too narrow at a level (scores
+    whose distribution drifts or changes shape, or few of them), as adaptive
+    conformal inference does for one level, at every level at once.
+    """
+    c = out.shape[1]
+    if m == 0:
+        out[:] = level
+        return
+    position = level * (m - 1)
+    below = int(np.floor(position))
+    above = min(below + 1, m - 1)
+    fraction = position - below
+    for h in range(out.shape[0]):
+        for j in range(c):
+            row = ordered[h * c + j]
+            low, high = row[below], row[above]
+            empirical = low + fraction * (high - low)
+            out[h, j] = (prior * level + m * empirical) / (prior + m)
+
+
+@kernel
+def _order_statistics(ordered, n, levels, out):  # type: ignore[no-untyped-def]
+    """``out`` ``(H, c)``: per cell, the score at 1-based rank ``(n + 1) level`` of the
+    ``n`` sorted ``ordered[k, :n]``, interpolated between order statistics; below rank 1
+    the smallest, above rank ``n`` the largest (NaN for a NaN level)."""
+    c = out.shape[1]
+    for h in range(out.shape[0]):
+        for j in range(c):
+            position = (n + 1) * levels[h, j]
+            if position < 1.0:
+                position = 1.0
+            if position > n:
+                position = float(n)
+            position -= 1.0  # 0-based
+            if position != position:
+                out[h, j] = np.nan
+                continue
+            below = int(np.floor(position))
+            above = min(below + 1, n - 1)
+            row = ordered[h * c + j]
+            low, high = row[below], row[above]
+            out[h, j] = low + (position - below) * (high - low)

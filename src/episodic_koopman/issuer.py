@@ -18,7 +18,8 @@ from .dynamics import Dynamics
 from .envelope import recent_envelope
 from .experts import ExpertBank
 from .in_force import InForce
-from .intervals import ConformalCalibrator, LocalScale
+from .intervals import ConformalCalibrator
+from .local_scale import LocalScale
 from .model_settings import Settings
 from .observables import Observables
 from .operator import batch_dmd, detrended_batch_dmd

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,52 +9,13 @@ import numpy as np
 from .components import State, prefixed, unprefixed
 from .dynamics import Dynamics
 from .episode_refs import EpisodeRefs
+from .jit import kernel
 from .koopman_fit import KoopmanFit, fit_arrays, fit_from_arrays, propagate_many
 from .memory import EpisodeMemory
 from .observables import Observables
+from .pending_records import PendingRecords
 from .recall import KeyWeights, keys_of_row, normalized_states, signature_row
 from .spectrum import Signature
-
-
-@dataclass
-class PendingRecords:
-    """Episodes made but not yet filed (their continuations are not all observed), oldest first.
-
-    Every field has one row per episode, so how they were batched leaves no trace.
-    Episodes are filed into memory by prefix as their continuations complete.
-    """
-
-    origins: np.ndarray  # (B,) observation indices
-    window_starts: np.ndarray  # (B,)
-    keys: np.ndarray  # (B, key dim)
-    forecasts: np.ndarray  # (B, horizon, c): the operator's forecast (B, 0, c) unless kept
-    fits: np.ndarray  # (B,) rows of the fit table
-
-    FIELDS = ("origins", "window_starts", "keys", "forecasts", "fits")
-
-    def __len__(self) -> int:
-        return int(self.origins.shape[0])
-
-    # Field by field rather than over FIELDS: these run at every scored tick.
-    def rows(self, start: int, stop: int | None = None) -> PendingRecords:
-        return PendingRecords(
-            self.origins[start:stop],
-            self.window_starts[start:stop],
-            self.keys[start:stop],
-            self.forecasts[start:stop],
-            self.fits[start:stop],
-        )
-
-    def extend(self, other: PendingRecords) -> PendingRecords:
-        if len(self) == 0:
-            return other
-        return PendingRecords(
-            np.concatenate((self.origins, other.origins)),
-            np.concatenate((self.window_starts, other.window_starts)),
-            np.concatenate((self.keys, other.keys)),
-            np.concatenate((self.forecasts, other.forecasts)),
-            np.concatenate((self.fits, other.fits)),
-        )
 
 
 class EpisodeRecorder:
@@ -120,21 +80,22 @@ class EpisodeRecorder:
         if start is None or upto < start:
             return
         first = start + (ready_at - 1 - start) % self.stride
-        origins = np.arange(first, upto + 1, self.stride, dtype=np.int64)
         self.cursor = upto + 1
-        if origins.size == 0:
+        if upto < first:
             return
+        count = (upto - first) // self.stride + 1  # origins first, first + stride, ..upto
         fit, signature = self.last_fit, self.last_signature
         assert fit is not None and signature is not None
         assert obs.ref_mean is not None and obs.ref_scale is not None
-        lag = (n - 1) - origins
-        ds = self.state_delays
-        rows = obs.history.last(int(lag[0]) + ds)
-        # The state windows ``rows[o : o + ds]`` of each origin, gathered in one take.
-        starts = origins - origins[0]
-        states = normalized_states(rows[starts[:, None] + np.arange(ds)])
-        count = origins.shape[0]
+        ds, newest = self.state_delays, n - 1
+        # The state windows of each origin, ``rows[o - first : o - first + ds]``.
+        rows = obs.history.last(newest - first + ds)
+        windows = np.empty((count, ds, rows.shape[1]))
+        _state_windows(rows, self.stride, windows)
+        states = normalized_states(windows)
         if self.keep_forecast:
+            origins = np.arange(first, upto + 1, self.stride, dtype=np.int64)
+            lag = newest - origins
             snapshots = dyn.dmd.snapshots()
             forecasts = propagate_many(
                 fit,
@@ -145,20 +106,29 @@ class EpisodeRecorder:
                 dyn.dmd.n_pushed - 1 - lag,
             )
             forecasts = forecasts * obs.ref_scale + obs.ref_mean
-        else:
-            forecasts = np.zeros((count, 0, obs.ref_mean.shape[0]))
-        n_snapshots = np.minimum(dyn.dmd.n_pushed - lag, dyn.window + 1)
+        else:  # none kept: (B, 0, c)
+            forecasts = np.zeros((0, 0, obs.ref_mean.shape[0]))
         fit_row = self._fit_row(signature, obs.ref_mean, obs.ref_scale)
         if self._signature_row is None:
             self._signature_row = signature_row(signature, self.key_weights)
-        made = PendingRecords(
-            origins=origins,
-            window_starts=origins + 2 - n_snapshots - obs.delays,
-            keys=keys_of_row(self._signature_row, states, self.key_weights),
-            forecasts=forecasts,
-            fits=np.full(count, fit_row, dtype=np.int64),
+        keys = keys_of_row(self._signature_row, states, self.key_weights)
+        if self.pending is None:
+            self.pending = PendingRecords(keys, forecasts)
+        pending = self.pending
+        at = pending.reserve(count)
+        _write_rows(
+            first,
+            self.stride,
+            newest,
+            dyn.dmd.n_pushed,
+            dyn.window + 1,
+            obs.delays,
+            fit_row,
+            at,
+            count,
+            *pending.integer_buffers(),
         )
-        self.pending = made if self.pending is None else self.pending.extend(made)
+        pending.write(at, keys, forecasts if self.keep_forecast else None)
 
     def _fit_row(self, signature: Signature, ref_mean: np.ndarray, ref_scale: np.ndarray) -> int:
         """The fit table's row of a signature and standardisation: the newest if it holds
@@ -192,10 +162,10 @@ class EpisodeRecorder:
         if pending is None or len(pending) == 0:
             return
         newest, horizon = n - 1, self.horizon
-        due = int(np.searchsorted(pending.origins, newest - horizon, side="right"))
+        due = pending.first_due(newest - horizon)
         if due == 0:
             return
-        done = pending.rows(0, due)
+        done = pending.oldest(due)
         records: dict[str, np.ndarray] = {"origin": done.origins}
         if self.keep_forecast:
             records["forecast"] = done.forecasts
@@ -224,7 +194,7 @@ class EpisodeRecorder:
                 succ = EpisodeRefs.reuse_or_append(self.refs.successors, successor)
                 records["succ"] = np.full(due, succ, dtype=np.int64)
         self.memory.add_many(done.keys, records)
-        self.pending = pending.rows(due)
+        pending.drop_first(due)
         self._collect()
 
     def _collect(self) -> None:
@@ -269,7 +239,8 @@ class EpisodeRecorder:
         arrays: dict[str, np.ndarray] = {}  # the references are saved by the recaller
         if self.pending is not None:
             arrays |= {
-                f"pending.{name}": getattr(self.pending, name) for name in self.pending.FIELDS
+                f"pending.{name}": getattr(self.pending, name).copy()
+                for name in self.pending.FIELDS
             }
         if self.last_fit is not None:
             arrays |= prefixed("last_fit", fit_arrays(self.last_fit))
@@ -284,8 +255,8 @@ class EpisodeRecorder:
         self.cursor = None if meta["cursor"] is None else int(meta["cursor"])
         self.pending = None
         if meta["has_pending"]:
-            self.pending = PendingRecords(
-                *(np.array(arrays[f"pending.{name}"]) for name in PendingRecords.FIELDS)
+            self.pending = PendingRecords.of(
+                *(np.asarray(arrays[f"pending.{name}"]) for name in PendingRecords.FIELDS)
             )
         self.last_fit = None
         if meta["has_last_fit"]:
@@ -298,3 +269,40 @@ class EpisodeRecorder:
                 modes=np.array(arrays["last_signature.modes"]),
                 rank=int(arrays["last_signature.rank"]),
             )
+
+
+@kernel
+def _state_windows(rows, stride, out):  # type: ignore[no-untyped-def]
+    """``out[b] = rows[b * stride : b * stride + width]``, ``out`` ``(B, width, c)``."""
+    count, width, c = out.shape
+    for b in range(count):
+        for t in range(width):
+            for j in range(c):
+                out[b, t, j] = rows[b * stride + t, j]
+
+
+@kernel
+def _write_rows(
+    first,
+    stride,
+    newest,
+    n_pushed,
+    max_snapshots,
+    delays,
+    fit_row,
+    at,
+    count,
+    origins,
+    window_starts,
+    fits,
+):  # type: ignore[no-untyped-def]
+    """Rows ``at .. at + count - 1`` of the integer fields, for the origins ``first, first +
+    stride, ..``: the origin, the first observation of its
+    operator's window (``n_pushed - lag`` snapshots were pushed ``lag = newest - origin``
+    steps ago, at most ``max_snapshots`` held), and the fit table's row."""
+    for i in range(count):
+        origin = first + i * stride
+        snapshots = min(n_pushed - (newest - origin), max_snapshots)
+        origins[at + i] = origin
+        window_starts[at + i] = origin + 2 - snapshots - delays
+        fits[at + i] = fit_row

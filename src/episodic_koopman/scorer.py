@@ -11,6 +11,7 @@ from .components import State
 from .drift_gate import DriftGate
 from .embedding import History
 from .intervals import ConformalCalibrator
+from .jit import kernel
 from .mixture import ExpertMixture
 
 _SCORE_FIELDS = (
@@ -77,13 +78,8 @@ class ForecastScorer:
         horizon = self.horizon
         # Mixture updates of distinct steps ahead touch distinct columns, so a run of
         # them lands in one call, exactly as one by one; a repeated step starts a new run.
-        steps: list[np.ndarray] = []
-        losses: list[np.ndarray] = []
-        regrets: list[np.ndarray] | None = None
-        masks: list[np.ndarray] = []
+        run: list[tuple[PendingScore, int, int]] = []
         taken = 0  # the steps ahead of the run so far, as bits
-        if mixture is not None and mixture.needs_regrets:
-            regrets = []
         for score in self.pending:  # oldest first: each loss lands in time order
             k0, k1 = score.n_realised, min(horizon, newest - score.origin)
             if k1 <= k0:
@@ -93,28 +89,16 @@ class ForecastScorer:
             if mixture is not None and not score.graded_only:
                 span = (1 << k1) - (1 << k0)  # bits k0..k1-1
                 if taken & span:
-                    _update_mixture(mixture, steps, losses, regrets, masks)
-                    taken = 0
+                    _teach(mixture, run)
+                    run, taken = [], 0
                 taken |= span
-                errors = np.abs(rows - score.tracks[:, k0:k1]) / score.ref_scale
-                c = errors.shape[2]
-                # errors.mean(axis=2) as NumPy computes it (sum, then divide); over one
-                # channel that is the errors themselves, exactly.
-                loss = errors[:, :, 0] if c == 1 else np.add.reduce(errors, axis=2) / c
-                steps.append(np.arange(k0, k1))
-                losses.append(loss.T)
-                masks.append(score.available[None, :].repeat(k1 - k0, axis=0))
-                if regrets is not None:
-                    # Regret against each expert: the issued forecast's loss less the expert's.
-                    issued = np.abs(rows - score.issued[k0:k1]) / score.ref_scale
-                    issued_loss = np.add.reduce(issued, axis=1) / c
-                    regrets.append(issued_loss[:, None] - losses[-1])
+                run.append((score, k0, k1))
             if k0 == 0 and gate is not None and not score.graded_only:
                 error = float((np.abs(rows[0] - score.issued[0]) / score.ref_scale).mean())
                 gate.update(error, at=score.origin + 1)
             score.n_realised = k1
         if mixture is not None:
-            _update_mixture(mixture, steps, losses, regrets, masks)
+            _teach(mixture, run)
         while self.pending and self.pending[0].n_realised >= horizon:
             score = self.pending.pop(0)
             calibrator.update(
@@ -150,29 +134,75 @@ class ForecastScorer:
             )
 
 
-def _update_mixture(
-    mixture: ExpertMixture,
-    steps: list[np.ndarray],
-    losses: list[np.ndarray],
-    regrets: list[np.ndarray] | None,
-    masks: list[np.ndarray],
-) -> None:
-    """Apply (and empty) a run of updates of distinct steps ahead as one `update_many`.
+def _teach(mixture: ExpertMixture, run: list[tuple[PendingScore, int, int]]) -> None:
+    """Teach ``mixture`` the realised steps ``k0..k1-1`` of each score of ``run`` (of
+    distinct steps ahead) in one `update_many`.
 
-    ``regrets`` is ``None`` for a rule that does not read them.
+    A step's loss is each expert's absolute error in units of the series' scale at
+    the origin, averaged over channels; its regret (for rules that read them) the
+    issued forecast's loss less the expert's.
     """
-    if not steps:
+    if not run:
         return
-    if len(steps) == 1:
-        more = None if regrets is None else regrets[0]
-        mixture.update_many(steps[0], losses[0], masks[0], more)
-    else:
-        mixture.update_many(
-            np.concatenate(steps),
-            np.concatenate(losses),
-            np.concatenate(masks),
-            None if regrets is None else np.concatenate(regrets),
+    count = sum(k1 - k0 for _, k0, k1 in run)
+    n_experts, _, c = run[0][0].tracks.shape
+    steps = np.empty(count, dtype=np.int64)
+    errors = np.empty((count, n_experts, c))
+    issued_errors = np.empty((count, c))
+    masks = np.empty((count, n_experts), dtype=np.bool_)
+    offset = 0
+    for score, k0, k1 in run:
+        _grade(
+            score.realised,
+            score.tracks,
+            score.issued,
+            score.ref_scale,
+            score.available,
+            k0,
+            k1,
+            offset,
+            steps,
+            errors,
+            issued_errors,
+            masks,
         )
-    for pieces in (steps, losses, regrets, masks):
-        if pieces is not None:
-            pieces.clear()
+        offset += k1 - k0
+    # errors.mean(axis=-1) as NumPy computes it (sum, then divide); over one channel
+    # that is the errors themselves, exactly.
+    losses = errors[:, :, 0] if c == 1 else np.add.reduce(errors, axis=2) / c
+    regrets = None
+    if mixture.needs_regrets:
+        issued = issued_errors[:, 0] if c == 1 else np.add.reduce(issued_errors, axis=1) / c
+        regrets = issued[:, None] - losses
+    mixture.update_many(steps, losses, masks, regrets)
+
+
+@kernel
+def _grade(
+    realised,
+    tracks,
+    issued,
+    ref_scale,
+    available,
+    k0,
+    k1,
+    offset,
+    steps,
+    errors,
+    issued_errors,
+    masks,
+):  # type: ignore[no-untyped-def]
+    """Rows ``offset + i`` of the outputs, for realised step ``k0 + i < k1``: the step,
+    each expert's and the issued forecast's absolute error per channel over
+    ``ref_scale`` (as ``np.abs(realised - track) / ref_scale``), and which experts
+    could forecast."""
+    n_experts, _, c = tracks.shape
+    for i in range(k1 - k0):
+        k, row = k0 + i, offset + i
+        steps[row] = k
+        for e in range(n_experts):
+            masks[row, e] = available[e]
+            for j in range(c):
+                errors[row, e, j] = abs(realised[k, j] - tracks[e, k, j]) / ref_scale[j]
+        for j in range(c):
+            issued_errors[row, j] = abs(realised[k, j] - issued[k, j]) / ref_scale[j]
