@@ -3,6 +3,8 @@ import os
 import numpy as np
 import pytest
 
+from episodic_koopman.index_search import flat_codes, scan_codes, search_range
+from episodic_koopman.key_codec import KeyCodec
 from episodic_koopman.memory import EpisodeMemory
 
 
@@ -302,3 +304,27 @@ def test_a_query_faiss_cannot_rank_finds_only_real_episodes(hnsw_threshold):
         ids, _ = mem.search(query, 5)
         assert np.all(ids >= mem.oldest_id)  # no -1 label turned into an id
         mem.get(ids)  # every id it gives is stored
+
+
+@pytest.mark.parametrize("bounds", [None, 3.0], ids=["fp16", "8-bit"])
+def test_scanning_live_codes_finds_what_a_range_selector_finds(bounds):
+    """The flat search scans the live codes alone: the same distances and labels as
+    FAISS's own search of the whole index with a range selector, ties included."""
+    rng = np.random.default_rng(12)
+    dim = 12
+    codec = KeyCodec(dim, None if bounds is None else np.full(dim, bounds, np.float32))
+    index = codec.new_index(None)
+    keys = rng.integers(-2, 3, (3000, dim)).astype(np.float32)  # many equal distances
+    index.add(keys)
+    codes = flat_codes(index)
+    for trial in range(200):
+        query = rng.integers(-2, 3, (1, dim)).astype(np.float32) + 0.1 * (trial % 2)
+        low, high = int(rng.integers(0, 1500)), int(rng.integers(1500, 3001))
+        k = int(rng.integers(1, 40))
+        want_d, want_l = np.empty(k, np.float32), np.empty(k, np.int64)
+        search_range(index, query, low, high, want_d, want_l)
+        found, labels = np.empty(k, np.float32), np.empty(k, np.int64)
+        scan_codes(codes[low:high], codec.layout, codec.quantizer, query, found, labels)
+        order = np.lexsort((labels, found))
+        np.testing.assert_array_equal(found[order], want_d)
+        np.testing.assert_array_equal(labels[order] + low, want_l)

@@ -56,7 +56,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index_search import flat_codes, search_range
+from .index_search import flat_codes, scan_codes, search_range
 from .key_codec import KeyCodec
 from .threads import single_threaded
 
@@ -281,8 +281,14 @@ class EpisodeMemory:
             found = np.empty(n_best, dtype=np.float32)
             labels = np.empty(n_best, dtype=np.int64)
             low, high = oldest - offset, tail_start - offset  # the live labels
-            ef_search = max(self.ef_search, k) if self._hnsw else None
-            search_range(self._index, query, low, high, found, labels, ef_search)
+            if self._hnsw:
+                ef_search = max(self.ef_search, k)
+                search_range(self._index, query, low, high, found, labels, ef_search)
+            else:  # the live codes alone, labelled from `low`
+                codes = flat_codes(self._index)[low:high]
+                codec = self.codec
+                scan_codes(codes, codec.layout, codec.quantizer, query, found, labels)
+                offset += low
             # -1 where a graph finds fewer than asked for, or for a query FAISS cannot
             # rank (not finite in float32).
             if labels.min() < 0:
