@@ -99,14 +99,14 @@ def test_add_many_equals_adding_one_by_one():
 
 def test_search_does_not_change_the_index_and_sees_unindexed_episodes():
     mem = filled(70, hnsw_threshold=20)  # HNSW, with a tail not yet in FAISS
-    assert mem._indexed_to < mem.next_id
-    before = (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal)
+    assert mem.n_unindexed > 0
+    before = (mem.n_unindexed, mem.n_rebuilds, mem.index.ntotal)
     rng = np.random.default_rng(8)
     for _ in range(5):
         q = rng.standard_normal(12)
         ids, _ = mem.search(q, 5)
         assert ids.size == 5
-    assert (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal) == before
+    assert (mem.n_unindexed, mem.n_rebuilds, mem.index.ntotal) == before
     newest_key = mem.keys(np.array([mem.next_id - 1]))[0]
     assert mem.search(newest_key, 1)[0][0] == mem.next_id - 1
 
@@ -118,7 +118,7 @@ def test_keys_are_stored_once_as_half_floats_and_survive_rebuilds():
     np.testing.assert_array_equal(keys, keys.astype(np.float16).astype(np.float32))
     rebuilds = mem.n_rebuilds
     mem.rebuild()
-    assert mem.n_rebuilds == rebuilds + 1 and mem._indexed_from == mem.oldest_id
+    assert mem.n_rebuilds == rebuilds + 1 and mem.n_dead_indexed == 0
     np.testing.assert_array_equal(mem.keys(ids), keys)
 
 
@@ -195,7 +195,7 @@ def bounded(n: int, dim: int = 6, **kw) -> EpisodeMemory:
 
 def test_8bit_keys_cost_a_byte_per_coordinate_and_round_once():
     mem = bounded(300)
-    assert mem._index.code_size == mem.dim  # half of the float16 codes' two bytes
+    assert mem.index.code_size == mem.dim  # half of the float16 codes' two bytes
     stored = mem.keys(mem.live_ids())
     # Rounding is idempotent: the index, the unindexed tail and a rebuild hold the same values.
     np.testing.assert_array_equal(mem.codec.round(stored), stored)
