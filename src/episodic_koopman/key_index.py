@@ -31,7 +31,9 @@ import faiss
 import numpy as np
 
 from .index_search import flat_codes, scan_codes, search_range
+from .jit import kernel
 from .key_codec import KeyCodec
+from .numpy_order import keep_best
 from .threads import single_threaded
 
 #: FAISS is brought up to date each time the stored id count reaches a multiple of this;
@@ -61,6 +63,7 @@ class KeyIndex:
         self.codec = KeyCodec(dim, key_bounds)
         self.tail = np.zeros((_INDEX_BATCH, dim), dtype=np.float32)  # slot id % _INDEX_BATCH
         self.index = self._new_index(hnsw=False)
+        self._codes: np.ndarray | None = None  # a flat index's codes (`flat_codes`), or None
         self.hnsw = False
         self.indexed_from = 0  # smallest id present in the FAISS index (its label 0)
         self.indexed_to = 0  # every stored id below this is in the FAISS index
@@ -120,6 +123,7 @@ class KeyIndex:
             return
         with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
             self.index.add(self.tail[ids % _INDEX_BATCH])
+        self._codes = None  # (the codes may have moved)
         self.indexed_to = next_id
 
     def rebuild(self, oldest: int, next_id: int) -> None:
@@ -144,6 +148,7 @@ class KeyIndex:
                 if keys.shape[0]:
                     index.add(keys)
         self.index = index
+        self._codes = None
         self.hnsw = hnsw
         self.indexed_from = oldest
         self.indexed_to = next_id
@@ -163,28 +168,22 @@ class KeyIndex:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         query = np.ascontiguousarray(key, dtype=np.float32).reshape(1, self.dim)
         tail_start = max(self.indexed_to, oldest)
-        ids: np.ndarray | None = None
-        if tail_start > oldest:
-            offset = self.indexed_from
-            n_best = min(k, tail_start - oldest)
-            found = np.empty(n_best, dtype=np.float32)
-            labels = np.empty(n_best, dtype=np.int64)
+        offset = self.indexed_from
+        n_best = min(k, tail_start - oldest)
+        found = np.empty(n_best, dtype=np.float32)
+        labels = np.empty(n_best, dtype=np.int64)
+        if n_best:
             low, high = oldest - offset, tail_start - offset  # the live labels
             if self.hnsw:
                 ef_search = max(self.ef_search, k)
                 search_range(self.index, query, low, high, found, labels, ef_search)
             else:  # the live codes alone, labelled from `low`
-                codes = flat_codes(self.index)[low:high]
+                codes = self._codes
+                if codes is None:
+                    codes = self._codes = flat_codes(self.index)
                 codec = self.codec
-                scan_codes(codes, codec.layout, codec.quantizer, query, found, labels)
+                scan_codes(codes[low:high], codec.layout, codec.quantizer, query, found, labels)
                 offset += low
-            # -1 where a graph finds fewer than asked for, or for a query FAISS cannot
-            # rank (not finite in float32).
-            if labels.min() < 0:
-                keep = labels >= 0
-                labels, found = labels[keep], found[keep]
-            ids = labels + offset
-            d2 = found.astype(np.float64)
         if tail_start < next_id:
             first = tail_start % _INDEX_BATCH
             count = next_id - tail_start
@@ -193,14 +192,13 @@ class KeyIndex:
             else:
                 rows = self.tail[np.arange(tail_start, next_id) % _INDEX_BATCH]
             diff = rows - query
-            tail = np.arange(tail_start, next_id, dtype=np.int64)
-            tail_d2 = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
-            if ids is None:
-                ids, d2 = tail, tail_d2
-            else:
-                ids, d2 = np.concatenate([ids, tail]), np.concatenate([d2, tail_d2])
-        order = np.lexsort((ids, d2))[:k]
-        return ids[order], d2[order]
+            tail_d2 = np.einsum("ij,ij->i", diff, diff)
+        else:
+            tail_d2 = _NO_DISTANCES
+        size = min(k, n_best + tail_d2.shape[0])
+        ids, d2 = np.empty(size, dtype=np.int64), np.empty(size)
+        n_found = _merge_best(found, labels, offset, tail_d2, tail_start, ids, d2)
+        return ids[:n_found], d2[:n_found]
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
         """The stored (rounded to their codes) keys of live ids, as float32."""
@@ -253,6 +251,7 @@ class KeyIndex:
         self.tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
         tail = np.arange(max(self.indexed_to, oldest), next_id)
         self.tail[tail % _INDEX_BATCH] = self.codec.decode(arrays["tail_codes"])
+        self._codes = None
         if not meta["index_saved"]:
             if keys_of is None:
                 raise ValueError("this memory was saved without its index: its keys are needed")
@@ -274,3 +273,30 @@ class KeyIndex:
         self.hnsw = isinstance(self.index, faiss.IndexHNSWSQ)
         if self.hnsw:
             self.index.hnsw.efSearch = self.ef_search
+
+
+_NO_DISTANCES = np.zeros(0, dtype=np.float32)
+
+
+@kernel
+def _merge_best(
+    found: np.ndarray,
+    labels: np.ndarray,
+    offset: int,
+    tail_d2: np.ndarray,
+    tail_start: int,
+    ids: np.ndarray,
+    d2: np.ndarray,
+) -> int:
+    """The best ``ids.size`` of the index's answer (``labels`` from ``offset``; ``-1`` where
+    a graph found fewer, or for a query FAISS cannot rank) and the tail's (ids from
+    ``tail_start``), by distance then id, into ``ids`` and ``d2`` (as float64); returns
+    how many there are."""
+    count = 0
+    rows = np.empty(ids.shape[0], dtype=np.int64)
+    for i in range(found.shape[0]):
+        if labels[i] >= 0:
+            count = keep_best(np.float64(found[i]), labels[i] + offset, i, d2, ids, rows, count)
+    for i in range(tail_d2.shape[0]):
+        count = keep_best(np.float64(tail_d2[i]), tail_start + i, i, d2, ids, rows, count)
+    return count
