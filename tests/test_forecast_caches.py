@@ -291,3 +291,23 @@ def test_zscore_alignment_without_flat_windows_equals_the_masked_quotients():
         want = (continuation - mean_then) * ratio + mean_now
         ours = _zscored(continuation, mean_then, std_then, mean_now, std_now)
         assert ours.tobytes() == want.tobytes()
+
+
+def test_one_channel_windows_are_normalised_as_numpy_normalises_them():
+    """The compiled one-channel path gives NumPy's floats, bit for bit, level-free and
+    constant windows included."""
+    rng = np.random.default_rng(21)
+    for trial in range(400):
+        b, d = int(rng.integers(1, 12)), int(rng.integers(1, 70))
+        scale = 10 ** rng.uniform(-8, 8)
+        windows = rng.standard_normal((b, d, 1)) * scale + rng.standard_normal() * scale * 50
+        if trial % 4 == 1:
+            windows[:] = windows[:, :1]  # constant windows: scale 1
+        elif trial % 4 == 2:
+            windows = rng.poisson(40, size=(b, d, 1)).astype(np.float64)
+        mean = windows.sum(axis=1, keepdims=True) / d
+        centered = windows - mean
+        std = np.sqrt(np.einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
+        scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+        expected = (centered / scale).reshape(b, -1)
+        np.testing.assert_array_equal(recall.normalized_states(windows), expected)

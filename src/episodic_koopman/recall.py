@@ -30,6 +30,8 @@ from typing import Literal
 import numpy as np
 
 from .einsum import einsum
+from .jit import kernel
+from .numpy_order import add_reduce
 from .spectrum import Signature
 
 Alignment = Literal["zscore", "additive", "multiplicative", "last", "none"]
@@ -55,12 +57,47 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
 
 def normalized_states(histories: np.ndarray) -> np.ndarray:
     """`normalized_state` of many windows ``(B, d, c)`` at once: ``(B, d * c)``."""
-    d = histories.shape[1]
+    b, d, c = histories.shape
+    if c == 1 and b and d:
+        # One channel: the same floats by two compiled loops around NumPy's einsum (whose
+        # order of addition the squares' sum keeps), instead of a dozen NumPy calls.
+        windows = np.ascontiguousarray(histories).reshape(b, d)
+        mean, centered = np.empty(b), np.empty((b, d))
+        _center(windows, mean, centered)
+        squares = einsum("bij,bij->bj", centered[:, :, None], centered[:, :, None])
+        _scale(centered, mean, squares.reshape(b))
+        return centered
     mean = histories.sum(axis=1, keepdims=True) / d
     centered = histories - mean
     std = np.sqrt(einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
     scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     return (centered / scale).reshape(histories.shape[0], -1)
+
+
+@kernel
+def _center(windows: np.ndarray, mean: np.ndarray, centered: np.ndarray) -> None:
+    """Each window's mean (summed as NumPy sums it) and the window less it."""
+    d = windows.shape[1]
+    for b in range(windows.shape[0]):
+        m = add_reduce(windows[b], 0, d) / d
+        mean[b] = m
+        for i in range(d):
+            centered[b, i] = windows[b, i] - m
+
+
+@kernel
+def _scale(centered: np.ndarray, mean: np.ndarray, squares: np.ndarray) -> None:
+    """Divide each centred window by its standard deviation, or by 1 where that is
+    negligible against its level (NaN-propagating, as ``np.maximum`` and ``np.where``)."""
+    d = centered.shape[1]
+    for b in range(centered.shape[0]):
+        std = np.sqrt(squares[b] / d)
+        level = abs(mean[b])
+        if not level > 1.0 and not np.isnan(level):
+            level = 1.0
+        scale = std if std > 1e-12 * level else 1.0
+        for i in range(d):
+            centered[b, i] = centered[b, i] / scale
 
 
 def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) -> np.ndarray:
