@@ -41,7 +41,8 @@ def synthetic_episodes(n: int, r_max: int, state_len: int, seed: int):
 
 def time_queries(memory, query_keys, query_eigs, query_states, exact, candidates=32, k=10):
     """Median and p99 latency (ms) of search + rerank, and FAISS-stage recall@k."""
-    from episodic_koopman.recall import KeyWeights, exact_distances
+    from episodic_koopman.recall import KeyWeights
+    from episodic_koopman.rerank import exact_distances
     from episodic_koopman.spectrum import Signature
 
     r_max = query_eigs.shape[1]

@@ -1,5 +1,6 @@
-"""What forecasts reuse between calls (conjugate groups, eigenvalue terms) changes nothing:
-each reuse is keyed on every value its result depends on, so no call order leaves a trace."""
+"""What forecasts reuse between calls (conjugate groups) changes nothing, and rows ranked
+together or alone get the same distances: each reuse is keyed on every value its result
+depends on, so no call order leaves a trace."""
 
 import itertools
 
@@ -7,7 +8,8 @@ import numpy as np
 from helpers import noisy_sines
 
 from episodic_koopman import EpisodicKoopman, recall, spectrum
-from episodic_koopman.recall import KeyWeights, exact_distances
+from episodic_koopman.recall import KeyWeights
+from episodic_koopman.rerank import exact_distances, nearest_exact
 from episodic_koopman.spectrum import Signature, canonical_order
 
 
@@ -47,7 +49,7 @@ def test_canonical_order_keys_on_dtype_and_shape_not_only_bytes():
     np.testing.assert_array_equal(ours, _fresh_order(as_reals, np.arange(4.0)))
 
 
-def test_exact_distances_reuse_eigenvalue_terms_without_changing_them():
+def test_exact_distances_of_a_row_alone_are_those_it_has_in_a_batch():
     rng = np.random.default_rng(11)
     r = 6
     query_eigs = np.zeros(r, dtype=np.complex128)
@@ -63,14 +65,9 @@ def test_exact_distances_reuse_eigenvalue_terms_without_changing_them():
     states = rng.standard_normal((7, 3))
     state = rng.standard_normal(3)
     weights = KeyWeights()
-    recall._eigenvalue_terms_kept.clear()
-    cold = exact_distances(query, state, eigs, modes, states, weights, ranks)
-    assert len(recall._eigenvalue_terms_kept) == 6  # rows 1 and 5 share a spectrum
-    warm = exact_distances(query, state, eigs, modes, states, weights, ranks)
-    np.testing.assert_array_equal(cold, warm)
-    # Each row alone (nothing kept) gives the distance it has in the batch.
+    batch = exact_distances(query, state, eigs, modes, states, weights, ranks)
+    assert batch[5] == batch[1] or states[5].tolist() != states[1].tolist()
     for i in range(7):
-        recall._eigenvalue_terms_kept.clear()
         alone = exact_distances(
             query,
             state,
@@ -80,21 +77,24 @@ def test_exact_distances_reuse_eigenvalue_terms_without_changing_them():
             weights,
             ranks[i : i + 1],
         )
-        np.testing.assert_array_equal(alone, cold[i : i + 1])
-    # With mode shapes in the distance, the matchings are made again: the same distances
-    # where the shapes are equal (a zero-weight-like case with explicit zero modes).
+        np.testing.assert_array_equal(alone, batch[i : i + 1])
+    # With mode shapes in the distance: the same distances where the shapes are equal
+    # (a zero-weight-like case with explicit zero modes).
     with_modes = KeyWeights(modes=0.5)
     query_m = Signature(query_eigs, np.zeros((r, 2), dtype=np.complex128), rank=4)
     modes_m = np.zeros((7, r, 2), dtype=np.complex128)
     np.testing.assert_array_equal(
-        exact_distances(query_m, state, eigs, modes_m, states, with_modes, ranks), cold
+        exact_distances(query_m, state, eigs, modes_m, states, with_modes, ranks), batch
     )
-    # A full store is emptied rather than grown.
-    for i in range(recall._EIGENVALUE_TERMS_KEPT + 5):
-        eig = np.zeros((1, r), dtype=np.complex128)
-        eig[0, 0] = i + 1.0
-        exact_distances(query, state, eig, modes[:1], states[:1], weights, np.array([1]))
-    assert len(recall._eigenvalue_terms_kept) <= recall._EIGENVALUE_TERMS_KEPT
+    # The compiled rerank (zero mode weight) keeps the same rows and distances, whatever
+    # ranks were asked for before.
+    ids = np.arange(7, dtype=np.int64)
+    records = {"eigenvalues": eigs, "modes": modes, "state": states, "rank": ranks}
+    for top_k in (7, 3, 1, 3):
+        rows, distances = nearest_exact(query, state, ids, records, weights, top_k)
+        expected = np.lexsort((ids, batch))[:top_k]
+        np.testing.assert_array_equal(rows, expected)
+        np.testing.assert_array_equal(distances, batch[expected])
 
 
 def test_a_forecast_does_not_depend_on_the_forecasts_asked_for_before():
@@ -379,3 +379,23 @@ def test_compiled_analog_correction_equals_numpys():
             want = analog._numpy_correct(plain, records["continuation"], history, now, weights)
             assert mean.tobytes() == want[0].tobytes(), (i, alignment)
             assert spread.tobytes() == want[1].tobytes(), (i, alignment)
+
+
+def test_one_channel_windows_are_normalised_as_numpy_normalises_them():
+    """The compiled one-channel path gives NumPy's floats, bit for bit, level-free and
+    constant windows included."""
+    rng = np.random.default_rng(21)
+    for trial in range(400):
+        b, d = int(rng.integers(1, 12)), int(rng.integers(1, 70))
+        scale = 10 ** rng.uniform(-8, 8)
+        windows = rng.standard_normal((b, d, 1)) * scale + rng.standard_normal() * scale * 50
+        if trial % 4 == 1:
+            windows[:] = windows[:, :1]  # constant windows: scale 1
+        elif trial % 4 == 2:
+            windows = rng.poisson(40, size=(b, d, 1)).astype(np.float64)
+        mean = windows.sum(axis=1, keepdims=True) / d
+        centered = windows - mean
+        std = np.sqrt(np.einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
+        scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+        expected = (centered / scale).reshape(b, -1)
+        np.testing.assert_array_equal(recall.normalized_states(windows), expected)

@@ -3,6 +3,8 @@ import os
 import numpy as np
 import pytest
 
+from episodic_koopman.index_search import flat_codes, scan_codes, search_range
+from episodic_koopman.key_codec import KeyCodec
 from episodic_koopman.memory import EpisodeMemory
 
 
@@ -97,14 +99,14 @@ def test_add_many_equals_adding_one_by_one():
 
 def test_search_does_not_change_the_index_and_sees_unindexed_episodes():
     mem = filled(70, hnsw_threshold=20)  # HNSW, with a tail not yet in FAISS
-    assert mem._indexed_to < mem.next_id
-    before = (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal)
+    assert mem.n_unindexed > 0
+    before = (mem.n_unindexed, mem.n_rebuilds, mem.index.ntotal)
     rng = np.random.default_rng(8)
     for _ in range(5):
         q = rng.standard_normal(12)
         ids, _ = mem.search(q, 5)
         assert ids.size == 5
-    assert (mem._indexed_to, mem.n_rebuilds, mem._index.ntotal) == before
+    assert (mem.n_unindexed, mem.n_rebuilds, mem.index.ntotal) == before
     newest_key = mem.keys(np.array([mem.next_id - 1]))[0]
     assert mem.search(newest_key, 1)[0][0] == mem.next_id - 1
 
@@ -116,7 +118,7 @@ def test_keys_are_stored_once_as_half_floats_and_survive_rebuilds():
     np.testing.assert_array_equal(keys, keys.astype(np.float16).astype(np.float32))
     rebuilds = mem.n_rebuilds
     mem.rebuild()
-    assert mem.n_rebuilds == rebuilds + 1 and mem._indexed_from == mem.oldest_id
+    assert mem.n_rebuilds == rebuilds + 1 and mem.n_dead_indexed == 0
     np.testing.assert_array_equal(mem.keys(ids), keys)
 
 
@@ -193,7 +195,7 @@ def bounded(n: int, dim: int = 6, **kw) -> EpisodeMemory:
 
 def test_8bit_keys_cost_a_byte_per_coordinate_and_round_once():
     mem = bounded(300)
-    assert mem._index.code_size == mem.dim  # half of the float16 codes' two bytes
+    assert mem.index.code_size == mem.dim  # half of the float16 codes' two bytes
     stored = mem.keys(mem.live_ids())
     # Rounding is idempotent: the index, the unindexed tail and a rebuild hold the same values.
     np.testing.assert_array_equal(mem.codec.round(stored), stored)
@@ -302,3 +304,27 @@ def test_a_query_faiss_cannot_rank_finds_only_real_episodes(hnsw_threshold):
         ids, _ = mem.search(query, 5)
         assert np.all(ids >= mem.oldest_id)  # no -1 label turned into an id
         mem.get(ids)  # every id it gives is stored
+
+
+@pytest.mark.parametrize("bounds", [None, 3.0], ids=["fp16", "8-bit"])
+def test_scanning_live_codes_finds_what_a_range_selector_finds(bounds):
+    """The flat search scans the live codes alone: the same distances and labels as
+    FAISS's own search of the whole index with a range selector, ties included."""
+    rng = np.random.default_rng(12)
+    dim = 12
+    codec = KeyCodec(dim, None if bounds is None else np.full(dim, bounds, np.float32))
+    index = codec.new_index(None)
+    keys = rng.integers(-2, 3, (3000, dim)).astype(np.float32)  # many equal distances
+    index.add(keys)
+    codes = flat_codes(index)
+    for trial in range(200):
+        query = rng.integers(-2, 3, (1, dim)).astype(np.float32) + 0.1 * (trial % 2)
+        low, high = int(rng.integers(0, 1500)), int(rng.integers(1500, 3001))
+        k = int(rng.integers(1, 40))
+        want_d, want_l = np.empty(k, np.float32), np.empty(k, np.int64)
+        search_range(index, query, low, high, want_d, want_l)
+        found, labels = np.empty(k, np.float32), np.empty(k, np.int64)
+        scan_codes(codes[low:high], codec.layout, codec.quantizer, query, found, labels)
+        order = np.lexsort((labels, found))
+        np.testing.assert_array_equal(found[order], want_d)
+        np.testing.assert_array_equal(labels[order] + low, want_l)

@@ -3,13 +3,8 @@ import pytest
 
 from episodic_koopman import EpisodicKoopman
 from episodic_koopman.corrections import Analog, RecallContext, Residual, Transfer, align
-from episodic_koopman.recall import (
-    KeyWeights,
-    attention_weights,
-    episode_key,
-    exact_distances,
-    nearest_exact,
-)
+from episodic_koopman.recall import KeyWeights, attention_weights, episode_key
+from episodic_koopman.rerank import exact_distances, nearest_exact
 from episodic_koopman.spectrum import Signature
 
 

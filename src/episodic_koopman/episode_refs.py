@@ -20,6 +20,7 @@ import numpy as np
 
 from .components import State, prefixed, unprefixed
 from .embedding import History
+from .jit import kernel
 from .recall import KeyWeights, normalized_states, signature_columns, state_columns
 
 
@@ -100,6 +101,11 @@ class RowTable:
         if names is not None:
             return {name: self._columns[name][positions] for name in names}
         return {name: column[positions] for name, column in self._columns.items()}
+
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` whole: row ``i`` at position ``i - base`` (valid until the next
+        append), for a caller that reads kept rows only."""
+        return self._columns[name]
 
     def drop_below(self, index: int) -> None:
         """Forget rows before ``index`` (their space is reused at the next growth)."""
@@ -182,21 +188,45 @@ class EpisodeRefs:
         ``state``, the values `expand` gives, without the continuations that only the few
         episodes kept need (`expand_kept` adds them). Also ``history`` (the state windows)
         and ``positions`` (of the fits' rows), which `expand_kept` reuses."""
-        positions = self.fits.positions(records["fit"])
-        fits = self.fits.at(
+        fits, refs = self.fits, records["fit"]
+        eigenvalues = fits.column("eigenvalues")
+        n = refs.shape[0]
+        positions = np.empty(n, dtype=np.int64)
+        ranks = np.empty(n, dtype=np.int64)
+        gathered = np.empty((n, eigenvalues.shape[1]), dtype=eigenvalues.dtype)
+        if not _fit_rows_into(
+            refs,
+            fits.first,
+            fits.next,
+            fits.base,
+            fits.column("rank"),
+            eigenvalues.view(np.float64),
             positions,
-            ("rank", "eigenvalues", "modes") if self.keep_modes else ("rank", "eigenvalues"),
-        )
-        origins = np.asarray(records["origin"], dtype=np.int64)[:, None]
-        histories = self.history.rows(origins + self._before)
+            ranks,
+            gathered.view(np.float64),
+        ):
+            raise KeyError("row is not in the table (collected or never added)")
+        histories = self._windows(records["origin"], self._before)
         return {
-            "rank": fits["rank"],
-            "eigenvalues": fits["eigenvalues"],
-            "modes": fits["modes"] if self.keep_modes else _no_modes(fits["eigenvalues"]),
+            "rank": ranks,
+            "eigenvalues": gathered,
+            "modes": fits.at(positions, ("modes",))["modes"]
+            if self.keep_modes
+            else _no_modes(gathered),
             "state": normalized_states(histories),
             "history": histories,
             "positions": positions,
         }
+
+    def _windows(self, origins: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """The history rows at ``origins + offsets`` ``(B, len(offsets), c)``: what
+        ``history.rows(origins[:, None] + offsets)`` gives, in one compiled gather."""
+        history = self.history
+        held = history.last(min(history.count, history.length))
+        out = np.empty((origins.shape[0], offsets.shape[0], held.shape[1]))
+        if not _windows_into(held, history.count - held.shape[0], origins, offsets, out):
+            raise IndexError("history row is no longer (or not yet) held")
+        return out
 
     def expand_kept(
         self, records: dict[str, np.ndarray], parts: dict[str, np.ndarray], kept: np.ndarray
@@ -216,7 +246,7 @@ class EpisodeRefs:
             "ref_scale": ref["ref_scale"],
             "state": parts["state"][kept],
             "history": parts["history"][kept],
-            "continuation": self.history.rows(origins[:, None] + self._after),
+            "continuation": self._windows(origins, self._after),
         }
         if "succ" in records:
             out |= self.successors.rows(records["succ"][kept])
@@ -326,3 +356,45 @@ def complete_copies(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "modes" not in out:
         out["modes"] = _no_modes(records["eigenvalues"])
     return out
+
+
+@kernel
+def _fit_rows_into(
+    refs: np.ndarray,
+    first: int,
+    next_: int,
+    base: int,
+    rank_column: np.ndarray,
+    eigenvalue_column: np.ndarray,
+    positions: np.ndarray,
+    ranks: np.ndarray,
+    eigenvalues: np.ndarray,
+) -> bool:
+    """The positions, ranks and eigenvalues (as interleaved floats) of fit rows ``refs``
+    of a `RowTable`; False where a row is not kept."""
+    for i in range(refs.shape[0]):
+        row = refs[i]
+        if row < first or row >= next_:
+            return False
+        position = row - base
+        positions[i] = position
+        ranks[i] = rank_column[position]
+        for j in range(eigenvalues.shape[1]):
+            eigenvalues[i, j] = eigenvalue_column[position, j]
+    return True
+
+
+@kernel
+def _windows_into(
+    held: np.ndarray, held_from: int, origins: np.ndarray, offsets: np.ndarray, out: np.ndarray
+) -> bool:
+    """``out[b, t] = history row origins[b] + offsets[t]`` from the rows ``held`` (the first
+    is observation ``held_from``); False where a row is not held."""
+    for b in range(origins.shape[0]):
+        for t in range(offsets.shape[0]):
+            row = origins[b] + offsets[t] - held_from
+            if row < 0 or row >= held.shape[0]:
+                return False
+            for c in range(held.shape[1]):
+                out[b, t, c] = held[row, c]
+    return True

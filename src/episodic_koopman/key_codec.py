@@ -38,6 +38,8 @@ class KeyCodec:
         self._sq = faiss.ScalarQuantizer(dim, self.qtype)
         self._train(self._sq)
         self._code_size = int(self._sq.code_size)
+        #: What a quantizer of these codes is made of (`quantizer` makes one).
+        self.layout = (dim, int(self.qtype), None if bounds is None else self.bounds.tobytes())
         #: The code of the zero key, ``(1, code_size)``.
         self.zero_code = self.encode(np.zeros((1, dim), dtype=np.float32))
 
@@ -51,6 +53,12 @@ class KeyCodec:
         if self.bounds is not None:  # QT_8bit: per-coordinate minimum, then range
             trained = np.concatenate([-self.bounds, 2 * self.bounds]).astype(np.float32)
             faiss.copy_array_to_vector(trained, sq.trained)
+
+    def quantizer(self) -> faiss.ScalarQuantizer:
+        """A new quantizer of these codes (trained: its range is the bounds)."""
+        sq = faiss.ScalarQuantizer(self.dim, self.qtype)
+        self._train(sq)
+        return sq
 
     def new_index(self, hnsw_m: int | None) -> faiss.Index:
         """An empty flat (``hnsw_m=None``) or HNSW index holding these codes."""

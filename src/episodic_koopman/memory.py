@@ -1,18 +1,12 @@
 """Episodic memory: a bounded store of completed episodes with a FAISS index.
 
-Each episode has a fixed-length key, searched by FAISS, and a record of named
-arrays kept in preallocated columns. Episode ids are consecutive integers. Slot
-``id % capacity`` holds episode ``id``.
+Each episode has a fixed-length key, searched by FAISS (`episodic_koopman.key_index`),
+and a record of named arrays kept in preallocated columns. Episode ids are
+consecutive integers. Slot ``id % capacity`` holds episode ``id``.
 
-Keys are stored once, as FAISS scalar-quantizer codes, and every key is rounded
-to its code on entry, so the index, the few keys stored since the last insertion
-and a rebuild from the index's own codes all hold the same values. With
-``key_bounds`` (the largest magnitude each key coordinate can take, as a model's
-key layout knows) the codes are 8 bits per coordinate over ``[-bound, bound]``,
-a fixed range that needs no training on data; without, half floats. Keys only
-propose candidates: the caller reranks them exactly (see
-`episodic_koopman.recall`), so the rounding can change which near-ties are
-proposed, never the distances that decide.
+With ``key_bounds`` (the largest magnitude each key coordinate can take, as a
+model's key layout knows) keys are stored as 8 bits per coordinate over ``[-bound,
+bound]``, a fixed range that needs no training on data; without, as half floats.
 
 Records are whatever the caller stores. A model's own memory holds references
 (``holds_copies=False``: origins into the model's history and rows of its fit
@@ -23,17 +17,10 @@ a model cannot read another's history.
 Eviction rule (documented contract): **first in, first out**. When the store
 is full, adding an episode evicts the oldest one. Because ids are consecutive,
 the live episodes are always the id range ``[oldest_id, next_id)``. Deletion
-is therefore *soft*: evicted ids stay in the FAISS index but are filtered out of
-every search by an ``IDSelectorRange``. HNSW cannot remove vectors, and even a
-flat index removes in O(N), so the index is rebuilt from the live keys once the
-dead entries exceed ``rebuild_fraction`` of the live ones.
-
-The index is an ``IndexScalarQuantizer`` (exact scan of the fp16 codes) until
-the store holds more than ``hnsw_threshold`` episodes. It is then rebuilt as an
-``IndexHNSWSQ``. Ids in the index are consecutive from ``indexed_from``, so an
-episode's FAISS label is its id minus that offset and no id map is kept. All
-index work runs single-threaded, which also makes HNSW construction
-deterministic.
+is therefore *soft*: evicted ids stay in the FAISS index, skipped by every
+search, until the index is rebuilt from the live keys. The index is a flat scan
+of the codes until the store holds more than ``hnsw_threshold`` episodes, an HNSW
+graph after.
 
 >>> import numpy as np
 >>> mem = EpisodeMemory(dim=2, capacity=3)
@@ -56,13 +43,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index_search import flat_codes, search_range
 from .key_codec import KeyCodec
-from .threads import single_threaded
-
-#: FAISS is brought up to date each time the stored id count reaches a multiple of this;
-#: searches scan the ids stored since.
-_INDEX_BATCH = 32
+from .key_index import KeyIndex
 
 
 class EpisodeMemory:
@@ -84,24 +66,15 @@ class EpisodeMemory:
             raise ValueError(f"memory capacity must be >= 1, got {capacity}")
         self.dim = dim
         self.capacity = capacity
-        self.hnsw_threshold = hnsw_threshold
-        self.hnsw_m = hnsw_m
-        self.ef_construction = ef_construction
-        self.ef_search = ef_search
-        self.rebuild_fraction = rebuild_fraction
         #: Whether records are self-contained (shareable) rather than references into
         #: one model's history and fit table.
         self.holds_copies = holds_copies
-        self.codec = KeyCodec(dim, key_bounds)
         self.next_id = 0
-        self._tail = np.zeros((_INDEX_BATCH, dim), dtype=np.float32)  # slot id % _INDEX_BATCH
         self._columns: dict[str, np.ndarray] = {}
         self._slot_count = 0
-        self._index = self._new_index(hnsw=False)
-        self._hnsw = False
-        self._indexed_from = 0  # smallest id present in the FAISS index (its label 0)
-        self._indexed_to = 0  # every stored id below this is in the FAISS index
-        self.n_rebuilds = 0
+        self._keys = KeyIndex(
+            dim, hnsw_threshold, hnsw_m, ef_construction, ef_search, rebuild_fraction, key_bounds
+        )
 
     # -- bookkeeping ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -112,25 +85,42 @@ class EpisodeMemory:
         return self.next_id - len(self)
 
     @property
+    def codec(self) -> KeyCodec:
+        """How keys are rounded to the index's codes."""
+        return self._keys.codec
+
+    @property
+    def hnsw_threshold(self) -> int:
+        """Live episodes past which the index is an HNSW graph."""
+        return self._keys.hnsw_threshold
+
+    @property
     def uses_hnsw(self) -> bool:
-        return self._hnsw
+        return self._keys.hnsw
+
+    @property
+    def n_rebuilds(self) -> int:
+        return self._keys.n_rebuilds
 
     @property
     def n_dead_indexed(self) -> int:
-        return self.oldest_id - self._indexed_from
+        return self.oldest_id - self._keys.indexed_from
+
+    @property
+    def n_unindexed(self) -> int:
+        """Live episodes stored since FAISS was last brought up to date."""
+        return self.next_id - max(self._keys.indexed_to, self.oldest_id)
+
+    @property
+    def index(self) -> faiss.Index:
+        """The FAISS index (read-only use: the memory keeps it up to date)."""
+        return self._keys.index
 
     def live_ids(self) -> np.ndarray:
         return np.arange(self.oldest_id, self.next_id, dtype=np.int64)
 
     def _slots(self, ids: np.ndarray) -> np.ndarray:
         return np.asarray(ids, dtype=np.int64) % self.capacity
-
-    def _new_index(self, hnsw: bool) -> faiss.Index:
-        index = self.codec.new_index(self.hnsw_m if hnsw else None)
-        if hnsw:
-            index.hnsw.efConstruction = self.ef_construction
-            index.hnsw.efSearch = self.ef_search
-        return index
 
     def _allocate(self, record: dict[str, np.ndarray], size: int) -> None:
         """Grow the columns to ``size`` slots and add columns new in ``record``."""
@@ -159,29 +149,6 @@ class EpisodeMemory:
         )
         return int(ids[0])
 
-    def _sync_index(self) -> None:
-        """Bring FAISS up to date; called exactly when the id count reaches a multiple of
-        ``_INDEX_BATCH``.
-
-        Sync points, and so what each insertion or rebuild holds, then depend on the
-        count of stored ids alone, never on how adds were grouped. The index (an HNSW
-        graph depends on insertion order and grouping) is the same however episodes
-        arrive. Searches scan the few ids stored since directly.
-        """
-        if self.n_dead_indexed > max(64, self.rebuild_fraction * len(self)) or (
-            not self._hnsw and len(self) > self.hnsw_threshold
-        ):
-            self._rebuild()
-            return
-        ids = np.arange(max(self._indexed_to, self.oldest_id), self.next_id, dtype=np.int64)
-        if ids.size and ids[0] != self._indexed_from + self._index.ntotal:
-            # Ids skipped by an oversized add_many: labels must stay consecutive.
-            self._rebuild()
-            return
-        with single_threaded():  # HNSW insertion uses OpenMP; one thread is also deterministic
-            self._index.add(self._tail[ids % _INDEX_BATCH])
-        self._indexed_to = self.next_id
-
     def add_many(self, keys: np.ndarray, records: dict[str, np.ndarray]) -> np.ndarray:
         """Store many episodes at once (rows of ``keys`` and of each record column).
 
@@ -193,11 +160,7 @@ class EpisodeMemory:
         n = keys.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        stored = self.codec.round(keys)
-        # 8-bit codes clip (the keys as given are checked); float16 ones overflow to inf,
-        # and stay NaN or inf (the rounded keys are checked).
-        if not np.isfinite(stored if self.codec.bounds is None else keys).all():
-            raise ValueError("episode keys must be finite (and within float16 range)")
+        stored = self._keys.round(keys)  # (checked finite)
         columns = {name: np.asarray(value) for name, value in records.items()}
         if any(column.shape[0] != n for column in columns.values()):
             raise ValueError("every record column needs one row per key")
@@ -215,10 +178,9 @@ class EpisodeMemory:
         # Store in chunks that end at sync points, exactly as single adds would.
         start = 0
         while start < n:
-            first = self.next_id % _INDEX_BATCH
-            stop = min(n, start + _INDEX_BATCH - first)
+            first_id = self.next_id
+            stop = min(n, start + self._keys.room(first_id))
             count = stop - start
-            self._tail[first : first + count] = stored[start:stop]
             slot = self.next_id % self.capacity
             # The ring's slots are one range unless they wrap around.
             wraps = slot + count > self.capacity
@@ -226,86 +188,22 @@ class EpisodeMemory:
             for name, column in columns.items():
                 self._columns[name][slots] = column[start:stop]
             self.next_id += count
-            if first + count == _INDEX_BATCH:
-                self._sync_index()
+            self._keys.store(first_id, stored[start:stop], self.oldest_id, self.next_id)
             start = stop
         return ids
 
     def rebuild(self) -> None:
         """Rebuild the FAISS index from the live keys (drops evicted entries)."""
-        self._rebuild()
-
-    def _rebuild(self) -> None:
-        hnsw = len(self) > self.hnsw_threshold
-        index = self._new_index(hnsw=hnsw)
-        if not (hnsw or self._hnsw):
-            # Flat to flat: the live codes, copied as they are (decoding and encoding them
-            # again gives the same bytes, at a thousand times the cost).
-            codes = flat_codes(self._index)[max(self.oldest_id - self._indexed_from, 0) :]
-            if codes.shape[0]:
-                index.add_sa_codes(codes)
-            # The ids stored since the last sync are in the tail (already rounded: their
-            # codes are the ones the index would hold).
-            tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
-            if tail.size:
-                index.add_sa_codes(self.codec.encode(self._tail[tail % _INDEX_BATCH]))
-        else:
-            keys = self.keys(self.live_ids())  # the index's own codes: rebuilding loses nothing
-            with single_threaded():
-                if keys.shape[0]:
-                    index.add(keys)
-        self._index = index
-        self._hnsw = hnsw
-        self._indexed_from = self.oldest_id
-        self._indexed_to = self.next_id
-        self.n_rebuilds += 1
+        self._keys.rebuild(self.oldest_id, self.next_id)
 
     # -- reads ---------------------------------------------------------------------
     def search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` live episodes by L2 on keys: ``(ids, squared distances)``.
 
-        FAISS answers for the indexed episodes and a brute-force scan for the few
-        stored since the last batch insertion. A search never changes the index, so
-        forecasting cannot alter what later updates do.
+        A search never changes the index, so forecasting cannot alter what later
+        updates do.
         """
-        n_live, next_id = len(self), self.next_id
-        if n_live == 0 or k < 1:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        query = np.ascontiguousarray(key, dtype=np.float32).reshape(1, self.dim)
-        oldest = next_id - n_live
-        tail_start = max(self._indexed_to, oldest)
-        ids: np.ndarray | None = None
-        if tail_start > oldest:
-            offset = self._indexed_from
-            n_best = min(k, tail_start - oldest)
-            found = np.empty(n_best, dtype=np.float32)
-            labels = np.empty(n_best, dtype=np.int64)
-            low, high = oldest - offset, tail_start - offset  # the live labels
-            ef_search = max(self.ef_search, k) if self._hnsw else None
-            search_range(self._index, query, low, high, found, labels, ef_search)
-            # -1 where a graph finds fewer than asked for, or for a query FAISS cannot
-            # rank (not finite in float32).
-            if labels.min() < 0:
-                keep = labels >= 0
-                labels, found = labels[keep], found[keep]
-            ids = labels + offset
-            d2 = found.astype(np.float64)
-        if tail_start < next_id:
-            first = tail_start % _INDEX_BATCH
-            count = next_id - tail_start
-            if first + count <= _INDEX_BATCH:  # stored since the last sync: one slice
-                rows = self._tail[first : first + count]
-            else:
-                rows = self._tail[np.arange(tail_start, next_id) % _INDEX_BATCH]
-            diff = rows - query
-            tail = np.arange(tail_start, next_id, dtype=np.int64)
-            tail_d2 = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
-            if ids is None:
-                ids, d2 = tail, tail_d2
-            else:
-                ids, d2 = np.concatenate([ids, tail]), np.concatenate([d2, tail_d2])
-        order = np.lexsort((ids, d2))[:k]
-        return ids[order], d2[order]
+        return self._keys.search(key, k, self.oldest_id, self.next_id)
 
     def exact_search(self, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force top-``k`` by L2 on keys (reference for tests and benchmarks)."""
@@ -335,16 +233,7 @@ class EpisodeMemory:
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
         """The stored (rounded to their codes) keys of live episodes ``ids``, as float32."""
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        out = np.empty((ids.size, self.dim), dtype=np.float32)
-        indexed = ids < self._indexed_to
-        if indexed.any():
-            labels = ids[indexed] - self._indexed_from
-            low, high = int(labels.min()), int(labels.max()) + 1
-            block = self._index.reconstruct_n(low, high - low)
-            out[indexed] = block[labels - low]
-        out[~indexed] = self._tail[ids[~indexed] % _INDEX_BATCH]
-        return out
+        return self._keys.keys(ids)
 
     # -- persistence ---------------------------------------------------------------
     def get_state(self, with_index: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -354,26 +243,20 @@ class EpisodeMemory:
         keys of the live episodes again at `set_state` (HNSW is always saved: its
         graph depends on its history).
         """
-        with_index = with_index or self._hnsw
+        keys_meta, keys_arrays = self._keys.get_state(with_index, self.oldest_id, self.next_id)
         meta = {
             "next_id": self.next_id,
-            "indexed_from": self._indexed_from,
-            "indexed_to": self._indexed_to,
-            "n_rebuilds": self.n_rebuilds,
+            "indexed_from": keys_meta["indexed_from"],
+            "indexed_to": keys_meta["indexed_to"],
+            "n_rebuilds": keys_meta["n_rebuilds"],
             "holds_copies": self.holds_copies,
-            "index_saved": with_index,
+            "index_saved": keys_meta["index_saved"],
             "columns": sorted(self._columns),
         }
         # Only the used slots: how far the columns were grown in advance leaves no trace.
         used = min(self.next_id, self.capacity)
         arrays = {f"col.{name}": column[:used] for name, column in self._columns.items()}
-        tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
-        arrays["tail_codes"] = self.codec.encode(self._tail[tail % _INDEX_BATCH])
-        if self.codec.bounds is not None:
-            arrays["key_bounds"] = self.codec.bounds
-        if with_index:
-            arrays["faiss_index"] = faiss.serialize_index(self._index)
-        return meta, arrays
+        return meta, arrays | keys_arrays
 
     def set_state(
         self,
@@ -383,36 +266,7 @@ class EpisodeMemory:
     ) -> None:
         """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out."""
         self.next_id = int(meta["next_id"])
-        self._indexed_from = int(meta["indexed_from"])
-        self._indexed_to = int(meta["indexed_to"])
-        self.n_rebuilds = int(meta["n_rebuilds"])
         self.holds_copies = bool(meta["holds_copies"])
-        bounds = arrays.get("key_bounds")
-        if not self.codec.same_bounds(bounds):  # (a model's own memory has its bounds already)
-            self.codec = KeyCodec(self.dim, bounds)
         self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
         self._slot_count = min(self.next_id, self.capacity)
-        self._tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
-        tail = np.arange(max(self._indexed_to, self.oldest_id), self.next_id)
-        self._tail[tail % _INDEX_BATCH] = self.codec.decode(arrays["tail_codes"])
-        if not meta["index_saved"]:
-            if keys_of is None:
-                raise ValueError("this memory was saved without its index: its keys are needed")
-            # The same codes at the same labels. Evicted entries are never returned or
-            # read again (searches select live ids only), so zero keys stand in for them.
-            # Codes go in as they are: adding keys would encode them a second time.
-            self._index = self._new_index(hnsw=False)
-            live = np.arange(self.oldest_id, self._indexed_to, dtype=np.int64)
-            n_dead = self._indexed_to - self._indexed_from - live.size
-            if n_dead:
-                self._index.add_sa_codes(np.repeat(self.codec.zero_code, n_dead, axis=0))
-            if live.size:
-                self._index.add_sa_codes(self.codec.encode(keys_of(live)))
-            self._hnsw = False
-            return
-        # deserialize_index returns the concrete class, owning its data (a downcast
-        # wrapper would not, and would dangle once the original is collected).
-        self._index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))
-        self._hnsw = isinstance(self._index, faiss.IndexHNSWSQ)
-        if self._hnsw:
-            self._index.hnsw.efSearch = self.ef_search
+        self._keys.set_state(meta, arrays, self.oldest_id, self.next_id, keys_of)

@@ -2,7 +2,7 @@
 
 Matching has two stages. FAISS finds candidates by L2 distance between keys
 (`episode_key`), and the candidates are then reranked by the exact distance
-(`exact_distances`)::
+(`episodic_koopman.rerank`)::
 
     D^2 = w_eig^2 W2(eigenvalues)^2 + w_mode^2 M(matched modes)^2 + w_state^2 S(state)^2
 
@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .einsum import einsum
+from .jit import kernel
+from .numpy_order import add_reduce
 from .spectrum import Signature
 
 Alignment = Literal["zscore", "additive", "multiplicative", "last", "none"]
@@ -56,7 +57,16 @@ def normalized_state(history: np.ndarray) -> np.ndarray:
 
 def normalized_states(histories: np.ndarray) -> np.ndarray:
     """`normalized_state` of many windows ``(B, d, c)`` at once: ``(B, d * c)``."""
-    d = histories.shape[1]
+    b, d, c = histories.shape
+    if c == 1 and b and d:
+        # One channel: the same floats by two compiled loops around NumPy's einsum (whose
+        # order of addition the squares' sum keeps), instead of a dozen NumPy calls.
+        windows = np.ascontiguousarray(histories).reshape(b, d)
+        mean, centered = np.empty(b), np.empty((b, d))
+        _center(windows, mean, centered)
+        squares = einsum("bij,bij->bj", centered[:, :, None], centered[:, :, None])
+        _scale(centered, mean, squares.reshape(b))
+        return centered
     mean = histories.sum(axis=1, keepdims=True) / d
     centered = histories - mean
     std = np.sqrt(einsum("bij,bij->bj", centered, centered) / d)[:, None, :]
@@ -64,8 +74,34 @@ def normalized_states(histories: np.ndarray) -> np.ndarray:
     return (centered / scale).reshape(histories.shape[0], -1)
 
 
+@kernel
+def _center(windows: np.ndarray, mean: np.ndarray, centered: np.ndarray) -> None:
+    """Each window's mean (summed as NumPy sums it) and the window less it."""
+    d = windows.shape[1]
+    for b in range(windows.shape[0]):
+        m = add_reduce(windows[b], 0, d) / d
+        mean[b] = m
+        for i in range(d):
+            centered[b, i] = windows[b, i] - m
+
+
+@kernel
+def _scale(centered: np.ndarray, mean: np.ndarray, squares: np.ndarray) -> None:
+    """Divide each centred window by its standard deviation, or by 1 where that is
+    negligible against its level (NaN-propagating, as ``np.maximum`` and ``np.where``)."""
+    d = centered.shape[1]
+    for b in range(centered.shape[0]):
+        std = np.sqrt(squares[b] / d)
+        level = abs(mean[b])
+        if not level > 1.0 and not np.isnan(level):
+            level = 1.0
+        scale = std if std > 1e-12 * level else 1.0
+        for i in range(d):
+            centered[b, i] = centered[b, i] / scale
+
+
 def episode_key(signature: Signature, state: np.ndarray, weights: KeyWeights) -> np.ndarray:
-    """Fixed-length key whose squared L2 distance mirrors `exact_distances` (float32)."""
+    """Fixed-length key whose squared L2 distance mirrors the exact distance (float32)."""
     return episode_keys(signature, state[None], weights)[0]
 
 
@@ -170,172 +206,6 @@ def key_bounds(
 def key_dimension(r_max: int, mode_length: int, state_length: int) -> int:
     """Length of `episode_key` (``mode_length`` is 0 when modes are left out of keys)."""
     return 2 * r_max + 2 * r_max * mode_length + state_length
-
-
-def _matchings(
-    signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances between the query's and each candidate's eigenvalues ``(n, r, r)``,
-    and each candidate's optimal matching ``(n, r)``."""
-    n, r = eigenvalues.shape
-    diff = signature.eigenvalues[None, :, None] - eigenvalues[:, None, :]
-    cost = diff.real**2 + diff.imag**2
-    perms = np.empty((n, r), dtype=np.intp)
-    perms[:] = np.arange(r)
-    for i, rank in enumerate(cand_ranks):
-        k = max(signature.rank, rank)
-        perms[i, :k] = linear_sum_assignment(cost[i, :k, :k])[1]  # rows come back as 0..k-1
-    return cost, perms
-
-
-def _eigenvalue_term(cost: np.ndarray, perms: np.ndarray, weight: float) -> np.ndarray:
-    """``(weight * W2)^2`` per candidate from `_matchings` (each row on its own)."""
-    n, r = perms.shape
-    # Means as NumPy's own mean computes them (sum, then divide), without its dispatch;
-    # the matched costs gathered by one index (take_along_axis builds the same, slower).
-    matched = cost[np.arange(n)[:, None], np.arange(r), perms]
-    return (weight * np.sqrt(np.add.reduce(matched, axis=1) / r)) ** 2
-
-
-#: Eigenvalue terms by query and candidate spectra. Candidates made with one fit share its
-#: eigenvalues, and one fit in force queries for several ticks, so the same pairs recur.
-_eigenvalue_terms_kept: dict[tuple[bytes, bytes, int, int, float], float] = {}
-_EIGENVALUE_TERMS_KEPT = 1024
-
-
-def _eigenvalue_terms(
-    signature: Signature, eigenvalues: np.ndarray, cand_ranks: list[int], weight: float
-) -> np.ndarray:
-    """`_eigenvalue_term` of each candidate, those of spectra seen before reused.
-
-    A row's term is a function of the two spectra alone (the same floats computed on
-    its own or in any batch), so reusing one changes nothing.
-    """
-    kept = _eigenvalue_terms_kept
-    query, query_rank = signature.eigenvalues.tobytes(), signature.rank
-    n, width = eigenvalues.shape[0], eigenvalues.shape[1] * eigenvalues.itemsize
-    # Every row's bytes in one call (what each row's tobytes gives).
-    spectra = np.ascontiguousarray(eigenvalues).view(f"V{width}").reshape(n).tolist()
-    out = np.empty(n)
-    missing: list[int] = []
-    keys = []
-    for i, (spectrum, rank) in enumerate(zip(spectra, cand_ranks, strict=True)):
-        key = (query, spectrum, query_rank, rank, weight)
-        term = kept.get(key)
-        if term is None:
-            missing.append(i)
-            keys.append(key)
-        else:
-            out[i] = term
-    if missing:
-        rows = np.array(missing)
-        cost, perms = _matchings(signature, eigenvalues[rows], [cand_ranks[i] for i in missing])
-        terms = _eigenvalue_term(cost, perms, weight)
-        out[rows] = terms
-        if len(kept) + len(keys) > _EIGENVALUE_TERMS_KEPT:
-            kept.clear()  # the spectra of a few fits recur, then move on
-        kept.update(zip(keys, terms.tolist(), strict=True))
-    return out
-
-
-def exact_distances(
-    signature: Signature,
-    state: np.ndarray,
-    eigenvalues: np.ndarray,
-    modes: np.ndarray,
-    states: np.ndarray,
-    weights: KeyWeights,
-    ranks: np.ndarray | None = None,
-    state_terms: np.ndarray | None = None,
-) -> np.ndarray:
-    """Exact rerank distances from the query to each candidate (rows of the arrays).
-
-    ``ranks`` (the candidates' signature ranks) only saves counting their padding, and
-    ``state_terms`` (``state_weight * S`` per candidate, as computed here) the state term.
-    """
-    n = eigenvalues.shape[0]
-    if n == 0:
-        return np.zeros(0)
-    # Signatures hold their eigenvalues first and zero padding after. Padding matches
-    # padding at no cost, so only the leading max(rank_a, rank_b) square needs solving.
-    cand_ranks = (ranks if ranks is not None else np.count_nonzero(eigenvalues, axis=1)).tolist()
-    if not (weights.modes > 0 and signature.modes.size):
-        total = _eigenvalue_terms(signature, eigenvalues, cand_ranks, weights.eigenvalues)
-    else:
-        cost, perms = _matchings(signature, eigenvalues, cand_ranks)
-        total = _eigenvalue_term(cost, perms, weights.eigenvalues)
-        # Modes as interleaved real/imaginary parts: the same Euclidean distance, no complex abs.
-        query_modes = np.ascontiguousarray(signature.modes).view(np.float64)
-        cand_modes = np.ascontiguousarray(modes).view(np.float64)[np.arange(n)[:, None], perms]
-        mode_dist = np.sqrt(np.sum((query_modes[None] - cand_modes) ** 2, axis=2).mean(axis=1))
-        total = total + (weights.modes * mode_dist) ** 2
-    if state.size:
-        if state_terms is None:
-            state_terms = weights.state * _state_distances(states, state)
-        total = total + state_terms**2
-    # A missing term adds +0.0, which changes no float: the same sum as all three.
-    return np.sqrt(total)
-
-
-def _state_distances(states: np.ndarray, state: np.ndarray) -> np.ndarray:
-    """RMS distance of each row of ``states`` to ``state`` (each row on its own)."""
-    gap = states - state
-    return np.sqrt(np.add.reduce(gap * gap, axis=1) / state.size)
-
-
-def nearest_exact(
-    signature: Signature,
-    state: np.ndarray,
-    ids: np.ndarray,
-    records: dict[str, np.ndarray],
-    weights: KeyWeights,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the ``k`` candidates nearest by `exact_distances` (ties by id), and those
-    distances: what ranking every candidate gives, with fewer optimal assignments.
-
-    The state term alone bounds a distance from below (the other terms add non-negative
-    amounts), and costs no assignment. Candidates are taken in order of that bound;
-    once ``k`` exact distances are known, a candidate whose bound exceeds the ``k``-th
-    of them cannot be among the nearest. `exact_distances` treats every row on its
-    own, so the distances are those of ranking all candidates at once.
-    """
-    eigenvalues, modes, ranks = records["eigenvalues"], records["modes"], records["rank"]
-    states = records["state"]
-    n = ids.shape[0]
-    if n <= k or not state.size or weights.state <= 0:
-        distances = exact_distances(signature, state, eigenvalues, modes, states, weights, ranks)
-        order = np.lexsort((ids, distances))[:k]
-        return order, distances[order]
-    # Each row's state term, as `exact_distances` computes it, is kept for it.
-    state_terms = weights.state * _state_distances(states, state)
-    # Modes are read only when they count (gathering them costs as much as the rest).
-    uses_modes = weights.modes > 0 and signature.modes.size > 0
-
-    def exact(rows: np.ndarray) -> np.ndarray:
-        return exact_distances(
-            signature,
-            state,
-            eigenvalues[rows],
-            modes[rows] if uses_modes else modes,
-            states,  # unread: the state terms are given
-            weights,
-            ranks[rows],
-            state_terms[rows],
-        )
-
-    # Shrunk by a relative 1e-12: a bound, whatever the rounding of the exact sum.
-    floor = state_terms * (1.0 - 1e-12)
-    by_floor = np.argsort(floor, kind="stable")
-    rows = by_floor[:k]
-    distances = exact(rows)
-    rest = by_floor[k:]
-    rest = rest[floor[rest] <= distances.max()]
-    if rest.size:
-        rows = np.concatenate([rows, rest])
-        distances = np.concatenate([distances, exact(rest)])
-    order = np.lexsort((ids[rows], distances))[:k]
-    return rows[order], distances[order]
 
 
 def attention_weights(distances: np.ndarray, tau: float, scale: float) -> np.ndarray:

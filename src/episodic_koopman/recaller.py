@@ -13,14 +13,9 @@ from .embedding import DelayEmbedding, History
 from .episode_refs import EpisodeRefs, complete_copies
 from .koopman_fit import KoopmanFit
 from .memory import EpisodeMemory
-from .recall import (
-    KeyWeights,
-    attention_weights,
-    episode_key,
-    nearest_exact,
-    normalized_state,
-)
+from .recall import KeyWeights, attention_weights, episode_key, normalized_state
 from .recall_threshold import AdaptiveThreshold
+from .rerank import nearest_exact
 from .spectrum import Signature, make_signature
 
 
