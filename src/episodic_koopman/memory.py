@@ -64,6 +64,9 @@ from .threads import single_threaded
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
 
+#: Bytes (8 per key coordinate) of a block of keys made again at load (`EpisodeMemory.set_state`).
+_REBUILD_BLOCK_BYTES = 256 * 1024
+
 
 class EpisodeMemory:
     """FIFO-bounded episode store with FAISS top-k search over keys."""
@@ -406,8 +409,13 @@ class EpisodeMemory:
             n_dead = self._indexed_to - self._indexed_from - live.size
             if n_dead:
                 self._index.add_sa_codes(np.repeat(self.codec.zero_code, n_dead, axis=0))
-            if live.size:
-                self._index.add_sa_codes(self.codec.encode(keys_of(live)))
+            # In blocks of a few hundred keys: thousands at once make every temporary a
+            # fresh mapping under the service's fixed mmap threshold (page faults: a
+            # fifth of a snapshot's load), and smaller blocks cost more calls than they
+            # save. A key is a function of its own episode, so the codes are the same.
+            block = max(1, _REBUILD_BLOCK_BYTES // (8 * self.dim))
+            for start in range(0, live.size, block):
+                self._index.add_sa_codes(self.codec.encode(keys_of(live[start : start + block])))
             self._hnsw = False
             return
         # deserialize_index returns the concrete class, owning its data (a downcast
