@@ -407,15 +407,19 @@ class EpisodeMemory:
             self._index = self._new_index(hnsw=False)
             live = np.arange(self.oldest_id, self._indexed_to, dtype=np.int64)
             n_dead = self._indexed_to - self._indexed_from - live.size
-            if n_dead:
-                self._index.add_sa_codes(np.repeat(self.codec.zero_code, n_dead, axis=0))
-            # In blocks of a few hundred keys: thousands at once make every temporary a
+            codes = np.empty((n_dead + live.size, self.codec.zero_code.shape[1]), np.uint8)
+            codes[:n_dead] = self.codec.zero_code
+            # Keys in blocks of a few hundred: thousands at once make every temporary a
             # fresh mapping under the service's fixed mmap threshold (page faults: a
             # fifth of a snapshot's load), and smaller blocks cost more calls than they
             # save. A key is a function of its own episode, so the codes are the same.
+            # The index takes them in one call: its buffer is allocated once, to size.
             block = max(1, _REBUILD_BLOCK_BYTES // (8 * self.dim))
             for start in range(0, live.size, block):
-                self._index.add_sa_codes(self.codec.encode(keys_of(live[start : start + block])))
+                keys = keys_of(live[start : start + block])
+                codes[n_dead + start : n_dead + start + keys.shape[0]] = self.codec.encode(keys)
+            if codes.shape[0]:
+                self._index.add_sa_codes(codes)
             self._hnsw = False
             return
         # deserialize_index returns the concrete class, owning its data (a downcast
