@@ -108,6 +108,34 @@ def sqlite_and_snapshot_bytes(data_dir: Path) -> tuple[int, int]:
     return dir_bytes(data_dir) - snapshots, snapshots
 
 
+def restart_row(
+    n: int, first: int, empty_start: float, restarts: list[float], restore_spans: list[float]
+) -> Row:
+    """The restart row: ``n`` series' restarts against an empty server's start."""
+    restart_seconds = statistics.median(restarts)
+    # Two estimates of one series' restore: beyond an empty server's start (noisy: two
+    # process starts), and from the first answer to ready (misses what was restored before
+    # the first answer). The larger one is used, so noise cannot make a restart look free.
+    beyond_empty = max(restart_seconds - empty_start, 0.0) / n
+    after_answer = max(statistics.median(restore_spans), 0.0) / n
+    per_series_restore = max(beyond_empty, after_answer)
+    return Row(
+        "restart to ready with current snapshots, 1,000 series",
+        empty_start + 1000 * per_series_restore,
+        "s",
+        baseline=empty_start,
+        bar=5,
+        goal=2,
+        note=(
+            f"extrapolated at {1e3 * per_series_restore:.1f} ms per series of {first} obs, "
+            f"the larger of: {n} series ready in {restart_seconds:.2f} s against an empty "
+            f"server's {empty_start:.2f} s (baseline; medians of {len(restarts)}), "
+            f"{1e3 * beyond_empty:.1f} ms per series; first answer to ready, "
+            f"{1e3 * after_answer:.1f} ms per series"
+        ),
+    )
+
+
 def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, Any]]:
     n = args.series
     first, top_up = 1950, 50
@@ -168,7 +196,16 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, 
         if repeat < args.restart_repeats - 1:
             server.stop()
     empty_start = statistics.median(empty_starts)
-    restart_seconds = statistics.median(restarts)
+    meta.update(
+        {
+            "empty_start_seconds": empty_starts,
+            "restart_seconds": restarts,
+            "restore_spans_seconds": restore_spans,
+        }
+    )
+    if args.restart_only:
+        server.stop()
+        return [restart_row(n, first, empty_start, restarts, restore_spans)], meta
     try:
 
         async def top_up_all(conns: list[RawConnection]) -> None:
@@ -250,12 +287,6 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, 
     cancelled = io_after["cancelled_write_bytes"] - io_before["cancelled_write_bytes"]
     during = [p.seconds for p in probes if watch.overlaps(p.start, p.start + p.seconds)]
     outside = [p.seconds for p in probes if not watch.overlaps(p.start, p.start + p.seconds)]
-    # Two estimates of one series' restore: beyond an empty server's start (noisy: two
-    # process starts), and from the first answer to ready (misses what was restored before
-    # the first answer). The larger one is used, so noise cannot make a restart look free.
-    beyond_empty = max(restart_seconds - empty_start, 0.0) / n
-    after_answer = max(statistics.median(restore_spans), 0.0) / n
-    per_series_restore = max(beyond_empty, after_answer)
     replay_rate = total_obs / max(replay_seconds - empty_start, 1e-9)
     snapshot_mb = snapshot_bytes / max(n, 1) / 1e6
     rows = [
@@ -317,21 +348,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, 
                 "baseline: acknowledged only"
             ),
         ),
-        Row(
-            "restart to ready with current snapshots, 1,000 series",
-            empty_start + 1000 * per_series_restore,
-            "s",
-            baseline=empty_start,
-            bar=5,
-            goal=2,
-            note=(
-                f"extrapolated at {1e3 * per_series_restore:.1f} ms per series of {first} obs, "
-                f"the larger of: {n} series ready in {restart_seconds:.2f} s against an empty "
-                f"server's {empty_start:.2f} s (baseline; medians of {len(restarts)}), "
-                f"{1e3 * beyond_empty:.1f} ms per series; first answer to ready, "
-                f"{1e3 * after_answer:.1f} ms per series"
-            ),
-        ),
+        restart_row(n, first, empty_start, restarts, restore_spans),
         Row(
             "replay with no snapshots (obs/s)",
             replay_rate,
@@ -364,9 +381,6 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, 
     meta.update(
         {
             "snapshot_interval_seconds": args.snapshot_interval,
-            "empty_start_seconds": empty_starts,
-            "restart_seconds": restarts,
-            "restore_spans_seconds": restore_spans,
             "replay_seconds": replay_seconds,
             "stop_seconds": [stop1, stop2],
             "steady": {
@@ -404,6 +418,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10, help="obs per steady push")
     parser.add_argument("--restart-repeats", type=int, default=5)
     parser.add_argument("--probe-every", type=int, default=3, help="pushes per probe")
+    parser.add_argument(
+        "--restart-only",
+        action="store_true",
+        help="stop after the restarts of phase 2: only the restart row (phase 1 fills the dir)",
+    )
     parser.add_argument("--json", default=str(ROOT / "results" / "bench_service.json"))
     args = parser.parse_args()
     if args.steady_seconds < 2 * args.snapshot_interval:

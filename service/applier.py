@@ -59,6 +59,9 @@ log = logging.getLogger("episodic_koopman.service")
 #: Slices a drain task applies before yielding its thread to other series.
 _SLICES_PER_TASK = 32
 
+#: Distinct parameter sets whose canonical form is kept (`Applier._canonical`).
+_CANONICAL_CACHE = 256
+
 #: Called from a worker thread after an apply: the series and its streams' new forecasts.
 Notify = Callable[[Series, list[dict[str, Any]]], None]
 
@@ -96,6 +99,7 @@ class Applier:
         self.pushes_in_flight = 0  # changed on the event loop (the engine's push slots)
         self.readers_waiting = 0  # the same: reads waiting for their models (read-your-writes)
         self.closing = False
+        self._canonical_params: dict[str, dict[str, Any]] = {}  # by the params' JSON text
 
     # ------------------------------------------------------------------ the backlog
     @property
@@ -276,7 +280,7 @@ class Applier:
                 self.snapshots.discard_invalid(record.incarnation, seq)
                 continue
             params = json.loads(json.dumps(candidate.to_flat()))
-            if params != canonical_params(record.params) or candidate.n_observations != seq:
+            if params != self._canonical(record) or candidate.n_observations != seq:
                 log.warning("series %r: snapshot %d does not match; skipped", record.id, seq)
                 self.snapshots.discard_invalid(record.incarnation, seq)
                 continue
@@ -291,10 +295,26 @@ class Applier:
         series.snapshot_bytes = self.snapshots.size(record.incarnation, applied) if applied else 0
         series.snapshot_at = time.monotonic()
         series.applied_last_key = None
+        if applied == record.count and record.last_key is not None:
+            # A current snapshot: nothing to replay, and the record holds the newest key
+            # (observations committed since come as pending chunks: `publish` queues them).
+            series.applied_last_key = record.last_key
+            return
         self._replay(series, record, until=None)
         if series.applied_last_key is None and series.applied:
             times = self.reader.times(record.sid, [series.applied - 1])
             series.applied_last_key = times.get(series.applied - 1)
+
+    def _canonical(self, record: SeriesRecord) -> dict[str, Any]:
+        """`canonical_params` of the record's parameters (read-only: shared). Most series
+        share a few parameter sets, and each costs a model's construction."""
+        text = json.dumps(record.params, sort_keys=True)
+        params = self._canonical_params.get(text)
+        if params is None:
+            if len(self._canonical_params) >= _CANONICAL_CACHE:
+                self._canonical_params.clear()
+            params = self._canonical_params[text] = canonical_params(record.params)
+        return params
 
     def _replay(self, series: Series, record: SeriesRecord, until: int | None) -> None:
         """Apply stored observations from ``series.applied`` (up to ``until``) (lock held)."""

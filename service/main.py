@@ -29,6 +29,7 @@ from .middleware import ServiceMiddleware
 from .registry import Registry
 from .schemas import Observation, ObservationBatch, SeriesConfig
 from .settings import Settings
+from .snapshots import pin_malloc_arenas
 from .storage import Committer, Storage, open_storage, owner_name
 
 log = logging.getLogger("episodic_koopman.service")
@@ -71,6 +72,7 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
     settings = state.settings
     # Multi-threaded BLAS on small matrices is far slower than one thread (see threads.py).
     pin_threads()
+    pin_malloc_arenas(settings.malloc_arenas)  # before the first worker thread exists
     # A GIL hand-off every 1 ms (not 5) keeps the event loop responsive beside model threads.
     sys.setswitchinterval(0.001)
     if not state.api_keys:

@@ -30,7 +30,8 @@ from episodic_koopman import EpisodicKoopman
 log = logging.getLogger("episodic_koopman.service")
 
 _NAME = re.compile(r"^([0-9a-f]{32})-([0-9]{12})\.ekm$")
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters
+_M_ARENA_MAX = -8
 
 
 def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
@@ -51,6 +52,25 @@ def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
     try:
         libc = ctypes.CDLL(name)
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+def pin_malloc_arenas(arenas: int = 1) -> bool:
+    """Cap glibc's malloc arenas (no-op elsewhere, or for 0); True if it was set.
+
+    Each thread that allocates gets an arena of its own, up to eight per core. Models are
+    restored (and applied) on worker threads, and in a worker's own arena a snapshot's
+    load page-faulted half as often again as on the main thread (690 faults against 466
+    for 1,950 observations) and took about 15% more CPU time. One arena for every thread
+    costs a lock per allocation that, under the GIL, is hardly ever contended. It holds
+    for threads that allocate for the first time after the call.
+    """
+    name = ctypes.util.find_library("c")
+    if not name or arenas <= 0:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
 

@@ -328,3 +328,30 @@ def test_scanning_live_codes_finds_what_a_range_selector_finds(bounds):
         order = np.lexsort((labels, found))
         np.testing.assert_array_equal(found[order], want_d)
         np.testing.assert_array_equal(labels[order] + low, want_l)
+
+
+def test_an_index_made_again_in_blocks_at_load_holds_the_saved_models_codes(monkeypatch):
+    """Loading makes the index's keys again block by block: the same codes as one block."""
+    from episodic_koopman import EpisodicKoopman, key_index
+    from episodic_koopman.config import MemoryConfig
+    from episodic_koopman.index_search import flat_codes
+    from episodic_koopman.persistence import model_from_bytes, model_to_bytes
+
+    t = np.arange(900.0)
+    y = np.sin(2 * np.pi * t / 17) + 0.2 * np.sin(2 * np.pi * t / 5) + 0.01 * np.cos(t * t)
+    config = MemoryConfig(capacity=300)
+    model = EpisodicKoopman(delays=8, window=32, episode_horizon=6, memory=config)
+    model.learn_many(y)
+    data = model_to_bytes(model)
+    loaded = {}
+    for block_bytes in (10**9, 8 * 7 * model.episode_memory.dim):  # one block; blocks of 7
+        monkeypatch.setattr(key_index, "_REBUILD_BLOCK_BYTES", block_bytes)
+        loaded[block_bytes] = model_from_bytes(data)
+    one, blocks = (m.episode_memory for m in loaded.values())
+    assert len(one) > 7 * 10
+    np.testing.assert_array_equal(flat_codes(blocks.index), flat_codes(one.index))
+    live = model.episode_memory
+    codes = flat_codes(live.index)[live.n_dead_indexed :]
+    np.testing.assert_array_equal(flat_codes(blocks.index)[-codes.shape[0] :], codes)
+    assert loaded[10**9].forecast(horizon=8) == model.forecast(horizon=8)
+    assert list(loaded.values())[1].forecast(horizon=8) == model.forecast(horizon=8)

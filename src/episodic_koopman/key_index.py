@@ -36,6 +36,9 @@ from .key_codec import KeyCodec
 from .numpy_order import keep_best
 from .threads import single_threaded
 
+#: Bytes (8 per key coordinate) of a block of keys made again at load (`KeyIndex.set_state`).
+_REBUILD_BLOCK_BYTES = 256 * 1024
+
 #: FAISS is brought up to date each time the stored id count reaches a multiple of this;
 #: searches scan the ids stored since.
 _INDEX_BATCH = 32
@@ -261,10 +264,19 @@ class KeyIndex:
             self.index = self._new_index(hnsw=False)
             live = np.arange(oldest, self.indexed_to, dtype=np.int64)
             n_dead = self.indexed_to - self.indexed_from - live.size
-            if n_dead:
-                self.index.add_sa_codes(np.repeat(self.codec.zero_code, n_dead, axis=0))
-            if live.size:
-                self.index.add_sa_codes(self.codec.encode(keys_of(live)))
+            codes = np.empty((n_dead + live.size, self.codec.zero_code.shape[1]), np.uint8)
+            codes[:n_dead] = self.codec.zero_code
+            # Keys in blocks of a few hundred: thousands at once make every temporary a
+            # fresh mapping under the service's fixed mmap threshold (page faults: a
+            # fifth of a snapshot's load), and smaller blocks cost more calls than they
+            # save. A key is a function of its own episode, so the codes are the same.
+            # The index takes them in one call: its buffer is allocated once, to size.
+            block = max(1, _REBUILD_BLOCK_BYTES // (8 * self.dim))
+            for start in range(0, live.size, block):
+                keys = keys_of(live[start : start + block])
+                codes[n_dead + start : n_dead + start + keys.shape[0]] = self.codec.encode(keys)
+            if codes.shape[0]:
+                self.index.add_sa_codes(codes)
             self.hnsw = False
             return
         # deserialize_index returns the concrete class, owning its data (a downcast
