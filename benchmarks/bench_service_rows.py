@@ -124,8 +124,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Row], dict[str, 
             args.snapshot_bytes_per_observation
         )
 
-    # 1. Server 1, default snapshot interval.
-    server = ServerProcess(data_dir)
+    # 1. Server 1, default snapshot interval. The backlog may take longer to apply than a
+    # read's default wait on a loaded machine: the row measures when it is applied.
+    server = ServerProcess(data_dir, {"EPISODIC_KOOPMAN_READ_YOUR_WRITES_TIMEOUT": "900"})
     empty_start = server.start()
     try:
 

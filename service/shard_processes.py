@@ -89,9 +89,11 @@ class ShardProcesses:
         self.children: list[_Child | None] = [None] * n_hosts
         self.closing = False
         self._supervisors: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         await asyncio.gather(*(self._spawn(i) for i in range(self.n_hosts)))
 
     async def _spawn(self, index: int) -> None:
@@ -111,7 +113,9 @@ class ShardProcesses:
         finally:
             child_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
-        writer.write(frame(self.settings.model_dump()))
+        # The child imports what this process would (the same sys.path, as multiprocessing's
+        # spawn passes it), then hosts its shards under these settings.
+        writer.write(frame((self.settings.model_dump(), sys.path)))
         ready = await asyncio.wait_for(read_frame(reader), START_TIMEOUT_SECONDS)
         if ready is None or ready[1] != "ready":
             writer.close()
@@ -195,6 +199,12 @@ class ShardProcesses:
             with contextlib.suppress(Exception):
                 child.writer.write(frame((0, method, args)))  # request 0: no one waits
 
+    def call_from_thread(self, index: int, method: str, *args: Any, timeout: float = 60) -> Any:
+        """`invoke` from a thread other than the server's loop (tests use the actors' ``run``)."""
+        assert self.loop is not None, "not started"
+        call = self.invoke(index, method, *args)
+        return asyncio.run_coroutine_threadsafe(call, self.loop).result(timeout)
+
     def pid(self, index: int) -> int | None:
         child = self.children[index]
         return child.process.pid if child is not None and child.alive else None
@@ -236,12 +246,13 @@ async def running_processes(
 # ---------------------------------------------------------------------- the child's side
 async def serve_child(sock: socket.socket, index: int, n_hosts: int) -> None:
     """Host a `ShardActor` and answer the parent's calls until it says close or goes."""
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    first = await read_frame(reader)
+    if first is None:
+        return
+    settings, sys.path[:] = first
     from .ray_engine.actor import ShardActor
 
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-    settings = await read_frame(reader)
-    if settings is None:
-        return
     actor = ShardActor(settings, index, n_hosts)
     writer.write(frame((0, "ready", os.getpid())))
     tasks: set[asyncio.Task[None]] = set()
