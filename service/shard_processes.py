@@ -113,14 +113,19 @@ class ShardProcesses:
         finally:
             child_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
-        # The child imports what this process would (the same sys.path, as multiprocessing's
-        # spawn passes it), then hosts its shards under these settings.
-        writer.write(frame((self.settings.model_dump(), sys.path)))
-        ready = await asyncio.wait_for(read_frame(reader), START_TIMEOUT_SECONDS)
-        if ready is None or ready[1] != "ready":
+        try:
+            # The child imports what this process would (the same sys.path, as
+            # multiprocessing's spawn passes it), then hosts its shards under these settings.
+            writer.write(frame((self.settings.model_dump(), sys.path)))
+            ready = await asyncio.wait_for(read_frame(reader), START_TIMEOUT_SECONDS)
+            if ready is None or ready[1] != "ready":
+                raise RuntimeError(f"shard process {index} failed to start: {ready!r}")
+        except BaseException:
             writer.close()
+            if process.returncode is None:
+                process.kill()
             await process.wait()
-            raise RuntimeError(f"shard process {index} failed to start: {ready!r}")
+            raise
         child = _Child(process, reader, writer)
         self.children[index] = child
         task = asyncio.get_running_loop().create_task(self._receive(index, child))
