@@ -29,6 +29,11 @@ def rss_bytes(pid: int | None = None) -> int:
     return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def tree_rss_bytes(pids: list[int]) -> int:
+    """Resident set size of processes (a server and its shard processes), in bytes."""
+    return sum(rss_bytes(pid) for pid in pids)
+
+
 def settled_rss_bytes() -> int:
     """This process's RSS after a full garbage collection (so dead cycles are not counted)."""
     gc.collect()
@@ -40,6 +45,15 @@ def io_counters(pid: int | None = None) -> dict[str, int]:
     dirtied by this process), ``wchar`` every byte passed to write(), sockets included."""
     text = Path(f"/proc/{pid or 'self'}/io").read_text()
     return {name: int(value) for name, value in (line.split(": ") for line in text.splitlines())}
+
+
+def tree_io_counters(pids: list[int]) -> dict[str, int]:
+    """`io_counters` summed over processes (a server and its shard processes)."""
+    total: dict[str, int] = {}
+    for pid in pids:
+        for name, value in io_counters(pid).items():
+            total[name] = total.get(name, 0) + value
+    return total
 
 
 def dir_bytes(path: str | Path) -> int:

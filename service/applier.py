@@ -181,7 +181,9 @@ class Applier:
                         series.applied - series.snapshot_seq
                     ):
                         self.snapshot_writer.request(series)
-                if series.waiters or payloads:
+                # A waiting read goes only once the model has caught up: waking the loop after
+                # every slice before then costs a GIL hand-off per slice for nothing.
+                if payloads or (series.waiters and series.caught_up()):
                     self.notify(series, payloads)
         except Exception as exc:
             log.exception("series %r: applying observations failed", series.id)

@@ -33,6 +33,23 @@ class ParsedBatch:
     def __len__(self) -> int:
         return len(self.stamps)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as columns (a push crosses to its shard process): a Stamp object per
+        # observation pickles at several microseconds each, more than parsing it did.
+        stamps = self.stamps
+        kinds = [s.kind for s in stamps]
+        kind = kinds[0] if kinds and kinds.count(kinds[0]) == len(kinds) else kinds
+        columns = (kind, [s.key for s in stamps], [s.tz for s in stamps], self.values)
+        return (_from_columns, columns)
+
+
+def _from_columns(
+    kind: str | list[str], keys: list[Any], tzs: list[int | None], values: list[Any]
+) -> ParsedBatch:
+    kinds = kind if isinstance(kind, list) else [kind] * len(keys)
+    stamps = [Stamp(k, key, tz) for k, key, tz in zip(kinds, keys, tzs, strict=True)]
+    return ParsedBatch(stamps, values)
+
 
 class BatchParser:
     """Validates observations one at a time (so NDJSON can stream) under the request limits."""

@@ -1,7 +1,7 @@
 """The application factory: wires settings, storage, models, routes and middleware.
 
-Run it with ``episodic-koopman serve`` (uvicorn, one process: the models live in
-memory, so the server is one process with threads, not several workers).
+Run it with ``episodic-koopman serve`` (uvicorn, one HTTP process: the models live in
+memory, in its child processes, one per core (`service.shard_processes`), or in it).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .middleware import ServiceMiddleware
 from .registry import Registry
 from .schemas import Observation, ObservationBatch, SeriesConfig
 from .settings import Settings
+from .shard_processes import running_processes
 from .snapshots import pin_malloc_arenas
 from .storage import Committer, Storage, open_storage, owner_name
 
@@ -38,7 +39,8 @@ log = logging.getLogger("episodic_koopman.service")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving one data dir (settings default to the environment)."""
     settings = settings or Settings()
-    metrics = Metrics(models=settings.engine == "local")  # Ray's live in its actors
+    # Models in this process update its metrics; shard hosts' are summed at each scrape.
+    metrics = Metrics(models=settings.engine != "ray" and not settings.shard_processes)
     state = ServiceState(settings=settings, metrics=metrics)
     state.api_keys = [key.encode() for key in settings.api_key_list]
 
@@ -96,6 +98,10 @@ async def running(state: ServiceState) -> AsyncIterator[None]:
             from .ray_engine import running_ray  # ray is an extra: imported only when used
 
             async with running_ray(state, storage.n_shards):
+                yield
+        elif settings.shard_processes:
+            n_hosts = min(settings.shard_processes, storage.n_shards)
+            async with running_processes(state, storage.n_shards, n_hosts):
                 yield
         else:
             async with _running_local(state, storage):

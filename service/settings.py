@@ -5,6 +5,7 @@ Every limit the API enforces is here, so an operator can tune it without code.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -38,9 +39,18 @@ class Settings(BaseSettings):
     )
 
     # -- the engine (docs/ray.md)
-    engine: Literal["local", "ray"] = Field(
-        "local",
-        description="local: models in this process; ray: in shard actors on a Ray cluster.",
+    engine: Literal["processes", "local", "ray"] = Field(
+        "processes",
+        description="processes: models in child processes of this server, one per core "
+        "(with one core, in this process); local: models in this process (one core); ray: "
+        "in shard actors on a Ray cluster.",
+    )
+    processes: int = Field(
+        0,
+        ge=0,
+        le=MAX_SHARD_ACTORS,
+        description=f"Child processes of the processes engine, 1 to {MAX_SHARD_ACTORS} (0: one "
+        "per CPU). With 1, the models stay in this process, as with the local engine.",
     )
     ray_address: str = Field(
         "",
@@ -162,6 +172,14 @@ class Settings(BaseSettings):
     def api_key_list(self) -> list[str]:
         keys = f"{self.api_key},{self.api_keys}".split(",")
         return list(dict.fromkeys(key.strip() for key in keys if key.strip()))
+
+    @property
+    def shard_processes(self) -> int:
+        """Child processes holding the models: 0 when they live in this process."""
+        if self.engine != "processes":
+            return 0
+        n = self.processes or os.cpu_count() or 1
+        return min(n, MAX_SHARD_ACTORS) if n > 1 else 0
 
     @property
     def db_path(self) -> Path:

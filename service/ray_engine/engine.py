@@ -10,25 +10,17 @@ applied twice.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
-from ..errors import ApiError
-from ..ingest import ParsedBatch
 from ..metrics import Metrics
 from ..settings import Settings
-from .actor import ShardActor, actor_name, actor_of
+from ..sharded_engine import HostUnavailable, ShardedEngine
+from .actor import ShardActor, actor_name
 
 log = logging.getLogger("episodic_koopman.service")
-
-#: How long one `stream_next` poll waits in the actor (well under its idle cut-off).
-STREAM_POLL_SECONDS = 10.0
-#: A scrape of ``/metrics`` waits this long for an actor, then shows its last values.
-METRICS_TIMEOUT_SECONDS = 5.0
 
 
 def is_local_address(address: str) -> bool:
@@ -123,197 +115,33 @@ def stop_ray(actors: list[Any], owned: bool, started: bool, timeout: float) -> N
         ray.shutdown()
 
 
-def _raise(reply: tuple[Any, ...]) -> Any:
-    if reply[0] == "ok":
-        return reply[1]
-    _, status, detail, headers = reply
-    raise ApiError(status, detail, headers)
+class RayTransport:
+    """Calls into the named shard actors (`service.sharded_engine.Transport`)."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors = actors
+        self.n_hosts = len(actors)
+
+    async def invoke(self, index: int, method: str, *args: Any) -> Any:
+        import ray.exceptions
+
+        try:
+            return await getattr(self.actors[index], method).remote(*args)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            raise HostUnavailable(index) from None
+
+    def forget(self, index: int, method: str, *args: Any) -> None:
+        with contextlib.suppress(Exception):
+            getattr(self.actors[index], method).remote(*args)
 
 
-class RayEngine:
+class RayEngine(ShardedEngine):
     """`service.engine.Engine` over named shard actors (calls go to the series' owner)."""
+
+    host_kind = "shard actor"
 
     def __init__(
         self, settings: Settings, actors: list[Any], n_shards: int, metrics: Metrics
     ) -> None:
-        self.settings = settings
+        super().__init__(settings, RayTransport(actors), n_shards, metrics)
         self.actors = actors
-        self.n_shards = n_shards
-        self.metrics = metrics
-        self.streams = 0  # open SSE streams of this server (MAX_STREAMS, as a local server's)
-
-    def index(self, series_id: str) -> int:
-        return actor_of(series_id, len(self.actors), self.n_shards)
-
-    async def _await(self, index: int, ref: Any) -> Any:
-        import ray.exceptions
-
-        try:
-            return await ref
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            raise ApiError(
-                503,
-                f"shard actor {index} is restarting; retry (writes are idempotent on (series, t))",
-                {"Retry-After": "1"},
-            ) from None
-
-    async def _call(self, series_id: str, method: str, *args: Any) -> Any:
-        index = self.index(series_id)
-        reply = await self._await(index, self.actors[index].call.remote(method, series_id, *args))
-        return _raise(reply)
-
-    async def _everywhere(self, method: str, *args: Any) -> list[Any]:
-        replies = await asyncio.gather(
-            *(
-                self._await(i, actor.call.remote(method, *args))
-                for i, actor in enumerate(self.actors)
-            )
-        )
-        return [_raise(reply) for reply in replies]
-
-    # ------------------------------------------------------------------ writes
-    @contextlib.asynccontextmanager
-    async def push_slot(self) -> AsyncIterator[None]:
-        yield  # admission (the apply backlog) is decided by the owning actor
-
-    async def ingest(self, series_id: str, batch: ParsedBatch) -> dict[str, Any]:
-        return await self._call(series_id, "ingest", batch)
-
-    async def configure(self, series_id: str, params: dict[str, Any]) -> tuple[dict, bool]:
-        payload, created = await self._call(series_id, "configure", params)
-        return payload, created
-
-    async def delete(self, series_id: str) -> bool:
-        return await self._call(series_id, "delete")
-
-    # ------------------------------------------------------------------ reads
-    async def info(self, series_id: str) -> dict[str, Any]:
-        return await self._call(series_id, "info")
-
-    async def forecast(self, series_id: str, horizon: int, level: float | None) -> dict:
-        return await self._call(series_id, "forecast", horizon, level)
-
-    async def episodes(self, series_id: str, offset: int, limit: int) -> dict[str, Any]:
-        return await self._call(series_id, "episodes", offset, limit)
-
-    async def observations(self, series_id: str, offset: int, limit: int) -> dict[str, Any]:
-        return await self._call(series_id, "observations", offset, limit)
-
-    async def _merged_page(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """The page ``[offset, offset + limit)`` of every actor's series, by id."""
-        pages = await self._everywhere("list_series", 0, offset + limit)
-        items = sorted((item for page in pages for item in page["items"]), key=lambda i: i["id"])
-        return items[offset : offset + limit], sum(page["total"] for page in pages)
-
-    async def list_series(self, offset: int, limit: int) -> dict[str, Any]:
-        items, total = await self._merged_page(offset, limit)
-        return {"items": items, "total": total, "offset": offset, "limit": limit}
-
-    async def overview(self, offset: int, limit: int) -> dict[str, Any]:
-        page, total = await self._merged_page(offset, limit)
-        by_actor: dict[int, list[str]] = {}
-        for item in page:
-            by_actor.setdefault(self.index(item["id"]), []).append(item["id"])
-        rows: dict[str, dict[str, Any]] = {}
-        replies = await asyncio.gather(
-            *(
-                self._await(i, self.actors[i].call.remote("overview_items", ids))
-                for i, ids in by_actor.items()
-            )
-        )
-        for reply in replies:
-            rows.update((row["id"], row) for row in _raise(reply))
-        items = [rows[item["id"]] for item in page if item["id"] in rows]
-        return {"items": items, "total": total, "offset": offset, "limit": limit}
-
-    async def stream(
-        self, series_id: str, horizon: int, level: float | None
-    ) -> AsyncIterator[dict[str, Any]]:
-        if self.streams >= self.settings.max_streams:
-            raise ApiError(429, "too many open forecast streams (EPISODIC_KOOPMAN_MAX_STREAMS)")
-        index = self.index(series_id)
-        actor = self.actors[index]
-        stream_id = _raise(
-            await self._await(index, actor.stream_open.remote(series_id, horizon, level))
-        )
-        return self._events(index, series_id, horizon, level, stream_id)
-
-    async def _events(
-        self, index: int, series_id: str, horizon: int, level: float | None, stream_id: int
-    ) -> AsyncIterator[dict[str, Any]]:
-        import ray.exceptions
-
-        actor = self.actors[index]
-        sent = -1
-        self.streams += 1  # counted inside the generator: its finally always uncounts it
-        try:
-            while True:
-                try:
-                    kind, value = await actor.stream_next.remote(stream_id, STREAM_POLL_SECONDS)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                    # The actor died: subscribe again on its successor (a fresh forecast first).
-                    stream_id = _raise(await self._reopen(index, series_id, horizon, level))
-                    continue
-                if kind == "forecast":
-                    if value["n_observations"] > sent:
-                        sent = value["n_observations"]
-                        yield value
-                elif kind == "end":
-                    return
-                elif kind == "error":
-                    raise ApiError(*value)
-        finally:
-            self.streams -= 1
-            with contextlib.suppress(Exception):
-                actor.stream_close.remote(stream_id)
-
-    async def _reopen(
-        self, index: int, series_id: str, horizon: int, level: float | None
-    ) -> tuple[Any, ...]:
-        """Open the stream on the restarted actor, waiting for it (bounded)."""
-        import ray.exceptions
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.read_your_writes_timeout
-        delay = 0.1
-        while True:
-            try:
-                return await self.actors[index].stream_open.remote(series_id, horizon, level)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                if loop.time() > deadline:
-                    raise ApiError(503, f"shard actor {index} is unavailable") from None
-                await asyncio.sleep(delay)  # back off while Ray restarts the actor
-                delay = min(1.0, delay * 2)
-
-    async def refresh_metrics(self) -> None:
-        """One cheap call per actor, concurrently; an actor that does not answer in time
-        (restarting, say) keeps its last reported values."""
-        import ray.exceptions
-
-        async def refresh(index: int, actor: Any) -> None:
-            try:
-                reported = await asyncio.wait_for(
-                    self._await(index, actor.model_metrics.remote()), METRICS_TIMEOUT_SECONDS
-                )
-            except (TimeoutError, ApiError, ray.exceptions.RayError):
-                return
-            self.metrics.shard_totals.update(index, reported)
-
-        await asyncio.gather(*(refresh(i, actor) for i, actor in enumerate(self.actors)))
-
-    async def readiness(self) -> tuple[str, dict[str, Any]]:
-        try:
-            states = await self._everywhere("readiness")
-        except ApiError:
-            return "unavailable", {"shards": len(self.actors)}
-        statuses = [status for status, _ in states]
-        details = {
-            "shards": len(self.actors),
-            "series": sum(d.get("series", 0) for _, d in states),
-            "restoring": sum(d.get("restoring", 0) for _, d in states),
-            "apply_backlog": sum(d.get("apply_backlog", 0) for _, d in states),
-            "commits": sum(d.get("commits", 0) for _, d in states),
-        }
-        if "unavailable" in statuses:
-            return "unavailable", details
-        return ("restoring" if "restoring" in statuses else "ready"), details

@@ -4,8 +4,10 @@ Helpers live in `service_helpers` (import from there, not from ``conftest``).
 
 Apps use SQLite, or PostgreSQL with ``EPISODIC_KOOPMAN_TEST_DATABASE=postgres`` in the
 environment; modules marked ``both_backends`` run every test on each. They run on the
-local engine, or on Ray with ``EPISODIC_KOOPMAN_TEST_ENGINE=ray``; modules marked
-``both_engines`` (the service contract) run every test on each, the Ray ones on the
+local engine (models in the test process, which tests may reach into), on local shard
+processes with ``EPISODIC_KOOPMAN_TEST_ENGINE=processes`` (the server's default on several
+cores), or on Ray with ``EPISODIC_KOOPMAN_TEST_ENGINE=ray``; modules marked
+``both_engines`` (the service contract) run every test on each, the other engines on the
 environment's backend only (Ray starts once per session; its apps are slow to start).
 """
 
@@ -27,10 +29,10 @@ from service.settings import Settings
 
 #: The backend of the service tests (read before the fixtures clear EPISODIC_KOOPMAN_*).
 TEST_DATABASE = os.environ.get("EPISODIC_KOOPMAN_TEST_DATABASE", "sqlite")
-#: ``ray`` runs the apps of the service tests on the Ray engine (2 shard actors).
+#: ``processes`` or ``ray`` runs the apps of the service tests on 2 shard processes or actors.
 TEST_ENGINE = os.environ.get("EPISODIC_KOOPMAN_TEST_ENGINE", "local")
 BACKENDS = ("sqlite", "postgres")
-ENGINES = ("local", "ray")
+ENGINES = ("local", "processes", "ray")
 if TEST_DATABASE not in BACKENDS:
     raise pytest.UsageError(f"EPISODIC_KOOPMAN_TEST_DATABASE must be one of {BACKENDS}")
 if TEST_ENGINE not in ENGINES:
@@ -51,8 +53,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     both_engines = definition.get_closest_marker("both_engines") is not None
     both_engines = both_engines and not _chosen(definition, "service_engine")
     if both_backends and both_engines:
-        # Every backend on the local engine; Ray on the environment's backend.
-        combos = [(backend, "local") for backend in BACKENDS] + [(TEST_DATABASE, "ray")]
+        # Every backend on the local engine; the others on the environment's backend.
+        combos = [(backend, "local") for backend in BACKENDS]
+        combos += [(TEST_DATABASE, engine) for engine in ENGINES if engine != "local"]
         metafunc.parametrize(
             ("service_backend", "service_engine"),
             combos,
@@ -73,7 +76,8 @@ def service_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def service_engine(request: pytest.FixtureRequest) -> str:
-    """``"local"`` or ``"ray"``: a module's parametrisation, else the environment's.
+    """``"local"``, ``"processes"`` or ``"ray"``: a module's parametrisation, else the
+    environment's.
 
     ``"ray"`` needs the session's Ray (`ray_cluster`): without it the test skips, saying why.
     """
@@ -124,10 +128,13 @@ def ray_cluster() -> Iterator[None]:
 
 @pytest.fixture
 def engine_settings(service_engine: str) -> dict[str, Any]:
-    """Settings of the engine under test: none for the local one; Ray's with a fresh namespace."""
-    if service_engine != "ray":
-        return {}
-    return ray_engine_settings()
+    """Settings of the engine under test (the local one is not the server's default on
+    several cores: tests name it); Ray's with a fresh namespace."""
+    if service_engine == "ray":
+        return ray_engine_settings()
+    if service_engine == "processes":
+        return {"engine": "processes", "processes": 2}
+    return {"engine": "local"}
 
 
 @pytest.fixture

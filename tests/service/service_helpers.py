@@ -86,6 +86,12 @@ def hold_learning(server: LiveServer, series_id: str, gate_dir: Path, monkeypatc
 
     gate_dir.mkdir(parents=True, exist_ok=True)
     engine = server.app.state.service.engine
+    processes = getattr(engine, "processes", None)
+    if processes is not None:  # shard processes import the tests' modules (they share sys.path)
+        for index in range(processes.n_hosts):
+            install = (learning_gate.install, series_id, str(gate_dir))
+            processes.call_from_thread(index, "run", *install)
+        return
     actors = getattr(engine, "actors", None)
     if actors is None:
         gate = learning_gate.gated(Applier._learn, series_id, str(gate_dir))
@@ -198,11 +204,19 @@ def stored_snapshots(settings: Settings) -> dict[str, int]:
     storage = open_storage(settings)
     storage.initialise()
     epochs = {shard: epoch for shard, (_, epoch) in storage.owners().items()}
-    store = storage.snapshot_store(settings.snapshot_dir, epochs)
-    try:
-        return {incarnation: seqs[-1] for incarnation, seqs in store.stored().items()}
-    finally:
-        store.close()
+    # Shard processes and actors keep files in a dir each (PostgreSQL: one store for all).
+    directories = [settings.snapshot_dir]
+    if not settings.database:
+        directories += sorted(settings.snapshot_dir.glob("ray-*-of-*"))
+    newest: dict[str, int] = {}
+    for directory in directories:
+        store = storage.snapshot_store(directory, epochs)
+        try:
+            for incarnation, seqs in store.stored().items():
+                newest[incarnation] = max(newest.get(incarnation, 0), seqs[-1])
+        finally:
+            store.close()
+    return newest
 
 
 def corrupt_snapshots(settings: Settings) -> int:

@@ -381,3 +381,26 @@ def test_dot_series_ids_are_422_on_every_route(client, series_id):
     assert client.get("/v1/series").json()["total"] == 0
     # Dots inside an id, or leading dots before other characters, stay valid.
     assert client.put("/v1/series/..a.b").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "observations",
+    [
+        [{"t": i, "y": 0.5 * i} for i in range(5)],
+        [{"t": f"2024-03-01T00:0{i}:00+02:00", "y": {"a": 1.0, "b": float(i)}} for i in range(3)],
+        [{"t": 1.5, "y": 2}],
+        [],
+    ],
+)
+def test_a_parsed_batch_crosses_to_a_shard_process_unchanged(observations):
+    """Pushes reach a shard process pickled (as columns): stamps and values survive exactly."""
+    import pickle
+
+    from service.ingest import BatchParser, parse_json_body
+
+    raw = json.dumps({"observations": observations}).encode()
+    parsed = parse_json_body(raw, BatchParser(100, 1e100, 8))
+    copy = pickle.loads(pickle.dumps(parsed))
+    assert copy.stamps == parsed.stamps
+    assert copy.values == parsed.values
+    assert [type(v) for v in copy.values] == [type(v) for v in parsed.values]

@@ -44,8 +44,9 @@ def serve(
     engine: Annotated[
         str | None,
         typer.Option(
-            help="local: the models in this process (the default); ray: in shard actors on "
-            "Ray, using every core or many machines (the ray extra; docs/ray.md)."
+            help="processes: the models in child processes, one per core (the default); "
+            "local: in this process (one core); ray: in shard actors on Ray, using every "
+            "core or many machines (the ray extra; docs/ray.md)."
         ),
     ] = None,
     ray_address: Annotated[
@@ -63,12 +64,22 @@ def serve(
             help="With --engine ray: shard actors, 1 to 64 (default: one per CPU, at most 64).",
         ),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,  # service.settings.MAX_SHARD_ACTORS
+            help="With --engine processes: child processes (default: one per CPU; 1 keeps "
+            "the models in this process).",
+        ),
+    ] = None,
     log_level: str = typer.Option("info", help="Uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
 ) -> None:
     """Run the forecasting service (settings from EPISODIC_KOOPMAN_* variables).
 
-    One process by default; with --engine ray the models live in shard actors on Ray.
+    The models live in child processes, one per core, by default; with --engine local in
+    this process; with --engine ray in shard actors on Ray.
     """
     import gc
     import logging
@@ -78,16 +89,19 @@ def serve(
     from service.main import create_app
     from service.settings import Settings
 
-    if engine not in (None, "local", "ray"):
-        raise typer.BadParameter("must be local or ray", param_hint="--engine")
+    if engine not in (None, "processes", "local", "ray"):
+        raise typer.BadParameter("must be processes, local or ray", param_hint="--engine")
     if (ray_address is not None or shards is not None) and engine != "ray":
         raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--shards")
+    if processes is not None and engine not in (None, "processes"):
+        raise typer.BadParameter("needs --engine processes", param_hint="--processes")
     given = {
         "data_dir": data_dir,
         "database": database,
         "engine": engine,
         "ray_address": ray_address,
         "shards": shards,
+        "processes": processes,
     }
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
