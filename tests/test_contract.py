@@ -27,6 +27,9 @@ CONFIGS = {
     "quantile": dict(delays=12, window=64, recall_quantile=0.5, tau=2.0),
     "hedge-rule": dict(delays=12, window=64, mixture_rule="hedge", classical_experts="ar,last"),
     "no-classical": dict(delays=12, window=64, classical_experts=""),
+    "theta-experts": dict(
+        delays=12, window=64, classical_experts="last,seasonal,theta,theta_opt,theta_seasonal"
+    ),
     "no-memory-no-classical": dict(delays=12, window=64, memory=False, classical_experts=""),
     "bank-stride-5": dict(delays=6, window=32, memory=False, stride=5),
     "growing-stride": dict(

@@ -265,6 +265,11 @@ class ModelConfig(_JsonConfig):
         AR by recursive least squares), ``seasonal_ar`` (the same AR on the differences at
         each detected period: a SARIMA with drift; in the default in place of
         ``seasonal_drift``, 3% lower error over the bench series' first halves),
+        ``theta`` (the Theta method: exponential smoothing plus half the slope of a
+        least-squares line, its smoothing constant chosen online), ``theta_opt`` (the
+        same choosing theta too: half, three quarters or all of the slope) and
+        ``theta_seasonal`` (``theta`` on the series less additive seasonal indices at
+        the detected period; `episodic_koopman.theta`),
         ``koopman12``/``16``/``24``/``48`` (the plain Koopman forecast at that many delays,
         refitted per stride; not in the default: within 1% either way on the real first
         halves); ``""`` for none. See `episodic_koopman.experts`.
