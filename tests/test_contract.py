@@ -400,3 +400,19 @@ def test_a_file_from_before_detrend_loads_without_it():
     loaded = model_from_bytes(_saved_before(model, "detrend"))
     assert loaded.config.detrend is False
     assert model_to_bytes(loaded) == model_to_bytes(model)
+
+
+def test_a_file_from_before_the_theta_expert_keeps_its_bank():
+    before = "last,seasonal,damped,ar,seasonal_ar"
+    model = EpisodicKoopman(delays=8, window=32, config=ModelConfig(classical_experts=before))
+    model.learn_many(noisy_sines(300, seed=4))
+    assert "theta_seasonal" in ModelConfig().classical_names()
+    for lacking in ((), ("classical_experts",)):  # as stored, and should a record lack it
+        loaded = model_from_bytes(_saved_before(model, *lacking))
+        assert loaded.config.classical_experts == before
+        assert model_to_bytes(loaded) == model_to_bytes(model)
+        more = noisy_sines(40, seed=9)
+        loaded.learn_many(more)
+        twin = model_from_bytes(model_to_bytes(model))
+        twin.learn_many(more)
+        assert np.array_equal(loaded.forecast(24), twin.forecast(24))

@@ -90,35 +90,91 @@ def test_the_seasonal_theta_is_exact_on_a_season_on_a_line():
     pattern -= pattern.mean()
     t = np.arange(250)
     values = 100.0 + 0.7 * t + pattern[t % 12]
-    expert = Theta("theta_seasonal", BLOCK, (0.3,), (1.0,), period_of=lambda: 12, span=200)
+    expert = Theta("theta_seasonal", BLOCK, (0.3,), (1.0,), periods_of=lambda: [12], span=200)
     history = feed(expert, values[:200])
     assert expert.period == 12
     assert np.allclose(expert.forecast(history, 200, 30)[:, 0], values[200:230], atol=1e-8)
 
 
 def test_the_seasonal_theta_adjusts_only_once_a_period_is_found():
-    period: list[int | None] = [None]
+    periods: list[int] = []
     values = 10.0 + np.sin(2 * np.pi * np.arange(200) / 10)
-    expert = Theta("theta_seasonal", BLOCK, (0.5,), period_of=lambda: period[0], span=160)
+    expert = Theta("theta_seasonal", BLOCK, (0.5,), periods_of=lambda: periods, span=160)
     history = feed(expert, values[:96])
     assert expert.period is None and expert.season is not None and not expert.season.any()
-    period[0] = 10  # found: rebuilt from the newest observations at the next boundary
+    periods.append(9)  # found (a lag off): rebuilt at the period nearby that explains it
     expert.advance(history, 96)
     assert expert.period == 10 and expert.seen == 96
     assert np.allclose(expert.forecast(history, 96, 20)[:, 0], values[96:116], atol=0.05)
 
 
+def test_a_period_found_a_few_lags_off_is_taken_at_the_one_that_explains_it():
+    rng = np.random.default_rng(7)
+    t = np.arange(480)
+    values = 20.0 + 3.0 * np.sin(2 * np.pi * t / 24) + rng.standard_normal(t.size)
+    expert = Theta("theta_seasonal", BLOCK, (0.3,), periods_of=lambda: [22], span=480)
+    feed(expert, values)
+    assert expert.found == (22,) and expert.chosen == expert.period == 24
+
+
+def test_a_period_that_explains_little_is_not_adjusted_by():
+    noise = 5.0 + np.random.default_rng(8).standard_normal(400)
+    expert = Theta("theta_seasonal", BLOCK, (0.3,), periods_of=lambda: [17], span=400)
+    history = feed(expert, noise)
+    assert expert.chosen is None and expert.period is None
+    plain = Theta("theta", BLOCK, (0.3,))
+    feed(plain, noise)
+    assert np.array_equal(expert.forecast(history, 400, 5), plain.forecast(history, 400, 5))
+
+
+def test_the_period_in_use_is_kept_while_none_is_detected():
+    t = np.arange(400)
+    values = 10.0 + np.sin(2 * np.pi * t / 12) + 0.01 * np.cos(t)
+    periods = [12]
+    expert = Theta("theta_seasonal", BLOCK, (0.3,), periods_of=lambda: periods, span=300)
+    history = feed(expert, values[:200])
+    periods.clear()  # the detector loses it: the season still explains the rows
+    for n in range(201, 401):
+        history.append(np.array([values[n - 1]]))
+        if n % BLOCK == 0:
+            expert.advance(history, n)
+    assert expert.period == 12
+
+
+def test_a_positive_season_of_ratios_on_a_level_is_forecast_exactly():
+    ratios = np.array([0.8, 1.1, 1.3, 0.9, 1.0, 0.7, 1.2, 1.0])
+    ratios /= ratios.mean()
+    values = 50.0 * ratios[np.arange(160) % 8]
+    expert = Theta("theta_seasonal", BLOCK, (0.3, 0.9), periods_of=lambda: [8], span=160,
+                   multiplicative=True)  # fmt: skip
+    history = feed(expert, values[:120])
+    assert expert.ratio and expert.period == 8
+    assert np.allclose(expert.forecast(history, 120, 20)[:, 0], values[120:140], atol=1e-9)
+
+
 @pytest.mark.parametrize("n", [203, 208])
 def test_states_round_trip_exactly(n):
-    values = np.cumsum(np.random.default_rng(0).standard_normal(n)) + 0.2 * np.sin(np.arange(n))
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.standard_normal(n))
+    values = 50.0 + 0.3 * walk + 4.0 * np.sin(2 * np.pi * np.arange(n) / 9)
 
     def make() -> Theta:
-        return Theta("theta_seasonal", BLOCK, (0.2, 0.7), (0.5, 1.0), 0.99, 0.9, lambda: 9, 100)
+        return Theta(
+            "theta_seasonal", BLOCK, (0.2, 0.7), (0.5, 1.0), 0.99, 0.9, lambda: [9], 100, True
+        )
 
     expert = make()
     history = feed(expert, values)
+    assert expert.period == 9 and expert.ratio
     meta, arrays = expert.get_state()
-    assert meta["version"] == 1 and set(arrays) == {"sums", "level", "lag", "loss", "season"}
+    assert meta["version"] == 1 and set(arrays) == {
+        "sums",
+        "level",
+        "lag",
+        "loss",
+        "season",
+        "scale",
+    }
     copy = make()
     copy.set_state(meta, arrays)
     assert np.array_equal(copy.forecast(history, n, 30), expert.forecast(history, n, 30))

@@ -1,4 +1,4 @@
-"""Cheap classical experts: the last value, seasonal naives, damped trend, local ARs.
+"""Cheap classical experts: the last value, seasonal naives, damped trend, local ARs, Theta.
 
 Each expert is a small component that forecasts every channel on its own from the
 raw history. Their state moves in *blocks*: at every observation count that is a
@@ -228,6 +228,9 @@ THETA_WEIGHTS = (0.5,)
 THETA_OPT_WEIGHTS = (0.5, 0.75, 1.0)
 THETA_FORGETTING = 0.998
 THETA_DISCOUNT = 0.97
+#: ``theta_seasonal`` adjusts a positive series by seasonal ratios (as the Theta method
+#: does), others by differences.
+THETA_RATIOS = True
 #: Observations the period finder reads, and how often it looks (in blocks).
 PERIOD_WINDOW = 600
 PERIOD_BLOCKS = 8
@@ -278,7 +281,7 @@ class ExpertBank:
                     )
             elif kind in ("theta", "theta_opt", "theta_seasonal"):
                 weights = THETA_OPT_WEIGHTS if kind == "theta_opt" else THETA_WEIGHTS
-                period_of = _slot(self.finder, 0) if kind == "theta_seasonal" else None
+                periods_of = self._periods if kind == "theta_seasonal" else None
                 self.experts.append(
                     Theta(
                         kind,
@@ -287,8 +290,9 @@ class ExpertBank:
                         weights,
                         THETA_FORGETTING,
                         THETA_DISCOUNT,
-                        period_of=period_of,
+                        periods_of=periods_of,
                         span=PERIOD_WINDOW,
+                        multiplicative=THETA_RATIOS,
                     )
                 )
             elif kind.startswith("koopman") and kind in CLASSICAL_EXPERTS:
@@ -299,6 +303,9 @@ class ExpertBank:
         self.seasonal = bool(
             {"seasonal", "seasonal_drift", "seasonal_ar", "theta_seasonal"} & set(kinds)
         )
+
+    def _periods(self) -> list[int]:
+        return self.finder.periods
 
     def advance(self, history: History, n: int) -> None:
         """Call after every observation: absorbs a block when ``n`` is a boundary."""

@@ -89,8 +89,14 @@ assert set(FLAT_NAMES) == {*CONSTRUCTOR_NAMES, "memory", *MEMORY_NAMES, *MODEL_N
 
 #: Parameters added after models were first stored, with the value every model stored
 #: before them ran (a fixed scoring stride, before it grew with the series; no grading
-#: between scored ticks before the first fit).
-RAN_BEFORE: dict[str, Any] = {"stride_doublings": 0, "early_grading": False, "detrend": False}
+#: between scored ticks before the first fit). Stored parameters always name the classical
+#: experts; should a record lack them, it ran the bank from before the Theta expert.
+RAN_BEFORE: dict[str, Any] = {
+    "stride_doublings": 0,
+    "early_grading": False,
+    "detrend": False,
+    "classical_experts": "last,seasonal,damped,ar,seasonal_ar",
+}
 
 
 def stored_params(params: dict[str, Any]) -> dict[str, Any]:

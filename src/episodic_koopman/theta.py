@@ -19,8 +19,16 @@ trailing window would) and one SES level per smoothing constant of a small grid
 each candidate's forecast from the previous block against the block's
 observations, and forecasts with the candidate of least discounted absolute error.
 
+A seasonal series is first adjusted, as the Theta method does: by classical
+seasonal indices (ratios to a centred moving average for a positive series,
+differences otherwise) of the newest observations at a period chosen near the
+detected ones, made again at every block; the Theta forecast of the adjusted series
+is re-seasonalised (`episodic_koopman.seasonal_indices`).
+
 Costs: O(candidates) per observation, all in one compiled loop per block (and one
-per forecast); the state is a few arrays of ``(candidates, channels)``.
+per forecast), plus one pass over the newest ``span`` observations per block for a
+seasonal series; the state is a few arrays of ``(candidates, channels)`` and the
+indices.
 
 >>> import numpy as np
 >>> from episodic_koopman.embedding import History
@@ -43,9 +51,18 @@ import numpy as np
 from .components import State
 from .embedding import History
 from .jit import kernel
+from .seasonal_indices import additive_indices, ratio_indices
 
 #: Layout of a saved `Theta` state (its meta's ``"version"``).
 STATE_VERSION = 1
+#: The expert's period: of the detected periods and those within `NEARBY` of one (a broad
+#: autocorrelation peak is found a few lags off: 21-23 for hourly data), the one whose
+#: seasonal indices explain the newest observations best (the F statistic of
+#: `additive_indices`), if at least `SEASON_F`; the period in use is kept unless another
+#: explains `STAY` times more. (F on the bench series: true seasons 3.6-88, others 0.2-2.4.)
+NEARBY = 0.15
+SEASON_F = 3.0
+STAY = 1.5
 #: Rows of `Theta.sums`: the line's weighted sums, with time ``u`` counted from the newest
 #: observation (0, -1, -2, ...): sum w, sum w u, sum w u^2, sum w y, sum w u y.
 N_SUMS = 5
@@ -55,6 +72,7 @@ N_SUMS = 5
 def _absorb(
     rows: np.ndarray,
     season: np.ndarray,
+    scale: np.ndarray,
     sums: np.ndarray,
     level: np.ndarray,
     lag: np.ndarray,
@@ -84,13 +102,14 @@ def _absorb(
                     total = 0.0
                     for h in range(k):
                         guess = level[a, ch] + weights[j] * slope * (lag[a] + (h + 1))
-                        total += abs(rows[h, ch] - season[(seen + h) % m, ch] - guess)
+                        p = (seen + h) % m
+                        total += abs(rows[h, ch] - season[p, ch] - scale[p, ch] * guess)
                     loss[g, ch] = discount * loss[g, ch] + total
     for i in range(k):
         phase = seen % m
         if seen == 0:
             for ch in range(c):
-                y = rows[i, ch] - season[phase, ch]
+                y = (rows[i, ch] - season[phase, ch]) / scale[phase, ch]
                 sums[0, ch], sums[1, ch], sums[2, ch] = 1.0, 0.0, 0.0
                 sums[3, ch], sums[4, ch] = y, 0.0
                 for a in range(n_alpha):
@@ -99,7 +118,7 @@ def _absorb(
                 lag[a] = 0.0
         else:
             for ch in range(c):
-                y = rows[i, ch] - season[phase, ch]
+                y = (rows[i, ch] - season[phase, ch]) / scale[phase, ch]
                 s0, s1, s2, sy, suy = (
                     sums[0, ch],
                     sums[1, ch],
@@ -139,6 +158,7 @@ def _paths(
     loss: np.ndarray,
     weights: np.ndarray,
     season: np.ndarray,
+    scale: np.ndarray,
     seen: int,
     out: np.ndarray,
 ) -> None:
@@ -156,45 +176,8 @@ def _paths(
         slope = _slope(sums, ch)
         for h in range(steps):
             trend = level[a, ch] + weights[j] * slope * (lag[a] + (h + 1))
-            out[h, ch] = trend + season[(seen + h) % m, ch]
-
-
-@kernel
-def _season(rows: np.ndarray, period: int, first: int, out: np.ndarray) -> None:
-    """Classical additive seasonal indices of ``rows (N, c)`` at ``period`` into ``out
-    (period, c)``, by phase ``(first + i) % period`` of row ``i``: the mean per phase of
-    the rows less their centred moving average (a 2 x period one for an even period),
-    less the indices' mean. Phases with no detrended row get 0."""
-    n, c = rows.shape
-    half = period // 2
-    even = period % 2 == 0
-    for ch in range(c):
-        for p in range(period):
-            out[p, ch] = 0.0
-    counts = np.zeros(period)
-    for ch in range(c):
-        total = 0.0
-        for j in range(2 * half):  # the window of row `half`, but its newest row
-            total += rows[j, ch]
-        for i in range(half, n - half):
-            total += rows[i + half, ch]  # the window is rows i - half .. i + half
-            centred = total
-            if even:  # the two ends weigh one half each
-                centred -= 0.5 * (rows[i - half, ch] + rows[i + half, ch])
-            p = (first + i) % period
-            out[p, ch] += rows[i, ch] - centred / period
-            if ch == 0:
-                counts[p] += 1.0
-            total -= rows[i - half, ch]
-    for ch in range(c):
-        mean = 0.0
-        for p in range(period):
-            if counts[p] > 0.0:
-                out[p, ch] /= counts[p]
-            mean += out[p, ch]
-        mean /= period
-        for p in range(period):
-            out[p, ch] -= mean
+            p = (seen + h) % m
+            out[h, ch] = season[p, ch] + scale[p, ch] * trend
 
 
 class Theta:
@@ -205,12 +188,14 @@ class Theta:
     candidate forecasts. ``forgetting`` weighs the line's points by age (1: the
     whole series), ``discount`` the candidates' past block errors.
 
-    With ``period_of`` (a `PeriodFinder` slot), the series is seasonally adjusted
-    first, as the Theta method does for a seasonal series: additive classical
-    indices of the newest ``span`` observations at the detected period, made again at
-    every block, are taken off each observation learnt and added back to the
-    forecast. When the period first appears or changes, the state is rebuilt from
-    those observations (rare). Without a period the expert is the plain one.
+    With ``periods_of`` (a `PeriodFinder`'s periods), the series is seasonally
+    adjusted first, as the Theta method does for a seasonal series: classical indices
+    of the newest ``span`` observations at a period chosen near the detected ones (see
+    `SEASON_F`), made again at every block, are taken off each observation learnt and
+    put back on the forecast. They are ratios with ``multiplicative`` while those
+    observations are all positive, differences otherwise. When the period or the kind
+    of indices changes, the state is rebuilt from those observations (rare). Without a
+    period the expert is the plain one.
     """
 
     def __init__(
@@ -221,8 +206,9 @@ class Theta:
         weights: tuple[float, ...] = (0.5,),
         forgetting: float = 1.0,
         discount: float = 1.0,
-        period_of: Any = None,
+        periods_of: Any = None,
         span: int = 600,
+        multiplicative: bool = False,
     ) -> None:
         if not alphas or not all(0.0 < a <= 1.0 for a in alphas):
             raise ValueError(f"alphas must lie in (0, 1], got {alphas!r}")
@@ -232,7 +218,9 @@ class Theta:
         self.alphas = np.array(alphas, dtype=np.float64)
         self.weights = np.array(weights, dtype=np.float64)
         self.forgetting, self.discount = float(forgetting), float(discount)
-        self.period_of = period_of
+        self.periods_of = periods_of
+        self.found: tuple[int, ...] = ()  # the periods `periods_of` gave last
+        self.chosen: int | None = None  # the period to adjust by (see `_choose`)
         self.period: int | None = None  # of `season` (None: no adjustment)
         self.seen = 0  # observations absorbed
         self.sums: np.ndarray | None = None  # (N_SUMS, c)
@@ -240,6 +228,32 @@ class Theta:
         self.lag = np.zeros(self.alphas.size)  # SES of time's lag behind the newest time
         self.loss: np.ndarray | None = None  # (alphas * weights, c)
         self.season: np.ndarray | None = None  # (period or 1, c): indices by phase
+        self.scale: np.ndarray | None = None  # (period or 1, c): ratios by phase
+        self.multiplicative = multiplicative  # ratios for a positive series
+        self.ratio = False  # the adjustment in use is by ratios
+
+    def _choose(self, rows: np.ndarray, found: tuple[int, ...], first: int) -> int | None:
+        """The period to adjust by (see `SEASON_F`), from ``rows``, the newest observations
+        (of which row 0 is observation ``first``), and the detected periods ``found``."""
+        rows = np.ascontiguousarray(rows)
+
+        def fit(q: int) -> float:  # 0 for a period the rows hold fewer than 3 times
+            if q < 2 or 3 * q > rows.shape[0]:
+                return 0.0
+            return float(additive_indices(rows, q, first, np.empty((q, rows.shape[1]))))
+
+        kept = self.chosen
+        best, best_fit = kept, (fit(kept) if kept is not None else 0.0)
+        bar = max(SEASON_F, STAY * best_fit) if best_fit >= SEASON_F else SEASON_F
+        if best_fit < SEASON_F:
+            best, best_fit = None, 0.0
+        for period in found:
+            low, high = max(2, int(period * (1 - NEARBY))), int(period * (1 + NEARBY)) + 1
+            for q in (period, *range(low, high + 1)):
+                f = fit(q)
+                if f >= bar and f > best_fit:
+                    best, best_fit = q, f
+        return best
 
     def _reset(self, c: int, period: int | None) -> None:
         self.period, self.seen = period, 0
@@ -248,24 +262,38 @@ class Theta:
         self.lag = np.zeros(self.alphas.size)
         self.loss = np.zeros((self.alphas.size * self.weights.size, c))
         self.season = np.zeros((period or 1, c))
+        self.scale = np.ones((period or 1, c))
 
     def advance(self, history: History, n: int) -> None:
         c = history.last(1).shape[1]
-        period = self.period_of() if self.period_of is not None else None
         usable = min(n, history.length, self.span)
+        if self.periods_of is not None:
+            found = tuple(self.periods_of())
+            # Looked at again when the detected periods change, and at every block while
+            # the window of newest observations still grows (few rows favour short periods).
+            if found != self.found or (found and usable < self.span):
+                self.found = found
+                self.chosen = self._choose(history.last(usable), found, n - usable)
+        period = self.chosen
         if period is not None and usable < 2 * period:  # too few seasons to adjust by
             period = None
-        if self.sums is None or period != self.period:
+        window = np.ascontiguousarray(history.last(usable))
+        ratio = period is not None and self.multiplicative and bool(window.min() > 0.0)
+        if self.sums is None or period != self.period or ratio != self.ratio:
             self._reset(c, period)  # and learn again from the newest `usable` observations
+            self.ratio = ratio
             first, discount = n - usable, -1.0
         else:
             first, discount = self.seen, self.discount
         assert self.season is not None
-        if period is not None:
-            _season(np.ascontiguousarray(history.last(usable)), period, n - usable, self.season)
+        if period is not None and ratio:
+            ratio_indices(window, period, n - usable, self.scale)
+        elif period is not None:
+            additive_indices(window, period, n - usable, self.season)
         self.seen = _absorb(
             np.ascontiguousarray(history.last(n - first)),
             self.season,
+            self.scale,
             self.sums,
             self.level,
             self.lag,
@@ -284,18 +312,21 @@ class Theta:
         if n > self.seen:  # between boundaries: roll copies over the newest observations
             sums, level, lag = sums.copy(), level.copy(), lag.copy()
             rows = np.ascontiguousarray(history.last(n - self.seen))
-            _absorb(rows, self.season, sums, level, lag, self.loss, self.alphas, self.weights,
-                    self.forgetting, -1.0, self.seen)  # fmt: skip
+            _absorb(rows, self.season, self.scale, sums, level, lag, self.loss, self.alphas,
+                    self.weights, self.forgetting, -1.0, self.seen)  # fmt: skip
         out = np.empty((steps, sums.shape[1]))
-        _paths(sums, level, lag, self.loss, self.weights, self.season, n, out)
+        _paths(sums, level, lag, self.loss, self.weights, self.season, self.scale, n, out)
         return out
 
     def get_state(self) -> State:
         meta = {"version": STATE_VERSION, "seen": self.seen, "period": self.period}
+        meta |= {"found": list(self.found), "chosen": self.chosen, "ratio": self.ratio}
         if self.sums is None:
             return meta, {}
         assert self.level is not None and self.loss is not None and self.season is not None
+        assert self.scale is not None
         arrays = {
+            "scale": self.scale,
             "sums": self.sums,
             "level": self.level,
             "lag": self.lag,
@@ -309,12 +340,16 @@ class Theta:
         if version != STATE_VERSION:
             raise ValueError(f"a Theta expert's state of version {version!r} is not readable")
         self.seen = int(meta["seen"])
-        self.period = None if meta["period"] is None else int(meta["period"])
+        self.period, self.chosen = (
+            None if meta[k] is None else int(meta[k]) for k in ("period", "chosen")
+        )
+        self.found = tuple(int(p) for p in meta["found"])
+        self.ratio = bool(meta["ratio"])
         if "sums" not in arrays:
-            self.sums = self.level = self.loss = self.season = None
+            self.sums = self.level = self.loss = self.season = self.scale = None
             self.lag = np.zeros(self.alphas.size)
             return
-        self.sums, self.level, self.lag, self.loss, self.season = (
+        self.sums, self.level, self.lag, self.loss, self.season, self.scale = (
             np.array(arrays[k], dtype=np.float64)
-            for k in ("sums", "level", "lag", "loss", "season")
+            for k in ("sums", "level", "lag", "loss", "season", "scale")
         )
