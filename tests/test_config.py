@@ -78,6 +78,13 @@ def test_trend_gate_must_be_a_positive_finite_number_or_none(bad):
         ModelConfig(trend_gate=bad)
 
 
+def test_stored_params_lacking_the_classical_experts_run_the_bank_before_theta():
+    from episodic_koopman.flat_params import stored_params
+
+    assert stored_params({})["classical_experts"] == "last,seasonal,damped,ar,seasonal_ar"
+    assert "theta_seasonal" in EpisodicKoopman.from_flat({}).config.classical_names()
+
+
 def test_unknown_flat_names_are_rejected_naming_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['capcity'\].*capacity"):
         EpisodicKoopman.from_flat({"capcity": 10})

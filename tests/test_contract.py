@@ -27,6 +27,9 @@ CONFIGS = {
     "quantile": dict(delays=12, window=64, recall_quantile=0.5, tau=2.0),
     "hedge-rule": dict(delays=12, window=64, mixture_rule="hedge", classical_experts="ar,last"),
     "no-classical": dict(delays=12, window=64, classical_experts=""),
+    "theta-experts": dict(
+        delays=12, window=64, classical_experts="last,seasonal,theta,theta_opt,theta_seasonal"
+    ),
     "no-memory-no-classical": dict(delays=12, window=64, memory=False, classical_experts=""),
     "bank-stride-5": dict(delays=6, window=32, memory=False, stride=5),
     "growing-stride": dict(
@@ -405,3 +408,19 @@ def test_a_file_from_before_the_trend_gate_loads_without_it():
     loaded = model_from_bytes(_saved_before(model, "trend_gate"))
     assert loaded.config.trend_gate is None and ModelConfig().trend_gate is not None
     assert model_to_bytes(loaded) == model_to_bytes(model)
+
+
+def test_a_file_from_before_the_theta_expert_keeps_its_bank():
+    before = "last,seasonal,damped,ar,seasonal_ar"
+    model = EpisodicKoopman(delays=8, window=32, config=ModelConfig(classical_experts=before))
+    model.learn_many(noisy_sines(300, seed=4))
+    assert "theta_seasonal" in ModelConfig().classical_names()
+    for lacking in ((), ("classical_experts",)):  # as stored, and should a record lack it
+        loaded = model_from_bytes(_saved_before(model, *lacking))
+        assert loaded.config.classical_experts == before
+        assert model_to_bytes(loaded) == model_to_bytes(model)
+        more = noisy_sines(40, seed=9)
+        loaded.learn_many(more)
+        twin = model_from_bytes(model_to_bytes(model))
+        twin.learn_many(more)
+        assert np.array_equal(loaded.forecast(24), twin.forecast(24))

@@ -403,6 +403,7 @@ def test_the_model_weighs_the_classical_experts():
         "ar",
         "seasonal_ar1",
         "seasonal_ar2",
+        "theta_seasonal",
     ]
     assert all(abs(sum(w[h] for w in weights.values()) - 1.0) < 1e-12 for h in range(24))
 

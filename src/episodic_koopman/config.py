@@ -276,6 +276,13 @@ class ModelConfig(_JsonConfig):
         AR by recursive least squares), ``seasonal_ar`` (the same AR on the differences at
         each detected period: a SARIMA with drift; in the default in place of
         ``seasonal_drift``, 3% lower error over the bench series' first halves),
+        ``theta`` (the Theta method: exponential smoothing plus half the slope of a
+        least-squares line, its smoothing constant chosen online), ``theta_opt`` (the
+        same choosing theta too: half, three quarters or all of the slope) and
+        ``theta_seasonal`` (``theta`` on the seasonally adjusted series, at a period
+        chosen near the detected ones; in the default: over the 11 bench series' first
+        halves MAE -1.1% in geometric mean, water_flow -3.9%, airline -2.9%, ETTh -1 to
+        -2.4%, none worse by more than 0.3%; `episodic_koopman.theta`),
         ``koopman12``/``16``/``24``/``48`` (the plain Koopman forecast at that many delays,
         refitted per stride; not in the default: within 1% either way on the real first
         halves); ``""`` for none. See `episodic_koopman.experts`.
@@ -299,7 +306,7 @@ class ModelConfig(_JsonConfig):
     early_grading: bool = True
     detrend: bool = False
     trend_gate: float | None = TREND_GATE
-    classical_experts: str = "last,seasonal,damped,ar,seasonal_ar"
+    classical_experts: str = "last,seasonal,damped,ar,seasonal_ar,theta_seasonal"
     envelope: float | None = 1.0
 
     def __post_init__(self) -> None:

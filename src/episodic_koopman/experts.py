@@ -1,4 +1,4 @@
-"""Cheap classical experts: the last value, seasonal naives, damped trend, local ARs.
+"""Cheap classical experts: the last value, seasonal naives, damped trend, local ARs, Theta.
 
 Each expert is a small component that forecasts every channel on its own from the
 raw history. Their state moves in *blocks*: at every observation count that is a
@@ -38,6 +38,7 @@ from .components import State
 from .embedding import History
 from .koopman_expert import KoopmanExpert
 from .periods import PeriodFinder
+from .theta import Theta
 
 
 class Expert(Protocol):
@@ -204,6 +205,9 @@ CLASSICAL_EXPERTS = (
     "damped",
     "ar",
     "seasonal_ar",
+    "theta",
+    "theta_opt",
+    "theta_seasonal",
     *(f"koopman{d}" for d in KOOPMAN_SCALES),
 )
 #: Seasonal naive experts (one per detected period), the AR order and its forgetting factor.
@@ -215,6 +219,18 @@ SEASONAL_AR_ORDER = 2
 SEASONAL_AR_FORGETTING = 0.995
 #: Damped trend: level and trend smoothing, and the damping of the trend.
 DAMPED = (0.5, 0.1, 0.9)
+#: The Theta experts: the smoothing constants they choose from (online, by block errors),
+#: the share of the line's slope of each theta line (``theta``: the standard theta 2;
+#: ``theta_opt`` also 4 and infinity, a whole slope), the forgetting of the line's points
+#: (mean age 500, as a line fitted to a trailing 1000) and of the candidates' errors.
+THETA_ALPHAS = (0.1, 0.2, 0.4, 0.7, 1.0)
+THETA_WEIGHTS = (0.5,)
+THETA_OPT_WEIGHTS = (0.5, 0.75, 1.0)
+THETA_FORGETTING = 0.998
+THETA_DISCOUNT = 0.97
+#: ``theta_seasonal`` adjusts a positive series by seasonal ratios (as the Theta method
+#: does), others by differences.
+THETA_RATIOS = True
 #: Observations the period finder reads, and how often it looks (in blocks).
 PERIOD_WINDOW = 600
 PERIOD_BLOCKS = 8
@@ -263,12 +279,33 @@ class ExpertBank:
                             span=PERIOD_WINDOW,
                         )
                     )
+            elif kind in ("theta", "theta_opt", "theta_seasonal"):
+                weights = THETA_OPT_WEIGHTS if kind == "theta_opt" else THETA_WEIGHTS
+                periods_of = self._periods if kind == "theta_seasonal" else None
+                self.experts.append(
+                    Theta(
+                        kind,
+                        block,
+                        THETA_ALPHAS,
+                        weights,
+                        THETA_FORGETTING,
+                        THETA_DISCOUNT,
+                        periods_of=periods_of,
+                        span=PERIOD_WINDOW,
+                        multiplicative=THETA_RATIOS,
+                    )
+                )
             elif kind.startswith("koopman") and kind in CLASSICAL_EXPERTS:
                 self.experts.append(KoopmanExpert(kind, int(kind.removeprefix("koopman")), block))
             else:
                 raise ValueError(f"unknown classical expert {kind!r}; known: {CLASSICAL_EXPERTS}")
         self.names = [e.name for e in self.experts]
-        self.seasonal = bool({"seasonal", "seasonal_drift", "seasonal_ar"} & set(kinds))
+        self.seasonal = bool(
+            {"seasonal", "seasonal_drift", "seasonal_ar", "theta_seasonal"} & set(kinds)
+        )
+
+    def _periods(self) -> list[int]:
+        return self.finder.periods
 
     def advance(self, history: History, n: int) -> None:
         """Call after every observation: absorbs a block when ``n`` is a boundary."""

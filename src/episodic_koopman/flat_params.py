@@ -90,12 +90,15 @@ assert set(FLAT_NAMES) == {*CONSTRUCTOR_NAMES, "memory", *MEMORY_NAMES, *MODEL_N
 
 #: Parameters added after models were first stored, with the value every model stored
 #: before them ran (a fixed scoring stride, before it grew with the series; no grading
-#: between scored ticks before the first fit; no detrending, gated or not).
+#: between scored ticks before the first fit; no detrending, gated or not). Stored parameters
+#: always name the classical experts; should a record lack them, it ran the bank from before
+#: the Theta expert.
 RAN_BEFORE: dict[str, Any] = {
     "stride_doublings": 0,
     "early_grading": False,
     "detrend": False,
     "trend_gate": None,
+    "classical_experts": "last,seasonal,damped,ar,seasonal_ar",
 }
 
 

@@ -53,8 +53,9 @@ class EpisodicKoopman(Forecaster):
 
     **Classical experts** (`ModelConfig.classical_experts`): the last value,
     seasonal naives at the detected periods, damped-trend exponential smoothing,
-    a local AR and local ARs on the differences at the detected periods join the
-    mixture, weighted per step ahead by an online rule (`episodic_koopman.mixture`).
+    a local AR, local ARs on the differences at the detected periods and the Theta
+    method on the seasonally adjusted series join the mixture, weighted per step
+    ahead by an online rule (`episodic_koopman.mixture`).
 
     Forecasts are scored every ``ModelConfig.stride_at(n)`` steps (8, growing to 32
     with the observation count): the mixture and the conformal intervals learn from
