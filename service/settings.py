@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         """Child processes holding the models: 0 when they live in this process."""
         if self.engine != "processes":
             return 0
-        n = self.processes or os.cpu_count() or 1
+        n = self.processes or _usable_cpus()
         return min(n, MAX_SHARD_ACTORS) if n > 1 else 0
 
     @property
@@ -188,3 +188,10 @@ class Settings(BaseSettings):
     @property
     def snapshot_dir(self) -> Path:
         return self.data_dir / "snapshots"
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, which a container's cpuset narrows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1

@@ -51,11 +51,6 @@ _HEADER = struct.Struct("<Q")
 START_TIMEOUT_SECONDS = 120.0
 
 
-def resolved_processes(settings: Settings, n_shards: int) -> int:
-    """Child processes to run: the setting, or one per CPU; never more than storage shards."""
-    return max(1, min(settings.processes or os.cpu_count() or 1, n_shards))
-
-
 def frame(message: Any) -> bytes:
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(body)) + body
@@ -258,7 +253,8 @@ async def serve_child(sock: socket.socket, index: int, n_hosts: int) -> None:
     if first is None:
         return
     settings, sys.path[:] = first
-    pin_malloc_arenas(settings.malloc_arenas)  # as the one-process server does (snapshots.py)
+    # (the settings arrive as a dict: the one `ShardActor` takes)
+    pin_malloc_arenas(int(settings["malloc_arenas"]))  # as the one-process server does
     from .ray_engine.actor import ShardActor
 
     # Imports live as long as the child: kept out of the full collections that restoring

@@ -30,7 +30,7 @@ from service_helpers import (
 )
 
 from service.ray_engine import actor_of, owned_shards
-from service.settings import Settings
+from service.settings import MAX_SHARD_ACTORS, Settings
 from service.storage import open_storage
 
 N_SHARDS = 64  # a new database's storage shards
@@ -134,13 +134,18 @@ def test_a_killed_shard_process_is_replaced_and_loses_no_acknowledged_observatio
                 assert_same_forecast(served, reference_forecast(SMALL, expected, 12))
 
 
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+#: 0 (the server's own): one CPU to run on; else one child per CPU, up to the shard actors' cap.
+_ONE_PER_CPU = min(_CPUS, MAX_SHARD_ACTORS) if _CPUS > 1 else 0
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
         ({"engine": "processes", "processes": 3}, 3),
         ({"engine": "processes", "processes": 1}, 0),  # one: the models stay in the server
         ({"engine": "local", "processes": 3}, 0),
-        ({"engine": "processes", "processes": 0}, os.cpu_count() if os.cpu_count() > 1 else 0),
+        ({"engine": "processes", "processes": 0}, _ONE_PER_CPU),
     ],
 )
 def test_the_settings_decide_the_shard_processes(tmp_path, overrides, expected):
