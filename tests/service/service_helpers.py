@@ -145,7 +145,7 @@ class LiveServer:
 
 
 def wait_until_ready(
-    url: str, timeout: float = 60.0, process: subprocess.Popen | None = None
+    url: str, timeout: float = 180.0, process: subprocess.Popen | None = None
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
