@@ -40,10 +40,10 @@ class Settings(BaseSettings):
 
     # -- the engine (docs/ray.md)
     engine: Literal["processes", "local", "ray"] = Field(
-        "processes",
-        description="processes: models in child processes of this server, one per core "
-        "(with one core, in this process); local: models in this process (one core); ray: "
-        "in shard actors on a Ray cluster.",
+        "local",
+        description="local: models in this process (one core); processes: models in child "
+        "processes of this server, one per core (with one core, in this process); ray: in "
+        "shard actors on a Ray cluster.",
     )
     processes: int = Field(
         0,

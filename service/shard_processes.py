@@ -1,4 +1,4 @@
-"""The processes engine (the default on several cores): shard hosts as local child processes.
+"""The processes engine (`--engine processes`): shard hosts as local child processes.
 
 One Python process applies observations on one core (the GIL), and a model's
 ``learn_one`` is most of an observation's cost. So the HTTP server (parsing,

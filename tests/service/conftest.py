@@ -5,8 +5,8 @@ Helpers live in `service_helpers` (import from there, not from ``conftest``).
 Apps use SQLite, or PostgreSQL with ``EPISODIC_KOOPMAN_TEST_DATABASE=postgres`` in the
 environment; modules marked ``both_backends`` run every test on each. They run on the
 local engine (models in the test process, which tests may reach into), on local shard
-processes with ``EPISODIC_KOOPMAN_TEST_ENGINE=processes`` (the server's default on several
-cores), or on Ray with ``EPISODIC_KOOPMAN_TEST_ENGINE=ray``; modules marked
+processes with ``EPISODIC_KOOPMAN_TEST_ENGINE=processes`` (``--engine processes``; 2
+processes), or on Ray with ``EPISODIC_KOOPMAN_TEST_ENGINE=ray``; modules marked
 ``both_engines`` (the service contract) run every test on each, the other engines on the
 environment's backend only (Ray starts once per session; its apps are slow to start).
 """
@@ -128,8 +128,8 @@ def ray_cluster() -> Iterator[None]:
 
 @pytest.fixture
 def engine_settings(service_engine: str) -> dict[str, Any]:
-    """Settings of the engine under test (the local one is not the server's default on
-    several cores: tests name it); Ray's with a fresh namespace."""
+    """Settings of the engine under test, named even for the default (local); Ray's with
+    a fresh namespace."""
     if service_engine == "ray":
         return ray_engine_settings()
     if service_engine == "processes":

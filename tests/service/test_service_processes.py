@@ -1,4 +1,4 @@
-"""The processes engine (the server's default on several cores): shard processes, no mocks.
+"""The processes engine (`--engine processes`): shard processes, no mocks.
 
 The service contract runs on it too (``both_engines``); these tests cover what is its
 own: a killed shard process is replaced without losing an acknowledged observation,
@@ -155,8 +155,7 @@ def test_the_settings_decide_the_shard_processes(tmp_path, overrides, expected):
 def test_shard_processes_die_with_the_server(tmp_path):
     """A SIGKILLed server leaves no child behind to compete with the next one."""
     port = free_port()
-    env = {**os.environ, "EPISODIC_KOOPMAN_PROCESSES": "2"}
-    env.pop("EPISODIC_KOOPMAN_ENGINE", None)
+    env = {**os.environ, "EPISODIC_KOOPMAN_PROCESSES": "2", "EPISODIC_KOOPMAN_ENGINE": "processes"}
     process = subprocess.Popen(serve_command(port, tmp_path / "var"), env=env)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", timeout=300, process=process)

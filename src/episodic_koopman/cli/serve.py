@@ -44,8 +44,8 @@ def serve(
     engine: Annotated[
         str | None,
         typer.Option(
-            help="processes: the models in child processes, one per core (the default); "
-            "local: in this process (one core); ray: in shard actors on Ray, using every "
+            help="local: the models in this process (one core; the default); processes: "
+            "in child processes, one per core; ray: in shard actors on Ray, using every "
             "core or many machines (the ray extra; docs/ray.md)."
         ),
     ] = None,
@@ -78,8 +78,8 @@ def serve(
 ) -> None:
     """Run the forecasting service (settings from EPISODIC_KOOPMAN_* variables).
 
-    The models live in child processes, one per core, by default; with --engine local in
-    this process; with --engine ray in shard actors on Ray.
+    The models live in this process by default; with --engine processes in child
+    processes, one per core; with --engine ray in shard actors on Ray.
     """
     import gc
     import logging
