@@ -368,3 +368,34 @@ def test_model_from_bytes_still_reads_an_untouched_file(model: EpisodicKoopman) 
     captured = capture(model)
     again = model_from_bytes(_with_shapes(captured, {}))
     assert again.forecast(8) == model.forecast(8)
+
+
+# -- LocalAR and SeasonalAR ----------------------------------------------------------
+@pytest.mark.parametrize("expert", ["expert_ar", "expert_seasonal_ar1"])
+@pytest.mark.parametrize(
+    ("field", "axis"),
+    [("anchor", 0), ("normal", 1), ("normal", 2), ("moment", 1), ("coef", 1), ("coef", 0)],
+)
+def test_autoregressive_rejects_a_truncated_array(
+    model: EpisodicKoopman, expert: str, field: str, axis: int
+) -> None:
+    ar = model.components()[expert]
+    meta, arrays = _copy_state(ar.get_state())
+    assert meta["anchored"] and meta["fitted"]
+    _rejects(ar, meta, arrays | {field: _cut(arrays[field], axis)}, field)
+
+
+@pytest.mark.parametrize(
+    ("expert", "change", "field"),
+    [
+        ("expert_ar", {"seen": -2}, "seen"),
+        ("expert_seasonal_ar1", {"period": 0}, "period"),
+        ("expert_seasonal_ar1", {"period": 12.5}, "period"),
+    ],
+)
+def test_autoregressive_rejects_a_corrupt_count(
+    model: EpisodicKoopman, expert: str, change: dict[str, Any], field: str
+) -> None:
+    ar = model.components()[expert]
+    meta, arrays = _copy_state(ar.get_state())
+    _rejects(ar, meta | change, arrays, field)
