@@ -399,3 +399,30 @@ def test_autoregressive_rejects_a_corrupt_count(
     ar = model.components()[expert]
     meta, arrays = _copy_state(ar.get_state())
     _rejects(ar, meta | change, arrays, field)
+
+
+# -- EpisodeRefs' tables ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"fits.rank": lambda a: _cut(a["fits.rank"])}, "rank"),
+        ({"fits.ref_mean": lambda a: _cut(a["fits.ref_mean"])}, "ref_mean"),
+        ({"fits.rank": lambda a: a["fits.rank"] - 100}, "rank"),
+        ({"fits.rank": lambda a: a["fits.rank"].astype(np.float64)}, "rank"),
+    ],
+)
+def test_episode_refs_reject_a_bad_table(
+    model: EpisodicKoopman, change: dict[str, Any], field: str
+) -> None:
+    refs = model.components()["recall"].refs
+    meta, arrays = _copy_state(refs.get_state())
+    bad = {name: make(arrays) for name, make in change.items()}
+    _rejects(refs, meta, arrays | bad, field)
+
+
+@pytest.mark.parametrize(("key", "value"), [("first", -1), ("next", -1)])
+def test_episode_refs_reject_corrupt_counts(model: EpisodicKoopman, key: str, value: int) -> None:
+    refs = model.components()["recall"].refs
+    meta, arrays = _copy_state(refs.get_state())
+    meta = meta | {"fits": meta["fits"] | {key: value}}
+    _rejects(refs, meta, arrays, key)
