@@ -27,6 +27,7 @@ from .components import State
 from .embedding import History
 from .jit import kernel
 from .lapack import real_solve
+from .state_checks import state_array, state_count
 
 
 class LocalAR:
@@ -117,15 +118,30 @@ class LocalAR:
         return meta, {k: v.copy() for k, v in arrays.items()}
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        def read(name: str) -> np.ndarray:
-            return np.array(arrays[name], dtype=np.float64)
+        self._set_state(meta, arrays, {})
 
-        self.seen = int(meta["seen"])
-        self.anchor = self.normal = self.moment = self.coef = None
+    def _set_state(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], more: dict[str, Any]
+    ) -> None:
+        """Check the whole state against the order (the compiled recursion indexes
+        ``coef`` by it), then assign it and ``more`` (a subclass's checked fields)."""
+        owner, q = f"{type(self).__name__} {self.name!r}", self.order + 1
+        seen = state_count(owner, "seen", meta["seen"])
+        anchor = normal = moment = coef = None
         if meta["anchored"]:
-            self.anchor, self.normal, self.moment = read("anchor"), read("normal"), read("moment")
+            anchor = state_array(owner, arrays, "anchor", (None,))
+            c = anchor.shape[0]
+            if c < 1:
+                raise ValueError(f"{owner}: 'anchor' must have at least one channel")
+            normal = state_array(owner, arrays, "normal", (c, q, q))
+            moment = state_array(owner, arrays, "moment", (c, q))
         if meta["fitted"]:
-            self.coef = read("coef")
+            coef = state_array(owner, arrays, "coef", (None if anchor is None else anchor.size, q))
+        self.seen, self.anchor, self.normal, self.moment, self.coef = (
+            seen, anchor, normal, moment, coef
+        )  # fmt: skip
+        for name, value in more.items():
+            setattr(self, name, value)
 
 
 class SeasonalAR(LocalAR):
@@ -188,8 +204,10 @@ class SeasonalAR(LocalAR):
         return meta | {"period": self.period}, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        super().set_state(meta, arrays)
-        self.period = None if meta["period"] is None else int(meta["period"])
+        period = meta["period"]
+        if period is not None:
+            period = state_count(f"SeasonalAR {self.name!r}", "period", period, 1)
+        self._set_state(meta, arrays, {"period": period})
 
 
 @kernel

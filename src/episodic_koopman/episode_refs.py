@@ -22,6 +22,7 @@ from .components import State, prefixed, unprefixed
 from .embedding import History
 from .jit import kernel
 from .recall import KeyWeights, normalized_states, signature_columns, state_columns
+from .state_checks import state_count
 
 
 class RowTable:
@@ -117,9 +118,43 @@ class RowTable:
         return meta, {name: column[kept] for name, column in self._columns.items()}
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.first, self.next = int(meta["first"]), int(meta["next"])
-        self.base = self.first
-        self._columns = {name: np.array(arrays[name]) for name in meta["columns"]}
+        self.restore(*self.checked(meta, arrays))
+
+    @staticmethod
+    def checked(
+        meta: dict[str, Any], arrays: dict[str, np.ndarray], owner: str = "RowTable"
+    ) -> tuple[int, int, dict[str, np.ndarray]]:
+        """A saved state's rows and columns, once each column holds one row per kept
+        index and ranks fit their signatures (compiled loops read rows by position and
+        a signature's first ``rank`` entries); ``ValueError`` naming the field if not."""
+        first = state_count(owner, "first", meta["first"])
+        stop = state_count(owner, "next", meta["next"], first)
+        columns = {}
+        for name in meta["columns"]:
+            if name not in arrays:
+                raise ValueError(f"{owner}: the saved state has no {name!r}")
+            column = np.array(arrays[name])
+            if column.ndim < 1 or column.shape[0] != stop - first:
+                raise ValueError(
+                    f"{owner}: {name!r} must have {stop - first} rows, got shape {column.shape}"
+                )
+            columns[name] = column
+        rank = columns.get("rank")
+        if rank is not None and rank.size:
+            if rank.dtype.kind not in "iu" or rank.ndim != 1:
+                raise ValueError(f"{owner}: 'rank' must be integers, one per row")
+            width = min(
+                (columns[n].shape[1] for n in _PADDED_TO_RANK if n in columns), default=None
+            )
+            if rank.min() < 0 or (width is not None and rank.max() > width):
+                raise ValueError(
+                    f"{owner}: 'rank' must be in [0, {width}], got {rank.min()}..{rank.max()}"
+                )
+        return first, stop, columns
+
+    def restore(self, first: int, stop: int, columns: dict[str, np.ndarray]) -> None:
+        """Hold `checked`'s rows."""
+        self.first, self.next, self.base, self._columns = first, stop, first, columns
 
 
 class EpisodeRefs:
@@ -291,10 +326,17 @@ class EpisodeRefs:
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.source = int(meta["source"])
+        # Both tables are checked before either is replaced.
+        source = int(meta["source"])
         fits = _padded(unprefixed("fits", arrays), meta.get("fits_ragged", {}))
-        self.fits.set_state(meta["fits"], fits)
-        self.successors.set_state(meta["successors"], unprefixed("successors", arrays))
+        fits_state = RowTable.checked(meta["fits"], fits, "EpisodeRefs fits")
+        successors = unprefixed("successors", arrays)
+        successors_state = RowTable.checked(
+            meta["successors"], successors, "EpisodeRefs successors"
+        )
+        self.source = source
+        self.fits.restore(*fits_state)
+        self.successors.restore(*successors_state)
 
 
 #: Columns of the fits table padded to the largest rank along their second axis: a saved

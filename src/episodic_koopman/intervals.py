@@ -58,6 +58,7 @@ import numpy as np
 
 from .jit import kernel
 from .sorted_ring import SortedRing
+from .state_checks import state_array, state_count
 
 _SPREAD_SMOOTHING = 0.05
 #: The most a recall's spread widens an interval, relative to the running mean spread
@@ -228,18 +229,34 @@ class ConformalCalibrator:
         }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        count, self._scored, n_p_values = (int(v) for v in state["counts"])
-        scores, p_values = np.asarray(state["scores"]), np.asarray(state["p_values"])
-        self._scores.restore(scores.reshape(scores.shape[0], -1), count)
-        self._p_values.restore(p_values.reshape(p_values.shape[0], -1), n_p_values)
-        self._spread_mean = np.array(state["spread_mean"], dtype=np.float64)
-        self._hits = np.array(state["hits"], dtype=np.float64)
+        # Every field is checked against (window, horizon, channels) before any is
+        # assigned: the compiled loops index them without bounds checks.
+        owner, cells = "ConformalCalibrator", (self.horizon, self.n_channels)
+        counts = state_array(owner, state, "counts", (3,), np.int64)
+        count, scored, n_p_values = (
+            state_count(owner, f"counts[{i}]", counts[i]) for i in range(3)
+        )  # fmt: skip
+        scores = state_array(owner, state, "scores", (self.window, *cells))
+        p_values = state_array(owner, state, "p_values", (self.window, *cells))
+        spread_mean = state_array(owner, state, "spread_mean", cells)
+        hits = state_array(owner, state, "hits", cells)
+        early, n_early = np.zeros((0, *cells)), 0  # absent: saved before early grading
         if "early_scores" in state:
-            self._early = np.array(state["early_scores"], dtype=np.float64)
-            self._n_early = int(state["early_count"][0])
-        else:  # saved before early grading existed: none
-            self._early = np.zeros((0, self.horizon, self.n_channels))
-            self._n_early = 0
+            early = state_array(owner, state, "early_scores", (None, *cells))
+            if early.shape[0] not in (0, self._early_window):
+                raise ValueError(
+                    f"{owner}: 'early_scores' must hold 0 or {self._early_window} rows,"
+                    f" got {early.shape[0]}"
+                )
+            n_early = state_count(
+                owner, "early_count", state_array(owner, state, "early_count", (1,), np.int64)[0]
+            )
+            if early.shape[0] == 0 and n_early:
+                raise ValueError(f"{owner}: 'early_count' is {n_early} with no early scores")
+        self._scores.restore(scores.reshape(self.window, -1), count)
+        self._p_values.restore(p_values.reshape(self.window, -1), n_p_values)
+        self._scored, self._spread_mean, self._hits = scored, spread_mean, hits
+        self._early, self._n_early = early, n_early
         self._quantiles.clear()
 
 

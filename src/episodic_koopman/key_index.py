@@ -34,6 +34,7 @@ from .index_search import flat_codes, scan_codes, search_range
 from .jit import kernel
 from .key_codec import KeyCodec
 from .numpy_order import keep_best
+from .state_checks import state_array, state_count
 from .threads import single_threaded
 
 #: Bytes (8 per key coordinate) of a block of keys made again at load (`KeyIndex.set_state`).
@@ -244,20 +245,52 @@ class KeyIndex:
         next_id: int,
         keys_of: Callable[[np.ndarray], np.ndarray] | None,
     ) -> None:
-        """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out."""
-        self.indexed_from = int(meta["indexed_from"])
-        self.indexed_to = int(meta["indexed_to"])
-        self.n_rebuilds = int(meta["n_rebuilds"])
+        """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out.
+
+        The ids and codes are checked before anything is assigned (``ValueError``, the
+        index unchanged): the compiled search maps labels to ids by them.
+        """
+        owner = "KeyIndex"
+        indexed_to = state_count(owner, "indexed_to", meta["indexed_to"], 0, next_id)
+        indexed_from = state_count(owner, "indexed_from", meta["indexed_from"], 0, indexed_to)
+        n_rebuilds = state_count(owner, "n_rebuilds", meta["n_rebuilds"])
+        if indexed_from > oldest and oldest < indexed_to:
+            raise ValueError(
+                f"{owner}: 'indexed_from' {indexed_from} is past the oldest id {oldest}"
+            )
+        if next_id - max(indexed_to, oldest) > _INDEX_BATCH:
+            raise ValueError(f"{owner}: more than {_INDEX_BATCH} ids after 'indexed_to'")
+        if not meta["index_saved"] and keys_of is None:
+            raise ValueError("this memory was saved without its index: its keys are needed")
         bounds = arrays.get("key_bounds")
-        if not self.codec.same_bounds(bounds):  # (a model's own memory has its bounds already)
-            self.codec = KeyCodec(self.dim, bounds)
+        codec = self.codec
+        if not codec.same_bounds(bounds):  # (a model's own memory has its bounds already)
+            codec = KeyCodec(self.dim, bounds)
+        tail = np.arange(max(indexed_to, oldest), next_id)
+        code_size = codec.zero_code.shape[1]
+        codes = state_array(owner, arrays, "tail_codes", (tail.size, code_size), np.uint8)
+        index = None
+        if meta["index_saved"]:
+            if "faiss_index" not in arrays:
+                raise ValueError(f"{owner}: the saved state has no 'faiss_index'")
+            # deserialize_index returns the concrete class, owning its data (a downcast
+            # wrapper would not, and would dangle once the original is collected).
+            try:
+                index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))
+            except RuntimeError as error:
+                raise ValueError(f"{owner}: 'faiss_index' is not readable: {error}") from None
+            if index.ntotal != indexed_to - indexed_from or index.d != self.dim:
+                raise ValueError(
+                    f"{owner}: 'faiss_index' holds {index.ntotal} keys of dimension {index.d};"
+                    f" expected {indexed_to - indexed_from} of dimension {self.dim}"
+                )
+        self.indexed_from, self.indexed_to, self.n_rebuilds = indexed_from, indexed_to, n_rebuilds
+        self.codec = codec
         self.tail = np.zeros((_INDEX_BATCH, self.dim), dtype=np.float32)
-        tail = np.arange(max(self.indexed_to, oldest), next_id)
-        self.tail[tail % _INDEX_BATCH] = self.codec.decode(arrays["tail_codes"])
+        self.tail[tail % _INDEX_BATCH] = codec.decode(codes)
         self._codes = None
-        if not meta["index_saved"]:
-            if keys_of is None:
-                raise ValueError("this memory was saved without its index: its keys are needed")
+        if index is None:
+            assert keys_of is not None
             # The same codes at the same labels. Evicted entries are never returned or
             # read again (searches select live ids only), so zero keys stand in for them.
             # Codes go in as they are: adding keys would encode them a second time.
@@ -279,9 +312,7 @@ class KeyIndex:
                 self.index.add_sa_codes(codes)
             self.hnsw = False
             return
-        # deserialize_index returns the concrete class, owning its data (a downcast
-        # wrapper would not, and would dangle once the original is collected).
-        self.index = faiss.deserialize_index(np.asarray(arrays["faiss_index"], dtype=np.uint8))
+        self.index = index
         self.hnsw = isinstance(self.index, faiss.IndexHNSWSQ)
         if self.hnsw:
             self.index.hnsw.efSearch = self.ef_search

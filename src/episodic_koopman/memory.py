@@ -45,6 +45,7 @@ import numpy as np
 
 from .key_codec import KeyCodec
 from .key_index import KeyIndex
+from .state_checks import state_count
 
 
 class EpisodeMemory:
@@ -264,9 +265,32 @@ class EpisodeMemory:
         arrays: dict[str, np.ndarray],
         keys_of: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out."""
-        self.next_id = int(meta["next_id"])
-        self.holds_copies = bool(meta["holds_copies"])
-        self._columns = {name: np.array(arrays[f"col.{name}"]) for name in meta["columns"]}
-        self._slot_count = min(self.next_id, self.capacity)
-        self._keys.set_state(meta, arrays, self.oldest_id, self.next_id, keys_of)
+        """Restore `get_state`; ``keys_of(ids)`` gives live keys when the index was left out.
+
+        A state that does not fit (a column not of one row per used slot, ids out of
+        order, codes of another size) raises ``ValueError`` and leaves the memory as
+        it was: compiled searches index the slots and codes without bounds checks.
+        """
+        next_id = state_count("EpisodeMemory", "next_id", meta["next_id"])
+        used = min(next_id, self.capacity)
+        columns = {}
+        for name in meta["columns"]:
+            key = f"col.{name}"
+            if key not in arrays:
+                raise ValueError(f"EpisodeMemory: the saved state has no {key!r}")
+            column = np.array(arrays[key])
+            if column.ndim < 1 or column.shape[0] != used:
+                raise ValueError(
+                    f"EpisodeMemory: {key!r} must have {used} rows, got shape {column.shape}"
+                )
+            columns[name] = column
+        # The keys' owner may read the columns (``keys_of``), so they go in first; on
+        # any error the memory gets its own state back.
+        kept = (self.next_id, self.holds_copies, self._columns, self._slot_count)
+        self.next_id, self.holds_copies = next_id, bool(meta["holds_copies"])
+        self._columns, self._slot_count = columns, used
+        try:
+            self._keys.set_state(meta, arrays, self.oldest_id, self.next_id, keys_of)
+        except BaseException:
+            self.next_id, self.holds_copies, self._columns, self._slot_count = kept
+            raise

@@ -72,6 +72,7 @@ import numpy as np
 
 from .hedge_rule import hedge_weights, update_losses
 from .regret_rules import RegretState, boa_weights, mlpoly_weights, update_regrets
+from .state_checks import state_array
 
 MIXTURE_RULES = ("boa", "mlpoly", "hedge")
 #: The hedge rule's truncation of each scored error, in units of the series' scale.
@@ -155,6 +156,16 @@ class ExpertMixture:
         ``regrets (P, E)``: each expert's instantaneous regret (see the module); the
         ``"boa"`` and ``"mlpoly"`` rules need them (and keep no loss averages).
         """
+        # The compiled updates index ``loss[e, step]`` without bounds checks.
+        steps = np.asarray(steps)
+        if steps.ndim != 1 or steps.dtype.kind not in "iu":
+            raise ValueError(f"steps must be a 1-d integer array, got {steps.dtype} {steps.shape}")
+        if steps.size and not (0 <= steps.min() and steps.max() < self.horizon):
+            raise ValueError(f"steps must be in [0, {self.horizon}), got {steps.tolist()}")
+        expected = (steps.size, len(self.names))
+        for name, given in (("losses", losses), ("available", available), ("regrets", regrets)):
+            if given is not None and np.shape(given) != expected:
+                raise ValueError(f"{name} must have shape {expected}, got {np.shape(given)}")
         self._weights.clear()
         if self.rule != "hedge":
             if regrets is None:
@@ -230,10 +241,15 @@ class ExpertMixture:
         return state | {name: getattr(self._regrets, name).copy() for name in _REGRET_ARRAYS}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        def read(name: str) -> np.ndarray:
-            return np.array(state[name], dtype=np.float64)
+        # Checked against (experts, horizon) before any is assigned: the compiled
+        # loops index them without bounds checks.
+        shape = (len(self.names), self.horizon)
 
-        self._loss, self._mass, self._fast = read("loss"), read("mass"), read("fast")
-        self._regrets = RegretState(*(read(name) for name in _REGRET_ARRAYS))
+        def read(name: str, shape: tuple[int, ...] = shape) -> np.ndarray:
+            return state_array("ExpertMixture", state, name, shape)
+
+        loss, mass, fast = read("loss"), read("mass"), read("fast", (len(self.names), 2))
+        regrets = RegretState(*(read(name) for name in _REGRET_ARRAYS))
+        self._loss, self._mass, self._fast, self._regrets = loss, mass, fast, regrets
         self._weights.clear()
         self._all_scored = self._prior_gone = False

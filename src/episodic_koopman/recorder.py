@@ -16,6 +16,7 @@ from .observables import Observables
 from .pending_records import PendingRecords
 from .recall import KeyWeights, keys_of_row, normalized_states, signature_row
 from .spectrum import Signature
+from .state_checks import Shape, state_array, state_count
 
 
 class EpisodeRecorder:
@@ -252,23 +253,54 @@ class EpisodeRecorder:
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.cursor = None if meta["cursor"] is None else int(meta["cursor"])
-        self.pending = None
+        # Everything is read and checked before anything is assigned: compiled loops
+        # index the pending rows by their count and the signature by its rank.
+        owner = "EpisodeRecorder"
+        cursor = None if meta["cursor"] is None else state_count(owner, "cursor", meta["cursor"])
+        pending = None
         if meta["has_pending"]:
-            self.pending = PendingRecords.of(
-                *(np.asarray(arrays[f"pending.{name}"]) for name in PendingRecords.FIELDS)
-            )
-        self.last_fit = None
+            pending = PendingRecords.of(*self._pending_fields(arrays))
+        last_fit = None
         if meta["has_last_fit"]:
-            self.last_fit = fit_from_arrays(unprefixed("last_fit", arrays))
-        self.last_signature, self._signature_row = None, None
-        self._newest_fit_row = None  # the table is the one restored
+            last_fit = fit_from_arrays(unprefixed("last_fit", arrays))
+        last_signature = None
         if meta["has_last_signature"]:
-            self.last_signature = Signature(
-                eigenvalues=np.array(arrays["last_signature.eigenvalues"]),
-                modes=np.array(arrays["last_signature.modes"]),
-                rank=int(arrays["last_signature.rank"]),
+            eigenvalues = state_array(
+                owner, arrays, "last_signature.eigenvalues", (None,), np.complex128
             )
+            r_max = eigenvalues.shape[0]
+            modes = state_array(owner, arrays, "last_signature.modes", (r_max, None), np.complex128)
+            rank = state_array(owner, arrays, "last_signature.rank", (), np.int64)
+            last_signature = Signature(
+                eigenvalues=eigenvalues,
+                modes=modes,
+                rank=state_count(owner, "last_signature.rank", rank[()], 0, r_max),
+            )
+        self.cursor, self.pending, self.last_fit = cursor, pending, last_fit
+        self.last_signature, self._signature_row = last_signature, None
+        self._newest_fit_row = None  # the table is the one restored
+
+    def _pending_fields(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The saved pending rows' fields (in `PendingRecords.FIELDS` order), checked
+        against one another and the memory's key size."""
+        owner = "EpisodeRecorder"
+        origins = state_array(owner, arrays, "pending.origins", (None,), np.int64)
+        b = origins.shape[0]
+        # The saved dtypes are kept (keys as the memory stores them).
+        keys = arrays.get("pending.keys")
+        kind = np.float64 if keys is None else np.asarray(keys).dtype.type
+        steps = self.horizon if self.keep_forecast else 0
+        shapes: dict[str, tuple[Shape, type]] = {
+            "window_starts": ((b,), np.int64),
+            "keys": ((b, self.memory.dim), kind),
+            "forecasts": ((b, steps, None), np.float64),
+            "fits": ((b,), np.int64),
+        }
+        checked = {"origins": origins} | {
+            name: state_array(owner, arrays, f"pending.{name}", shape, dtype)
+            for name, (shape, dtype) in shapes.items()
+        }
+        return [checked[name] for name in PendingRecords.FIELDS]
 
 
 @kernel

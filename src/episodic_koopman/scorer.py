@@ -13,6 +13,7 @@ from .embedding import History
 from .intervals import ConformalCalibrator
 from .jit import kernel
 from .mixture import ExpertMixture
+from .state_checks import Shape, state_array, state_count
 
 _SCORE_FIELDS = (
     "tracks",
@@ -123,15 +124,45 @@ class ForecastScorer:
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.pending = []
-        graded_only = arrays.get("graded_only")
-        for i in range(int(meta["n_pending"])):
-            origin, n_realised = (int(x) for x in arrays["counts"][i])
-            fields = {name: np.array(arrays[name][i]) for name in _SCORE_FIELDS}
-            only = graded_only is not None and bool(graded_only[i])
-            self.pending.append(
-                PendingScore(origin=origin, n_realised=n_realised, graded_only=only, **fields)
+        # All fields are checked against one another and the horizon before the pending
+        # scores are replaced: the compiled grading indexes them by step and expert.
+        owner, h = "ForecastScorer", self.horizon
+        p = state_count(owner, "n_pending", meta["n_pending"])
+        if p == 0:
+            self.pending = []
+            return
+        tracks = state_array(owner, arrays, "tracks", (p, None, h, None))
+        e, c = tracks.shape[1], tracks.shape[3]
+        shapes: dict[str, tuple[Shape, type]] = {
+            "available": ((p, e), np.bool_),
+            "issued": ((p, h, c), np.float64),
+            "spread": ((p, None, None), np.float64),  # broadcast to (h, c) where read
+            "lower": ((p, h, c), np.float64),
+            "upper": ((p, h, c), np.float64),
+            "ref_scale": ((p, c), np.float64),
+            "local_scale": ((p, c), np.float64),
+            "realised": ((p, h, c), np.float64),
+        }
+        fields = {"tracks": tracks} | {
+            name: state_array(owner, arrays, name, shape, dtype)
+            for name, (shape, dtype) in shapes.items()
+        }
+        counts = state_array(owner, arrays, "counts", (p, 2), np.int64)
+        for i in range(p):
+            state_count(owner, f"counts[{i}] (origin)", counts[i, 0])
+            state_count(owner, f"counts[{i}] (n_realised)", counts[i, 1], 0, h)
+        graded_only = np.zeros(p, dtype=np.bool_)  # absent: none
+        if "graded_only" in arrays:
+            graded_only = state_array(owner, arrays, "graded_only", (p,), np.bool_)
+        self.pending = [
+            PendingScore(
+                origin=int(counts[i, 0]),
+                n_realised=int(counts[i, 1]),
+                graded_only=bool(graded_only[i]),
+                **{name: fields[name][i].copy() for name in _SCORE_FIELDS},
             )
+            for i in range(p)
+        ]
 
 
 def _teach(mixture: ExpertMixture, run: list[tuple[PendingScore, int, int]]) -> None:

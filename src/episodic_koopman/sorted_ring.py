@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import kernel
+from .state_checks import state_array, state_count
 
 
 class SortedRing:
@@ -57,9 +58,15 @@ class SortedRing:
         return self._sorted
 
     def restore(self, values: np.ndarray, count: int) -> None:
-        """Hold ``values`` ``(window, cells)`` after ``count`` pushes (a saved state)."""
-        self.values = np.array(values, dtype=np.float64, order="C")
-        self.count = count
+        """Hold ``values`` ``(window, cells)`` after ``count`` pushes (a saved state).
+
+        ``ValueError`` (and nothing changed) for another shape or a negative count: the
+        compiled loops index the ring by both.
+        """
+        shape = self.values.shape
+        checked = state_array("SortedRing", {"values": values}, "values", shape)
+        self.count = state_count("SortedRing", "count", count)
+        self.values = checked
         self._sorted = None
 
 

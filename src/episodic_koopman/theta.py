@@ -52,6 +52,7 @@ from .components import State
 from .embedding import History
 from .jit import kernel
 from .seasonal_indices import additive_indices, ratio_indices
+from .state_checks import state_array, state_count
 
 #: Layout of a saved `Theta` state (its meta's ``"version"``).
 STATE_VERSION = 1
@@ -339,17 +340,36 @@ class Theta:
         version = meta.get("version")
         if version != STATE_VERSION:
             raise ValueError(f"a Theta expert's state of version {version!r} is not readable")
-        self.seen = int(meta["seen"])
-        self.period, self.chosen = (
-            None if meta[k] is None else int(meta[k]) for k in ("period", "chosen")
+        owner = f"Theta {self.name!r}"
+        seen = state_count(owner, "seen", meta["seen"])
+        period, chosen = (
+            None if meta[k] is None else state_count(owner, k, meta[k], 1)
+            for k in ("period", "chosen")
         )
-        self.found = tuple(int(p) for p in meta["found"])
-        self.ratio = bool(meta["ratio"])
-        if "sums" not in arrays:
+        found = tuple(int(p) for p in meta["found"])
+        ratio = bool(meta["ratio"])
+        restored: tuple[np.ndarray, ...] | None = None
+        if "sums" in arrays:
+            # The kernels index these by the candidate grid and the period: check all
+            # of them (channels from ``sums``) before anything is assigned.
+            c = state_array(owner, arrays, "sums", (N_SUMS, None)).shape[1]
+            if c < 1:
+                raise ValueError(f"{owner}: 'sums' must have at least one channel")
+            a, m = self.alphas.size, period or 1
+            shapes = {
+                "sums": (N_SUMS, c),
+                "level": (a, c),
+                "lag": (a,),
+                "loss": (a * self.weights.size, c),
+                "season": (m, c),
+                "scale": (m, c),
+            }
+            restored = tuple(state_array(owner, arrays, k, s) for k, s in shapes.items())
+        self.seen, self.period, self.chosen, self.found, self.ratio = (
+            seen, period, chosen, found, ratio
+        )  # fmt: skip
+        if restored is None:
             self.sums = self.level = self.loss = self.season = self.scale = None
             self.lag = np.zeros(self.alphas.size)
             return
-        self.sums, self.level, self.lag, self.loss, self.season, self.scale = (
-            np.array(arrays[k], dtype=np.float64)
-            for k in ("sums", "level", "lag", "loss", "season", "scale")
-        )
+        self.sums, self.level, self.lag, self.loss, self.season, self.scale = restored
