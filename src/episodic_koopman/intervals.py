@@ -57,7 +57,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .jit import kernel
-from .sorted_ring import SortedRing
+from .sorted_ring import SortedRing, lower_bound
 from .state_checks import state_array, state_count
 
 _SPREAD_SMOOTHING = 0.05
@@ -336,14 +336,7 @@ def _p_values_of(ordered, n, scores, out):  # type: ignore[no-untyped-def]
     """
     for k in range(scores.shape[0]):
         row, score = ordered[k], scores[k]
-        lo, hi = 0, n  # the order statistics under the score are a prefix
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if row[mid] < score:
-                lo = mid + 1
-            else:
-                hi = mid
-        below = lo
+        below = lower_bound(row, n, score)  # the order statistics under it are a prefix
         if below >= n:
             out[k] = 1.0
             continue

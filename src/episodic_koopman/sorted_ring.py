@@ -98,6 +98,19 @@ def _upper_bound(row, n, value):  # type: ignore[no-untyped-def]
 
 
 @kernel
+def lower_bound(row, n, value):  # type: ignore[no-untyped-def]
+    """How many of ``row[:n]`` (sorted, NaN last) are less than ``value``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if row[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@kernel
 def insert_sorted(row, n, value):  # type: ignore[no-untyped-def]
     """Insert ``value`` into ``row[:n]`` (sorted, NaN last), which then holds ``n + 1``."""
     at = _upper_bound(row, n, value)
@@ -112,14 +125,7 @@ def replace_sorted(row, n, leaving, arriving):  # type: ignore[no-untyped-def]
     if leaving != leaving:  # NaN sits at the end
         gone = n - 1
     else:  # the first not less than it equals it
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if row[mid] < leaving:
-                lo = mid + 1
-            else:
-                hi = mid
-        gone = lo
+        gone = lower_bound(row, n, leaving)
     at = _upper_bound(row, n, arriving)
     if at > gone:  # the values in between move down one place
         _shift_down(row, gone, at - 1)
